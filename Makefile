@@ -1,0 +1,44 @@
+# memstress: the two commands a newcomer needs are `make run` and `make test`.
+# Both install into .venv first; the install re-runs only when pyproject.toml changes.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install run test lint typecheck pytest bench soak service clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+# The quick stress run against the bundled reference service, ending in a report.
+run: $(STAMP)
+	$(BIN)/python run_stress_test.py --quick $(ARGS)
+
+# Lint, type check and the test suite (real service and real Locust processes on loopback).
+test: lint typecheck pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+pytest: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(BIN)/python -m bench $(ARGS)
+
+# The reference service in the foreground (faults enabled), for trying things by hand.
+service: $(STAMP)
+	$(BIN)/python -m service --enable-faults --data-dir results/service-data $(ARGS)
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

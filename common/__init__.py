@@ -1,0 +1,1 @@
+"""Helpers shared by the suite's packages: config, target client, run folders."""

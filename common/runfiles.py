@@ -1,0 +1,185 @@
+"""The run folder: its naming and the incremental CSV files written into it.
+
+A run folder is ``results/<UTC timestamp>_<scenario>``; nothing ever overwrites
+an earlier one. The suite's own CSVs are appended one row at a time and
+flushed after every row, so a run that is killed keeps every row it wrote.
+
+Columns of the suite's files (the reports read these names):
+
+- ``stages.csv``: see :data:`STAGE_COLUMNS`
+- ``events.csv``: ``time,kind,detail`` (time is Unix seconds)
+- ``memory_samples.csv``: see :data:`SAMPLE_COLUMNS`
+- ``worker_samples.csv``: see :data:`WORKER_COLUMNS`
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import os
+import time
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, TextIO
+
+from common.config import ROOT
+
+RESULTS_DIR = ROOT / "results"
+
+STAGE_COLUMNS = (
+    "time",  # Unix seconds when the stage began
+    "elapsed_s",  # seconds since the shape started
+    "index",  # 0-based stage number
+    "name",  # stage name from the scenario's plan
+    "users",  # target user count of the stage
+    "spawn_rate",
+    "duration_s",  # planned length of the stage
+    "params",  # the stage parameters as JSON
+)
+
+EVENT_COLUMNS = ("time", "kind", "detail")
+
+EVENT_KINDS = (
+    "stage",
+    "leak_detected",
+    "leak_cleared",
+    "emergency_stop",
+    "target_lost",
+    "health_failed",
+    "health_ok",
+    "cleanup",
+    "source_missing",
+    "run_end",
+)
+
+SAMPLE_COLUMNS = (
+    "time",  # Unix seconds
+    "elapsed_s",  # seconds since the monitor started
+    "stage",  # name of the current stage ('' before the first)
+    "users",  # Locust user count
+    "rss_bytes",  # target RSS: psutil by PID, else Prometheus, else /memory/stats
+    "rss_source",  # psutil | prometheus | stats
+    "vms_bytes",
+    "cpu_percent",  # target process CPU percent (psutil)
+    "num_threads",
+    "open_files",
+    "prom_rss_bytes",  # process_resident_memory_bytes from /metrics
+    "budget_bytes",  # from /memory/stats
+    "pressure",  # 0-100, the target's own score
+    "strategy",  # normal | aggressive | emergency
+    "optimizations_total",
+    "optimizations_failed",
+    "bytes_freed_total",
+    "leak_suspected",  # the target's own flag (0/1)
+    "unaccounted_bytes",
+    "conversations_bytes",
+    "vectors_bytes",
+    "embedding_cache_bytes",
+    "ballast_bytes",
+    "host_total_bytes",
+    "host_available_bytes",
+    "host_percent",  # host memory used, percent
+    "psi_some_avg10",  # /proc/pressure/memory
+    "psi_full_avg10",
+    "cgroup_current_bytes",
+    "cgroup_max_bytes",
+    "cgroup_events",  # oom/oom_kill/max events (v2) or failcnt (v1)
+    "leak_slope_mb_min",  # the online detector's current slope estimate
+    "leak_state",  # warmup | clear | leak
+    "sample_cost_ms",  # wall time spent taking this sample
+)
+
+WORKER_COLUMNS = ("time", "worker_id", "rss_bytes", "cpu_percent", "user_count")
+
+
+def utc_stamp(now: float | None = None) -> str:
+    """``20261125T103000Z``: sortable, filesystem-safe UTC time."""
+    t = dt.datetime.fromtimestamp(time.time() if now is None else now, tz=dt.UTC)
+    return t.strftime("%Y%m%dT%H%M%SZ")
+
+
+def new_run_dir(scenario: str, root: str | Path | None = None) -> Path:
+    """Create ``<root>/<UTC timestamp>_<scenario>``; never reuses an existing folder."""
+    base = Path(root) if root else RESULTS_DIR
+    base.mkdir(parents=True, exist_ok=True)
+    stamp = utc_stamp()
+    for n in range(1000):
+        suffix = f"-{n}" if n else ""
+        path = base / f"{stamp}_{scenario}{suffix}"
+        try:
+            path.mkdir()
+        except FileExistsError:
+            continue
+        return path
+    raise FileExistsError(f"{base}: too many run folders named {stamp}_{scenario}")
+
+
+class CsvAppender:
+    """Append rows to a CSV file, flushing after each one.
+
+    The header is written only when the file is new or empty, so reopening an
+    existing file (a resumed run, a second writer) keeps its rows.
+    """
+
+    def __init__(self, path: str | Path, columns: Iterable[str]) -> None:
+        self.path = Path(path)
+        self.columns = tuple(columns)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._fh: TextIO | None = open(self.path, "a", newline="", encoding="utf-8")  # noqa: SIM115
+        self._writer = csv.DictWriter(self._fh, fieldnames=self.columns, extrasaction="ignore")
+        if self._fh.tell() == 0:
+            self._writer.writeheader()
+            self._fh.flush()
+        self.rows = 0
+
+    def write(self, row: Mapping[str, Any]) -> None:
+        if self._fh is None:
+            raise ValueError(f"{self.path}: writer is closed")
+        self._writer.writerow({k: _cell(v) for k, v in row.items()})
+        self._fh.flush()
+        self.rows += 1
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+    def __enter__(self) -> CsvAppender:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _cell(value: Any) -> Any:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, float):
+        return round(value, 6)
+    return value
+
+
+class EventLog:
+    """``events.csv``: one row per thing that happened (``time,kind,detail``)."""
+
+    def __init__(self, run_dir: str | Path) -> None:
+        self._csv = CsvAppender(Path(run_dir) / "events.csv", EVENT_COLUMNS)
+
+    def record(self, kind: str, detail: str = "", when: float | None = None) -> None:
+        self._csv.write(
+            {"time": time.time() if when is None else when, "kind": kind, "detail": detail}
+        )
+
+    def close(self) -> None:
+        self._csv.close()
+
+
+def is_writable_dir(path: Path) -> bool:
+    """True when files can be created in ``path`` (created if missing)."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return False
+    return os.access(path, os.W_OK | os.X_OK)
