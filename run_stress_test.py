@@ -1,0 +1,275 @@
+#!/usr/bin/env python3
+"""memstress: run memory stress scenarios headless and grade the target.
+
+    python run_stress_test.py --quick                 # the critical set, scaled down
+    python run_stress_test.py --scenario memory_leak  # one scenario at its full length
+    python run_stress_test.py --comprehensive         # all ten
+    python run_stress_test.py --list-scenarios
+
+Exit codes: 0 passed, 1 failed (a grade below --fail-on), 2 bad usage or config,
+3 target unreachable or lost, 4 stopped by a safety limit, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import NoReturn
+
+from rich.console import Console
+from rich.table import Table
+
+from common.config import GRADES, SCENARIO_NAMES, ConfigError, load_config, scenario_name
+from common.runfiles import RESULTS_DIR, is_writable_dir, new_run_dir
+from common.target import check_loopback
+
+log = logging.getLogger("memstress")
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        """One line naming the problem, not a usage dump."""
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text.rstrip("s"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a number of seconds (valid: > 0, e.g. 60 or 60s)"
+        ) from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not positive (valid: seconds > 0)")
+    return value
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a whole number (valid: 1 or more)"
+        ) from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is out of range (valid: 1 or more)")
+    return value
+
+
+def _scenario(text: str) -> str:
+    try:
+        return scenario_name(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def build_parser() -> Parser:
+    p = Parser(
+        prog="run_stress_test.py",
+        description="Stress the memory management of a service and grade it.",
+        epilog="Exit codes: 0 passed, 1 failed, 2 bad usage/config, 3 target lost, "
+        "4 safety stop, 130 interrupted.",
+    )
+    what = p.add_mutually_exclusive_group()
+    what.add_argument(
+        "--scenario",
+        type=_scenario,
+        metavar="NAME",
+        help=f"run one scenario ({', '.join(SCENARIO_NAMES)}; seed keys work too)",
+    )
+    what.add_argument("--comprehensive", action="store_true", help="run all ten scenarios")
+    what.add_argument(
+        "--quick",
+        action="store_true",
+        help="run the config's critical set (scenarios.quick) at scaled durations",
+    )
+    what.add_argument("--list-scenarios", action="store_true", help="list the scenarios and exit")
+    p.add_argument(
+        "--duration",
+        type=_positive,
+        metavar="S",
+        help="seconds of each scenario's stage plan (default: from the config)",
+    )
+    p.add_argument(
+        "--host",
+        metavar="URL",
+        help="test this service instead of starting the bundled one (loopback only)",
+    )
+    p.add_argument(
+        "--target-pid",
+        type=_count,
+        metavar="PID",
+        help="PID of the --host service, to sample its memory with psutil",
+    )
+    p.add_argument(
+        "--processes",
+        type=_count,
+        default=1,
+        metavar="N",
+        help="Locust worker processes on this machine (default 1)",
+    )
+    p.add_argument(
+        "--stress-level",
+        type=int,
+        metavar="I",
+        help="index into the config's stress lists (default: stress_levels.default_level)",
+    )
+    p.add_argument(
+        "--config", type=Path, metavar="FILE", help="config file (default: the shipped one)"
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        metavar="DIR",
+        default=RESULTS_DIR,
+        help="where run folders go (default: results/)",
+    )
+    p.add_argument(
+        "--fail-on",
+        choices=GRADES,
+        metavar="GRADE",
+        help=f"fail when any grade is below this ({', '.join(GRADES)}; default: config fail_on)",
+    )
+    p.add_argument(
+        "--budget-mb",
+        metavar="MB",
+        help="memory budget of the bundled service (a number or 'auto')",
+    )
+    p.add_argument(
+        "--monitor-interval",
+        type=_positive,
+        metavar="S",
+        help="seconds between memory samples (default: config monitor.interval)",
+    )
+    p.add_argument("--debug", action="store_true", help="debug logging in the log file and console")
+    return p
+
+
+def list_scenarios(console: Console) -> None:
+    from scenarios.registry import all_scenarios
+
+    cfg = load_config()
+    table = Table(title="memstress scenarios")
+    table.add_column("scenario")
+    table.add_column("config key")
+    table.add_column("default s", justify="right")
+    table.add_column("purpose")
+    for info in all_scenarios():
+        table.add_row(
+            info.name, info.seed_key, f"{cfg.test_duration.of(info.name):g}", info.purpose
+        )
+    console.print(table)
+
+
+def setup_logging(log_path: Path, debug: bool) -> None:
+    log.setLevel(logging.DEBUG)
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s")
+    fh = logging.FileHandler(log_path, encoding="utf-8")
+    fh.setLevel(logging.DEBUG if debug else logging.INFO)
+    fh.setFormatter(fmt)
+    ch = logging.StreamHandler(sys.stderr)
+    ch.setLevel(logging.DEBUG if debug else logging.WARNING)
+    ch.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    log.addHandler(fh)
+    log.addHandler(ch)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    console = Console()
+    if args.list_scenarios:
+        list_scenarios(console)
+        return 0
+    if not (args.scenario or args.comprehensive or args.quick):
+        parser.error(
+            "say what to run: --scenario NAME, --quick, --comprehensive or --list-scenarios"
+        )
+    try:
+        config = load_config(args.config)
+        level = (
+            config.stress_levels.default_level if args.stress_level is None else args.stress_level
+        )
+        config.stress(level)
+        host = check_loopback(args.host) if args.host else None
+    except (ConfigError, ValueError) as exc:
+        print(f"run_stress_test.py: error: {exc}", file=sys.stderr)
+        return 2
+    if args.target_pid and not host:
+        parser.error("--target-pid goes with --host (the bundled service's PID is known)")
+    if args.budget_mb and host:
+        parser.error("--budget-mb sets the bundled service's budget; it cannot apply with --host")
+    out: Path = args.out
+    if not is_writable_dir(out):
+        print(
+            f"run_stress_test.py: error: --out {out}: not a writable folder "
+            "(valid: a folder you can write)",
+            file=sys.stderr,
+        )
+        return 2
+
+    from runner.session import RunSettings, StopFlag, run_scenario, run_session
+
+    settings = RunSettings(
+        config=config,
+        config_path=(args.config or Path(config.source)).resolve(),
+        stress_level=level,
+        host=host,
+        target_pid=args.target_pid,
+        processes=args.processes,
+        fail_on=args.fail_on,
+        debug=args.debug,
+        budget_mb=args.budget_mb,
+        monitor_interval=args.monitor_interval,
+    )
+    stop = StopFlag()
+    stop.install()
+    if args.scenario:
+        duration = args.duration or config.test_duration.of(args.scenario)
+        try:
+            run_dir = new_run_dir(args.scenario, out)
+        except OSError as exc:
+            print(
+                f"run_stress_test.py: error: --out {out}: cannot create a run folder ({exc})",
+                file=sys.stderr,
+            )
+            return 2
+        setup_logging(run_dir / "memory_stress_test.log", args.debug)
+        console.print(
+            f"memstress: {args.scenario} for {duration:g} s -> {run_dir}", highlight=False
+        )
+        outcome = run_scenario(args.scenario, duration, run_dir, settings, stop, console)
+        console.print(
+            f"memstress: {args.scenario}: grade {outcome.grade}, exit code {outcome.exit_code}; "
+            f"report {outcome.report or run_dir}",
+            highlight=False,
+        )
+        return outcome.exit_code
+    names = (
+        list(SCENARIO_NAMES)
+        if args.comprehensive
+        else [scenario_name(n) for n in config.scenarios.quick]
+    )
+    scale = 1.0 if args.comprehensive else config.scenarios.quick_duration_scale
+    plan = [(n, args.duration or config.test_duration.of(n) * scale) for n in names]
+    kind = "comprehensive" if args.comprehensive else "quick"
+    total = sum(d for _, d in plan)
+    console.print(
+        f"memstress: {kind} session, {len(plan)} scenarios, about {total / 60:.1f} min of load",
+        highlight=False,
+    )
+    # The log goes into the session folder, which run_session creates; log to out/ until then.
+    setup_logging(out / "memory_stress_test.log", args.debug)
+    session, _, code = run_session(kind, plan, out, settings, stop, console)
+    console.print(
+        f"memstress: {kind} session done, exit code {code}; "
+        f"report {session / 'stress_test_report.md'}",
+        highlight=False,
+    )
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

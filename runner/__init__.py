@@ -1,0 +1,1 @@
+"""The orchestration behind ``run_stress_test.py``: service, Locust runs, progress, reports."""

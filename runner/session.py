@@ -1,0 +1,306 @@
+"""Run scenarios headless, one Locust process per scenario, and build their reports."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from common.config import ROOT, Config
+from common.runfiles import new_run_dir
+from common.target import TargetClient, TargetError
+from runner.progress import Snapshot, make_progress, read_snapshot
+from runner.service import ManagedService
+
+log = logging.getLogger("memstress")
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_TARGET, EXIT_SAFETY, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
+SEVERITY = (EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_TARGET, EXIT_SAFETY, EXIT_INTERRUPTED)
+"""Exit codes from least to most severe: a session exits with its most severe run's code."""
+
+GRACE_S = 60.0
+"""Past its planned length (plus this) a Locust run is asked to stop, then killed."""
+
+
+def worst(codes: list[int]) -> int:
+    known = [c if c in SEVERITY else EXIT_FAILED for c in codes]
+    return max(known, key=SEVERITY.index, default=EXIT_OK)
+
+
+@dataclass
+class StopFlag:
+    """Set by the signal handlers; the run loops poll it."""
+
+    requested: bool = False
+    signal_name: str = ""
+
+    def install(self) -> None:
+        def handler(signum: int, _frame: Any) -> None:
+            if self.requested and signum == signal.SIGINT:
+                log.warning("second Ctrl-C: stopping harder")
+            self.requested = True
+            self.signal_name = signal.Signals(signum).name
+
+        signal.signal(signal.SIGINT, handler)
+        signal.signal(signal.SIGTERM, handler)
+
+
+@dataclass
+class RunSettings:
+    config: Config
+    config_path: Path
+    stress_level: int
+    host: str | None = None
+    target_pid: int | None = None
+    processes: int = 1
+    fail_on: str | None = None
+    debug: bool = False
+    budget_mb: str | None = None
+    monitor_interval: float | None = None
+
+
+@dataclass
+class RunOutcome:
+    scenario: str
+    run_dir: Path
+    exit_code: int
+    grade: str = "n/a"
+    report: Path | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def write_meta(run_dir: Path, **updates: Any) -> dict[str, Any]:
+    """Create or update ``run_meta.json`` (written whole, through a temp file)."""
+    path = run_dir / "run_meta.json"
+    meta: dict[str, Any] = {}
+    if path.exists():
+        meta = json.loads(path.read_text())
+    meta.update(updates)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(meta, indent=2, sort_keys=True))
+    os.replace(tmp, path)
+    return meta
+
+
+def locust_command(
+    scenario: str, duration_s: float, run_dir: Path, host: str, pid: int | None, s: RunSettings
+) -> list[str]:
+    cmd = [
+        sys.executable,
+        "-m",
+        "locust",
+        "-f",
+        str(ROOT / "locustfile.py"),
+        "--headless",
+        "--host",
+        host,
+        "--scenario",
+        scenario,
+        "--stress-level",
+        str(s.stress_level),
+        "--duration",
+        f"{duration_s:g}",
+        "--config",
+        str(s.config_path),
+        "--run-dir",
+        str(run_dir),
+        "--csv",
+        str(run_dir / "locust"),
+        "--csv-full-history",
+        "--json-file",
+        str(run_dir / "locust"),
+        "--html",
+        str(run_dir / "locust_report.html"),
+        # The verdict (reports/) decides pass or fail, not the mere presence of a failure.
+        "--exit-code-on-error",
+        "0",
+        "--loglevel",
+        "DEBUG" if s.debug else "INFO",
+    ]
+    if pid:
+        cmd += ["--target-pid", str(pid)]
+    if s.processes > 1:
+        cmd += ["--processes", str(s.processes)]
+    if s.monitor_interval:
+        cmd += ["--monitor-interval", f"{s.monitor_interval:g}"]
+    return cmd
+
+
+def _run_locust(
+    cmd: list[str],
+    run_dir: Path,
+    planned_s: float,
+    cap_s: float,
+    stop: StopFlag,
+    on_tick: Callable[[float], None],
+) -> int:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    with open(run_dir / "locust.log", "ab") as out:
+        # Its own session, so a terminal Ctrl-C reaches only us; we forward it once.
+        proc = subprocess.Popen(
+            cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
+    start = time.monotonic()
+    asked_at: float | None = None
+    limit = min(planned_s + GRACE_S, cap_s)
+    while proc.poll() is None:
+        elapsed = time.monotonic() - start
+        on_tick(elapsed)
+        if asked_at is None and (stop.requested or elapsed > limit):
+            why = f"signal {stop.signal_name}" if stop.requested else f"time cap {limit:g} s"
+            log.warning("stopping Locust (%s)", why)
+            proc.send_signal(signal.SIGINT)
+            asked_at = time.monotonic()
+        elif asked_at is not None and time.monotonic() - asked_at > 30:
+            log.error("Locust did not stop within 30 s of SIGINT; killing it")
+            proc.kill()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(0.5)
+    return int(proc.returncode)
+
+
+def run_scenario(
+    scenario: str,
+    duration_s: float,
+    run_dir: Path,
+    s: RunSettings,
+    stop: StopFlag,
+    console: Console,
+    index: int = 1,
+    total: int = 1,
+) -> RunOutcome:
+    """One scenario: service up (unless --host), Locust headless, service down, report."""
+    from scenarios.registry import get_scenario  # the scenario package is heavy: import late
+
+    info = get_scenario(scenario)
+    write_meta(
+        run_dir,
+        schema=1,
+        scenario=scenario,
+        run_id=run_dir.name,
+        host=s.host or "",
+        stress_level=s.stress_level,
+        duration_s=duration_s,
+        started=time.time(),
+        ended=None,
+        exit_code=None,
+        stop_reason="",
+        interrupted=False,
+        config_path=str(s.config_path),
+        purpose=info.purpose,
+        expected=list(info.expected),
+        budget_bytes=None,
+        processes=s.processes,
+    )
+    service: ManagedService | None = None
+    code: int
+    pid: int | None
+    reason = ""
+    try:
+        if s.host is None:
+            service = ManagedService.start(run_dir, s.config_path, s.budget_mb)
+            host, pid = service.url, service.pid
+            write_meta(run_dir, host=host)
+        else:
+            host, pid = s.host, s.target_pid
+            client = TargetClient(host, timeout=2.0)
+            try:
+                client.wait_healthy(5.0)
+            finally:
+                client.close()
+    except TargetError as exc:
+        log.error("%s", exc)
+        reason = f"target unreachable: {exc}"
+        code = EXIT_TARGET
+    else:
+        log.info("scenario %s: %g s of stages against %s", scenario, duration_s, host)
+        view = make_progress(console)
+        base = Snapshot(scenario, index, total, 0.0, duration_s)
+
+        def tick(elapsed: float) -> None:
+            base.elapsed_s = elapsed
+            view.show(read_snapshot(run_dir, base))
+
+        cmd = locust_command(scenario, duration_s, run_dir, host, pid, s)
+        log.debug("locust command: %s", " ".join(cmd))
+        try:
+            code = _run_locust(
+                cmd, run_dir, duration_s, s.config.safety.max_test_duration, stop, tick
+            )
+        finally:
+            view.close()
+        if service is not None and not service.alive():
+            reason = f"reference service exited with code {service.proc.returncode}"
+    finally:
+        if service is not None:
+            service.stop()
+    if stop.requested:
+        code, reason = EXIT_INTERRUPTED, f"interrupted by {stop.signal_name or 'the user'}"
+    write_meta(
+        run_dir,
+        ended=time.time(),
+        exit_code=code,
+        interrupted=stop.requested,
+        **({"stop_reason": reason} if reason else {}),
+    )
+    return _report(scenario, run_dir, code, s)
+
+
+def _report(scenario: str, run_dir: Path, code: int, s: RunSettings) -> RunOutcome:
+    from reports import build_run_report
+
+    try:
+        rep = build_run_report(run_dir, s.config, s.fail_on)
+    except Exception:
+        log.exception("building the report of %s failed", run_dir)
+        return RunOutcome(scenario, run_dir, code or EXIT_FAILED, notes=["report failed"])
+    return RunOutcome(scenario, run_dir, rep.exit_code, rep.overall_grade, rep.report_path)
+
+
+def run_session(
+    kind: str,
+    plan: list[tuple[str, float]],
+    out_root: Path,
+    s: RunSettings,
+    stop: StopFlag,
+    console: Console,
+) -> tuple[Path, list[RunOutcome], int]:
+    """Several scenarios, one run folder each, inside one session folder."""
+    from reports import build_session_report
+
+    session = new_run_dir(kind, out_root)
+    outcomes: list[RunOutcome] = []
+    for i, (scenario, duration) in enumerate(plan, start=1):
+        if stop.requested:
+            break
+        run_dir = new_run_dir(scenario, session)
+        console.print(f"[{i}/{len(plan)}] {scenario}: {duration:g} s -> {run_dir}", highlight=False)
+        out = run_scenario(scenario, duration, run_dir, s, stop, console, i, len(plan))
+        outcomes.append(out)
+        console.print(
+            f"[{i}/{len(plan)}] {scenario}: grade {out.grade}, exit code {out.exit_code}",
+            highlight=False,
+        )
+        if out.exit_code == EXIT_TARGET and s.host is not None:
+            break  # an external target that is gone will not come back for the next scenario
+    code = worst([o.exit_code for o in outcomes])
+    try:
+        rep = build_session_report(session, [o.run_dir for o in outcomes], s.config, s.fail_on)
+        code = worst([code, rep.exit_code])
+    except Exception:
+        log.exception("building the session report of %s failed", session)
+        code = worst([code, EXIT_FAILED])
+    if stop.requested:
+        code = EXIT_INTERRUPTED
+    return session, outcomes, code
