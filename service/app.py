@@ -1,0 +1,88 @@
+"""``create_app(settings)``: the FastAPI app, its lifespan and its background cycle."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import logging
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI
+
+from service.errors import BodyLimit, install_error_handlers
+from service.manager import MB, Libc
+from service.routes_agents import router as agents_router
+from service.routes_faults import router as faults_router
+from service.routes_memory import router as memory_router
+from service.routes_vectors import router as vectors_router
+from service.runtime import Runtime
+from service.settings import Settings
+
+log = logging.getLogger("service")
+
+
+async def _manage(rt: Runtime) -> None:
+    """Run a management cycle and drain the optimization queue about every interval."""
+    interval = rt.settings.cycle_interval_s
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            rt.manager.tick()
+        except Exception:
+            log.exception("management cycle failed")
+
+
+def create_app(settings: Settings) -> FastAPI:
+    libc = Libc()
+    libc.fix_mmap_threshold()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        rt = Runtime.open(settings, libc)
+        app.state.runtime = rt
+        # Objects alive now live as long as the process: keep them out of every
+        # later collection so gc.collect() in an optimization only walks new ones.
+        gc.collect()
+        gc.freeze()
+        rt.manager.start()
+        task = asyncio.create_task(_manage(rt), name="memory-manager")
+        s = settings
+        log.info(
+            "serving on http://%s:%d data=%s budget=%.0f MB (%s) faults=%s queue=%d "
+            "max_body=%d config=%s malloc_trim=%s",
+            s.bind,
+            s.port,
+            s.data_dir,
+            s.budget_bytes / MB,
+            s.budget_source,
+            "on" if s.enable_faults else "off",
+            s.queue_size,
+            s.max_body_bytes,
+            s.config_source,
+            "yes" if libc.available else "no",
+        )
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            rt.close()
+            log.info("sqlite closed (%s)", rt.store.path)
+
+    app = FastAPI(
+        title="memstress reference service",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
+    install_error_handlers(app)
+    app.include_router(memory_router)
+    app.include_router(agents_router)
+    app.include_router(vectors_router)
+    if settings.enable_faults:
+        app.include_router(faults_router)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    return app

@@ -1,0 +1,87 @@
+"""Per-agent conversation memory: append, list, context, forget."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Path, Query
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+
+from service.errors import ApiError
+from service.routes_memory import Rt
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$"
+AgentId = Annotated[str, Path(pattern=NAME_PATTERN, description="1-128 of A-Z a-z 0-9 . _ : @ -")]
+
+
+class MessageIn(BaseModel):
+    role: Literal["system", "user", "assistant", "tool"]
+    content: str = Field(min_length=1)
+
+
+router = APIRouter()
+
+
+def shed(rt: Rt) -> None:
+    """Refuse a write while the emergency strategy sheds load."""
+    if not rt.manager.admit_write():
+        wait = rt.manager.retry_after_s()
+        raise ApiError(
+            503,
+            f"memory pressure is critical ({rt.manager.pressure:.1f}% of budget); "
+            f"writes resume under 90%",
+            headers={"Retry-After": str(wait)},
+            strategy=rt.manager.strategy,
+        )
+
+
+@router.post("/agents/{agent_id}/messages", status_code=201)
+async def add_message(rt: Rt, agent_id: AgentId, body: MessageIn) -> JSONResponse:
+    shed(rt)
+    msg = rt.conversations.append(agent_id, body.role, body.content)
+    return JSONResponse(
+        {"agent_id": agent_id, "seq": msg.seq, "total": msg.seq + 1, "ts": msg.ts}, status_code=201
+    )
+
+
+@router.get("/agents/{agent_id}/messages")
+async def list_messages(
+    rt: Rt,
+    agent_id: AgentId,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+) -> JSONResponse:
+    total, messages, source = rt.conversations.messages(agent_id, offset, limit)
+    return JSONResponse(
+        {
+            "agent_id": agent_id,
+            "total": total,
+            "offset": offset,
+            "limit": limit,
+            "messages": messages,
+            "source": source,
+        }
+    )
+
+
+@router.get("/agents/{agent_id}/context")
+async def context(
+    rt: Rt,
+    agent_id: AgentId,
+    query: Annotated[str, Query(max_length=10_000)] = "",
+    k: Annotated[int, Query(ge=0, le=50)] = 5,
+    recent: Annotated[int, Query(ge=0, le=50)] = 5,
+) -> JSONResponse:
+    total, last, relevant = rt.conversations.context(agent_id, query, k, recent)
+    return JSONResponse(
+        {"agent_id": agent_id, "total": total, "recent": last, "relevant": relevant}
+    )
+
+
+@router.delete("/agents/{agent_id}")
+async def forget(rt: Rt, agent_id: AgentId) -> JSONResponse:
+    n = rt.conversations.delete(agent_id)
+    if n == 0:
+        raise ApiError(404, f"unknown agent {agent_id!r}", field="agent_id")
+    return JSONResponse({"agent_id": agent_id, "deleted_messages": n})

@@ -1,0 +1,24 @@
+"""Everything the service is started with, resolved from the flags and the config file."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path
+    port: int = 8000
+    bind: str = "127.0.0.1"
+    budget_bytes: int = 512 * 1024 * 1024
+    budget_source: str = "config"
+    enable_faults: bool = False
+    max_body_bytes: int = 1024 * 1024
+    queue_size: int = 32
+    embedding_cache_bytes: int = 64 * 1024 * 1024
+    conversation_cache_bytes: int = 64 * 1024 * 1024
+    vector_cache_bytes: int = 128 * 1024 * 1024
+    cycle_interval_s: float = 1.0
+    log_level: str = "info"
+    config_source: str = ""
