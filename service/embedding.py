@@ -78,7 +78,10 @@ def chunk_text(text: str, size: int = CHUNK_CHARS, overlap: int = CHUNK_OVERLAP)
             chunks.append(piece)
         if end >= n:
             break
-        start = max(end - overlap, start + 1)
+        # Overlap the next chunk by about ``overlap`` chars, starting on a word.
+        nxt = max(end - overlap, start + 1)
+        space = text.find(" ", nxt, end)
+        start = space + 1 if space != -1 else nxt
     return chunks
 
 

@@ -136,6 +136,7 @@ class MemoryManager:
         self.bytes_freed_total = 0
         self.last_optimization_ms = 0.0
         self._last_optimized = -math.inf
+        self._last_level = "normal"
         self.cycles = 0
         self.writes_shed = 0
         self.strategy_changes = 0
@@ -240,6 +241,7 @@ class MemoryManager:
         self.optimizations_total += 1
         self.bytes_freed_total += freed
         self._last_optimized = time.monotonic()
+        self._last_level = level
         self.last_optimization_ms = (time.perf_counter() - t0) * 1000
         log.debug(
             "optimized (%s, %s): freed %.1f MB in %.1f ms",
@@ -262,8 +264,11 @@ class MemoryManager:
         need = level != "normal" or self._over_soft_limits() or self.faults.has_expired()
         freed = 0
         optimized = False
+        # A burst of cycles shares one optimization, unless pressure has escalated
+        # since it ran or ballast has expired in the meantime.
         recent = time.monotonic() - self._last_optimized < MIN_OPTIMIZE_GAP_S
-        if need and (not recent or self.faults.has_expired()):
+        escalated = STRATEGIES.index(level) > STRATEGIES.index(self._last_level)
+        if need and (not recent or escalated or self.faults.has_expired()):
             freed = self.optimize(level, "cycle")
             optimized = True
         return CycleResult(
