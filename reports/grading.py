@@ -1,0 +1,197 @@
+"""Grade metrics against ``config.performance_thresholds``; a threshold explains its grade.
+
+Bands, lower-is-better (every metric but ``stability_score``)::
+
+    value <= excellent         -> Excellent
+    value <= good              -> Good
+    value <= acceptable        -> Acceptable
+    value <= poor              -> Marginal   (between the Acceptable and Poor bounds)
+    value >  poor              -> Poor
+
+Higher-is-better mirrors it with ``>=``. Each :class:`Grade` carries the
+message a person needs, e.g. ``mean cycle time 1.8 s > 1.0 s (Good bound) ->
+Acceptable``. The overall grade is the worst one; the verdict fails when a
+grade is worse than ``fail_on`` (exit code 1). A missing metric is "n/a" and
+never fails the verdict.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from common.config import GRADES, Config, PerformanceThresholds, Threshold
+from reports.fmt import with_unit
+
+NA = "n/a"
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_TARGET, EXIT_SAFETY, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
+SEVERITY = (EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_TARGET, EXIT_SAFETY, EXIT_INTERRUPTED)
+"""Exit codes from least to most severe (the runner's order)."""
+STOP_CODES = frozenset({EXIT_USAGE, EXIT_TARGET, EXIT_SAFETY, EXIT_INTERRUPTED})
+"""Codes a run records in run_meta.json that take precedence over the verdict's 0/1."""
+
+LABELS = {
+    "response_time": ("mean cycle time", "s"),
+    "stability_score": ("stability score", ""),
+    "memory_growth": ("memory growth", "MB"),
+    "error_rate": ("error rate", "%"),
+}
+
+
+def parse_grade(name: str) -> str:
+    """A grade name, case-insensitive; ValueError lists the valid ones."""
+    g = name.strip().lower()
+    if g not in GRADES:
+        raise ValueError(f"{name!r} is not a grade (valid: {', '.join(GRADES)})")
+    return g
+
+
+def rank(grade: str) -> int | None:
+    """0 for excellent ... 4 for poor; None for n/a."""
+    return GRADES.index(grade) if grade in GRADES else None
+
+
+@dataclass(frozen=True)
+class Grade:
+    metric: str
+    label: str
+    value: float | None
+    unit: str
+    grade: str  # a GRADES name or "n/a"
+    message: str
+
+    @property
+    def rank(self) -> int | None:
+        return rank(self.grade)
+
+
+@dataclass(frozen=True)
+class GradeThreshold:
+    """One metric's bounds; :meth:`grade` returns the grade and why."""
+
+    metric: str
+    label: str
+    unit: str
+    bounds: Threshold
+    higher_is_better: bool = False
+
+    def _bounds(self) -> list[tuple[str, float]]:
+        b = self.bounds
+        return [
+            ("excellent", b.excellent),
+            ("good", b.good),
+            ("acceptable", b.acceptable),
+            ("poor", b.poor),
+        ]
+
+    def grade(self, value: float | None, missing: str = "no data") -> Grade:
+        if value is None:
+            return Grade(
+                self.metric,
+                self.label,
+                None,
+                self.unit,
+                NA,
+                f"{self.label}: n/a ({missing}) -> not graded",
+            )
+        better = (lambda v, b: v >= b) if self.higher_is_better else (lambda v, b: v <= b)
+        ok, worse = (">=", "<") if self.higher_is_better else ("<=", ">")
+        shown = f"{self.label} {with_unit(value, self.unit)}"
+        bounds = self._bounds()
+        b0 = bounds[0][1]
+        if better(value, b0):
+            return Grade(
+                self.metric,
+                self.label,
+                value,
+                self.unit,
+                "excellent",
+                f"{shown} {ok} {with_unit(b0, self.unit)} (Excellent bound) -> Excellent",
+            )
+        # Past bound i, within bound i+1 (or past the last: Poor).
+        grades_after = ["good", "acceptable", "marginal", "poor"]
+        for i, (bname, b) in enumerate(bounds):
+            nxt = bounds[i + 1][1] if i + 1 < len(bounds) else None
+            if nxt is None or better(value, nxt):
+                g = grades_after[i]
+                return Grade(
+                    self.metric,
+                    self.label,
+                    value,
+                    self.unit,
+                    g,
+                    f"{shown} {worse} {with_unit(b, self.unit)} ({bname.capitalize()} bound)"
+                    f" -> {g.capitalize()}",
+                )
+        raise AssertionError("unreachable")  # pragma: no cover
+
+
+def thresholds(cfg: Config) -> dict[str, GradeThreshold]:
+    out = {}
+    for name, t in cfg.performance_thresholds.items():
+        label, unit = LABELS.get(name, (name.replace("_", " "), ""))
+        out[name] = GradeThreshold(
+            name, label, unit, t, name in PerformanceThresholds.HIGHER_IS_BETTER
+        )
+    return out
+
+
+def grade_all(
+    cfg: Config,
+    values: dict[str, float | None],
+    *,
+    labels: dict[str, str] | None = None,
+    missing: dict[str, str] | None = None,
+) -> list[Grade]:
+    """Grade every configured metric; ``values`` maps a threshold name to its figure."""
+    out = []
+    for name, th in thresholds(cfg).items():
+        if labels and name in labels:
+            th = GradeThreshold(name, labels[name], th.unit, th.bounds, th.higher_is_better)
+        out.append(th.grade(values.get(name), (missing or {}).get(name, "no data")))
+    return out
+
+
+def overall(grades: Iterable[Grade]) -> str:
+    ranks = [g.rank for g in grades if g.rank is not None]
+    return GRADES[max(ranks)] if ranks else NA
+
+
+@dataclass(frozen=True)
+class Verdict:
+    passed: bool
+    fail_on: str
+    overall: str
+    failed: tuple[str, ...]  # messages of the grades worse than fail_on
+    exit_code: int  # 0 passed, 1 failed
+    reason: str
+
+
+def verdict(grades: list[Grade], fail_on: str) -> Verdict:
+    limit = GRADES.index(parse_grade(fail_on))
+    failed = tuple(g.message for g in grades if g.rank is not None and g.rank > limit)
+    ov = overall(grades)
+    if failed:
+        reason = (
+            f"{len(failed)} grade{'s' if len(failed) > 1 else ''} below {fail_on}: "
+            + "; ".join(failed)
+        )
+        return Verdict(False, fail_on, ov, failed, EXIT_FAILED, reason)
+    graded = sum(g.rank is not None for g in grades)
+    reason = (
+        f"every graded metric is {fail_on} or better"
+        if graded
+        else "nothing could be graded (no metric available)"
+    )
+    return Verdict(True, fail_on, ov, (), EXIT_OK, reason)
+
+
+def run_exit_code(verdict_code: int, recorded: int | None) -> int:
+    """A stop code recorded by the run (2, 3, 4, 130) wins over the verdict's 0/1."""
+    return recorded if recorded in STOP_CODES else verdict_code
+
+
+def worst_exit_code(codes: Iterable[int]) -> int:
+    known = [c if c in SEVERITY else EXIT_FAILED for c in codes]
+    return max(known, key=SEVERITY.index, default=EXIT_OK)

@@ -1,0 +1,392 @@
+"""Render: ``stress_test_report.md`` from a results document (never from the raw run data).
+
+Because the report reads only the JSON, ``python -m reports build`` or any
+later tool can rebuild it without a new run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from reports.fmt import duration, money, num, utc, with_unit
+
+MEMORY_SECTIONS = ("memory", "optimization", "leak", "pressure", "recovery", "cost")
+
+
+def _cell(v: Any) -> str:
+    text = v if isinstance(v, str) else num(v)
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(_cell(c) for c in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def _get(doc: dict[str, Any], dotted: str) -> Any:
+    cur: Any = doc
+    for part in dotted.split("."):
+        if not isinstance(cur, dict):
+            return None
+        cur = cur.get(part)
+    return cur
+
+
+def _grade(g: str) -> str:
+    return g.capitalize() if g != "n/a" else "n/a"
+
+
+def _verdict_line(doc: dict[str, Any]) -> str:
+    v = doc["verdict"]
+    word = "PASSED" if v["passed"] else "FAILED"
+    return (
+        f"**Verdict: {word}** (exit code {doc['exit_code']}; fails on grades below "
+        f"{_grade(v['fail_on'])}). {v['reason']}."
+    )
+
+
+def _definition_rows(doc: dict[str, Any]) -> list[list[str]]:
+    rows = []
+    defs: dict[str, dict[str, str]] = doc.get("definitions", {})
+    no_memory = doc.get("source_kind") == "locust"
+    for key, d in defs.items():
+        if no_memory and key.split(".")[0] in MEMORY_SECTIONS:
+            continue
+        value = _get(doc["metrics"], key)
+        if isinstance(value, dict | list):
+            continue
+        rows.append([d["label"], with_unit(value, d["unit"]), d["definition"]])
+    return rows
+
+
+def _score_rows(score: dict[str, Any]) -> list[list[str]]:
+    return [
+        [
+            t["name"],
+            t["rule"],
+            with_unit(t["input"], t["unit"]) if t["input"] is not None else "n/a (no data)",
+            f"-{num(t['penalty'])}",
+            num(t["max_penalty"]),
+        ]
+        for t in score["terms"]
+    ]
+
+
+def _stage_rows(doc: dict[str, Any]) -> list[list[Any]]:
+    rows = []
+    for s in doc["stages"]:
+        grades = ", ".join(
+            f"{g['label']}: {_grade(g['grade'])}"
+            for g in s.get("grades", [])
+            if g["grade"] != "n/a"
+        )
+        rows.append(
+            [
+                f"{s['index']} {s['name']}" + (" (leak)" if s["leak"] else ""),
+                s["phase"],
+                duration(s["start_s"]),
+                duration(s["duration_s"]),
+                s["users"],
+                s["growth_mb"],
+                s["peak_mb"],
+                s["pressure_peak"],
+                s["leak_slope_mb_min"],
+                s["requests"],
+                s["error_rate_pct"],
+                s["shed"],
+                s["rps"],
+                s["cycle"]["mean_s"],
+                s["cycle"]["p95_s"],
+                grades or "n/a",
+            ]
+        )
+    return rows
+
+
+def _charts(charts: Sequence[str], names: Sequence[str]) -> list[str]:
+    out = []
+    for c in charts:
+        if Path(c).name in names:
+            out.append(f"![{Path(c).stem}]({c})")
+    return out
+
+
+def render_run(
+    doc: dict[str, Any], charts: Sequence[str] = (), chart_errors: Sequence[str] = ()
+) -> str:
+    """The Markdown report of one run's results document; ``charts`` are paths relative to it."""
+    run = doc["run"]
+    m = doc["metrics"]
+    out: list[str] = []
+    add = out.append
+    title = run.get("scenario", "run")
+    add(f"# Memory stress test report: {title}\n")
+    if doc["partial"]:
+        add(
+            "> **PARTIAL RESULTS.** "
+            + (
+                "Missing or unreadable inputs: " + "; ".join(doc["missing_inputs"]) + ". "
+                if doc["missing_inputs"]
+                else ""
+            )
+            + ("The run was interrupted. " if doc["interrupted"] else "")
+            + "Figures that need the missing data are n/a.\n"
+        )
+    for u in doc.get("unavailable", []):
+        add(f"> Unavailable: {u}.\n")
+    add(
+        table(
+            ["run", "value"],
+            [
+                ["run id", str(run.get("run_id", "n/a"))],
+                ["scenario", str(run.get("scenario", "n/a"))],
+                ["host", str(run.get("host") or "n/a")],
+                ["stress level", num(run.get("stress_level"))],
+                ["started", utc(doc.get("started"))],
+                ["ended", utc(doc.get("ended"))],
+                ["duration", duration(m.get("duration_s"))],
+                ["source", doc["source"]],
+                ["config", str(doc["config"].get("source") or "n/a")],
+            ],
+        )
+    )
+
+    # --- executive summary
+    add("\n## Executive summary\n")
+    add(_verdict_line(doc) + "\n")
+    add(f"- **Overall grade:** {_grade(doc['overall_grade'])} (the worst of the grades below)")
+    add(f"- **Why the run ended:** {doc['stop']['reason']}")
+    st = doc["scores"]["stability"]["value"]
+    he = doc["scores"]["health"]["value"]
+    add(f"- **Stability score:** {num(st)} / 100; **system health:** {num(he)} / 100")
+    add(f"- **Business value:** {money(doc['business_value']['total_usd'])}")
+    ret = m["memory"]["returned_to_start"]
+    if ret is not None:
+        add(
+            f"- **Target memory at the end:** {num(m['memory']['end_mb'])} MB vs "
+            f"{num(m['memory']['start_mb'])} MB at the start: "
+            + (
+                "back within tolerance"
+                if ret
+                else f"NOT back within {num(m['memory']['tolerance_pct'])}%"
+            )
+        )
+    if run.get("purpose"):
+        add(f"- **Purpose:** {run['purpose']}")
+    if run.get("expected"):
+        add("- **Expected:** " + "; ".join(str(e) for e in run["expected"]))
+    add("")
+    add(
+        table(
+            ["metric", "value", "grade", "why"],
+            [
+                [g["label"], with_unit(g["value"], g["unit"]), _grade(g["grade"]), g["message"]]
+                for g in doc["grades"]
+            ],
+        )
+    )
+
+    # --- detailed results
+    add("\n## Detailed results\n")
+    add(
+        "Every figure with its definition. MB = 2^20 bytes; n/a = not computable from the "
+        "inputs. Response-time figures are for "
+        f"`{m.get('latency_basis', 'POST /memory/cycle')}`.\n"
+    )
+    add(table(["metric", "value", "definition"], _definition_rows(doc)))
+    if doc.get("source_kind") == "locust":
+        add(
+            "\nMemory, optimization, leak, pressure, recovery and cost figures: unavailable "
+            "(a Locust CSV export has no memory samples)."
+        )
+    if doc["stages"]:
+        add("\n### Per stage\n")
+        add(
+            "Cut by the stage times in stages.csv. Stage cycle percentiles are the median of "
+            "Locust's rolling-window percentiles in the stage (approximate); counts and means "
+            "are exact.\n"
+        )
+        add(
+            table(
+                [
+                    "stage",
+                    "phase",
+                    "start",
+                    "length",
+                    "users",
+                    "growth MB",
+                    "peak MB",
+                    "peak pressure %",
+                    "leak slope MB/min",
+                    "requests",
+                    "error %",
+                    "shed",
+                    "req/s",
+                    "cycle mean s",
+                    "cycle p95 s",
+                    "grades",
+                ],
+                _stage_rows(doc),
+            )
+        )
+    add("\n" + "\n".join(_charts(charts, ["memory.png", "pressure.png"])))
+
+    # --- performance analysis
+    add("\n## Performance analysis\n")
+    c = m["cycle"]
+    add(
+        table(
+            ["response time", "count", "mean", "p50", "p95", "p99", "max", "source"],
+            [
+                [
+                    m.get("latency_basis", "POST /memory/cycle"),
+                    c["count"],
+                    with_unit(c["mean_s"], "s"),
+                    with_unit(c["p50_s"], "s"),
+                    with_unit(c["p95_s"], "s"),
+                    with_unit(c["p99_s"], "s"),
+                    with_unit(c["max_s"], "s"),
+                    c["source"],
+                ]
+            ],
+        )
+    )
+    r = m["requests"]
+    add(
+        f"\n{num(r['requests'])} requests, {num(r['failures'])} errors "
+        f"({with_unit(r['error_rate_pct'], '%')}), {num(r['shed'])} shed "
+        f"({with_unit(r['shed_pct'], '%')}; not errors), {num(r['exceptions'])} user exceptions, "
+        f"{num(r['rps'])} requests/s, peak {num(r['peak_users'])} users (source: {r['source']}).\n"
+    )
+    if r["top_failures"]:
+        add("Most frequent failures:\n")
+        add(
+            table(
+                ["method", "name", "error", "count"],
+                [[f["method"], f["name"], f["error"], f["occurrences"]] for f in r["top_failures"]],
+            )
+        )
+    for key, score in doc["scores"].items():
+        add(f"\n### {key.capitalize()} score: {num(score['value'])} / 100\n")
+        add(f"`{score['formula']}`; each penalty is clipped to its maximum.\n")
+        add(table(["term", "rule", "input", "penalty", "max"], _score_rows(score)))
+    add("\n" + "\n".join(_charts(charts, ["latency.png", "throughput.png", "workers.png"])))
+
+    # --- limits
+    add("\n## System limits found\n")
+    if doc["limits"]:
+        add(
+            table(
+                ["limit", "value", "detail"],
+                [[x["name"], x["value"], x["detail"]] for x in doc["limits"]],
+            )
+        )
+    else:
+        add("None could be established from the inputs.")
+
+    # --- recommendations
+    add("\n## Recommendations\n")
+    add("\n".join(f"- {x}" for x in doc["recommendations"]))
+
+    # --- business impact
+    bv = doc["business_value"]
+    add("\n## Business impact\n")
+    add(f"Total: **{money(bv['total_usd'])}** (terms with missing inputs count 0).\n")
+    add(
+        table(
+            ["term", "formula", "rate", "inputs", "value"],
+            [
+                [
+                    t["name"],
+                    t["formula"],
+                    f"{num(t['rate'])} {t['rate_unit']}",
+                    ", ".join(f"{k} = {num(v)}" for k, v in t["inputs"].items()),
+                    money(t["value_usd"]),
+                ]
+                for t in bv["terms"]
+            ],
+        )
+    )
+
+    # --- inputs
+    add("\n## Inputs\n")
+    if doc["missing_inputs"]:
+        add("Missing or unreadable: " + "; ".join(doc["missing_inputs"]) + ".")
+    else:
+        add("Every required input was read.")
+    if doc["notes"]:
+        add("\nRepairs while reading: " + "; ".join(doc["notes"]) + ".")
+    if doc["stop"]["events"]:
+        add("\nStop events: " + "; ".join(doc["stop"]["events"]) + ".")
+    if chart_errors:
+        add("\nCharts that could not be drawn: " + "; ".join(chart_errors) + ".")
+    add("")
+    return "\n".join(out)
+
+
+SESSION_COLUMNS = (
+    ("cycle_mean_s", "cycle mean s"),
+    ("cycle_p95_s", "cycle p95 s"),
+    ("memory_growth_mb", "growth MB"),
+    ("peak_mb", "peak MB"),
+    ("error_rate_pct", "error %"),
+    ("shed", "shed"),
+    ("leak_slope_mb_min", "leak MB/min"),
+    ("pressure_peak", "peak pressure %"),
+    ("recovery_time_s", "recovery s"),
+    ("stability", "stability"),
+    ("health", "health"),
+    ("business_value_usd", "value $"),
+)
+
+
+def render_session(doc: dict[str, Any]) -> str:
+    """The Markdown report of a session: its scenarios side by side."""
+    out: list[str] = []
+    add = out.append
+    add(f"# Memory stress test session: {Path(doc['source']).name}\n")
+    if doc["partial"]:
+        add(
+            "> **PARTIAL RESULTS.** "
+            + "; ".join(doc["missing_inputs"] or ["a run is partial"])
+            + "\n"
+        )
+    word = "PASSED" if doc["verdict"]["passed"] else "FAILED"
+    add(
+        f"**Verdict: {word}** (exit code {doc['exit_code']}; the worst of the runs). "
+        f"{doc['verdict']['reason']}.\n"
+    )
+    add(f"- **Overall grade:** {_grade(doc['overall_grade'])}")
+    add(f"- **Runs:** {len(doc['runs'])}\n")
+    add("## Scenarios compared\n")
+    add(
+        table(
+            ["scenario", "grade", "exit", "ended because", *[c[1] for c in SESSION_COLUMNS]],
+            [
+                [
+                    f"[{r['scenario']}]({r['report']})" if r.get("report") else r["scenario"],
+                    _grade(r["overall_grade"]) + (" (partial)" if r["partial"] else ""),
+                    r["exit_code"],
+                    r["stop_reason"],
+                    *[r["summary"].get(k) for k, _ in SESSION_COLUMNS],
+                ]
+                for r in doc["runs"]
+            ],
+        )
+    )
+    add("\n## Grades per scenario\n")
+    for r in doc["runs"]:
+        add(f"### {r['scenario']}\n")
+        add(
+            table(
+                ["metric", "grade", "why"],
+                [[g["label"], _grade(g["grade"]), g["message"]] for g in r["grades"]],
+            )
+        )
+        if r["recommendations"]:
+            add("\n" + "\n".join(f"- {x}" for x in r["recommendations"]))
+        add("")
+    return "\n".join(out)
