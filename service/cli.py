@@ -198,6 +198,9 @@ def main(argv: list[str] | None = None) -> int:
         log_config=None,
         access_log=settings.log_level == "debug",
         timeout_graceful_shutdown=5,
+        # Longer than any client here idles between requests, so a reused
+        # keep-alive connection is not closed under a request in flight.
+        timeout_keep_alive=65,
     )
     if stopped_by:
         log.info("stopped by %s", signal.Signals(stopped_by[-1]).name)

@@ -85,7 +85,7 @@ def chunk_text(text: str, size: int = CHUNK_CHARS, overlap: int = CHUNK_OVERLAP)
     return chunks
 
 
-CACHE_ENTRY_OVERHEAD = 240
+CACHE_ENTRY_OVERHEAD = 300
 """Bytes an entry costs beyond its vector: the ndarray header, the 16-byte key, the dict node."""
 
 

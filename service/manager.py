@@ -204,7 +204,7 @@ class MemoryManager:
         s = self.settings
         return (
             self.conversations.bytes > s.conversation_cache_bytes
-            or self.vectors.bytes > s.vector_cache_bytes
+            or self.vectors.over(s.vector_cache_bytes)
             or self.cache.bytes > self.cache.limit
         )
 

@@ -242,6 +242,10 @@ class VectorStore:
     def _by_age(self) -> list[str]:
         return sorted(self.resident, key=lambda ns: self.last_used.get(ns, 0.0))
 
+    def over(self, limit_bytes: int) -> bool:
+        """True when ``trim_to(limit_bytes)`` would spill something."""
+        return len(self.resident) > 1 and self.bytes > limit_bytes
+
     def trim_to(self, limit_bytes: int) -> int:
         """Spill least recently used namespaces until within the limit, never the hottest one."""
         freed = 0

@@ -404,11 +404,17 @@ def test_every_acknowledged_write_survives_kill_9(tmp_path: Path) -> None:
 # --- optimization queue -----------------------------------------------------------------
 
 
-def test_a_full_optimization_queue_answers_429_with_retry_after(tmp_path: Path) -> None:
+def config_copy(tmp_path: Path, **service: float) -> Path:
+    """The shipped config with some ``service`` keys changed, as a file."""
     cfg = yaml.safe_load((ROOT / "stress_test_config.yml").read_text())
-    cfg["service"]["optimization_queue_size"] = 2
-    cfg_path = tmp_path / "tiny-queue.yml"
-    cfg_path.write_text(yaml.safe_dump(cfg))
+    cfg["service"].update(service)
+    path = tmp_path / "service-config.yml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def test_a_full_optimization_queue_answers_429_with_retry_after(tmp_path: Path) -> None:
+    cfg_path = config_copy(tmp_path, optimization_queue_size=2)
     # A long cycle interval: nothing drains the queue while the test fills it.
     svc = start_service(tmp_path / "data", "--config", str(cfg_path), "--cycle-interval", "600")
     try:
@@ -430,6 +436,55 @@ def test_a_full_optimization_queue_answers_429_with_retry_after(tmp_path: Path) 
 
 
 # --- strategies under pressure -------------------------------------------------------------
+
+
+def test_normal_cycles_trim_tiers_to_their_soft_limits(tmp_path: Path) -> None:
+    # Soft limits of about 50 kB: a few dozen vectors or turns.
+    cfg_path = config_copy(tmp_path, vector_cache_mb=0.05, conversation_cache_mb=0.05)
+    svc = start_service(tmp_path / "data", "--config", str(cfg_path), "--cycle-interval", "600")
+    try:
+        r = post(
+            svc,
+            "/vectors/documents",
+            {"namespace": "only", "doc_id": "d", "text": _document("solo", 400)},
+        )
+        assert r.status_code == 201 and r.json()["chunks"] > 35
+        c = cycle(svc)
+        # One namespace over the limit is the hottest one: nothing to spill, no optimization.
+        assert c["strategy"] == "normal" and c["optimized"] is False
+        assert stats(svc)["tiers"]["vectors"]["resident_namespaces"] == 1
+
+        post(
+            svc,
+            "/vectors/documents",
+            {"namespace": "other", "doc_id": "d", "text": _document("duo", 400)},
+        )
+        first = post(svc, "/vectors/search", {"namespace": "other", "query": "duo details"}).json()
+        assert post(svc, "/vectors/search", {"namespace": "only", "query": "x"}).status_code == 200
+        turns = {
+            f"chatty-{a}": [f"{a}/{i} " + "words to fill the turn " * 12 for i in range(20)]
+            for a in range(3)
+        }
+        for agent, contents in turns.items():
+            for t in contents:
+                assert say(svc, agent, t).status_code == 201
+        before = stats(svc)["tiers"]
+        assert before["conversations"]["bytes"] > 50_000 and before["conversations"]["agents"] == 3
+
+        c = cycle(svc)
+        assert c["strategy"] == "normal" and c["optimized"] is True
+        after = stats(svc)["tiers"]
+        assert after["vectors"]["resident_namespaces"] == 1  # "other" was the colder one
+        assert after["conversations"]["bytes"] <= after["conversations"]["limit_bytes"]
+        assert after["conversations"]["agents"] < 3
+        # Trimmed data is still all there: read through to disk, reloaded on demand.
+        for agent, contents in turns.items():
+            body = get(svc, f"/agents/{agent}/messages", limit=100).json()
+            assert [m["content"] for m in body["messages"]] == contents
+        again = post(svc, "/vectors/search", {"namespace": "other", "query": "duo details"}).json()
+        assert again["source"] == "reloaded" and again["hits"] == first["hits"]
+    finally:
+        svc.stop()
 
 
 def test_ballast_drives_aggressive_then_emergency_and_back(tmp_path: Path) -> None:
