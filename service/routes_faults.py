@@ -1,8 +1,9 @@
 """``/faults/*``: test instruments, mounted only with ``--enable-faults``.
 
 They are never shed under pressure (a test must be able to reset), but they
-are capped: fault memory in total may not pass four budgets, nor what the host
-has available, so a client cannot push the machine out of memory.
+are capped: one request may add at most two budgets, fault memory in total may
+not pass four budgets nor what the host has available, so a client cannot push
+the machine out of memory.
 """
 
 from __future__ import annotations
@@ -34,6 +35,13 @@ router = APIRouter()
 
 
 def _check_room(rt: Rt, n: int) -> None:
+    per_request = 2 * rt.manager.budget
+    if n > per_request:
+        raise ApiError(
+            422,
+            f"bytes: {n} is more than one request may add (valid: 1 to 2 x budget = {per_request})",
+            field="bytes",
+        )
     held = rt.faults.leak_bytes + rt.faults.ballast_bytes
     cap = rt.manager.fault_cap_bytes()
     if held + n > cap:

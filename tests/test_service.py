@@ -303,11 +303,22 @@ def test_a_body_that_is_not_json_gets_422_naming_the_body(service: ServiceProces
     assert r.status_code == 422 and r.json()["field"] == "body"
 
 
-def test_fault_memory_over_the_cap_is_refused_and_nothing_is_kept(service: ServiceProcess) -> None:
-    before = stats(service)["tiers"]["ballast"]
-    r = post(service, "/faults/ballast", {"bytes": 4 * 512 * MB + 1})
-    assert r.status_code == 422 and "4 x budget" in r.json()["error"]
-    assert stats(service)["tiers"]["ballast"]["items"] == before["items"]
+def test_fault_memory_over_the_caps_is_refused_and_nothing_is_kept(tmp_path: Path) -> None:
+    svc = start_service(tmp_path / "data", budget_mb=16)
+    try:
+        r = post(svc, "/faults/leak", {"bytes": 2 * 16 * MB + 1})
+        assert r.status_code == 422 and r.json()["field"] == "bytes"
+        assert "2 x budget" in r.json()["error"]
+        for _ in range(2):
+            assert post(svc, "/faults/ballast", {"bytes": 30 * MB}).status_code == 200
+        r = post(svc, "/faults/ballast", {"bytes": 5 * MB})  # 65 MB > 4 x 16 MB
+        assert r.status_code == 422 and r.json()["field"] == "bytes"
+        assert "4 x budget" in r.json()["error"]
+        ballast = stats(svc)["tiers"]["ballast"]
+        assert ballast["items"] == 2 and ballast["bytes"] == 60 * MB
+        assert ballast["limit_bytes"] == 64 * MB
+    finally:
+        svc.stop()
 
 
 def test_oversized_bodies_get_413_and_store_nothing(service: ServiceProcess) -> None:
