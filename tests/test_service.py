@@ -1,9 +1,10 @@
 """The reference service as a real process: every endpoint of DESIGN section 3.
 
-Endpoint success and bad input run against the session's shared service; tests
-that change memory pressure or kill the process start their own on a small
-budget. Pressure tests size their ballast from the service's own stats, so they
-do not depend on how big the interpreter happens to be.
+Endpoint success and bad input run against this module's ``quiet`` service
+(other test files may load the session-wide one); tests that change memory
+pressure or kill the process start their own, some on a small budget. Pressure
+tests size their ballast from the service's own stats, so they do not depend on
+how big the interpreter happens to be.
 """
 
 from __future__ import annotations
@@ -79,18 +80,26 @@ def ballast_to(svc: ServiceProcess, pct: float, ttl_s: float | None = None) -> d
     return data
 
 
+@pytest.fixture(scope="module")
+def quiet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
+    """A service for this module alone, so no other test file's load or faults show here."""
+    svc = start_service(tmp_path_factory.mktemp("quiet") / "data")
+    yield svc
+    svc.stop()
+
+
 # --- health, stats, cycle, metrics ---------------------------------------------------
 
 
-def test_health_answers_ok_with_uptime(service: ServiceProcess) -> None:
-    r = get(service, "/health")
+def test_health_answers_ok_with_uptime(quiet: ServiceProcess) -> None:
+    r = get(quiet, "/health")
     assert r.status_code == 200
     body = r.json()
     assert body["status"] == "ok" and body["uptime_s"] > 0
 
 
-def test_stats_carry_every_contract_field(service: ServiceProcess) -> None:
-    s = stats(service)
+def test_stats_carry_every_contract_field(quiet: ServiceProcess) -> None:
+    s = stats(quiet)
     for key in (
         "rss_bytes",
         "budget_bytes",
@@ -103,20 +112,20 @@ def test_stats_carry_every_contract_field(service: ServiceProcess) -> None:
         "unaccounted_bytes",
     ):
         assert key in s, key
-    assert s["budget_bytes"] == 512 * MB  # the shipped config's service.budget_mb
+    assert s["budget_bytes"] == 512 * MB  # the shipped config's quiet.budget_mb
     assert 0 < s["pressure"] < 100 and s["strategy"] == "normal"
-    assert s["rss_bytes"] == pytest.approx(psutil.Process(service.pid).memory_info().rss, rel=0.1)
+    assert s["rss_bytes"] == pytest.approx(psutil.Process(quiet.pid).memory_info().rss, rel=0.1)
     assert set(s["tiers"]) == {"conversations", "vectors", "embedding_cache", "ballast"}
     for tier in s["tiers"].values():
         assert {"items", "bytes", "limit_bytes"} <= set(tier)
     assert s["tiers"]["embedding_cache"]["limit_bytes"] == 64 * MB
 
 
-def test_cycle_reports_its_work_and_is_fast_without_pressure(service: ServiceProcess) -> None:
+def test_cycle_reports_its_work_and_is_fast_without_pressure(quiet: ServiceProcess) -> None:
     walls = []
     for _ in range(30):
         t0 = time.perf_counter()
-        body = cycle(service)
+        body = cycle(quiet)
         walls.append(time.perf_counter() - t0)
     assert set(body) >= {"duration_ms", "strategy", "pressure", "freed_bytes"}
     assert body["strategy"] == "normal" and body["freed_bytes"] >= 0
@@ -124,8 +133,8 @@ def test_cycle_reports_its_work_and_is_fast_without_pressure(service: ServicePro
     assert statistics.median(walls) < 0.1
 
 
-def test_metrics_expose_process_rss_and_the_managers_gauges(service: ServiceProcess) -> None:
-    r = get(service, "/metrics")
+def test_metrics_expose_process_rss_and_the_managers_gauges(quiet: ServiceProcess) -> None:
+    r = get(quiet, "/metrics")
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
     lines = r.text.splitlines()
     rss = [ln for ln in lines if ln.startswith("process_resident_memory_bytes ")]
@@ -143,46 +152,46 @@ def test_metrics_expose_process_rss_and_the_managers_gauges(service: ServiceProc
         assert any(ln.startswith(name) for ln in lines), name
 
 
-def test_queued_optimization_runs_in_the_background(service: ServiceProcess) -> None:
-    before = stats(service)
-    r = post(service, "/memory/optimize", {"priority": "critical", "reason": "background test"})
+def test_queued_optimization_runs_in_the_background(quiet: ServiceProcess) -> None:
+    before = stats(quiet)
+    r = post(quiet, "/memory/optimize", {"priority": "critical", "reason": "background test"})
     assert r.status_code == 202
     body = r.json()
     assert body["request_id"] and body["queue_position"] >= 1
     wait_for(
         "the background cycle drains the request",
-        lambda: stats(service)["optimizations_total"] > before["optimizations_total"],
+        lambda: stats(quiet)["optimizations_total"] > before["optimizations_total"],
     )
-    after = stats(service)
+    after = stats(quiet)
     assert after["optimization_queue"]["completed"] > before["optimization_queue"]["completed"]
     assert after["optimizations_failed"] == 0
 
 
-def test_optimize_without_a_body_takes_the_defaults(service: ServiceProcess) -> None:
-    r = requests.post(f"{service.url}/memory/optimize", timeout=TIMEOUT)
+def test_optimize_without_a_body_takes_the_defaults(quiet: ServiceProcess) -> None:
+    r = requests.post(f"{quiet.url}/memory/optimize", timeout=TIMEOUT)
     assert r.status_code == 202 and r.json()["priority"] == "normal"
 
 
 # --- agents ------------------------------------------------------------------------
 
 
-def test_messages_are_listed_oldest_first_with_paging(service: ServiceProcess) -> None:
+def test_messages_are_listed_oldest_first_with_paging(quiet: ServiceProcess) -> None:
     for i in range(5):
-        r = say(service, "paging-agent", f"turn number {i}", role="user" if i % 2 else "assistant")
+        r = say(quiet, "paging-agent", f"turn number {i}", role="user" if i % 2 else "assistant")
         assert r.status_code == 201, r.text
         assert r.json()["seq"] == i
-    r = get(service, "/agents/paging-agent/messages", offset=1, limit=2)
+    r = get(quiet, "/agents/paging-agent/messages", offset=1, limit=2)
     assert r.status_code == 200
     body = r.json()
     assert body["total"] == 5
     assert [m["content"] for m in body["messages"]] == ["turn number 1", "turn number 2"]
     assert [m["role"] for m in body["messages"]] == ["user", "assistant"]
-    assert get(service, "/agents/paging-agent/messages", offset=9).json()["messages"] == []
-    fresh = get(service, "/agents/nobody-yet/messages").json()
+    assert get(quiet, "/agents/paging-agent/messages", offset=9).json()["messages"] == []
+    fresh = get(quiet, "/agents/nobody-yet/messages").json()
     assert fresh["total"] == 0 and fresh["messages"] == []
 
 
-def test_context_has_recent_turns_and_the_most_relevant_ones(service: ServiceProcess) -> None:
+def test_context_has_recent_turns_and_the_most_relevant_ones(quiet: ServiceProcess) -> None:
     agent = "context-agent"
     topics = [
         "the database index makes the orders query fast",
@@ -192,8 +201,8 @@ def test_context_has_recent_turns_and_the_most_relevant_ones(service: ServicePro
         "lunch today is pasta with tomato sauce",
     ]
     for t in topics:
-        assert say(service, agent, t).status_code == 201
-    r = get(service, f"/agents/{agent}/context", query="slow database query index", k=2, recent=2)
+        assert say(quiet, agent, t).status_code == 201
+    r = get(quiet, f"/agents/{agent}/context", query="slow database query index", k=2, recent=2)
     assert r.status_code == 200
     body = r.json()
     assert body["total"] == 5
@@ -203,12 +212,12 @@ def test_context_has_recent_turns_and_the_most_relevant_ones(service: ServicePro
     assert body["relevant"][0]["score"] >= body["relevant"][1]["score"]
 
 
-def test_deleting_an_agent_forgets_it_and_unknown_agents_are_404(service: ServiceProcess) -> None:
-    assert say(service, "forget-me", "secret").status_code == 201
-    r = delete(service, "/agents/forget-me")
+def test_deleting_an_agent_forgets_it_and_unknown_agents_are_404(quiet: ServiceProcess) -> None:
+    assert say(quiet, "forget-me", "secret").status_code == 201
+    r = delete(quiet, "/agents/forget-me")
     assert r.status_code == 200 and r.json()["deleted_messages"] == 1
-    assert get(service, "/agents/forget-me/messages").json()["total"] == 0
-    r = delete(service, "/agents/forget-me")
+    assert get(quiet, "/agents/forget-me/messages").json()["total"] == 0
+    r = delete(quiet, "/agents/forget-me")
     assert r.status_code == 404 and r.json()["field"] == "agent_id"
 
 
@@ -219,27 +228,27 @@ def _document(topic: str, n: int = 60) -> str:
     return " ".join(f"{topic} sentence {i} about {topic} and its details." for i in range(n))
 
 
-def test_documents_are_chunked_searched_replaced_and_dropped(service: ServiceProcess) -> None:
+def test_documents_are_chunked_searched_replaced_and_dropped(quiet: ServiceProcess) -> None:
     ns = "docs-basic"
     r = post(
-        service,
+        quiet,
         "/vectors/documents",
         {"namespace": ns, "doc_id": "k8s", "text": _document("kubernetes")},
     )
     assert r.status_code == 201, r.text
     assert r.json()["chunks"] >= 5 and r.json()["replaced"] is False
     post(
-        service,
+        quiet,
         "/vectors/documents",
         {"namespace": ns, "doc_id": "bread", "text": _document("sourdough")},
     )
-    r = post(service, "/vectors/search", {"namespace": ns, "query": "kubernetes details", "k": 3})
+    r = post(quiet, "/vectors/search", {"namespace": ns, "query": "kubernetes details", "k": 3})
     assert r.status_code == 200
     hits = r.json()["hits"]
     assert len(hits) == 3 and {h["doc_id"] for h in hits} == {"k8s"}
     assert hits[0]["score"] >= hits[-1]["score"] and "kubernetes" in hits[0]["text"]
     r = post(
-        service,
+        quiet,
         "/vectors/documents",
         {"namespace": ns, "doc_id": "k8s", "text": "tiny kubernetes note"},
     )
@@ -249,15 +258,15 @@ def test_documents_are_chunked_searched_replaced_and_dropped(service: ServicePro
         "chunks": 1,
         "replaced": True,
     }
-    hits = post(
-        service, "/vectors/search", {"namespace": ns, "query": "kubernetes", "k": 50}
-    ).json()["hits"]
+    hits = post(quiet, "/vectors/search", {"namespace": ns, "query": "kubernetes", "k": 50}).json()[
+        "hits"
+    ]
     assert [h["chunk"] for h in hits if h["doc_id"] == "k8s"] == [0]  # old chunks are gone
-    r = delete(service, f"/vectors/namespaces/{ns}")
+    r = delete(quiet, f"/vectors/namespaces/{ns}")
     assert r.status_code == 200 and r.json()["deleted_chunks"] > 5
-    r = post(service, "/vectors/search", {"namespace": ns, "query": "kubernetes"})
+    r = post(quiet, "/vectors/search", {"namespace": ns, "query": "kubernetes"})
     assert r.status_code == 404 and r.json()["field"] == "namespace"
-    assert delete(service, f"/vectors/namespaces/{ns}").status_code == 404
+    assert delete(quiet, f"/vectors/namespaces/{ns}").status_code == 404
 
 
 # --- bad input -----------------------------------------------------------------------
@@ -285,17 +294,17 @@ BAD_INPUT = [
 
 @pytest.mark.parametrize(("method", "path", "body", "field"), BAD_INPUT)
 def test_bad_input_gets_422_naming_the_field(
-    service: ServiceProcess, method: str, path: str, body: Any, field: str
+    quiet: ServiceProcess, method: str, path: str, body: Any, field: str
 ) -> None:
-    r = requests.request(method, f"{service.url}{path}", json=body, timeout=TIMEOUT)
+    r = requests.request(method, f"{quiet.url}{path}", json=body, timeout=TIMEOUT)
     assert r.status_code == 422, r.text
     err = r.json()
     assert err["field"] == field and field in err["error"]
 
 
-def test_a_body_that_is_not_json_gets_422_naming_the_body(service: ServiceProcess) -> None:
+def test_a_body_that_is_not_json_gets_422_naming_the_body(quiet: ServiceProcess) -> None:
     r = requests.post(
-        f"{service.url}/vectors/search",
+        f"{quiet.url}/vectors/search",
         data=b"{not json",
         headers={"Content-Type": "application/json"},
         timeout=TIMEOUT,
@@ -321,9 +330,9 @@ def test_fault_memory_over_the_caps_is_refused_and_nothing_is_kept(tmp_path: Pat
         svc.stop()
 
 
-def test_oversized_bodies_get_413_and_store_nothing(service: ServiceProcess) -> None:
+def test_oversized_bodies_get_413_and_store_nothing(quiet: ServiceProcess) -> None:
     big = "x" * (1024 * 1024 + 10)
-    r = post(service, "/vectors/documents", {"namespace": "too-big", "doc_id": "d", "text": big})
+    r = post(quiet, "/vectors/documents", {"namespace": "too-big", "doc_id": "d", "text": big})
     assert r.status_code == 413 and r.json()["field"] == "body"
 
     def chunked() -> Iterator[bytes]:  # no Content-Length: the streamed size is what counts
@@ -333,29 +342,27 @@ def test_oversized_bodies_get_413_and_store_nothing(service: ServiceProcess) -> 
         yield b'"}'
 
     r = requests.post(
-        f"{service.url}/agents/too-big/messages",
+        f"{quiet.url}/agents/too-big/messages",
         data=chunked(),
         headers={"Content-Type": "application/json"},
         timeout=TIMEOUT,
     )
     assert r.status_code == 413
-    assert (
-        post(service, "/vectors/search", {"namespace": "too-big", "query": "x"}).status_code == 404
-    )
-    assert get(service, "/agents/too-big/messages").json()["total"] == 0
+    assert post(quiet, "/vectors/search", {"namespace": "too-big", "query": "x"}).status_code == 404
+    assert get(quiet, "/agents/too-big/messages").json()["total"] == 0
 
 
 # --- process behaviour -------------------------------------------------------------
 
 
-def test_binds_loopback_by_default(service: ServiceProcess) -> None:
+def test_binds_loopback_by_default(quiet: ServiceProcess) -> None:
     listening = [
         c.laddr
-        for c in psutil.Process(service.pid).net_connections(kind="inet")
+        for c in psutil.Process(quiet.pid).net_connections(kind="inet")
         if c.status == psutil.CONN_LISTEN
     ]
     assert listening and all(addr.ip == "127.0.0.1" for addr in listening)
-    assert any(addr.port == service.port for addr in listening)
+    assert any(addr.port == quiet.port for addr in listening)
 
 
 def test_faults_are_404_without_the_flag(tmp_path: Path) -> None:
