@@ -210,7 +210,9 @@ class MemoryManager:
 
     def _act(self, level: str) -> None:
         s = self.settings
-        self.faults.release_expired()
+        released = self.faults.release_expired()
+        if released:
+            log.info("released %.1f MB of expired ballast", released / MB)
         self.cache.set_limit(self._cache_limit(level))
         if level == "normal":
             self.conversations.trim_to(s.conversation_cache_bytes)

@@ -8,6 +8,7 @@ the machine out of memory.
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated
 
 import psutil
@@ -17,6 +18,8 @@ from pydantic import BaseModel, Field
 
 from service.errors import ApiError
 from service.routes_memory import Rt
+
+log = logging.getLogger("service.faults")
 
 HOST_RESERVE = 512 * 1024 * 1024  # never leave the host with less available than this
 MB = 1024 * 1024
@@ -65,6 +68,7 @@ async def leak(rt: Rt, body: LeakIn) -> JSONResponse:
     _check_room(rt, body.bytes)
     rt.faults.leak(body.bytes)
     rt.manager.measure()
+    log.info("leaked %.1f MB (%.1f MB in all)", body.bytes / MB, rt.faults.leak_bytes / MB)
     return JSONResponse({"leaked_bytes": body.bytes, "leak_bytes_total": rt.faults.leak_bytes})
 
 
@@ -73,6 +77,13 @@ async def ballast(rt: Rt, body: BallastIn) -> JSONResponse:
     _check_room(rt, body.bytes)
     b = rt.faults.add_ballast(body.bytes, body.ttl_s)
     rt.manager.measure()
+    log.info(
+        "ballast #%d: %.1f MB for %s (%.1f MB in all)",
+        b.id,
+        body.bytes / MB,
+        f"{body.ttl_s:g} s" if body.ttl_s is not None else "until reset",
+        rt.faults.ballast_bytes / MB,
+    )
     return JSONResponse(
         {
             "ballast_id": b.id,
@@ -88,6 +99,9 @@ async def ballast(rt: Rt, body: BallastIn) -> JSONResponse:
 async def reset(rt: Rt, _body: Annotated[dict[str, object] | None, Body()] = None) -> JSONResponse:
     leaked, ballast_bytes = rt.faults.reset()
     freed = rt.manager.optimize(rt.manager.strategy, "faults reset")
+    log.info(
+        "faults reset: released %.1f MB leak, %.1f MB ballast", leaked / MB, ballast_bytes / MB
+    )
     return JSONResponse(
         {
             "released_leak_bytes": leaked,
