@@ -4,21 +4,45 @@ The locustfile builds a :class:`RunContext` in its ``init`` listener and puts it
 on the environment as ``environment.memstress``; nothing lives in module
 globals. On workers the context has no run folder writers (only the master
 writes files) and its stage is updated from the master's broadcast.
+
+The run's settings come from the custom Locust options (``--scenario``,
+``--stress-level``, ...). :func:`resolve_settings` turns parsed options into a
+checked :class:`RunSettings`, or raises :class:`~common.config.ConfigError`
+with one line that names the option and lists what is valid. It reads the
+options by attribute and accepts strings, because the web UI hands values
+back as typed text and a worker gets the master's options as plain data.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from common.config import Config, StressLevel
-from common.runfiles import EventLog
+from common.config import (
+    SCENARIO_NAMES,
+    Config,
+    ConfigError,
+    StressLevel,
+    load_config,
+    scenario_name,
+)
+from common.runfiles import STAGE_COLUMNS, CsvAppender, EventLog, is_writable_dir, new_run_dir
+from common.target import check_loopback
 
 STAGE_MESSAGE = "memstress_stage"
 """Custom Locust message the master sends to workers on every stage change."""
+
+RUN_ID_OPTION = "memstress_run_id"
+"""Attribute the master sets on its parsed options; Locust copies it to workers."""
+
+STAGE_OPTION = "memstress_stage"
+"""Attribute holding the current stage message on the master's parsed options, so
+every spawn message carries it too (a worker that joins late still learns it)."""
 
 
 @dataclass
@@ -28,7 +52,9 @@ class Stage:
     index: int = -1
     name: str = ""
     params: dict[str, Any] = field(default_factory=dict)
-    started: float = 0.0
+    started: float = 0.0  # Unix time on the master when the stage began
+    duration_s: float = 0.0  # planned length
+    users: int = 0
 
     def to_message(self) -> dict[str, Any]:
         return {
@@ -36,13 +62,119 @@ class Stage:
             "name": self.name,
             "params": self.params,
             "started": self.started,
+            "duration_s": self.duration_s,
+            "users": self.users,
         }
 
     @classmethod
     def from_message(cls, data: dict[str, Any]) -> Stage:
         return cls(
-            int(data["index"]), str(data["name"]), dict(data["params"]), float(data["started"])
+            int(data["index"]),
+            str(data["name"]),
+            dict(data["params"]),
+            float(data["started"]),
+            float(data.get("duration_s", 0.0)),
+            int(data.get("users", 0)),
         )
+
+    def remaining_s(self, now: float | None = None) -> float:
+        """Planned seconds left in this stage (0 when over or not started)."""
+        if self.index < 0:
+            return 0.0
+        now = time.time() if now is None else now
+        return max(0.0, self.started + self.duration_s - now)
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """What the options ask for, checked against the config."""
+
+    scenario: str
+    config: Config
+    stress: StressLevel
+    duration_s: float  # total seconds of the stage plan (scale applied)
+    duration_scale: float
+    target_pid: int | None
+    monitor_interval: float
+
+
+def _text(value: Any) -> str | None:
+    """None for an option left empty (None or a blank web-form field)."""
+    if value is None:
+        return None
+    text = str(value).strip()
+    return text or None
+
+
+def _number(option: str, value: Any, valid: str, *, lo: float, hi: float = math.inf) -> float:
+    """A number in (lo, hi], or a one-line error."""
+    text = _text(value)
+    try:
+        number = float(text) if text is not None else math.nan
+    except ValueError:
+        number = math.nan
+    if not (math.isfinite(number) and lo < number <= hi):
+        raise ConfigError(f"{option}: {value!r} is not valid (valid: {valid})")
+    return number
+
+
+def _whole(option: str, value: Any, valid: str) -> int:
+    try:
+        return int(_text(value) or "")
+    except ValueError:
+        raise ConfigError(f"{option}: {value!r} is not a whole number (valid: {valid})") from None
+
+
+def resolve_settings(options: Any) -> RunSettings:
+    """Check the custom options (``None`` options: all defaults) against the config."""
+
+    def get(name: str) -> Any:
+        return getattr(options, name, None)
+
+    raw = get("scenario")
+    try:
+        scenario = scenario_name(_text(raw) or "baseline")
+    except ConfigError:
+        valid = ", ".join(SCENARIO_NAMES)
+        raise ConfigError(
+            f"--scenario: unknown scenario {raw!r} (valid: {valid}, or their seed keys)"
+        ) from None
+    config = load_config(_text(get("memstress_config")))
+    levels = config.stress_levels
+    level_raw = get("stress_level")
+    level = (
+        levels.default_level
+        if _text(level_raw) is None
+        else _whole("--stress-level", level_raw, f"0 to {levels.count() - 1}")
+    )
+    stress = config.stress(level)
+    duration_raw = get("duration")
+    base = (
+        config.test_duration.of(scenario)
+        if _text(duration_raw) is None
+        else _number("--duration", duration_raw, "seconds above 0, e.g. 60", lo=0)
+    )
+    scale_raw = get("duration_scale")
+    scale = (
+        1.0
+        if _text(scale_raw) is None
+        else _number("--duration-scale", scale_raw, "a number above 0, e.g. 0.2", lo=0)
+    )
+    pid_raw = get("target_pid")
+    pid = None if _text(pid_raw) is None else _whole("--target-pid", pid_raw, "a process id")
+    if pid is not None and pid <= 0:
+        raise ConfigError(f"--target-pid: {pid_raw!r} is not valid (valid: a process id above 0)")
+    interval_raw = get("monitor_interval")
+    interval = (
+        config.monitor.interval
+        if _text(interval_raw) is None
+        else _number("--monitor-interval", interval_raw, "0.05 to 3600 seconds", lo=0, hi=3600)
+    )
+    if interval < 0.05:
+        raise ConfigError(
+            f"--monitor-interval: {interval_raw!r} is not valid (valid: 0.05 to 3600 seconds)"
+        )
+    return RunSettings(scenario, config, stress, base * scale, scale, pid, interval)
 
 
 @dataclass
@@ -62,12 +194,139 @@ class RunContext:
     started: float = field(default_factory=time.time)
     stop_reason: str = ""  # why the run ended early, if it did
     extras: dict[str, Any] = field(default_factory=dict)  # per-run scratch of a component
+    duration_scale: float = 1.0
+    plan_complete: bool = False  # the shape played its last stage to the end
+    stage_log: CsvAppender | None = None  # stages.csv, opened at the first stage (master/local)
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: RunSettings,
+        *,
+        run_id: str,
+        host: str,
+        run_dir: Path | None = None,
+        is_worker: bool = False,
+    ) -> RunContext:
+        ctx = cls(
+            config=settings.config,
+            scenario=settings.scenario,
+            stress=settings.stress,
+            duration_s=settings.duration_s,
+            run_id=run_id,
+            host=host,
+            run_dir=run_dir,
+            events=EventLog(run_dir) if run_dir is not None else None,
+            is_worker=is_worker,
+        )
+        ctx.apply(settings)
+        return ctx
+
+    def apply(self, settings: RunSettings) -> None:
+        """Take new settings (a worker learning the master's, a new web UI swarm)."""
+        self.config = settings.config
+        self.scenario = settings.scenario
+        self.stress = settings.stress
+        self.duration_s = settings.duration_s
+        self.duration_scale = settings.duration_scale
+        self.target_pid = settings.target_pid
+        self.monitor_interval = settings.monitor_interval
 
     def set_stage(self, stage: Stage) -> None:
         self.stage = stage
+
+    def enter_stage(
+        self,
+        index: int,
+        name: str,
+        *,
+        duration_s: float,
+        users: int,
+        spawn_rate: float,
+        params: dict[str, Any],
+        elapsed_s: float,
+        now: float | None = None,
+    ) -> Stage:
+        """Make a stage current; where the run folder is, add a stages.csv row and an event."""
+        now = time.time() if now is None else now
+        stage = Stage(index, name, dict(params), now, duration_s, users)
+        self.set_stage(stage)
+        if self.run_dir is not None:
+            if self.stage_log is None:
+                self.stage_log = CsvAppender(Path(self.run_dir) / "stages.csv", STAGE_COLUMNS)
+            self.stage_log.write(
+                {
+                    "time": now,
+                    "elapsed_s": elapsed_s,
+                    "index": index,
+                    "name": name,
+                    "users": users,
+                    "spawn_rate": spawn_rate,
+                    "duration_s": duration_s,
+                    "params": json.dumps(params, sort_keys=True),
+                }
+            )
+        self.record("stage", {"index": index, "name": name, "users": users})
+        return stage
 
     def record(self, kind: str, detail: str | dict[str, Any] = "") -> None:
         """Write an event when this process keeps the run folder (master or local)."""
         if self.events is not None:
             text = detail if isinstance(detail, str) else json.dumps(detail, sort_keys=True)
             self.events.record(kind, text)
+
+    def close(self) -> None:
+        """Close the run folder files this context opened."""
+        for f in (self.stage_log, self.events):
+            if f is not None:
+                f.close()
+
+
+def new_run_id() -> str:
+    """A short id for the run's data on the target (agent ids, namespaces start with it)."""
+    return f"ms{uuid.uuid4().hex[:10]}"
+
+
+def make_run_dir(given: Any, scenario: str) -> Path:
+    """``--run-dir`` as given (created if missing), else a new folder under ``results/``."""
+    text = _text(given)
+    if text is None:
+        try:
+            return new_run_dir(scenario)
+        except OSError as exc:
+            raise ConfigError(
+                f"--run-dir: cannot create a run folder under results/ ({exc})"
+            ) from None
+    path = Path(text).expanduser()
+    if not is_writable_dir(path):
+        raise ConfigError(
+            f"--run-dir: {text} is not a folder this user can write (valid: a writable path)"
+        )
+    return path
+
+
+def build_context(environment: Any) -> RunContext:
+    """The run's context from the environment's parsed options (the locustfile's ``init``).
+
+    On the master or a local runner this creates the run folder and a run id and
+    writes both onto the parsed options, which Locust sends to every worker with
+    each spawn message. A worker starts with its own options and learns the
+    master's at ``test_start`` (see :func:`shapes.scenario.wire_stages`).
+    """
+    opts = environment.parsed_options
+    settings = resolve_settings(opts)
+    host = environment.host or ""
+    if host:
+        try:
+            host = check_loopback(host)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+    if getattr(opts, "worker", False):
+        run_id = getattr(opts, RUN_ID_OPTION, None) or ""
+        return RunContext.from_settings(settings, run_id=run_id, host=host, is_worker=True)
+    run_dir = make_run_dir(getattr(opts, "run_dir", None), settings.scenario)
+    run_id = new_run_id()
+    if opts is not None:
+        opts.run_dir = str(run_dir)
+        setattr(opts, RUN_ID_OPTION, run_id)
+    return RunContext.from_settings(settings, run_id=run_id, host=host, run_dir=run_dir)

@@ -1,0 +1,118 @@
+"""memstress: the Locust entry point.
+
+    locust -f locustfile.py --headless --host http://127.0.0.1:8000 --scenario memory_leak
+    locust -f locustfile.py --host http://127.0.0.1:8000            # web UI, options in the form
+    locust -f locustfile.py --headless --processes 4 ...             # or --master / --worker
+
+Thin on purpose: it registers the suite's options, builds the run context in
+``init``, exposes the user classes and the one shape. The scenarios live in
+``scenarios/``, the stage plans in ``shapes/``, the monitor in ``monitors/``.
+
+With ``--headless`` the run ends by itself after the scenario's last stage:
+the shape's ``tick()`` returns ``None``, on which Locust's shape worker calls
+``runner.quit()`` (``-t/--run-time`` plays no part while a shape drives a run).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+from locust import events
+
+from common.config import DEFAULT_CONFIG_PATH, SCENARIO_NAMES, ConfigError
+from common.context import build_context
+from scenarios.registry import get_scenario, user_classes
+from shapes.plan import PlanError
+from shapes.scenario import ScenarioShape, wire_stages
+
+log = logging.getLogger("memstress")
+
+# Locust picks user classes from this module's names. All scenarios' classes are
+# here so a worker can run whichever the master asks for; the shape narrows the
+# run to the chosen scenario's (see shapes/scenario.py).
+globals().update(user_classes())
+
+
+class MemstressShape(ScenarioShape):
+    """The one load shape: plays the chosen scenario's stage plan."""
+
+
+@events.init_command_line_parser.add_listener
+def add_options(parser: Any, **_: Any) -> None:
+    names = ", ".join(SCENARIO_NAMES)
+    parser.add_argument(
+        "--scenario",
+        default="baseline",
+        env_var="MEMSTRESS_SCENARIO",
+        help=f"Scenario to run: {names} (or its seed config key). Default: baseline.",
+    )
+    parser.add_argument(
+        "--stress-level",
+        default=None,
+        env_var="MEMSTRESS_STRESS_LEVEL",
+        help="Stress level 0-4, an index into the config's stress lists. "
+        "Default: the config's stress_levels.default_level.",
+    )
+    parser.add_argument(
+        "--duration",
+        default=None,
+        env_var="MEMSTRESS_DURATION",
+        help="Total seconds of the scenario's stage plan. Default: the scenario's "
+        "test_duration in the config.",
+    )
+    parser.add_argument(
+        "--duration-scale",
+        default="1.0",
+        env_var="MEMSTRESS_DURATION_SCALE",
+        help="Multiply the plan's duration by this (e.g. 0.2 for a quick run). Default: 1.0.",
+    )
+    parser.add_argument(
+        "--memstress-config",
+        default=str(DEFAULT_CONFIG_PATH),
+        env_var="MEMSTRESS_CONFIG",
+        help="The suite's YAML config (Locust's own --config is its locust.conf). "
+        "Default: the shipped stress_test_config.yml.",
+    )
+    parser.add_argument(
+        "--target-pid",
+        default=None,
+        env_var="MEMSTRESS_TARGET_PID",
+        help="PID of the target process, for the monitor's psutil readings. "
+        "Default: found from the port --host listens on, where possible.",
+    )
+    parser.add_argument(
+        "--run-dir",
+        default=None,
+        env_var="MEMSTRESS_RUN_DIR",
+        help="Folder for the run's files (stages.csv, events.csv, memory samples). "
+        "Default: a new folder under results/.",
+    )
+    parser.add_argument(
+        "--monitor-interval",
+        default=None,
+        env_var="MEMSTRESS_MONITOR_INTERVAL",
+        help="Seconds between memory samples, 0.05-3600. Default: the config's monitor.interval.",
+    )
+
+
+@events.init.add_listener
+def on_init(environment: Any, runner: Any, web_ui: Any = None, **_: Any) -> None:
+    opts = environment.parsed_options
+    try:
+        ctx = build_context(environment)
+        scenario = get_scenario(ctx.scenario)
+        scenario.build_plan(ctx.config, ctx.stress, ctx.duration_s)  # refuse a bad plan now
+    except (ConfigError, PlanError) as exc:
+        # One line and exit code 2; a --processes child stays quiet (its parent says it).
+        if not (getattr(opts, "worker", False) and getattr(opts, "processes", None)):
+            log.error("%s", exc)
+        sys.exit(2)
+    environment.memstress = ctx
+    if not ctx.is_worker:
+        environment.user_classes = list(scenario.user_classes)
+    wire_stages(environment)
+    environment.events.quit.add_listener(lambda **_kw: ctx.close())
+
+    # --- the memory monitor: MemoryMonitor(environment) goes here (monitors/) ---

@@ -1,0 +1,1 @@
+"""The ten stress scenarios: one module each, listed in :mod:`scenarios.registry`."""

@@ -1,0 +1,352 @@
+"""Abstract Locust users the scenarios build on.
+
+- :class:`MemstressUser`: a FastHttpUser with the target API helpers, shed
+  handling and run-id namespacing; every request goes through :meth:`call`.
+- :class:`ConductorUser`: exactly one per run (``fixed_count = 1``, across all
+  workers), for what must not race: a management cycle every second, a leak
+  at a set rate, a pressure controller, the final cleanup.
+- :class:`AgentTrafficUser`: the platform's everyday traffic (messages, context
+  reads, searches, a few document upserts).
+
+Users read what to do from the stage now playing, ``environment.memstress.stage``
+(set by the shape on the master and by the stage broadcast on workers), so
+the same user classes run in every stage of a scenario.
+
+**Shedding.** A 429 or 503 answer *with* a ``Retry-After`` header is the target
+protecting itself, not an error: the request is marked a success, and a second
+request event of type ``SHED`` (same name, response length 0) is fired so the
+reports can count shed answers apart. Anything else unexpected is a failure
+whose message names the status and the endpoint.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode
+
+import gevent
+from locust import between, constant, task
+from locust.contrib.fasthttp import FastHttpUser
+
+from scenarios import api
+from scenarios.api import Endpoint
+from scenarios.control import ballast_step
+from scenarios.spec import agent_id, namespace
+
+if TYPE_CHECKING:
+    from common.context import RunContext, Stage
+
+IDLE_S = 0.2
+"""How often a user with nothing to do looks at the stage again."""
+
+
+@dataclass(frozen=True)
+class Reply:
+    """What :meth:`MemstressUser.call` got: ``ok`` (2xx or allowed), ``shed``, or neither."""
+
+    ok: bool
+    shed: bool
+    status: int
+    data: Any = None
+
+
+class MemstressUser(FastHttpUser):
+    """Base of every scenario user: API calls, shedding, namespacing, stage access."""
+
+    abstract = True
+    connection_timeout = 5.0
+    network_timeout = 30.0
+    wait_time = between(0.2, 0.8)
+
+    # --- the run ---------------------------------------------------------------
+
+    @property
+    def ctx(self) -> RunContext:
+        ctx: RunContext = self.environment.memstress
+        return ctx
+
+    @property
+    def stage(self) -> Stage:
+        return self.ctx.stage
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return self.ctx.stage.params
+
+    def agent(self, k: int) -> str:
+        """Agent id ``k`` of this run (ids outside the run's namespace are never used)."""
+        return agent_id(self.ctx.run_id, k)
+
+    def namespace(self, k: int) -> str:
+        return namespace(self.ctx.run_id, k)
+
+    @property
+    def rng(self) -> random.Random:
+        rng = self.__dict__.get("_rng")
+        if rng is None:
+            rng = self.__dict__["_rng"] = random.Random()
+        return rng
+
+    def claim_slot(self) -> int:
+        """A number no other user of this run holds (across workers), from 0 up."""
+        runner = self.environment.runner
+        index = int(getattr(runner, "worker_index", 0) or 0)
+        opts = self.environment.parsed_options
+        workers = max(1, int(getattr(opts, "expect_workers", 1) or 1)) if self.ctx.is_worker else 1
+        counter: itertools.count[int] = self.ctx.extras.setdefault("slots", itertools.count())
+        return index + workers * next(counter)
+
+    def active(self) -> bool:
+        """False (after a short idle) before the first stage, in cleanup, or when
+        the stage turns traffic off; traffic tasks return at once then."""
+        stage = self.stage
+        if stage.index < 0 or stage.params.get("cleanup") or not stage.params.get("traffic", True):
+            self.pause(IDLE_S)
+            return False
+        return True
+
+    def pause(self, seconds: float) -> None:
+        """Sleep up to ``seconds``, waking early when the stage changes."""
+        index = self.stage.index
+        end = time.monotonic() + max(0.0, seconds)
+        while time.monotonic() < end and self.stage.index == index:
+            gevent.sleep(min(0.1, max(0.0, end - time.monotonic())))
+
+    # --- requests --------------------------------------------------------------
+
+    def call(
+        self,
+        endpoint: Endpoint,
+        body: Any = None,
+        *,
+        query: dict[str, Any] | None = None,
+        allow: tuple[int, ...] = (),
+        **parts: str,
+    ) -> Reply:
+        """Send one request named after ``endpoint``; 2xx and ``allow`` statuses are success."""
+        url = endpoint.url(**parts)
+        if query:
+            url = f"{url}?{urlencode(query)}"
+        shed, response_time = False, 0.0
+        with self.client.request(
+            endpoint.method, url, name=endpoint.name, json=body, catch_response=True
+        ) as resp:
+            status = int(resp.status_code or 0)
+            if 200 <= status < 300 or status in allow:
+                data, bad = _json(resp)
+                if bad:
+                    resp.failure(f"{endpoint.name}: HTTP {status} with a body that is not JSON")
+                    return Reply(False, False, status)
+                resp.success()
+                return Reply(True, False, status, data)
+            if status in api.SHED_STATUSES and resp.headers.get("Retry-After") is not None:
+                resp.success()
+                shed = True
+                response_time = resp.request_meta["response_time"]
+            elif status == 0:
+                resp.failure(f"{endpoint.name}: no answer ({resp.error!r})")
+            else:
+                resp.failure(f"{endpoint.name}: unexpected HTTP {status}: {_snippet(resp)}")
+        if shed:
+            self.environment.events.request.fire(
+                request_type=api.SHED_TYPE,
+                name=endpoint.name,
+                response_time=response_time,
+                response_length=0,
+                exception=None,
+                context={},
+            )
+        return Reply(False, shed, status)
+
+
+def _json(resp: Any) -> tuple[Any, bool]:
+    """The parsed body (None when empty) and whether it failed to parse."""
+    if not resp.content:
+        return None, False
+    try:
+        return resp.json(), False
+    except ValueError:
+        return None, True
+
+
+def _snippet(resp: Any) -> str:
+    try:
+        text = resp.text or ""
+    except Exception:  # pragma: no cover - undecodable body
+        text = ""
+    return " ".join(text.split())[:160]
+
+
+class ConductorUser(MemstressUser):
+    """The one user (``fixed_count = 1``) that does what must not race.
+
+    Subclasses implement :meth:`step` (one iteration; returns the seconds until
+    the next) and may override :meth:`on_stage`. In a stage whose parameters say
+    ``cleanup`` the conductor deletes the run's data space once and idles.
+    """
+
+    abstract = True
+    fixed_count = 1
+    wait_time = constant(0)
+
+    def on_start(self) -> None:
+        self._seen_stage = -1
+        self._cleaned_stage = -1
+
+    @task
+    def conduct(self) -> None:
+        stage = self.stage
+        if stage.index < 0:
+            self.pause(IDLE_S)
+            return
+        if stage.index != self._seen_stage:
+            self._seen_stage = stage.index
+            self.on_stage(stage)
+        if stage.params.get("cleanup"):
+            if self._cleaned_stage != stage.index:
+                self._cleaned_stage = stage.index
+                self.cleanup(stage.params)
+            self.pause(1.0)
+            return
+        started = time.monotonic()
+        interval = self.step(stage)
+        self.pause(interval - (time.monotonic() - started))
+
+    def step(self, stage: Stage) -> float:  # pragma: no cover - every conductor overrides it
+        raise NotImplementedError
+
+    def on_stage(self, stage: Stage) -> None:
+        """A new stage began; the default resets the target's faults when it says so."""
+        if stage.params.get("reset_faults") and not stage.params.get("cleanup"):
+            self.call(api.RESET, {})
+
+    def cleanup(self, params: dict[str, Any]) -> None:
+        """Delete this run's agents and namespaces; reset faults if the run used them."""
+        for k in range(int(params.get("agents", 0))):
+            self.call(api.AGENT_DELETE, allow=(404,), id=self.agent(k))
+        for k in range(int(params.get("namespaces", 0))):
+            self.call(api.NAMESPACE_DELETE, allow=(404,), ns=self.namespace(k))
+        if params.get("reset_faults"):
+            self.call(api.RESET, {})
+
+
+class AgentTrafficUser(MemstressUser):
+    """Everyday platform traffic over the run's agent pool and namespaces.
+
+    Stage parameters: ``agents`` (pool size), ``namespaces``; ``message_bytes``
+    (default 600) and ``traffic`` (false: idle) when a stage sets them.
+    """
+
+    abstract = True
+
+    def on_start(self) -> None:
+        self._seeded: list[int] = []
+        self._toured = False
+
+    def active(self) -> bool:
+        """As :meth:`MemstressUser.active`; the first time, also one request to each
+        endpoint of this traffic (so even a short run reaches them all)."""
+        if not super().active():
+            return False
+        if not self._toured:
+            self._toured = True
+            self.upsert_document()
+            agent = self.pick_agent()
+            self.call(api.MESSAGE_ADD, self.message(), id=agent)
+            self.call(api.CONTEXT, query={"query": "hello", "k": 5}, id=agent)
+            self.call(api.MESSAGES, query={"offset": 0, "limit": 20}, id=agent)
+            if self._seeded:
+                query = " ".join(self.rng.choices(api.WORDS, k=5))
+                self.call(
+                    api.SEARCH,
+                    {"namespace": self.namespace(self._seeded[0]), "query": query, "k": 5},
+                )
+        return True
+
+    def pick_agent(self) -> str:
+        return self.agent(self.rng.randrange(max(1, int(self.params.get("agents", 1)))))
+
+    def message(self) -> dict[str, str]:
+        size = int(self.params.get("message_bytes", 600))
+        role = self.rng.choice(("user", "assistant"))
+        return {"role": role, "content": api.text_of(self.rng, self.rng.randint(size // 2, size))}
+
+    @task(4)
+    def add_message(self) -> None:
+        if self.active():
+            self.call(api.MESSAGE_ADD, self.message(), id=self.pick_agent())
+
+    @task(3)
+    def read_context(self) -> None:
+        if self.active():
+            query = " ".join(self.rng.choices(api.WORDS, k=4))
+            self.call(api.CONTEXT, query={"query": query, "k": 5}, id=self.pick_agent())
+
+    @task(1)
+    def read_history(self) -> None:
+        if self.active():
+            self.call(api.MESSAGES, query={"offset": 0, "limit": 20}, id=self.pick_agent())
+
+    @task(1)
+    def search(self) -> None:
+        if not self.active():
+            return
+        if not self._seeded:
+            self.upsert_document()
+            return
+        ns = self.namespace(self.rng.choice(self._seeded))
+        query = " ".join(self.rng.choices(api.WORDS, k=5))
+        self.call(api.SEARCH, {"namespace": ns, "query": query, "k": 5})
+
+    @task(1)
+    def upsert(self) -> None:
+        if self.active():
+            self.upsert_document()
+
+    def upsert_document(self) -> None:
+        k = self.rng.randrange(max(1, int(self.params.get("namespaces", 1))))
+        body = {
+            "namespace": self.namespace(k),
+            "doc_id": f"doc-{self.rng.randrange(64)}",
+            "text": api.text_of(self.rng, int(self.params.get("document_bytes", 2048))),
+        }
+        if self.call(api.DOCUMENT_ADD, body).ok and k not in self._seeded:
+            self._seeded.append(k)
+
+
+class PressureController(ConductorUser):
+    """Drives the target's pressure to the stage's ``pressure_target`` and holds it.
+
+    One user (a conductor, so never several racing) reads ``GET /memory/stats``
+    and adds ballast (``POST /faults/ballast`` with a ttl) until the pressure
+    reaches the target, then keeps it within ``tolerance`` points: the step is
+    proportional to the gap and bounded (:func:`scenarios.control.ballast_step`).
+    The ballast lives until the end of the last pressure stage (``hold_after_s``
+    past this stage's end); the stage after that resets the faults.
+    """
+
+    abstract = True
+    interval_s = 0.5  # between two reads: long enough for RSS to show the last step
+    ttl_margin_s = 2.0
+
+    def step(self, stage: Stage) -> float:
+        target = stage.params.get("pressure_target")
+        if target is None:
+            return 1.0
+        reply = self.call(api.STATS)
+        if not reply.ok or not isinstance(reply.data, dict):
+            return 1.0
+        n = ballast_step(
+            float(reply.data.get("pressure") or 0.0),
+            float(target),
+            budget_bytes=float(reply.data.get("budget_bytes") or 0.0),
+            tolerance=float(stage.params.get("tolerance", 3.0)),
+        )
+        if n:
+            ttl = stage.remaining_s() + float(stage.params.get("hold_after_s", 0.0))
+            self.call(api.BALLAST, {"bytes": n, "ttl_s": round(ttl + self.ttl_margin_s, 1)})
+        return self.interval_s

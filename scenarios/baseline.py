@@ -1,0 +1,60 @@
+"""baseline: steady agent traffic plus a management cycle about every second.
+
+The reference every other scenario is judged against: nothing is injected,
+the target should hold its memory flat and its cycles fast.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import TYPE_CHECKING
+
+from common.config import Config, StressLevel
+from scenarios import api
+from scenarios.spec import Part, Scenario, staged_plan
+from shapes.plan import StageSpec
+
+if TYPE_CHECKING:
+    from common.context import Stage
+
+
+def plan(config: Config, stress: StressLevel, total_s: float) -> list[StageSpec]:
+    agents = max(2, stress.concurrent_agents)
+    common = {"agents": 8, "namespaces": 2, "cycle_interval_s": 1.0, "document_bytes": 2048}
+    return staged_plan(
+        total_s,
+        [Part("warmup", 1, 1 + max(1, agents // 2)), Part("steady", 5, 1 + agents)],
+        common=common,
+    )
+
+
+@functools.cache
+def users() -> tuple[type, ...]:
+    from scenarios.base import AgentTrafficUser, ConductorUser
+
+    class BaselineCycler(ConductorUser):
+        """Runs one memory-management cycle about every second."""
+
+        def step(self, stage: Stage) -> float:
+            self.call(api.CYCLE)
+            return float(stage.params.get("cycle_interval_s", 1.0))
+
+    class BaselineAgent(AgentTrafficUser):
+        """Messages, context reads, history reads and searches over the agent pool."""
+
+    return BaselineCycler, BaselineAgent
+
+
+SCENARIO = Scenario(
+    name="baseline",
+    purpose="Steady agent traffic plus a management cycle about every second: the reference run.",
+    expected=(
+        "memory growth < 50 MB",
+        "management cycle time < 1 s",
+        "stability score > 90",
+        "cycles keep running for the whole run",
+    ),
+    endpoints=(api.CYCLE, *api.AGENT_TRAFFIC, *api.CLEANUP),
+    users=users,
+    plan=plan,
+)

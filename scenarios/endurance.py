@@ -1,0 +1,63 @@
+"""endurance: sustained mixed load, stepping the users up.
+
+Five steps (``step_1`` .. ``step_5``), each adding the stress level's
+``concurrent_agents`` users of mixed agent traffic, with a management cycle
+every two seconds throughout. The report's endurance limit is the highest
+step that still meets the thresholds.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import TYPE_CHECKING
+
+from common.config import Config, StressLevel
+from scenarios import api
+from scenarios.spec import Part, Scenario, staged_plan
+from shapes.plan import StageSpec
+
+if TYPE_CHECKING:
+    from common.context import Stage
+
+STEPS = 5
+
+
+def plan(config: Config, stress: StressLevel, total_s: float) -> list[StageSpec]:
+    per_step = max(1, stress.concurrent_agents)
+    common = {"agents": 16, "namespaces": 2, "document_bytes": 4096, "cycle_interval_s": 2.0}
+    return staged_plan(
+        total_s,
+        [Part(f"step_{k}", 1, 1 + k * per_step, {"step": k}) for k in range(1, STEPS + 1)],
+        common=common,
+    )
+
+
+@functools.cache
+def users() -> tuple[type, ...]:
+    from scenarios.base import AgentTrafficUser, ConductorUser
+
+    class EnduranceCycler(ConductorUser):
+        """Runs a memory-management cycle every ``cycle_interval_s``."""
+
+        def step(self, stage: Stage) -> float:
+            self.call(api.CYCLE)
+            return float(stage.params.get("cycle_interval_s", 2.0))
+
+    class EnduranceAgent(AgentTrafficUser):
+        """Mixed agent traffic: messages, context and history reads, searches, upserts."""
+
+    return EnduranceCycler, EnduranceAgent
+
+
+SCENARIO = Scenario(
+    name="endurance",
+    purpose="Sustained mixed load, stepping the users up to find the endurance limit.",
+    expected=(
+        "long-term memory slope about 0",
+        "stability holds",
+        "endurance limit: the highest step that still meets the thresholds",
+    ),
+    endpoints=(api.CYCLE, *api.AGENT_TRAFFIC, *api.CLEANUP),
+    users=users,
+    plan=plan,
+)

@@ -1,0 +1,85 @@
+"""optimization_overload: N optimization requests per cycle, then a cycle.
+
+N ramps up to the stress level's ``optimization_requests_per_cycle``
+(1/5/10/20/50). Each cycle one user sends the N ``POST /memory/optimize``
+at once, with mixed priorities, then ``POST /memory/cycle``. A 429 with
+``Retry-After`` (the queue is full) is shed, not an error.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import TYPE_CHECKING
+
+from common.config import Config, StressLevel
+from scenarios import api
+from scenarios.spec import Part, Scenario, staged_plan
+from shapes.plan import StageSpec
+
+if TYPE_CHECKING:
+    from common.context import Stage
+
+BURST_TIMEOUT_S = 10.0
+
+
+def plan(config: Config, stress: StressLevel, total_s: float) -> list[StageSpec]:
+    n = stress.optimization_requests
+    common = {"agents": 8, "namespaces": 1, "document_bytes": 2048, "cycle_interval_s": 1.0}
+    return staged_plan(
+        total_s,
+        [
+            Part("warmup", 1, 3, {"optimize_per_cycle": 1}),
+            Part("ramp", 2, 3, {"optimize_per_cycle": max(1, math.ceil(n / 2))}),
+            Part("overload", 4, 3, {"optimize_per_cycle": n}),
+            Part("cooldown", 2, 3, {"optimize_per_cycle": 0}),
+        ],
+        common=common,
+    )
+
+
+@functools.cache
+def users() -> tuple[type, ...]:
+    from gevent.pool import Group
+
+    from scenarios.base import AgentTrafficUser, ConductorUser
+
+    class OptimizationFlood(ConductorUser):
+        """Sends the stage's ``optimize_per_cycle`` requests together, then one cycle."""
+
+        concurrency = 64  # connections in this user's pool: a burst goes out at once
+
+        def step(self, stage: Stage) -> float:
+            n = int(stage.params.get("optimize_per_cycle", 0))
+            if n:
+                priorities = self.rng.choices(api.PRIORITIES, api.PRIORITY_WEIGHTS, k=n)
+                burst = Group()
+                for i, priority in enumerate(priorities):
+                    body = {"priority": priority, "reason": f"overload {stage.name} #{i}"}
+                    burst.spawn(self.call, api.OPTIMIZE, body)
+                try:
+                    burst.join(timeout=BURST_TIMEOUT_S)
+                finally:
+                    burst.kill(block=False)
+            self.call(api.CYCLE)
+            return float(stage.params.get("cycle_interval_s", 1.0))
+
+    class OverloadAgent(AgentTrafficUser):
+        """Agent traffic, so there is something to optimize and latency to watch."""
+
+    return OptimizationFlood, OverloadAgent
+
+
+SCENARIO = Scenario(
+    name="optimization_overload",
+    purpose="N optimization requests per cycle (the stress level's 1/5/10/20/50), mixed "
+    "priorities.",
+    expected=(
+        "requests queue and coalesce; higher priorities go first",
+        "429s are counted as shed, not as errors",
+        "cycle time stays bounded",
+    ),
+    endpoints=(api.OPTIMIZE, api.CYCLE, *api.AGENT_TRAFFIC, *api.CLEANUP),
+    users=users,
+    plan=plan,
+)

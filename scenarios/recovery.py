@@ -1,0 +1,91 @@
+"""recovery: large objects under load, then the load stops and memory is watched.
+
+In the stress stage one user adds objects of ``scenarios.recovery_object_mb``
+times the stress factor (ballast whose ttl ends with the stage, so the objects
+become garbage when the load stops), while more agent users send longer
+messages; objects stop when the pressure reaches the stress level's target.
+In the idle stage only that user remains: once a second it reads the memory
+stats and one context (a latency probe), watching the target settle.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import TYPE_CHECKING
+
+from common.config import Config, StressLevel
+from scenarios import api
+from scenarios.api import MB
+from scenarios.spec import Part, Scenario, staged_plan, with_params
+from shapes.plan import StageSpec
+
+if TYPE_CHECKING:
+    from common.context import Stage
+
+OBJECTS = 10
+"""Objects in the stress stage (fewer when that would be more than one a second)."""
+
+
+def plan(config: Config, stress: StressLevel, total_s: float) -> list[StageSpec]:
+    size = int(config.scenarios.recovery_object_mb * stress.memory_factor * MB)
+    heavy = 2 * max(2, stress.concurrent_agents)
+    stress_params = {
+        "object_bytes": size,
+        "pressure_cap": stress.pressure_target,
+        "message_bytes": 4000,
+    }
+    stages = staged_plan(
+        total_s,
+        [
+            Part("baseline", 2, 3, {"watch": True}),
+            Part("stress", 3.5, 1 + heavy, stress_params),
+            Part("idle", 4.5, 1, {"watch": True, "traffic": False}),
+        ],
+        common={"agents": 8, "namespaces": 1, "document_bytes": 2048},
+        faults=True,
+    )
+    interval = round(min(5.0, max(1.0, stages[1].duration_s / OBJECTS)), 3)
+    stages[1] = with_params(stages[1], object_interval_s=interval)
+    return stages
+
+
+@functools.cache
+def users() -> tuple[type, ...]:
+    from scenarios.base import AgentTrafficUser, ConductorUser
+
+    class RecoveryLoader(ConductorUser):
+        """Adds large objects in the stress stage; watches memory and latency otherwise."""
+
+        def step(self, stage: Stage) -> float:
+            size = int(stage.params.get("object_bytes", 0))
+            if size:
+                reply = self.call(api.STATS)
+                data = reply.data if reply.ok and isinstance(reply.data, dict) else {}
+                pressure = float(data.get("pressure") or 100.0)
+                if pressure < float(stage.params.get("pressure_cap", 80)):
+                    ttl = max(1.0, stage.remaining_s())
+                    self.call(api.BALLAST, {"bytes": size, "ttl_s": round(ttl, 1)})
+                return float(stage.params.get("object_interval_s", 2.0))
+            if stage.params.get("watch"):
+                self.call(api.STATS)
+                probe = {"query": "recovery probe", "k": 3}
+                self.call(api.CONTEXT, query=probe, id=self.agent(0))
+            return 1.0
+
+    class RecoveryAgent(AgentTrafficUser):
+        """Agent traffic: light before, heavy during the stress, none after."""
+
+    return RecoveryLoader, RecoveryAgent
+
+
+SCENARIO = Scenario(
+    name="recovery",
+    purpose="Large objects under load, then the load stops and memory is watched until it settles.",
+    expected=(
+        "recovery time to the pre-stress memory (within the recovery tolerance)",
+        "latency returns to its pre-stress level",
+    ),
+    endpoints=(api.STATS, api.BALLAST, api.RESET, *api.AGENT_TRAFFIC, *api.CLEANUP),
+    users=users,
+    plan=plan,
+)
