@@ -1,0 +1,276 @@
+"""``python -m reports``: build, compare and analyze; bad input is one line and exit code 2."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from common.config import load_config
+from reports.__main__ import main
+from reports.compare import compare
+from reports.results import RESULTS_NAME, SCHEMA_PATH, load_results, summary
+from reports.synthetic import Synthetic, write_run
+from tests.fixtures.reports_builder import small_run
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "reports", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def one_line_error(err: str) -> str:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    return lines[0]
+
+
+# --- bad input: a real subprocess for the first two, in process for the rest ------------
+
+
+def test_missing_folder_is_one_line_exit_2(tmp_path: Path) -> None:
+    p = run_cli("build", str(tmp_path / "nope"))
+    assert p.returncode == 2
+    line = one_line_error(p.stderr)
+    assert line == (
+        f"python -m reports build: error: {tmp_path / 'nope'}: no such folder "
+        "(valid: a run folder or a session folder)"
+    )
+    assert p.stdout == ""
+
+
+def test_bad_grade_lists_the_valid_ones(tmp_path: Path) -> None:
+    p = run_cli("build", str(tmp_path), "--fail-on", "great")
+    assert p.returncode == 2
+    line = one_line_error(p.stderr)
+    assert "argument --fail-on: 'great' is not a grade" in line
+    assert "(valid: excellent, good, acceptable, marginal, poor)" in line
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (
+            ["build", "{tmp}/empty"],
+            "not a run folder and holds no run folders (valid: a folder with",
+        ),
+        (["build", "{run}", "--config", "{tmp}/none.yml"], "config file not found"),
+        (["compare", "{tmp}/a", "{run}"], "no such file or folder (valid: a run folder"),
+        (["compare", "{tmp}/bad.json", "{run}"], "not a memstress results file"),
+        (["analyze", "{tmp}/prefix"], "prefix_stats.csv: no such file (valid: the --csv PREFIX"),
+    ],
+)
+def test_bad_input_in_process(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], expected: str
+) -> None:
+    run = small_run(tmp_path / "run")
+    (tmp_path / "bad.json").write_text('{"hello": 1}')
+    (tmp_path / "empty").mkdir()
+    args = [a.format(tmp=tmp_path, run=run) for a in argv]
+    assert main(args) == 2
+    out = capsys.readouterr()
+    line = one_line_error(out.err)
+    assert line.startswith(f"python -m reports {argv[0]}: error: ")
+    assert expected in line
+
+
+@pytest.mark.parametrize("argv", [[], ["frobnicate"], ["build"], ["compare", "x"]])
+def test_usage_errors_are_one_line(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    one_line_error(capsys.readouterr().err)
+
+
+# --- build and compare -------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("pair")
+    a = write_run(root / "old", Synthetic(duration_s=120))
+    b = write_run(root / "new", Synthetic(duration_s=120))
+    return a, b
+
+
+def test_build_cli_prints_one_line_and_returns_the_verdict(pair: tuple[Path, Path]) -> None:
+    p = run_cli("build", str(pair[0]))
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.startswith("memory_leak: grade good, verdict passed, exit 0 -> ")
+    assert "Traceback" not in p.stderr
+    assert (pair[0] / RESULTS_NAME).is_file()
+
+
+def test_build_cli_session_folder(
+    pair: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["build", str(pair[0].parent), "--fail-on", "excellent"]) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 3 and out[-1].startswith("session: grade good, exit 1 -> ")
+
+
+def test_compare_identical_runs_passes(
+    pair: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["compare", str(pair[0]), str(pair[1])]) == 0
+    out = capsys.readouterr().out
+    assert "No regression beyond the config.compare tolerances." in out
+
+
+def test_compare_catches_an_injected_regression(
+    pair: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    main(["build", str(pair[0])])
+    doc = load_results(pair[0] / RESULTS_NAME)
+    doc["metrics"]["cycle"]["mean_s"] *= 1.5  # +50% against a 20% tolerance
+    worse = tmp_path / "worse.json"
+    worse.write_text(json.dumps(doc))
+    capsys.readouterr()
+    assert main(["compare", str(pair[0] / RESULTS_NAME), str(worse)]) == 1
+    out = capsys.readouterr().out
+    assert "memory_leak: mean cycle time 0.0404 s -> 0.0606 s (+50.0%) > +20% allowed" in out
+    assert "REGRESSION" in out
+
+
+def test_compare_rules(tmp_path: Path) -> None:
+    cfg = load_config()
+    base = summary(load_results(_built(small_run(tmp_path / "run"))))
+    cases = {
+        "memory_growth_mb": (base["memory_growth_mb"] or 0) + 26,  # > 25 MB
+        "error_rate_pct": (base["error_rate_pct"] or 0) + 1.5,  # > 1 point
+        "stability": (base["stability"] or 0) - 6,  # > 5 points down
+    }
+    for metric, value in cases.items():
+        result = compare({"s": base}, {"s": {**base, metric: value}}, cfg)
+        assert [d.metric for d in result.regressions] == [metric]
+    within = {**base, "memory_growth_mb": (base["memory_growth_mb"] or 0) + 24}
+    assert compare({"s": base}, {"s": within}, cfg).exit_code == 0
+    # better is never a regression
+    assert compare({"s": base}, {"s": {**base, "stability": 100.0}}, cfg).exit_code == 0
+
+
+def _built(run: Path) -> Path:
+    assert main(["build", str(run)]) in (0, 1)
+    return run / RESULTS_NAME
+
+
+# --- analyze on a real Locust export ----------------------------------------------------------
+
+LOCUSTFILE = """
+from locust import HttpUser, constant, task
+
+
+class U(HttpUser):
+    wait_time = constant(0.05)
+
+    @task(3)
+    def cycle(self):
+        self.client.get("/", name="POST /memory/cycle")
+
+    @task
+    def missing(self):
+        self.client.get("/no-such-file", name="GET /memory/stats")
+
+    @task
+    def shed(self):
+        self.environment.events.request.fire(
+            request_type="SHED", name="POST /memory/optimize", response_time=1.0,
+            response_length=0, exception=None, context={},
+        )
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.slow
+def test_analyze_a_real_locust_export(tmp_path: Path) -> None:
+    if shutil.which("locust", path=str(Path(sys.executable).parent)) is None:
+        pytest.skip("the locust CLI is not installed next to this Python")
+    port = _free_port()
+    www = tmp_path / "www"
+    www.mkdir()
+    (www / "index.html").write_text("ok")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"],
+        cwd=www,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        (tmp_path / "lf.py").write_text(LOCUSTFILE)
+        prefix = tmp_path / "out" / "locust"
+        prefix.parent.mkdir()
+        loc = subprocess.run(
+            [
+                str(Path(sys.executable).parent / "locust"),
+                "-f",
+                "lf.py",
+                "--headless",
+                "-u",
+                "2",
+                "-r",
+                "2",
+                "-t",
+                "3s",
+                "--host",
+                f"http://127.0.0.1:{port}",
+                "--csv",
+                str(prefix),
+                "--csv-full-history",
+                "--json-file",
+                str(prefix),
+                "--only-summary",
+                "--exit-code-on-error",
+                "0",
+            ],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert loc.returncode == 0, loc.stderr[-2000:]
+    finally:
+        server.terminate()
+        server.wait(10)
+    out = tmp_path / "report"
+    p = run_cli("analyze", str(prefix), "--out", str(out))
+    assert "Traceback" not in p.stderr
+    assert p.returncode == 1, p.stderr  # a third of the non-shed requests are 404s
+    assert "error rate" in p.stdout and "-> Poor" in p.stdout
+    assert "unavailable (a Locust CSV export has no memory samples)" in p.stdout
+    doc = json.loads((out / RESULTS_NAME).read_text())
+    jsonschema.Draft202012Validator(json.loads(SCHEMA_PATH.read_text())).validate(doc)
+    m = doc["metrics"]
+    assert doc["source_kind"] == "locust" and not doc["partial"]
+    assert m["cycle"]["source"] == "locust.json" and m["cycle"]["count"] > 10
+    assert m["requests"]["shed"] > 0
+    assert m["requests"]["failures"] > 0
+    assert m["requests"]["requests"] == m["cycle"]["count"] + m["requests"]["failures"]
+    assert m["memory"]["growth_mb"] is None
+    assert (out / "stress_test_charts" / "latency.png").is_file()

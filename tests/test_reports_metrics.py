@@ -1,0 +1,223 @@
+"""Aggregation on constructed run folders: every figure checked against a hand-worked value."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from common.config import Config, load_config
+from common.runfiles import EVENT_COLUMNS, SAMPLE_COLUMNS
+from reports.collect import read_run
+from reports.metrics import (
+    RunMetrics,
+    compute,
+    locust_percentile,
+    lower_envelope,
+    stage_leaks,
+    stage_phase,
+    trend,
+)
+from tests.fixtures.reports_builder import MB, T0, small_run, write_csv
+
+
+@pytest.fixture(scope="module")
+def cfg() -> Config:
+    return load_config()
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory: pytest.TempPathFactory, cfg: Config) -> RunMetrics:
+    return compute(read_run(small_run(tmp_path_factory.mktemp("small") / "run")), cfg)
+
+
+def test_memory_growth_peak_and_budget(small: RunMetrics) -> None:
+    m = small.memory
+    assert m.samples == 100
+    assert m.start_mb == 100.0  # median of the first 5 samples
+    assert m.end_mb == 105.0  # median of the last 5
+    assert m.growth_mb == 5.0
+    assert m.peak_mb == 198.0
+    assert m.budget_mb == 400.0
+    assert m.peak_pct_of_budget == pytest.approx(49.5)
+    assert m.returned_to_start is True  # 105 <= 100 * 1.10
+    assert m.end_vs_start_pct == pytest.approx(5.0)
+    assert small.duration_s == 100.0
+
+
+def test_optimization_counters_are_deltas(small: RunMetrics) -> None:
+    o = small.optimization
+    assert (o.count, o.failed) == (20, 2)
+    assert o.success_rate_pct == pytest.approx(90.0)
+    assert o.freed_mb == pytest.approx(50.0)
+
+
+def test_cycle_times_from_locust_json_with_locust_percentiles(small: RunMetrics) -> None:
+    c = small.cycle
+    assert c.source == "locust.json"  # exact totals, not the stats CSV's 97
+    assert c.count == 100
+    assert c.mean_s == pytest.approx(0.196)
+    assert (c.p50_s, c.p95_s, c.p99_s, c.max_s) == (0.2, 0.9, 2.0, 2.0)
+
+
+def test_locust_percentile_matches_locust() -> None:
+    hist = {100.0: 50, 200.0: 45, 900.0: 4, 2000.0: 1}
+    assert [locust_percentile(hist, 100, p) for p in (0.5, 0.95, 0.99, 1.0)] == [
+        200,
+        900,
+        2000,
+        2000,
+    ]
+
+
+def test_errors_and_shed_are_counted_apart(small: RunMetrics) -> None:
+    r = small.requests
+    assert (r.requests, r.failures, r.shed) == (400, 10, 40)
+    assert r.error_rate_pct == pytest.approx(2.5)
+    assert r.shed_pct == pytest.approx(10.0)
+    assert r.exceptions == 0
+    assert r.peak_users == 10
+    assert r.top_failures[0]["occurrences"] == 8
+    assert r.first_shed_s == 2.0  # history: the SHED counter is 1 at the 2nd second
+
+
+def test_stats_csv_is_the_fallback_without_locust_json(tmp_path: Path, cfg: Config) -> None:
+    run = small_run(tmp_path / "run")
+    (run / "locust.json").unlink()
+    m = compute(read_run(run), cfg)
+    assert m.cycle.source == "locust_stats.csv"
+    assert (m.cycle.count, m.cycle.mean_s, m.cycle.p95_s) == (97, 0.19, 0.9)
+    assert m.requests.shed == 39  # the SHED row; Aggregated excluded
+
+
+def test_recovery_time_from_end_of_stress(small: RunMetrics) -> None:
+    r = small.recovery
+    assert r.measured
+    assert r.stress_end_s == 70.0  # the 'idle' stage (traffic: false) begins
+    assert r.pre_stress_mb == 100.0  # median before the first stress stage
+    assert r.recovered is True
+    assert r.recovery_time_s == 5.0  # 150 MB until 75 s, then 105 MB <= 110 MB
+
+
+def test_not_recovered_when_memory_stays_high(tmp_path: Path, cfg: Config) -> None:
+    run = small_run(tmp_path / "run")
+    s = pd.read_csv(run / "memory_samples.csv")
+    s.loc[s["elapsed_s"] >= 70, "rss_bytes"] = 150 * MB
+    s.to_csv(run / "memory_samples.csv", index=False)
+    r = compute(read_run(run), cfg).recovery
+    assert r.recovered is False
+    assert r.recovery_time_s is None
+    assert r.note == "not recovered within 29 s of observation"
+
+
+def test_per_stage_cut_by_stage_times(small: RunMetrics) -> None:
+    warm, load, idle = small.stages
+    assert [s.phase for s in small.stages] == ["warmup", "stress", "recovery"]
+    assert (load.start_s, load.end_s, load.duration_s) == (20.0, 70.0, 50.0)
+    assert load.peak_mb == 198.0
+    assert load.memory_start_mb == 104.0  # median of 100, 102, 104, 106, 108
+    assert load.optimizations == 9
+    # history: cycles 2/s, stats 3/s (one failure per 10 s), shed 0.5/s
+    assert load.cycle.count == 100
+    assert load.cycle.mean_s == pytest.approx(0.15)
+    assert load.cycle.p95_s == pytest.approx(0.3)
+    assert (load.requests, load.failures, load.shed) == (250, 5, 25)
+    assert load.error_rate_pct == pytest.approx(2.0)
+    assert load.rps == pytest.approx(5.0)
+    assert warm.pressure_peak == pytest.approx(25.0)  # 100 MB of 400 MB
+    assert idle.users == 1
+
+
+def test_leak_slope_on_linear_plus_sawtooth() -> None:
+    # 3 MB/min of leak under a 15 MB GC sawtooth of period 5 s.
+    t = np.arange(0.0, 600.0, 1.0)
+    y = 300.0 + 3.0 * t / 60.0 + 15.0 * ((t % 5.0) / 5.0)
+    tw, _ = lower_envelope(t, y, 5.0)
+    assert len(tw) == 120
+    assert np.allclose(tw % 5.0, 0.0)  # the minimum of each window is its sawtooth floor
+    slope, p, windows = trend(t, y, 5.0, 6)
+    assert slope == pytest.approx(3.0)
+    assert p is not None and p < 1e-6
+    assert windows == 120
+    # The same sawtooth without the leak has no slope at all.
+    flat, p_flat, _ = trend(t, 300.0 + 15.0 * ((t % 5.0) / 5.0), 5.0, 6)
+    assert (flat, p_flat) == (0.0, 1.0)
+    # Too few windows for a verdict.
+    assert trend(t[:20], y[:20], 5.0, 6)[0] is None
+
+
+def test_leak_detection_delay_and_false_alarms(tmp_path: Path, cfg: Config) -> None:
+    run = small_run(tmp_path / "run")
+    stages = pd.read_csv(run / "stages.csv")
+    stages.loc[1, "params"] = json.dumps({"leak_mb_per_min": 120})
+    stages.to_csv(run / "stages.csv", index=False)
+    write_csv(
+        run / "events.csv",
+        [
+            {"time": T0 + 10, "kind": "leak_detected", "detail": "early"},
+            {"time": T0 + 50, "kind": "leak_detected", "detail": "slope 120"},
+            {"time": T0 + 80, "kind": "leak_cleared", "detail": ""},
+        ],
+        EVENT_COLUMNS,
+    )
+    m = compute(read_run(run), cfg)
+    assert m.stages[1].leak
+    assert m.leak.injected_start_s == 20.0
+    assert m.leak.detected is True
+    assert m.leak.first_detected_s == 10.0
+    assert m.leak.detection_delay_s == 30.0
+    assert m.leak.detections_before_injection == 1
+    # the stage's own slope: +2 MB per 1 s sample = 120 MB/min
+    assert m.stages[1].leak_slope_mb_min == pytest.approx(120.0)
+
+
+def test_stage_rules_read_the_scenarios_plans() -> None:
+    assert stage_phase("baseline", {"leak_mb_per_min": 0}) == "warmup"
+    assert stage_phase("leak", {"leak_mb_per_min": 30}) == "stress"
+    assert stage_phase("stop_leak", {"reset_faults": True}) == "recovery"
+    assert stage_phase("cleanup", {"cleanup": True, "reset_faults": False}) == "recovery"
+    assert stage_phase("idle", {"traffic": False}) == "recovery"
+    assert stage_phase("cooldown", {}) == "recovery"
+    assert stage_phase("step_3", {"step": 3}) == "stress"
+    assert stage_phase("anything", {"phase": "warmup"}) == "warmup"
+    assert stage_leaks("leak", {"leak_mb_per_min": 30})
+    assert not stage_leaks("stop_leak", {"leak_mb_per_min": 0})
+    assert stage_leaks("leak_fast", {})
+
+
+def test_pressure_prefers_the_targets_own_score(tmp_path: Path, cfg: Config) -> None:
+    run = small_run(tmp_path / "run")
+    s = pd.read_csv(run / "memory_samples.csv")
+    s["pressure"] = np.linspace(10, 96, len(s))
+    s["psi_some_avg10"] = 1.5
+    s["strategy"] = np.where(s["pressure"] >= 95, "emergency", "normal")
+    s.to_csv(run / "memory_samples.csv", index=False)
+    p = compute(read_run(run), cfg).pressure
+    assert p.source == "target"
+    assert p.peak == pytest.approx(96.0)
+    assert p.psi_some_avg10_max == 1.5
+    assert p.max_strategy == "emergency"
+
+
+def test_cost_per_request_and_per_agent(small: RunMetrics) -> None:
+    assert small.cost.per_request_kb == pytest.approx(5 * 1024 / 400)
+    assert small.cost.per_agent_kb == pytest.approx(2 * 1024 / 4)  # 2 MB over 4 agents
+
+
+def test_stop_reason_and_recorded_exit_code(tmp_path: Path, cfg: Config) -> None:
+    run = small_run(tmp_path / "run", exit_code=4, stop_reason="")
+    with open(run / "events.csv", "a") as f:
+        f.write(f"{T0 + 90},emergency_stop,host memory 99.2% >= 99%\n")
+    stop = compute(read_run(run), cfg).stop
+    assert stop.kind == "safety"
+    assert stop.reason == "emergency_stop: host memory 99.2% >= 99%"
+    assert stop.meta_exit_code == 4
+
+
+def test_samples_columns_are_the_runfiles_contract() -> None:
+    # The reader relies on these names; a rename in common/runfiles.py must show up here.
+    for col in ("time", "rss_bytes", "pressure", "optimizations_total", "bytes_freed_total"):
+        assert col in SAMPLE_COLUMNS
