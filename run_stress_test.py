@@ -152,9 +152,9 @@ def list_scenarios(console: Console) -> None:
 
     cfg = load_config()
     table = Table(title="memstress scenarios")
-    table.add_column("scenario")
-    table.add_column("config key")
-    table.add_column("default s", justify="right")
+    table.add_column("scenario", no_wrap=True)
+    table.add_column("config key", no_wrap=True)
+    table.add_column("default s", justify="right", no_wrap=True)
     table.add_column("purpose")
     for info in all_scenarios():
         table.add_row(
@@ -179,7 +179,8 @@ def setup_logging(log_path: Path, debug: bool) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    console = Console()
+    # No wrapping of plain lines when the output is a pipe or a CI log.
+    console = Console(soft_wrap=True)
     if args.list_scenarios:
         list_scenarios(console)
         return 0

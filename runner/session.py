@@ -111,7 +111,8 @@ def locust_command(
         str(s.stress_level),
         "--duration",
         f"{duration_s:g}",
-        "--config",
+        # Locust's own --config reads a Locust conf file; ours has its own name.
+        "--memstress-config",
         str(s.config_path),
         "--run-dir",
         str(run_dir),
