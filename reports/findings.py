@@ -59,6 +59,8 @@ def limits(m: RunMetrics, per_stage: list[list[Grade]], fail_on: str) -> list[Li
         first = m.requests.first_shed_s
         when = f"first shed at {duration(first)} into the run" if first is not None else ""
         out.append(Limit("load shedding", f"{m.requests.shed} shed", when))
+    # Recovery and cleanup stages are not load steps: they do not set limits.
+    loaded = [(st, g) for st, g in zip(m.stages, per_stage, strict=True) if st.phase != "recovery"]
     ok_stages = [
         (st, g) for st, g in zip(m.stages, per_stage, strict=True) if _stage_ok(g, fail_on)
     ]
@@ -84,7 +86,7 @@ def limits(m: RunMetrics, per_stage: list[list[Grade]], fail_on: str) -> list[Li
                 "; ".join(worst),
             )
         )
-    rps = [(st.rps, st) for st in m.stages if st.rps is not None]
+    rps = [(st.rps, st) for st, _ in loaded if st.rps is not None]
     if rps:
         top, st = max(rps, key=lambda x: x[0])
         out.append(

@@ -42,6 +42,13 @@ def _grade(g: str) -> str:
 def _verdict_line(doc: dict[str, Any]) -> str:
     v = doc["verdict"]
     word = "PASSED" if v["passed"] else "FAILED"
+    if doc["exit_code"] != v["exit_code"]:
+        # A stop code recorded by the run decides the exit code, not the grades.
+        return (
+            f"**Exit code {doc['exit_code']}: {doc['stop']['reason']}.** The verdict on "
+            f"what was measured: {word.lower()} (fails on grades below "
+            f"{_grade(v['fail_on'])}): {v['reason']}."
+        )
     return (
         f"**Verdict: {word}** (exit code {doc['exit_code']}; fails on grades below "
         f"{_grade(v['fail_on'])}). {v['reason']}."
@@ -232,7 +239,8 @@ def render_run(
                 _stage_rows(doc),
             )
         )
-    add("\n" + "\n".join(_charts(charts, ["memory.png", "pressure.png"])))
+    if figures := _charts(charts, ["memory.png", "pressure.png"]):
+        add("\n" + "\n".join(figures))
 
     # --- performance analysis
     add("\n## Performance analysis\n")
@@ -273,7 +281,8 @@ def render_run(
         add(f"\n### {key.capitalize()} score: {num(score['value'])} / 100\n")
         add(f"`{score['formula']}`; each penalty is clipped to its maximum.\n")
         add(table(["term", "rule", "input", "penalty", "max"], _score_rows(score)))
-    add("\n" + "\n".join(_charts(charts, ["latency.png", "throughput.png", "workers.png"])))
+    if figures := _charts(charts, ["latency.png", "throughput.png", "workers.png"]):
+        add("\n" + "\n".join(figures))
 
     # --- limits
     add("\n## System limits found\n")

@@ -161,7 +161,7 @@ class StageSpan:
     name: str
     start: float  # Unix seconds
     end: float
-    users: float | None
+    users: int | None
     params: dict[str, Any]
     phase: str  # warmup | stress | recovery
     leak: bool
@@ -176,7 +176,7 @@ class StageMetrics:
     start_s: float
     end_s: float
     duration_s: float
-    users: float | None
+    users: int | None
     params: dict[str, Any]
     memory_start_mb: float | None = None
     memory_end_mb: float | None = None
@@ -516,7 +516,7 @@ def stage_spans(data: RunData, t0: float, t_end: float) -> list[StageSpan]:
                 name=name,
                 start=start,
                 end=max(start, end),
-                users=_f(users[n]),
+                users=_i(users[n]),
                 params=params,
                 phase=stage_phase(name, params),
                 leak=stage_leaks(name, params),
@@ -830,7 +830,8 @@ def leak_metrics(data: RunData, cfg: Config, t0: float, spans: list[StageSpan]) 
             )
     ev = data.events
     det = ev.loc[ev["kind"] == "leak_detected", "time"].to_numpy(dtype=float)
-    if data.inputs and any(s.name == "events.csv" and s.state == "ok" for s in data.inputs):
+    # Without samples the detector had nothing to judge: "not detected" would be a guess.
+    if len(rss) and any(s.name == "events.csv" and s.state == "ok" for s in data.inputs):
         m.detected = bool(len(det))
     if len(det):
         m.first_detected_s = float(det[0] - t0)

@@ -163,7 +163,13 @@ def _config_summary(cfg: Config, fail_on: str) -> dict[str, Any]:
 
 def _run_section(data: RunData) -> dict[str, Any]:
     meta = dict(data.meta or {})
-    meta.setdefault("scenario", "unknown" if data.kind == "run" else "locust export")
+    if data.kind == "locust":
+        meta.setdefault("scenario", "locust export")
+    else:
+        # run folders are named <UTC timestamp>_<scenario>[-n]
+        stamp, _, rest = data.source.name.partition("_")
+        named = rest.rsplit("-", 1)[0] if rest[-1:].isdigit() and "-" in rest else rest
+        meta.setdefault("scenario", named if stamp.endswith("Z") and named else "unknown")
     meta.setdefault("run_id", data.source.name)
     return plain(meta)
 

@@ -182,6 +182,17 @@ def test_only_run_meta(tmp_path: Path, cfg: Config) -> None:
     assert rep.exit_code == 130
     assert rep.results["interrupted"] and rep.partial
     assert rep.results["stop"]["reason"] == "interrupted by SIGINT"
+    assert "**Exit code 130: interrupted by SIGINT.** The verdict on what was measured" in (
+        rep.report_path.read_text()
+    )
+
+
+def test_scenario_from_the_folder_name_without_run_meta(tmp_path: Path, cfg: Config) -> None:
+    run = small_run(tmp_path / "20270101T000000Z_vector_store-1", meta=False)
+    rep = build_run_report(run, cfg)
+    assert rep.results["run"]["scenario"] == "vector_store"
+    assert rep.partial and "run_meta.json: missing" in rep.results["missing_inputs"]
+    assert rep.results["stop"]["reason"] == "unknown: run_meta.json is missing or unreadable"
 
 
 def test_session_report_compares_runs_and_takes_the_worst_exit(tmp_path: Path, cfg: Config) -> None:
