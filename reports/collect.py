@@ -225,13 +225,16 @@ def read_csv(
         bad_lines += 1
 
     try:
-        df = pd.read_csv(
-            io.StringIO(text),
-            dtype="str",
-            keep_default_na=False,
-            on_bad_lines=skip,
-            engine="python",
-        )
+        try:  # the fast C parser for well-formed files ...
+            df = pd.read_csv(io.StringIO(text), dtype="str", keep_default_na=False)
+        except pd.errors.ParserError:  # ... the python one to skip and count bad lines
+            df = pd.read_csv(
+                io.StringIO(text),
+                dtype="str",
+                keep_default_na=False,
+                on_bad_lines=skip,
+                engine="python",
+            )
     except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError, csv.Error) as exc:
         return empty_frame(columns), InputStatus(
             label, "unreadable", f"not CSV: {exc}".splitlines()[0], required

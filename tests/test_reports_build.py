@@ -13,6 +13,7 @@ import pytest
 from common.config import Config, load_config
 from reports import build_run_report, build_session_report
 from reports.build import RunReport
+from reports.collect import read_csv
 from reports.markdown import render_run
 from reports.results import CHARTS_DIR, REPORT_NAME, RESULTS_NAME, SCHEMA_PATH, load_results
 from reports.synthetic import Synthetic, write_run
@@ -248,3 +249,19 @@ def test_a_60_minute_run_folder_builds(tmp_path: Path, cfg: Config) -> None:
     assert doc["metrics"]["recovery"]["recovery_time_s"] == 30.0
     assert len(rep.charts) == 5  # workers too
     assert rep.exit_code == 0
+
+
+def test_csv_reader_repairs(tmp_path: Path) -> None:
+    p = tmp_path / "x.csv"
+    p.write_text("time,kind\n1,stage\n2,stage,extra\n3,leak_detected\n4,sta")
+    df, status = read_csv(p, ("time", "kind", "detail"))
+    assert df["time"].tolist() == [1.0, 3.0]
+    assert df["detail"].tolist() == ["", ""]  # a column the header lacks is added, empty
+    assert status.describe() == (
+        "x.csv: dropped a truncated last line; skipped 1 malformed line; "
+        "columns missing from its header: detail"
+    )
+    p.write_text("time,kind\n")
+    assert read_csv(p, ("time", "kind"))[1].describe() == "x.csv: empty (header only)"
+    p.write_text("1,2,3")
+    assert read_csv(p, ("time", "kind"))[1].describe() == "x.csv: empty (no complete line)"
