@@ -89,7 +89,13 @@ def _side_of_folder(folder: Path, cfg: Config) -> dict[str, Summary]:
 
 def _side_of_doc(doc: dict[str, Any]) -> dict[str, Summary]:
     if doc["kind"] == "session":
-        return {str(r["scenario"]): dict(r["summary"]) for r in doc.get("runs", [])}
+        out: dict[str, Summary] = {}
+        for r in doc.get("runs", []):
+            name, n = str(r["scenario"]), 2
+            while name in out:  # the same scenario twice in a session: the second is name#2
+                name, n = f"{r['scenario']}#{n}", n + 1
+            out[name] = dict(r["summary"])
+        return out
     return {str(doc["run"].get("scenario", "run")): summary(doc)}
 
 

@@ -204,6 +204,14 @@ def render_run(
         f"`{m.get('latency_basis', 'POST /memory/cycle')}`.\n"
     )
     add(table(["metric", "value", "definition"], _definition_rows(doc)))
+    cost = m.get("cost", {})
+    bases = [
+        f"{label}: {cost[key]}"
+        for key, label in (("vector_basis", "per stored vector"), ("agent_basis", "per agent"))
+        if cost.get(key)
+    ]
+    if bases:
+        add("\nMemory cost bases: " + "; ".join(bases) + ".")
     if doc.get("source_kind") == "locust":
         add(
             "\nMemory, optimization, leak, pressure, recovery and cost figures: unavailable "

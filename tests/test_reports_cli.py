@@ -274,3 +274,16 @@ def test_analyze_a_real_locust_export(tmp_path: Path) -> None:
     assert m["requests"]["requests"] == m["cycle"]["count"] + m["requests"]["failures"]
     assert m["memory"]["growth_mb"] is None
     assert (out / "stress_test_charts" / "latency.png").is_file()
+
+
+def test_compare_two_sessions_by_scenario(
+    pair: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    session = pair[0].parent
+    assert main(["build", str(session)]) == 0
+    results = str(session / RESULTS_NAME)
+    capsys.readouterr()
+    assert main(["compare", results, results]) == 0
+    out = capsys.readouterr().out
+    assert "| memory_leak | mean cycle time (s) |" in out
+    assert "| memory_leak#2 | mean cycle time (s) |" in out  # both runs are memory_leak
