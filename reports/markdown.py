@@ -65,7 +65,12 @@ def _definition_rows(doc: dict[str, Any]) -> list[list[str]]:
         value = _get(doc["metrics"], key)
         if isinstance(value, dict | list):
             continue
-        rows.append([d["label"], with_unit(value, d["unit"]), d["definition"]])
+        shown = with_unit(value, d["unit"])
+        if key == "recovery.recovery_time_s" and value is None:
+            rec = doc["metrics"]["recovery"]
+            shown = "not recovered" if rec["recovered"] is False else "n/a"
+            shown += f" ({rec['note']})" if rec.get("note") else ""
+        rows.append([d["label"], shown, d["definition"]])
     return rows
 
 

@@ -942,7 +942,7 @@ def recovery_metrics(
         m.recovery_time_s = float(after_t[ok[0]] - stress_end)
     else:
         m.recovered = False
-        m.note = f"not recovered within {m.observed_s:.0f} s of observation"
+        m.note = f"memory watched for {m.observed_s:.0f} s after the stress"
     return m
 
 

@@ -265,3 +265,13 @@ def test_csv_reader_repairs(tmp_path: Path) -> None:
     assert read_csv(p, ("time", "kind"))[1].describe() == "x.csv: empty (header only)"
     p.write_text("1,2,3")
     assert read_csv(p, ("time", "kind"))[1].describe() == "x.csv: empty (no complete line)"
+
+
+def test_report_says_not_recovered(tmp_path: Path, cfg: Config) -> None:
+    run = small_run(tmp_path / "run")
+    s = pd.read_csv(run / "memory_samples.csv")
+    s.loc[s["elapsed_s"] >= 70, "rss_bytes"] = 150 * 2**20
+    s.to_csv(run / "memory_samples.csv", index=False)
+    md = build_run_report(run, cfg).report_path.read_text()
+    assert "| recovery time | not recovered (memory watched for 29 s after the stress) |" in md
+    assert "Memory did not come back within 10% of the pre-stress level (100 MB)" in md
