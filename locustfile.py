@@ -22,7 +22,7 @@ from typing import Any
 from locust import events
 
 from common.config import DEFAULT_CONFIG_PATH, SCENARIO_NAMES, ConfigError
-from common.context import build_context
+from common.context import build_context, resolve_settings
 from scenarios.registry import get_scenario, user_classes
 from shapes.plan import PlanError
 from shapes.scenario import ScenarioShape, wire_stages
@@ -101,9 +101,10 @@ def add_options(parser: Any, **_: Any) -> None:
 def on_init(environment: Any, runner: Any, web_ui: Any = None, **_: Any) -> None:
     opts = environment.parsed_options
     try:
-        ctx = build_context(environment)
-        scenario = get_scenario(ctx.scenario)
-        scenario.build_plan(ctx.config, ctx.stress, ctx.duration_s)  # refuse a bad plan now
+        settings = resolve_settings(opts)
+        scenario = get_scenario(settings.scenario)
+        scenario.build_plan(settings.config, settings.stress, settings.duration_s)  # refuse now
+        ctx = build_context(environment, settings)
     except (ConfigError, PlanError) as exc:
         # One line and exit code 2; a --processes child stays quiet (its parent says it).
         if not (getattr(opts, "worker", False) and getattr(opts, "processes", None)):

@@ -305,7 +305,7 @@ def make_run_dir(given: Any, scenario: str) -> Path:
     return path
 
 
-def build_context(environment: Any) -> RunContext:
+def build_context(environment: Any, settings: RunSettings | None = None) -> RunContext:
     """The run's context from the environment's parsed options (the locustfile's ``init``).
 
     On the master or a local runner this creates the run folder and a run id and
@@ -314,7 +314,7 @@ def build_context(environment: Any) -> RunContext:
     master's at ``test_start`` (see :func:`shapes.scenario.wire_stages`).
     """
     opts = environment.parsed_options
-    settings = resolve_settings(opts)
+    settings = settings or resolve_settings(opts)
     host = environment.host or ""
     if host:
         try:

@@ -11,6 +11,8 @@ import json
 import sys
 from typing import Any
 
+import locust  # noqa: F401 - first: gevent must patch before anything imports ssl
+
 from common.config import ConfigError, load_config
 from scenarios.registry import all_scenarios, get_scenario
 from shapes.plan import PlanError
