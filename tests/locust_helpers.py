@@ -1,0 +1,148 @@
+"""Running real Locust processes from tests: the locustfile, on loopback, into tmp_path.
+
+Locust runs as its own process, never inside pytest: ``import locust``
+monkey-patches the whole process with gevent, and after ``requests`` (hence
+``ssl``) is imported that patch fails with a RecursionError.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+LOCUSTFILE = ROOT / "locustfile.py"
+
+
+def locust_env() -> dict[str, str]:
+    """The test's environment without any MEMSTRESS_* option or proxy settings."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("MEMSTRESS_", "LOCUST_")) and "proxy" not in k.lower()
+    }
+    env["NO_PROXY"] = "127.0.0.1,localhost"
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+@dataclass
+class LocustRun:
+    """One Locust process and its run folder."""
+
+    proc: subprocess.Popen[bytes]
+    run_dir: Path
+    log_path: Path
+    started: float
+
+    def wait(self, timeout: float) -> int:
+        try:
+            return int(self.proc.wait(timeout))
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise AssertionError(
+                f"Locust did not end within {timeout:g} s; log:\n{self.log()[-4000:]}"
+            ) from None
+
+    def kill(self) -> None:
+        """Stop this process and the children it forked (its own process group)."""
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def stats(self) -> dict[tuple[str, str], dict[str, Any]]:
+        """``(method, name) -> entry`` from Locust's --json-file (exact totals)."""
+        data = json.loads((self.run_dir / "locust.json").read_text())
+        return {(e["method"], e["name"]): e for e in data}
+
+    def requests(self, name: str, method: str | None = None) -> int:
+        method = method or name.split(" ", 1)[0]
+        entry = self.stats().get((method, name))
+        return int(entry["num_requests"]) if entry else 0
+
+    def failures(self) -> int:
+        return sum(int(e["num_failures"]) for e in self.stats().values())
+
+    def failure_rows(self) -> str:
+        path = self.run_dir / "locust_failures.csv"
+        if path.exists():
+            return path.read_text()
+        return json.dumps({k: e["num_failures"] for k, e in self.stats().items()})
+
+    def stages(self) -> list[dict[str, str]]:
+        with open(self.run_dir / "stages.csv", newline="") as fh:
+            return list(csv.DictReader(fh))
+
+    def events(self) -> list[dict[str, str]]:
+        with open(self.run_dir / "events.csv", newline="") as fh:
+            return list(csv.DictReader(fh))
+
+
+def start_locust(
+    run_dir: Path,
+    *args: str,
+    host: str | None = None,
+    outputs: bool = True,
+    csv_files: bool = True,
+    log_name: str = "locust.log",
+) -> LocustRun:
+    """Start ``locust -f locustfile.py ARGS`` with its files in ``run_dir``.
+
+    ``csv_files=False`` leaves out ``--csv`` (``--json-file`` has the exact totals
+    anyway): on Locust 2.47 the ``--processes`` parent closes the CSV files in
+    ``shutdown()`` and then, waiting for its children at exit, lets the CSV
+    writer greenlet run once more, which logs a ValueError traceback (the exit
+    code stays 0).
+    """
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), *args]
+    if host:
+        cmd += ["--host", host]
+    if outputs:
+        cmd += ["--run-dir", str(run_dir), "--json-file", str(run_dir / "locust")]
+        if csv_files:
+            cmd += ["--csv", str(run_dir / "locust")]
+    log_path = run_dir / log_name
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            cmd,
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=locust_env(),
+            start_new_session=True,
+        )
+    return LocustRun(proc, run_dir, log_path, time.monotonic())
+
+
+def run_cli(
+    *args: str, timeout: float = 60, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``locust -f locustfile.py ARGS`` to the end, output captured (for quick refusals)."""
+    cmd = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), *args]
+    return subprocess.run(
+        cmd,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**locust_env(), **(env or {})},
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+
+
+def assert_no_traceback(text: str) -> None:
+    assert "Traceback" not in text, text[-4000:]
