@@ -1,0 +1,118 @@
+"""Distributed runs: the shape on the master, the users on workers, stages broadcast.
+
+Stage parameters reaching the workers is checked through what only they can
+cause: the leak and the optimization requests are sent only while the stage
+a worker holds says so (a worker without the stage sends none at all), and
+they stop when the stage that turns them off arrives.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import ServiceProcess, free_port, start_service
+from locust_helpers import LocustRun, assert_no_traceback, start_locust
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def own_service(tmp_path: Path) -> Iterator[ServiceProcess]:
+    svc = start_service(tmp_path / "service" / "data")
+    yield svc
+    svc.stop()
+
+
+def stage_seconds(run: LocustRun, name: str) -> float:
+    rows = run.stages()
+    i = next(i for i, r in enumerate(rows) if r["name"] == name)
+    return float(rows[i + 1]["elapsed_s"]) - float(rows[i]["elapsed_s"])
+
+
+def assert_clean_end(run: LocustRun, code: int, stages: list[str]) -> None:
+    log = run.log()
+    assert code == 0, log[-4000:]
+    assert_no_traceback(log)
+    assert [r["name"] for r in run.stages()] == stages
+    assert run.failures() == 0, run.failure_rows()
+
+
+def test_processes_2_runs_the_leak_on_a_worker_and_stops_it_with_the_stage(
+    tmp_path: Path, own_service: ServiceProcess
+) -> None:
+    run = start_locust(
+        tmp_path / "run",
+        "--headless",
+        "--processes",
+        "2",
+        "--scenario",
+        "memory_leak",
+        "--duration",
+        "12",
+        host=own_service.url,
+        csv_files=False,  # see start_locust: a Locust 2.47 exit race with --processes
+    )
+    code = run.wait(60)
+    assert_clean_end(run, code, ["baseline", "leak", "stop_leak", "cleanup"])
+    assert "2 workers connected" in run.log()
+
+    # One injector in all (fixed_count 1), leaking once a second only in "leak":
+    # stage params reached a worker, and the next stage's stopped it.
+    leaks = run.requests("POST /faults/leak")
+    leak_s = stage_seconds(run, "leak")
+    assert 1 <= leaks <= leak_s + 2, (leaks, leak_s)
+    # stop_leak and cleanup each reset the faults once.
+    assert run.requests("POST /faults/reset") == 2
+    assert run.requests("DELETE /agents/[id]") == 8, "cleanup covers the whole agent pool"
+
+
+def test_master_and_a_separate_worker_follow_the_masters_scenario(
+    tmp_path: Path, own_service: ServiceProcess
+) -> None:
+    port = free_port()
+    master = start_locust(
+        tmp_path / "run",
+        "--headless",
+        "--master",
+        "--master-bind-host",
+        "127.0.0.1",
+        "--master-bind-port",
+        str(port),
+        "--expect-workers",
+        "1",
+        "--scenario",
+        "optimization_overload",
+        "--duration",
+        "12",
+        host=own_service.url,
+    )
+    # The worker names no scenario and no run folder: it learns both from the master.
+    worker = start_locust(
+        tmp_path / "worker",
+        "--worker",
+        "--master-host",
+        "127.0.0.1",
+        "--master-port",
+        str(port),
+        outputs=False,
+    )
+    try:
+        code = master.wait(60)
+        worker_code = worker.wait(30)
+    finally:
+        worker.kill()
+        master.kill()
+    assert_clean_end(master, code, ["warmup", "ramp", "overload", "cooldown", "cleanup"])
+    assert worker_code == 0, worker.log()[-3000:]
+    assert_no_traceback(worker.log())
+    assert not list((tmp_path / "worker").glob("*.csv")), "a worker writes no run files"
+
+    spawned = re.findall(r"All users spawned: (\{[^}]*\})", master.log())
+    assert spawned and all("OptimizationFlood" in s and "OverloadAgent" in s for s in spawned)
+    # optimize_per_cycle comes only from the stage: 1, then 3, then 5 per cycle.
+    optimize = master.requests("POST /memory/optimize")
+    cycles = master.requests("POST /memory/cycle")
+    assert optimize > cycles >= 5, (optimize, cycles)

@@ -1,0 +1,150 @@
+"""The locustfile as a user meets it: refusals on the command line, and the web UI."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import time
+from pathlib import Path
+
+import pytest
+import requests
+from conftest import ServiceProcess, free_port
+from locust_helpers import LocustRun, assert_no_traceback, run_cli, start_locust
+
+pytestmark = pytest.mark.slow
+
+OPTIONS = (
+    "scenario",
+    "stress_level",
+    "duration",
+    "duration_scale",
+    "memstress_config",
+    "target_pid",
+    "run_dir",
+    "monitor_interval",
+)
+
+
+def error_lines(text: str, needle: str) -> list[str]:
+    return [line for line in text.splitlines() if needle in line]
+
+
+@pytest.mark.parametrize(
+    ("args", "needle", "valid"),
+    [
+        (["--scenario", "nope"], "--scenario: unknown scenario 'nope'", "memory_leak, high_memory"),
+        (["--stress-level", "9"], "--stress-level: 9 is out of range", "valid: 0 to 4"),
+        (["--stress-level", "high"], "--stress-level: 'high' is not a whole number", "0 to 4"),
+        (["--scenario", "memory_leak", "--duration", "3"], "too short for memory_leak", "6 s"),
+        (["--duration-scale", "-1"], "--duration-scale: '-1' is not valid", "above 0"),
+        (["--monitor-interval", "0.001"], "--monitor-interval", "0.05 to 3600"),
+        (["--memstress-config", "/nonexistent.yml"], "config file not found", "existing"),
+        (["--host", "http://example.com"], "--host: example.com is not on this machine", "127."),
+    ],
+)
+def test_a_bad_option_is_one_line_and_exit_code_2(
+    tmp_path: Path, args: list[str], needle: str, valid: str
+) -> None:
+    cli = run_cli("--headless", "--host", "http://127.0.0.1:9", *args, "--run-dir", str(tmp_path))
+    out = cli.stdout + cli.stderr
+    assert cli.returncode == 2, out
+    assert_no_traceback(out)
+    lines = error_lines(out, needle)
+    assert len(lines) == 1, out
+    assert valid in lines[0]
+    assert not list(tmp_path.iterdir()), "nothing is written for a refused run"
+
+
+def test_a_bad_scenario_from_the_environment_and_with_processes(tmp_path: Path) -> None:
+    """MEMSTRESS_SCENARIO reaches the option; --processes children stay quiet."""
+    cli = run_cli(
+        "--headless",
+        "--processes",
+        "2",
+        "--host",
+        "http://127.0.0.1:9",
+        "--run-dir",
+        str(tmp_path),
+        env={"MEMSTRESS_SCENARIO": "warp_drive"},
+    )
+    out = cli.stdout + cli.stderr
+    assert cli.returncode == 2, out
+    assert_no_traceback(out)
+    assert len(error_lines(out, "unknown scenario 'warp_drive'")) == 1, out
+
+
+def wait_for_page(url: str, run: LocustRun, timeout: float = 30) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert run.proc.poll() is None, run.log()[-3000:]
+        try:
+            r = requests.get(url, timeout=2)
+            if r.status_code == 200:
+                return r.text
+        except requests.RequestException:
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"the web UI did not answer at {url}: {run.log()[-3000:]}")
+
+
+def template_args(html: str) -> dict[str, object]:
+    match = re.search(r"templateArgs = (\{.*?\})\s*</script>", html, re.S)
+    assert match, html[:2000]
+    args: dict[str, object] = json.loads(match.group(1))
+    return args
+
+
+def test_web_ui_shows_the_options_and_plays_the_scenario_chosen_in_its_form(
+    tmp_path: Path, service: ServiceProcess
+) -> None:
+    port = free_port()
+    run = start_locust(
+        tmp_path,
+        "--web-host",
+        "127.0.0.1",
+        "--web-port",
+        str(port),
+        "--scenario",
+        "baseline",
+        host=service.url,
+    )
+    try:
+        html = wait_for_page(f"http://127.0.0.1:{port}/", run)
+        extra = template_args(html)["extra_options"]
+        assert isinstance(extra, dict)
+        assert set(OPTIONS) <= set(extra)
+        assert extra["scenario"]["default_value"] == "baseline"
+        assert "memory_pressure_crisis" in extra["scenario"]["help_text"]
+        assert template_args(html)["hide_common_options"], "the shape drives users, not the form"
+
+        # Start from the form with another scenario: the shape plays that one's plan.
+        form = {"host": service.url, "scenario": "vector_store", "duration": "6"}
+        r = requests.post(f"http://127.0.0.1:{port}/swarm", data=form, timeout=10)
+        assert r.status_code == 200 and r.json()["success"], r.text
+        deadline = time.monotonic() + 40
+        while (
+            not (tmp_path / "events.csv").exists()
+            or "run_end" not in (tmp_path / "events.csv").read_text()
+        ):
+            assert time.monotonic() < deadline, run.log()[-3000:]
+            assert run.proc.poll() is None, run.log()[-3000:]
+            time.sleep(0.3)
+        stages = [row["name"] for row in run.stages()]
+        assert stages == ["load", "mixed", "search_heavy", "cleanup"]
+        names = {
+            e["name"]
+            for e in requests.get(f"http://127.0.0.1:{port}/stats/requests", timeout=5).json()[
+                "stats"
+            ]
+        }
+        assert {"POST /vectors/documents", "POST /vectors/search"} <= names
+        assert run.proc.poll() is None, "in the web UI the run stops, the process stays"
+    finally:
+        if run.proc.poll() is None:
+            run.proc.send_signal(signal.SIGTERM)
+        code = run.wait(30)
+    log = run.log()
+    assert_no_traceback(log)
+    assert code == 0, log[-3000:]
