@@ -38,11 +38,18 @@ def _grade(text: str) -> str:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = _Parser(prog=PROG, description=__doc__.splitlines()[0])
+    p = _Parser(
+        prog=PROG,
+        description="Rebuild, compare and analyse memstress results.",
+        epilog="Exit codes: build/analyze the verdict's (0 passed, 1 failed, or the stop code "
+        "the run recorded: 3, 4, 130); compare 1 on a regression, else 0; 2 on bad input.",
+    )
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND")
 
     def common(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument("--config", type=Path, help="config file (default: the shipped one)")
+        sp.add_argument(
+            "--config", type=Path, metavar="FILE", help="config file (default: the shipped one)"
+        )
 
     b = sub.add_parser("build", help="rebuild JSON, Markdown and charts of a run or session folder")
     b.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a run folder or a session folder")
