@@ -13,6 +13,7 @@ from fastapi import FastAPI
 from service.errors import BodyLimit, install_error_handlers
 from service.manager import MB, Libc
 from service.routes_agents import router as agents_router
+from service.routes_faults import document_caps
 from service.routes_faults import router as faults_router
 from service.routes_memory import router as memory_router
 from service.routes_vectors import router as vectors_router
@@ -76,7 +77,7 @@ def create_app(settings: Settings) -> FastAPI:
         lifespan=lifespan,
         docs_url=None,
         redoc_url=None,
-        openapi_url=None,
+        openapi_url="/openapi.json",
     )
     install_error_handlers(app)
     app.include_router(memory_router)
@@ -84,5 +85,6 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(vectors_router)
     if settings.enable_faults:
         app.include_router(faults_router)
+        document_caps(app.openapi(), settings.budget_bytes)  # edits the cached schema
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     return app

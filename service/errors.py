@@ -1,4 +1,8 @@
-"""Error answers: one JSON shape ``{"error": ..., "field": ...}`` and the body-size limit."""
+"""Error answers: one JSON shape ``{"error": ..., "field": ...}`` and the body-size limit.
+
+``error_responses(...)`` documents those answers in the OpenAPI schema, so a
+client (or a schema fuzzer) learns every status a route may give and its body.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,8 @@ from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 log = logging.getLogger("service.errors")
@@ -39,6 +45,43 @@ class ApiError(Exception):
             body["field"] = self.field
         body.update(self.extra)
         return JSONResponse(body, status_code=self.status, headers=self.headers)
+
+
+class ErrorOut(BaseModel):
+    """Every error body: what went wrong and, for bad input, the field it is about."""
+
+    model_config = ConfigDict(extra="allow")  # e.g. limit_bytes, strategy, queue_size, detail
+
+    error: str
+    field: str | None = None
+
+
+_RETRY_AFTER = {
+    "Retry-After": {
+        "description": "seconds to wait before trying again",
+        "required": True,
+        "schema": {"type": "integer", "minimum": 1},
+    }
+}
+_ERRORS: dict[int, str] = {
+    404: "Unknown agent or namespace (or a path that does not exist)",
+    413: "Request body over the size limit (``limit_bytes``); nothing was stored",
+    422: "Bad input; ``field`` names the offending field",
+    429: "The optimization queue is full; retry after ``Retry-After`` seconds",
+    503: "Memory pressure is critical: writes are shed until it is under 90%; "
+    "nothing was stored; retry after ``Retry-After`` seconds",
+}
+
+
+def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """The OpenAPI ``responses`` entries for these error statuses (all ``ErrorOut``)."""
+    out: dict[int | str, dict[str, Any]] = {}
+    for code in codes:
+        entry: dict[str, Any] = {"model": ErrorOut, "description": _ERRORS[code]}
+        if code in (429, 503):
+            entry["headers"] = _RETRY_AFTER
+        out[code] = entry
+    return out
 
 
 def _field_of(loc: tuple[Any, ...] | list[Any]) -> str:
@@ -71,6 +114,14 @@ async def _api_error(_request: Request, exc: Exception) -> JSONResponse:
     return exc.response()
 
 
+async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
+    """Routing's own answers (404 unknown path, 405 with ``Allow``) in the same shape."""
+    assert isinstance(exc, HTTPException)
+    return JSONResponse(
+        {"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers
+    )
+
+
 async def _storage_error(_request: Request, exc: Exception) -> JSONResponse:
     log.error("storage error: %s", exc)
     return JSONResponse({"error": f"storage error: {exc}"}, status_code=500)
@@ -79,6 +130,7 @@ async def _storage_error(_request: Request, exc: Exception) -> JSONResponse:
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(ApiError, _api_error)
+    app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(sqlite3.Error, _storage_error)
 
 

@@ -12,6 +12,9 @@ import itertools
 import time
 from dataclasses import dataclass, field
 
+REQUEST_CAP_BUDGETS = 2  # one request may add at most this many budgets of fault memory
+TOTAL_CAP_BUDGETS = 4  # ... and leak plus ballast together at most this many
+
 
 def touched_block(n: int) -> bytearray:
     """``n`` bytes of resident memory (a one-byte repeat is a memset over every page)."""

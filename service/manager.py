@@ -26,7 +26,7 @@ import psutil
 
 from service.conversations import ConversationMemory
 from service.embedding import EmbeddingCache
-from service.faults import Faults
+from service.faults import TOTAL_CAP_BUDGETS, Faults
 from service.optqueue import OptimizationQueue
 from service.settings import Settings
 from service.vectors import VectorStore
@@ -351,7 +351,7 @@ class MemoryManager:
 
     def fault_cap_bytes(self) -> int:
         """Most fault memory (leak plus ballast) the service will hold: four budgets."""
-        return 4 * self.budget
+        return TOTAL_CAP_BUDGETS * self.budget
 
     def stats(self) -> dict[str, object]:
         self.measure()

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Path, Query
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from service.errors import ApiError
+from service.errors import ApiError, error_responses
 from service.routes_memory import Rt
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$"
@@ -16,8 +16,50 @@ AgentId = Annotated[str, Path(pattern=NAME_PATTERN, description="1-128 of A-Z a-
 
 
 class MessageIn(BaseModel):
-    role: Literal["system", "user", "assistant", "tool"]
+    role: Role
     content: str = Field(min_length=1)
+
+
+Role = Literal["system", "user", "assistant", "tool"]
+
+
+class MessageAck(BaseModel):
+    agent_id: str
+    seq: int
+    total: int
+    ts: float
+
+
+class MessageOut(BaseModel):
+    seq: int
+    role: Role
+    content: str
+    ts: float
+
+
+class RelevantOut(MessageOut):
+    score: float
+
+
+class MessagesOut(BaseModel):
+    agent_id: str
+    total: int
+    offset: int
+    limit: int
+    messages: list[MessageOut]
+    source: Literal["ram", "disk"]
+
+
+class ContextOut(BaseModel):
+    agent_id: str
+    total: int
+    recent: list[MessageOut]
+    relevant: list[RelevantOut]
+
+
+class ForgetOut(BaseModel):
+    agent_id: str
+    deleted_messages: int
 
 
 router = APIRouter()
@@ -36,7 +78,12 @@ def shed(rt: Rt) -> None:
         )
 
 
-@router.post("/agents/{agent_id}/messages", status_code=201)
+@router.post(
+    "/agents/{agent_id}/messages",
+    status_code=201,
+    response_model=MessageAck,
+    responses=error_responses(413, 422, 503),
+)
 async def add_message(rt: Rt, agent_id: AgentId, body: MessageIn) -> JSONResponse:
     shed(rt)
     msg = rt.conversations.append(agent_id, body.role, body.content)
@@ -45,7 +92,9 @@ async def add_message(rt: Rt, agent_id: AgentId, body: MessageIn) -> JSONRespons
     )
 
 
-@router.get("/agents/{agent_id}/messages")
+@router.get(
+    "/agents/{agent_id}/messages", response_model=MessagesOut, responses=error_responses(422)
+)
 async def list_messages(
     rt: Rt,
     agent_id: AgentId,
@@ -65,7 +114,7 @@ async def list_messages(
     )
 
 
-@router.get("/agents/{agent_id}/context")
+@router.get("/agents/{agent_id}/context", response_model=ContextOut, responses=error_responses(422))
 async def context(
     rt: Rt,
     agent_id: AgentId,
@@ -79,7 +128,7 @@ async def context(
     )
 
 
-@router.delete("/agents/{agent_id}")
+@router.delete("/agents/{agent_id}", response_model=ForgetOut, responses=error_responses(404, 422))
 async def forget(rt: Rt, agent_id: AgentId) -> JSONResponse:
     n = rt.conversations.delete(agent_id)
     if n == 0:

@@ -9,15 +9,16 @@ the machine out of memory.
 from __future__ import annotations
 
 import logging
-from typing import Annotated
+from typing import Annotated, Any
 
 import psutil
 from fastapi import APIRouter, Body
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from service.errors import ApiError
-from service.routes_memory import Rt
+from service.errors import ApiError, error_responses
+from service.faults import REQUEST_CAP_BUDGETS
+from service.routes_memory import Rt, Strategy
 
 log = logging.getLogger("service.faults")
 
@@ -25,20 +26,57 @@ HOST_RESERVE = 512 * 1024 * 1024  # never leave the host with less available tha
 MB = 1024 * 1024
 
 
+BYTES_DOC = "at most 2 x budget per request; leak and ballast together at most 4 x budget"
+
+
 class LeakIn(BaseModel):
-    bytes: int = Field(gt=0)
+    bytes: int = Field(gt=0, description=BYTES_DOC)
 
 
 class BallastIn(BaseModel):
-    bytes: int = Field(gt=0)
+    bytes: int = Field(gt=0, description=BYTES_DOC)
     ttl_s: float | None = Field(default=None, gt=0, le=86_400)
 
+
+class LeakOut(BaseModel):
+    leaked_bytes: int
+    leak_bytes_total: int
+
+
+class BallastOut(BaseModel):
+    ballast_id: int
+    bytes: int
+    ttl_s: float | None
+    ballast_bytes_total: int
+    pressure: float
+
+
+class ResetOut(BaseModel):
+    released_leak_bytes: int
+    released_ballast_bytes: int
+    freed_bytes: int
+    pressure: float
+    strategy: Strategy
+
+
+FAULT_RESPONSES = error_responses(413, 422)
+FAULT_RESPONSES[422]["description"] = (
+    "Bad input, or the bytes would take fault memory past 4 x budget "
+    "or past what the host can spare; ``field`` is ``bytes`` then"
+)
 
 router = APIRouter()
 
 
+def document_caps(openapi: dict[str, Any], budget_bytes: int) -> None:
+    """Write this process's per-request cap (it depends on the budget) into its schema."""
+    for model in (LeakIn, BallastIn):
+        prop = openapi["components"]["schemas"][model.__name__]["properties"]["bytes"]
+        prop["maximum"] = REQUEST_CAP_BUDGETS * budget_bytes
+
+
 def _check_room(rt: Rt, n: int) -> None:
-    per_request = 2 * rt.manager.budget
+    per_request = REQUEST_CAP_BUDGETS * rt.manager.budget
     if n > per_request:
         raise ApiError(
             422,
@@ -63,7 +101,7 @@ def _check_room(rt: Rt, n: int) -> None:
         )
 
 
-@router.post("/faults/leak")
+@router.post("/faults/leak", response_model=LeakOut, responses=FAULT_RESPONSES)
 async def leak(rt: Rt, body: LeakIn) -> JSONResponse:
     _check_room(rt, body.bytes)
     rt.faults.leak(body.bytes)
@@ -72,7 +110,7 @@ async def leak(rt: Rt, body: LeakIn) -> JSONResponse:
     return JSONResponse({"leaked_bytes": body.bytes, "leak_bytes_total": rt.faults.leak_bytes})
 
 
-@router.post("/faults/ballast")
+@router.post("/faults/ballast", response_model=BallastOut, responses=FAULT_RESPONSES)
 async def ballast(rt: Rt, body: BallastIn) -> JSONResponse:
     _check_room(rt, body.bytes)
     b = rt.faults.add_ballast(body.bytes, body.ttl_s)
@@ -95,7 +133,7 @@ async def ballast(rt: Rt, body: BallastIn) -> JSONResponse:
     )
 
 
-@router.post("/faults/reset")
+@router.post("/faults/reset", response_model=ResetOut, responses=error_responses(413, 422))
 async def reset(rt: Rt, _body: Annotated[dict[str, object] | None, Body()] = None) -> JSONResponse:
     leaked, ballast_bytes = rt.faults.reset()
     freed = rt.manager.optimize(rt.manager.strategy, "faults reset")

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Path
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, field_validator
 
-from service.errors import ApiError
+from service.errors import ApiError, error_responses
 from service.routes_agents import NAME_PATTERN, shed
 from service.routes_memory import Rt
 
@@ -32,10 +32,40 @@ class SearchIn(BaseModel):
     k: int = Field(default=5, ge=1, le=100)
 
 
+class DocumentAck(BaseModel):
+    namespace: str
+    doc_id: str
+    chunks: int
+    replaced: bool
+
+
+class HitOut(BaseModel):
+    doc_id: str
+    chunk: int
+    score: float
+    text: str
+
+
+class SearchOut(BaseModel):
+    namespace: str
+    hits: list[HitOut]
+    source: Literal["ram", "reloaded", "disk"]
+
+
+class DropOut(BaseModel):
+    namespace: str
+    deleted_chunks: int
+
+
 router = APIRouter()
 
 
-@router.post("/vectors/documents", status_code=201)
+@router.post(
+    "/vectors/documents",
+    status_code=201,
+    response_model=DocumentAck,
+    responses=error_responses(413, 422, 503),
+)
 async def add_document(rt: Rt, body: DocumentIn) -> JSONResponse:
     shed(rt)
     chunks, replaced = rt.vectors.upsert(body.namespace, body.doc_id, body.text)
@@ -50,7 +80,7 @@ async def add_document(rt: Rt, body: DocumentIn) -> JSONResponse:
     )
 
 
-@router.post("/vectors/search")
+@router.post("/vectors/search", response_model=SearchOut, responses=error_responses(404, 413, 422))
 async def search(rt: Rt, body: SearchIn) -> JSONResponse:
     try:
         hits, source = rt.vectors.search(
@@ -63,7 +93,9 @@ async def search(rt: Rt, body: SearchIn) -> JSONResponse:
     )
 
 
-@router.delete("/vectors/namespaces/{namespace}")
+@router.delete(
+    "/vectors/namespaces/{namespace}", response_model=DropOut, responses=error_responses(404, 422)
+)
 async def drop_namespace(
     rt: Rt, namespace: Annotated[str, Path(pattern=NAME_PATTERN)]
 ) -> JSONResponse:
