@@ -93,9 +93,10 @@ class ScenarioShape(StagedShape):
             scenario = get_scenario(settings.scenario)
             plan = scenario.build_plan(settings.config, settings.stress, settings.duration_s)
         except (ConfigError, PlanError) as exc:
-            log.error("%s", exc)
+            log.error("%s", exc)  # in the web UI: the form's values are refused, fix and restart
             ctx.stop_reason = str(exc)
-            if env.process_exit_code is None:
+            headless = bool(getattr(env.parsed_options, "headless", False))
+            if headless and env.process_exit_code is None:
                 env.process_exit_code = EXIT_USAGE
             return False
         ctx.apply(settings)
@@ -167,7 +168,7 @@ class ScenarioShape(StagedShape):
             return
         cleanup = self.player.plan[-1].params
         done = sweep_run_data(ctx.host, ctx.run_id, cleanup)
-        ctx.record("cleanup", {"by": "master at test stop", **done})
+        ctx.record("cleanup", {"by": "master at test stop", "run_id": ctx.run_id, **done})
 
 
 def wire_stages(environment: Environment) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import requests
 from conftest import ServiceProcess, free_port
-from locust_helpers import LocustRun, assert_no_traceback, run_cli, start_locust
+from locust_helpers import ROOT, LocustRun, assert_no_traceback, run_cli, start_locust
 
 pytestmark = pytest.mark.slow
 
@@ -118,6 +118,8 @@ def test_web_ui_shows_the_options_and_plays_the_scenario_chosen_in_its_form(
         assert extra["scenario"]["default_value"] == "baseline"
         assert "memory_pressure_crisis" in extra["scenario"]["help_text"]
         assert template_args(html)["hide_common_options"], "the shape drives users, not the form"
+        shapes = template_args(html)["available_shape_classes"]
+        assert shapes == ["Default", "MemstressShape"], "exactly one shape reaches Locust"
 
         # Start from the form with another scenario: the shape plays that one's plan.
         form = {"host": service.url, "scenario": "vector_store", "duration": "6"}
@@ -148,3 +150,40 @@ def test_web_ui_shows_the_options_and_plays_the_scenario_chosen_in_its_form(
     log = run.log()
     assert_no_traceback(log)
     assert code == 0, log[-3000:]
+
+
+def test_max_test_duration_caps_the_run_and_the_master_cleans_up(
+    tmp_path: Path, fresh_service: ServiceProcess
+) -> None:
+    config = tmp_path / "short.yml"
+    text = (ROOT / "stress_test_config.yml").read_text()
+    config.write_text(text.replace("max_test_duration: 3600", "max_test_duration: 4"))
+    run = start_locust(
+        tmp_path / "run",
+        "--headless",
+        "--scenario",
+        "memory_leak",
+        "--duration",
+        "20",
+        "--memstress-config",
+        str(config),
+        host=fresh_service.url,
+    )
+    code = run.wait(40)
+    log = run.log()
+    assert code == 4, log[-3000:]
+    assert_no_traceback(log)
+    assert time.monotonic() - run.started < 15, "the cap ends the run, not the 20 s plan"
+    events = run.events()
+    ends = [e["detail"] for e in events if e["kind"] == "run_end"]
+    assert len(ends) == 1 and "safety.max_test_duration reached" in ends[0]
+    assert "cleanup" not in [r["name"] for r in run.stages()]
+
+    # The plan never reached its cleanup stage, so the master deleted the data once.
+    cleanup = [json.loads(e["detail"]) for e in events if e["kind"] == "cleanup"]
+    assert len(cleanup) == 1, events
+    done = cleanup[0]
+    assert done["complete"] and done["faults_reset"] and done["agents"] >= 1
+    for k in range(8):
+        url = f"{fresh_service.url}/agents/{done['run_id']}-agent-{k}/messages"
+        assert requests.get(url, timeout=5).json()["total"] == 0

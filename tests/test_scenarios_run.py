@@ -16,7 +16,6 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import pytest
 import requests
@@ -58,6 +57,7 @@ class TenRuns:
     outcomes: dict[str, Outcome]
     pressure: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
     classes: dict[str, list[str]] = field(default_factory=dict)
+    urls: dict[str, str] = field(default_factory=dict)  # service group -> base URL
 
 
 def user_class_names() -> dict[str, list[str]]:
@@ -93,6 +93,7 @@ def ten(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TenRuns]:
                 host=services[group].url,
             )
         result = TenRuns({}, {g: [] for g in POLLED}, user_class_names())
+        result.urls = {group: svc.url for group, svc in services.items()}
         deadline = time.monotonic() + max(s for s, _ in RUNS.values()) + 60
         while any(r.proc.poll() is None for r in runs.values()):
             assert time.monotonic() < deadline, "the runs did not end by themselves"
@@ -182,4 +183,15 @@ def test_the_crisis_reaches_its_target_and_recovers_below_90(ten: TenRuns) -> No
     r_start, r_end = window(run, "recovery")
     after = [p for t, p in ten.pressure["crisis"] if r_start + 1 <= t < r_end]
     assert after and max(after) < 90, ten.pressure["crisis"]
-    assert Path(run.run_dir / "stages.csv").exists()
+
+
+def test_writes_the_target_sheds_are_counted_as_shed_not_failed(ten: TenRuns) -> None:
+    """Every 503 + Retry-After the crisis service sent is one SHED entry, none a failure."""
+    run = ten.outcomes["memory_pressure_crisis"].run
+    shed_by_target = requests.get(f"{ten.urls['crisis']}/memory/stats", timeout=5).json()
+    shed = sum(int(e["num_requests"]) for (method, _), e in run.stats().items() if method == "SHED")
+    assert shed_by_target["writes_shed"] > 0, "the crisis made the target shed writes"
+    assert shed == shed_by_target["writes_shed"]
+    assert run.failures() == 0, run.failure_rows()
+    named = {name for (method, name) in run.stats() if method == "SHED"}
+    assert named <= {"POST /agents/[id]/messages", "POST /vectors/documents"}
