@@ -115,8 +115,15 @@ async def _api_error(_request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
-    """Routing's own answers (404 unknown path, 405 with ``Allow``) in the same shape."""
+    """The framework's own answers (404 unknown path, 405 with ``Allow``) in the same shape.
+
+    Its only 400 is a JSON body it could not even decode (bytes that are not
+    UTF-8): that is the same bad input as any other unparseable body, so it
+    gets the same 422 naming the body.
+    """
     assert isinstance(exc, HTTPException)
+    if exc.status_code == 400:
+        return JSONResponse({"error": "body: not UTF-8 JSON", "field": "body"}, status_code=422)
     return JSONResponse(
         {"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers
     )
