@@ -79,12 +79,13 @@ def create_app(settings: Settings) -> FastAPI:
         redoc_url=None,
         openapi_url="/openapi.json",
     )
-    install_error_handlers(app)
-    app.include_router(memory_router)
-    app.include_router(agents_router)
-    app.include_router(vectors_router)
+    routers = [memory_router, agents_router, vectors_router]
     if settings.enable_faults:
-        app.include_router(faults_router)
+        routers.append(faults_router)
+    for router in routers:
+        app.include_router(router)
+    install_error_handlers(app, [route for router in routers for route in router.routes])
+    if settings.enable_faults:
         document_caps(app.openapi(), settings.budget_bytes)  # edits the cached schema
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     return app

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+from collections.abc import Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -16,6 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException
+from starlette.routing import BaseRoute, Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 log = logging.getLogger("service.errors")
@@ -114,19 +116,35 @@ async def _api_error(_request: Request, exc: Exception) -> JSONResponse:
     return exc.response()
 
 
-async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
-    """The framework's own answers (404 unknown path, 405 with ``Allow``) in the same shape.
+class _FrameworkErrors:
+    """The framework's own answers (404 unknown path, 405) in the same shape.
 
     Its only 400 is a JSON body it could not even decode (bytes that are not
     UTF-8): that is the same bad input as any other unparseable body, so it
-    gets the same 422 naming the body.
+    gets the same 422 naming the body. A 405's ``Allow`` lists every method the
+    path answers; Starlette's names only those of the first route it matched.
     """
-    assert isinstance(exc, HTTPException)
-    if exc.status_code == 400:
-        return JSONResponse({"error": "body: not UTF-8 JSON", "field": "body"}, status_code=422)
-    return JSONResponse(
-        {"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers
-    )
+
+    def __init__(self, routes: Sequence[BaseRoute]) -> None:
+        self.routes = [r for r in routes if isinstance(r, Route)]
+
+    def allowed(self, scope: Scope) -> list[str]:
+        methods: set[str] = set()
+        for route in self.routes:
+            if route.matches(scope)[0] is not Match.NONE:
+                methods |= route.methods or set()
+        return sorted(methods)
+
+    async def __call__(self, request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, HTTPException)
+        if exc.status_code == 400:
+            return JSONResponse({"error": "body: not UTF-8 JSON", "field": "body"}, status_code=422)
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            headers["Allow"] = ", ".join(self.allowed(request.scope))
+        return JSONResponse(
+            {"error": str(exc.detail)}, status_code=exc.status_code, headers=headers
+        )
 
 
 async def _storage_error(_request: Request, exc: Exception) -> JSONResponse:
@@ -134,10 +152,11 @@ async def _storage_error(_request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"error": f"storage error: {exc}"}, status_code=500)
 
 
-def install_error_handlers(app: FastAPI) -> None:
+def install_error_handlers(app: FastAPI, routes: Sequence[BaseRoute]) -> None:
+    """Answer every error in the one JSON shape; ``routes`` are the app's, for ``Allow``."""
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(ApiError, _api_error)
-    app.add_exception_handler(HTTPException, _http_error)
+    app.add_exception_handler(HTTPException, _FrameworkErrors(routes))
     app.add_exception_handler(sqlite3.Error, _storage_error)
 
 
