@@ -24,6 +24,8 @@ LOG_DATEFMT = "%Y-%m-%dT%H:%M:%S"
 LOG_LEVELS = ("debug", "info", "warning", "error")
 BUDGET_MIN_MB = 16
 BUDGET_MAX_MB = 1_048_576
+MAX_REQUEST_HEAD = 256 * 1024
+"""Request line plus headers: a 10,000-character context query is up to 120 kB percent-encoded."""
 
 log = logging.getLogger("service")
 
@@ -201,6 +203,7 @@ def main(argv: list[str] | None = None) -> int:
         # Longer than any client here idles between requests, so a reused
         # keep-alive connection is not closed under a request in flight.
         timeout_keep_alive=65,
+        h11_max_incomplete_event_size=MAX_REQUEST_HEAD,  # h11's default is 16 KiB
     )
     if stopped_by:
         log.info("stopped by %s", signal.Signals(stopped_by[-1]).name)
