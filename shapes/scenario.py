@@ -64,6 +64,8 @@ class ScenarioShape(StagedShape):
         super().__init__()
         self.playing = False
         self.scenario: Scenario | None = None
+        self._swept = False  # the master's cleanup of an unfinished plan is done
+        self._sweeping = False
 
     @property
     def environment(self) -> Environment:
@@ -104,6 +106,7 @@ class ScenarioShape(StagedShape):
         ctx.plan_complete = False
         ctx.stop_reason = ""
         ctx.set_stage(Stage())
+        self._swept = False
         self.scenario = scenario
         self.user_classes = list(scenario.user_classes)
         env.user_classes = list(scenario.user_classes)  # before the dispatcher is built
@@ -160,15 +163,26 @@ class ScenarioShape(StagedShape):
             log.info("memstress: %s after %.1f s", reason, elapsed_s)
 
     def finish(self) -> None:
-        """The test stopped (``test_stop``): if the plan did not end in its cleanup
-        stage, delete the run's data space once from here."""
+        """The test stopped: if the plan did not end in its cleanup stage, delete the
+        run's data space once from here.
+
+        Called at ``test_stop`` and again at ``quitting``: a second ``runner.quit()``
+        (the monitor's safety stop, say) kills the runner's greenlets, and with them
+        a cleanup begun at ``test_stop``; ``quitting`` runs in the main greenlet.
+        """
         self.playing = False
         ctx = self.context
-        if ctx.plan_complete or not self.player.plan or not ctx.host:
+        if ctx.plan_complete or self._swept or self._sweeping:
             return
-        cleanup = self.player.plan[-1].params
-        done = sweep_run_data(ctx.host, ctx.run_id, cleanup)
-        ctx.record("cleanup", {"by": "master at test stop", "run_id": ctx.run_id, **done})
+        if not self.player.plan or not ctx.host:
+            return
+        self._sweeping = True
+        try:
+            done = sweep_run_data(ctx.host, ctx.run_id, self.player.plan[-1].params)
+            ctx.record("cleanup", {"by": "master at test stop", "run_id": ctx.run_id, **done})
+            self._swept = True
+        finally:
+            self._sweeping = False
 
 
 def wire_stages(environment: Environment) -> None:
@@ -178,7 +192,8 @@ def wire_stages(environment: Environment) -> None:
         runner.register_message(STAGE_MESSAGE, _on_stage_message)
         environment.events.test_start.add_listener(_on_worker_test_start)
     else:
-        environment.events.test_stop.add_listener(_on_test_stop)
+        environment.events.test_stop.add_listener(_finish_shape)
+        environment.events.quitting.add_listener(_finish_shape)
 
 
 def _on_stage_message(environment: Environment, msg: Any, **_: Any) -> None:
@@ -206,7 +221,7 @@ def _on_worker_test_start(environment: Environment, **_: Any) -> None:
             ctx.set_stage(stage)
 
 
-def _on_test_stop(environment: Environment, **_: Any) -> None:
+def _finish_shape(environment: Environment, **_: Any) -> None:
     shape = environment.shape_class
     if isinstance(shape, ScenarioShape):
         shape.finish()
