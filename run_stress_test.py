@@ -22,8 +22,9 @@ from rich.console import Console
 from rich.table import Table
 
 from common.config import GRADES, SCENARIO_NAMES, ConfigError, load_config, scenario_name
-from common.runfiles import RESULTS_DIR, is_writable_dir, new_run_dir
+from common.runfiles import RESULTS_DIR, new_run_dir
 from common.target import check_loopback
+from runner.preflight import PreflightError, check_out_dir
 
 log = logging.getLogger("memstress")
 
@@ -203,12 +204,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.budget_mb and host:
         parser.error("--budget-mb sets the bundled service's budget; it cannot apply with --host")
     out: Path = args.out
-    if not is_writable_dir(out):
-        print(
-            f"run_stress_test.py: error: --out {out}: not a writable folder "
-            "(valid: a folder you can write)",
-            file=sys.stderr,
-        )
+    try:
+        check_out_dir(out)
+    except PreflightError as exc:
+        print(f"run_stress_test.py: error: {exc}", file=sys.stderr)
         return 2
 
     from runner.session import RunSettings, StopFlag, run_scenario, run_session

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -69,13 +71,46 @@ def test_bad_config_file_is_one_line_exit_2(tmp_path: Path) -> None:
     )
 
 
-def test_unwritable_out_dir_fails_before_any_load(tmp_path: Path) -> None:
+def test_out_dir_under_a_file_fails_before_any_load(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
     out = run_cli("--scenario", "baseline", "--out", str(blocker / "results"))
     assert out.returncode == 2
-    assert "not a writable folder" in out.stderr
+    assert "cannot create the folder" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+@contextlib.contextmanager
+def tmpfs(where: Path, options: str) -> Iterator[Path]:
+    where.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)], capture_output=True
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+@pytest.mark.parametrize(
+    ("options", "needle"),
+    [
+        ("size=64k", "MB free (valid: a folder with at least 50 MB free)"),
+        ("ro,size=1m", "not a writable folder"),
+    ],
+    ids=["disk-full", "read-only"],
+)
+def test_out_dir_full_or_read_only_fails_before_any_load(
+    tmp_path: Path, options: str, needle: str
+) -> None:
+    with tmpfs(tmp_path / "mnt", options) as mnt:
+        out = run_cli("--scenario", "baseline", "--out", str(mnt))
+        assert out.returncode == 2, out.stderr
+        assert needle in out.stderr
+        assert "Traceback" not in out.stderr
+        assert list(mnt.iterdir()) == []  # nothing was started, nothing written
 
 
 def test_unreachable_target_exit_3_before_load(tmp_path: Path) -> None:
