@@ -188,8 +188,16 @@ def verdict(grades: list[Grade], fail_on: str) -> Verdict:
 
 
 def run_exit_code(verdict_code: int, recorded: int | None) -> int:
-    """A stop code recorded by the run (2, 3, 4, 130) wins over the verdict's 0/1."""
-    return recorded if recorded in STOP_CODES else verdict_code
+    """A stop code recorded by the run (2, 3, 4, 130) wins over the verdict's 0/1.
+
+    Any other non-zero code recorded (a load generator killed by a signal, or
+    crashed) means the figures cannot be trusted: the run fails whatever the grades.
+    """
+    if recorded in STOP_CODES:
+        return recorded
+    if recorded:
+        return worst_exit_code([verdict_code, EXIT_FAILED])
+    return verdict_code
 
 
 def worst_exit_code(codes: Iterable[int]) -> int:

@@ -241,6 +241,10 @@ def run_scenario(
             )
         finally:
             view.close()
+        if code < 0:
+            reason = f"Locust was killed by {signal.Signals(-code).name}; its figures are partial"
+        elif code not in SEVERITY:
+            reason = f"Locust exited with unexpected code {code} (see locust.log)"
         if service is not None and not service.alive():
             reason = f"reference service exited with code {service.proc.returncode}"
     finally:
