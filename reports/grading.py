@@ -190,12 +190,13 @@ def verdict(grades: list[Grade], fail_on: str) -> Verdict:
 def run_exit_code(verdict_code: int, recorded: int | None) -> int:
     """A stop code recorded by the run (2, 3, 4, 130) wins over the verdict's 0/1.
 
-    Any other non-zero code recorded (a load generator killed by a signal, or
-    crashed) means the figures cannot be trusted: the run fails whatever the grades.
+    Locust's own 1 (it saw failures) is not a verdict. Any other non-zero code
+    (a load generator killed by a signal, or crashed) means the figures cannot
+    be trusted: the run fails whatever the grades.
     """
     if recorded in STOP_CODES:
         return recorded
-    if recorded:
+    if recorded and recorded != EXIT_FAILED:
         return worst_exit_code([verdict_code, EXIT_FAILED])
     return verdict_code
 

@@ -124,6 +124,7 @@ def test_stop_codes_take_precedence_over_the_verdict() -> None:
     assert run_exit_code(0, 130) == 130
     assert run_exit_code(0, 1) == 0  # Locust's own 1 is not a verdict
     assert run_exit_code(1, None) == 1
+    assert run_exit_code(0, -9) == 1  # Locust killed: the figures cannot pass
     assert worst_exit_code([0, 1, 3, 4]) == 4
     assert worst_exit_code([0, 130, 4]) == 130
     assert worst_exit_code([0, -9]) == 1  # an unknown code counts as a failure
