@@ -147,10 +147,17 @@ def latency_chart(data: RunData, t0: float, t_end: float, path: Path) -> Path | 
     _stage_bands(ax, data, t0, t_end)
     x = _minutes(rows["Timestamp"], t0)
     drawn = False
-    for col, color in (("50%", "tab:blue"), ("95%", "tab:orange"), ("99%", "tab:red")):
+    # Locust's rolling-window percentiles are 0 until its window fills (short runs);
+    # the cumulative mean is there from the first request.
+    for col, color, label in (
+        ("50%", "tab:blue", "p50"),
+        ("95%", "tab:orange", "p95"),
+        ("99%", "tab:red", "p99"),
+        ("Total Average Response Time", "tab:gray", "mean since start"),
+    ):
         v = rows[col].where(rows[col] > 0)
         if v.notna().any():
-            ax.plot(x, v, color=color, lw=1.0, label=f"p{col.rstrip('%')}")
+            ax.plot(x, v.to_numpy(dtype=float), color=color, lw=1.0, label=label)
             drawn = True
     if not drawn:
         return None
