@@ -149,7 +149,7 @@ class CostMetrics:
 
 @dataclass
 class StopInfo:
-    kind: str  # completed | safety | target_lost | interrupted | usage | unknown
+    kind: str  # completed | safety | target_lost | interrupted | usage | crashed | unknown
     reason: str
     meta_exit_code: int | None = None
     events: list[str] = field(default_factory=list)
@@ -1015,6 +1015,10 @@ def stop_info(data: RunData) -> StopInfo:
         return StopInfo("safety", reason or detail or "stopped by a safety limit", code, events)
     if code == 2:
         return StopInfo("usage", reason or "bad usage or config", code, events)
+    if code is not None and code not in (0, 1):
+        # Locust killed by a signal (negative code) or crashed: the figures are cut short.
+        why = f"killed by signal {-code}" if code < 0 else f"exited with code {code}"
+        return StopInfo("crashed", reason or f"the load generator {why}", code, events)
     if meta is None:
         return StopInfo("unknown", "unknown: run_meta.json is missing or unreadable", None, events)
     if meta.get("ended") is None:

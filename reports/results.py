@@ -101,7 +101,8 @@ def analyse(data: RunData, cfg: Config, fail_on: str | None = None) -> Analysis:
     missing = data.missing
     meta = data.meta or {}
     interrupted = bool(meta.get("interrupted")) or m.stop.kind == "interrupted"
-    partial = bool(missing) or interrupted or (data.kind == "run" and m.stop.kind == "unknown")
+    cut_short = m.stop.kind in ("unknown", "crashed")
+    partial = bool(missing) or interrupted or (data.kind == "run" and cut_short)
     return Analysis(
         data=data,
         metrics=m,

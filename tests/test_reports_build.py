@@ -275,3 +275,19 @@ def test_report_says_not_recovered(tmp_path: Path, cfg: Config) -> None:
     md = build_run_report(run, cfg).report_path.read_text()
     assert "| recovery time | not recovered (memory watched for 29 s after the stress) |" in md
     assert "Memory did not come back within 10% of the pre-stress level (100 MB)" in md
+
+
+def test_a_killed_load_generator_fails_the_run(tmp_path: Path, cfg: Config) -> None:
+    reason = "Locust was killed by SIGKILL; its figures are partial"
+    run = small_run(tmp_path / "run", exit_code=-9, stop_reason=reason)
+    rep = build_run_report(run, cfg, fail_on="poor")  # the grades alone would pass
+    assert_valid(rep.results)
+    assert rep.results["stop"] == {
+        "kind": "crashed",
+        "reason": reason,
+        "meta_exit_code": -9,
+        "events": [],
+    }
+    assert rep.results["verdict"]["passed"] and rep.exit_code == 1
+    assert rep.partial
+    assert f"**Exit code 1: {reason}.**" in rep.report_path.read_text()
