@@ -21,7 +21,14 @@ from typing import NoReturn
 from rich.console import Console
 from rich.table import Table
 
-from common.config import GRADES, SCENARIO_NAMES, ConfigError, load_config, scenario_name
+from common.config import (
+    GRADES,
+    SCENARIO_NAMES,
+    Config,
+    ConfigError,
+    load_config,
+    scenario_name,
+)
 from common.runfiles import RESULTS_DIR, new_run_dir
 from common.target import check_loopback
 from runner.preflight import PreflightError, check_out_dir
@@ -224,51 +231,62 @@ def main(argv: list[str] | None = None) -> int:
         budget_mb=args.budget_mb,
         monitor_interval=args.monitor_interval,
     )
+    if args.scenario:
+        names, scale = [args.scenario], 1.0
+    elif args.comprehensive:
+        names, scale = list(SCENARIO_NAMES), 1.0
+    else:
+        names = [scenario_name(n) for n in config.scenarios.quick]
+        scale = config.scenarios.quick_duration_scale
+    plan = [(n, args.duration or config.test_duration.of(n) * scale) for n in names]
+    try:
+        check_plans(plan, config, level)
+    except ValueError as exc:
+        print(f"run_stress_test.py: error: {exc}", file=sys.stderr)
+        return 2
+    kind = args.scenario or ("comprehensive" if args.comprehensive else "quick")
+    try:
+        folder = new_run_dir(kind, out)
+    except OSError as exc:
+        print(
+            f"run_stress_test.py: error: --out {out}: cannot create a run folder ({exc})",
+            file=sys.stderr,
+        )
+        return 2
+    setup_logging(folder / "memory_stress_test.log", args.debug)
     stop = StopFlag()
     stop.install()
     if args.scenario:
-        duration = args.duration or config.test_duration.of(args.scenario)
-        try:
-            run_dir = new_run_dir(args.scenario, out)
-        except OSError as exc:
-            print(
-                f"run_stress_test.py: error: --out {out}: cannot create a run folder ({exc})",
-                file=sys.stderr,
-            )
-            return 2
-        setup_logging(run_dir / "memory_stress_test.log", args.debug)
-        console.print(
-            f"memstress: {args.scenario} for {duration:g} s -> {run_dir}", highlight=False
-        )
-        outcome = run_scenario(args.scenario, duration, run_dir, settings, stop, console)
+        (duration,) = (d for _, d in plan)
+        console.print(f"memstress: {args.scenario} for {duration:g} s -> {folder}", highlight=False)
+        outcome = run_scenario(args.scenario, duration, folder, settings, stop, console)
         console.print(
             f"memstress: {args.scenario}: grade {outcome.grade}, exit code {outcome.exit_code}; "
-            f"report {outcome.report or run_dir}",
+            f"report {outcome.report or folder}",
             highlight=False,
         )
         return outcome.exit_code
-    names = (
-        list(SCENARIO_NAMES)
-        if args.comprehensive
-        else [scenario_name(n) for n in config.scenarios.quick]
-    )
-    scale = 1.0 if args.comprehensive else config.scenarios.quick_duration_scale
-    plan = [(n, args.duration or config.test_duration.of(n) * scale) for n in names]
-    kind = "comprehensive" if args.comprehensive else "quick"
     total = sum(d for _, d in plan)
     console.print(
-        f"memstress: {kind} session, {len(plan)} scenarios, about {total / 60:.1f} min of load",
+        f"memstress: {kind} session, {len(plan)} scenarios, about {total / 60:.1f} min of load "
+        f"-> {folder}",
         highlight=False,
     )
-    # The log goes into the session folder, which run_session creates; log to out/ until then.
-    setup_logging(out / "memory_stress_test.log", args.debug)
-    session, _, code = run_session(kind, plan, out, settings, stop, console)
+    _, code = run_session(folder, plan, settings, stop, console)
     console.print(
         f"memstress: {kind} session done, exit code {code}; "
-        f"report {session / 'stress_test_report.md'}",
+        f"report {folder / 'stress_test_report.md'}",
         highlight=False,
     )
     return code
+
+
+def check_plans(plan: list[tuple[str, float]], config: Config, level: int) -> None:
+    """Every scenario's stage plan is playable at its duration (ValueError otherwise)."""
+    from scenarios.registry import get_scenario
+
+    for name, duration in plan:
+        get_scenario(name).build_plan(config, config.stress(level), duration)
 
 
 if __name__ == "__main__":

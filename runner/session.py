@@ -274,17 +274,15 @@ def _report(scenario: str, run_dir: Path, code: int, s: RunSettings) -> RunOutco
 
 
 def run_session(
-    kind: str,
+    session: Path,
     plan: list[tuple[str, float]],
-    out_root: Path,
     s: RunSettings,
     stop: StopFlag,
     console: Console,
-) -> tuple[Path, list[RunOutcome], int]:
-    """Several scenarios, one run folder each, inside one session folder."""
+) -> tuple[list[RunOutcome], int]:
+    """Several scenarios, one run folder each, inside the session folder."""
     from reports import build_session_report
 
-    session = new_run_dir(kind, out_root)
     outcomes: list[RunOutcome] = []
     for i, (scenario, duration) in enumerate(plan, start=1):
         if stop.requested:
@@ -308,4 +306,4 @@ def run_session(
         code = worst([code, EXIT_FAILED])
     if stop.requested:
         code = EXIT_INTERRUPTED
-    return session, outcomes, code
+    return outcomes, code

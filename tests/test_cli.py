@@ -45,6 +45,7 @@ def run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]
         (["--scenario", "baseline", "--host", "not a url"], "is not a URL"),
         (["--quick", "--comprehensive"], "not allowed with argument"),
         ([], "say what to run"),
+        (["--quick", "--duration", "5"], "5 s is too short for baseline"),
         (["--scenario", "baseline", "--config", "/nonexistent.yml"], "config file not found"),
         (["--scenario", "baseline", "--target-pid", "5"], "--target-pid goes with --host"),
     ],

@@ -81,7 +81,7 @@ def child_running(cli: subprocess.Popen[str], module: str) -> psutil.Process | N
 @pytest.mark.slow
 def test_quick_session_end_to_end(tmp_path: Path) -> None:
     cli = start_cli(
-        "--quick", "--duration", "8", "--out", str(tmp_path), "--monitor-interval", "0.5"
+        "--quick", "--duration", "12", "--out", str(tmp_path), "--monitor-interval", "0.5"
     )
     out, err = cli.communicate(timeout=240)
     assert cli.returncode in (0, 1), out + err
