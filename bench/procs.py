@@ -1,0 +1,456 @@
+"""The processes a benchmark starts: the reference service, Locust, wrk; and their CPU.
+
+Everything listens on and talks to 127.0.0.1 only, on ports the kernel hands
+out. Every wait has a deadline; a process that outlives it is killed with its
+process group, and nothing started here is left running when a benchmark ends.
+
+Locust and wrk run as their own processes (``import locust`` patches the whole
+process with gevent), each optionally pinned to one CPU so a load generator and
+the service do not take turns on the same core.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH_DIR = ROOT / "bench"
+PYTHON = sys.executable
+LOOPBACK = "127.0.0.1"
+
+
+class BenchError(RuntimeError):
+    """A benchmark could not run (a process failed, a deadline passed)."""
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((LOOPBACK, 0))
+        return int(s.getsockname()[1])
+
+
+def clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """This environment without proxies or the suite's own options, plus ``extra``."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("MEMSTRESS_", "LOCUST_")) and "proxy" not in k.lower()
+    }
+    env["NO_PROXY"] = "127.0.0.1,localhost"
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(extra or {})
+    return env
+
+
+def cpus() -> list[int]:
+    try:
+        return sorted(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return list(range(os.cpu_count() or 1))
+
+
+def pin(pid: int, cpu: int | None) -> None:
+    """Pin a process (and the threads it has now) to one CPU; a no-op for None."""
+    if cpu is None:
+        return
+    try:
+        proc = psutil.Process(pid)
+        proc.cpu_affinity([cpu])
+        for t in proc.threads():
+            with suppress(OSError):
+                os.sched_setaffinity(t.id, {cpu})
+    except (psutil.Error, OSError, AttributeError):
+        pass
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of a live process (None when it is gone)."""
+    try:
+        t = psutil.Process(pid).cpu_times()
+    except psutil.Error:
+        return None
+    return float(t.user + t.system)
+
+
+def stop_process(proc: subprocess.Popen[bytes], timeout: float = 15.0) -> int | None:
+    """SIGTERM, then SIGKILL of the process group after ``timeout``; the exit code."""
+    if proc.poll() is None:
+        try:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            _kill_group(proc)
+    return proc.returncode
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        proc.kill()
+    with suppress(subprocess.TimeoutExpired):  # an unkillable process is left to the OS
+        proc.wait(10)
+
+
+# --- the reference service ---------------------------------------------------------
+
+
+@dataclass
+class Service:
+    """A running ``python -m service`` on a free loopback port."""
+
+    proc: subprocess.Popen[bytes]
+    port: int
+    data_dir: Path
+    log_path: Path
+    session: requests.Session = field(default_factory=requests.Session)
+
+    @property
+    def url(self) -> str:
+        return f"http://{LOOPBACK}:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def rss(self) -> int:
+        return int(psutil.Process(self.pid).memory_info().rss)
+
+    def cpu(self) -> float:
+        return cpu_seconds(self.pid) or 0.0
+
+    def get(self, path: str, timeout: float = 10.0) -> Any:
+        r = self.session.get(self.url + path, timeout=timeout)
+        r.raise_for_status()
+        return r.json()
+
+    def post(self, path: str, body: Any = None, timeout: float = 30.0) -> Any:
+        r = self.session.post(self.url + path, json=body, timeout=timeout)
+        if r.status_code >= 400:
+            raise BenchError(f"POST {path}: HTTP {r.status_code}: {r.text[:200]}")
+        return r.json()
+
+    def log_tail(self, n: int = 2000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-n:]
+        except OSError:
+            return ""
+
+    def stop(self) -> None:
+        self.session.close()
+        stop_process(self.proc)
+
+
+def start_service(
+    workdir: Path,
+    *,
+    budget_mb: float | None = None,
+    faults: bool = True,
+    cpu: int | None = None,
+    log_level: str = "warning",
+    timeout: float = 30.0,
+) -> Service:
+    """Start the reference service with its data in ``workdir`` and wait for /health."""
+    port = free_port()
+    data_dir = workdir / f"service-{port}"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    log_path = workdir / f"service-{port}.log"
+    args = [PYTHON, "-m", "service", "--port", str(port), "--data-dir", str(data_dir)]
+    args += ["--bind", LOOPBACK, "--log-level", log_level]
+    if faults:
+        args.append("--enable-faults")
+    if budget_mb is not None:
+        args += ["--budget-mb", f"{budget_mb:g}"]
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            args,
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=clean_env(),
+            start_new_session=True,
+        )
+    svc = Service(proc, port, data_dir, log_path)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise BenchError(f"service exited with {proc.returncode}: {svc.log_tail()}")
+        try:
+            if svc.session.get(svc.url + "/health", timeout=1).status_code in (200, 503):
+                pin(proc.pid, cpu)
+                return svc
+        except requests.RequestException:
+            pass
+        time.sleep(0.1)
+    svc.stop()
+    raise BenchError(f"service did not answer /health within {timeout:g} s: {svc.log_tail()}")
+
+
+@contextmanager
+def service(workdir: Path, **kwargs: Any) -> Iterator[Service]:
+    svc = start_service(workdir, **kwargs)
+    try:
+        yield svc
+    finally:
+        svc.stop()
+
+
+# --- CPU accounting from outside -----------------------------------------------------
+
+
+class CpuWatch:
+    """Samples the CPU seconds of some processes every ``period`` s in a thread.
+
+    :meth:`between` interpolates a process's CPU seconds over a wall-clock
+    window, so a benchmark can charge a process only for the steady part of a
+    run (not its start-up imports or its shutdown).
+    """
+
+    def __init__(self, pids: dict[str, int], period: float = 0.2) -> None:
+        self.pids = dict(pids)
+        self.period = period
+        self.samples: dict[str, list[tuple[float, float]]] = {k: [] for k in pids}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="cpu-watch", daemon=True)
+
+    def add(self, name: str, pid: int) -> None:
+        """Watch one more process; a name stands for one process (not reused)."""
+        if name in self.pids:
+            raise ValueError(f"CpuWatch: {name!r} is already watched")
+        self.samples[name] = []
+        self.pids[name] = pid
+
+    def _sample(self) -> None:
+        now = time.time()
+        for name, pid in list(self.pids.items()):
+            c = cpu_seconds(pid)
+            if c is not None:
+                self.samples[name].append((now, c))
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._sample()
+            self._stop.wait(self.period)
+
+    def __enter__(self) -> CpuWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def between(self, name: str, t0: float, t1: float) -> float | None:
+        """CPU seconds ``name`` spent from ``t0`` to ``t1`` (Unix time), or None."""
+        pts = self.samples.get(name) or []
+        a, b = _interp(pts, t0), _interp(pts, t1)
+        return None if a is None or b is None else max(0.0, b - a)
+
+
+def _interp(pts: Sequence[tuple[float, float]], t: float) -> float | None:
+    if not pts or t < pts[0][0] or t > pts[-1][0]:
+        return None
+    for (t_a, c_a), (t_b, c_b) in itertools.pairwise(pts):
+        if t_a <= t <= t_b:
+            return c_a if t_b == t_a else c_a + (c_b - c_a) * (t - t_a) / (t_b - t_a)
+    return pts[-1][1]
+
+
+# --- Locust ------------------------------------------------------------------------
+
+
+@dataclass
+class LocustRun:
+    """A finished Locust process: exit code, wall time, its --json-file entries."""
+
+    exit_code: int
+    wall_s: float
+    out_dir: Path
+    log_path: Path
+    entries: list[dict[str, Any]]
+    started: float
+    ended: float
+
+    def entry(self, name: str) -> dict[str, Any] | None:
+        return next((e for e in self.entries if e["name"] == name), None)
+
+    def log_tail(self, n: int = 3000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-n:]
+        except OSError:
+            return ""
+
+
+def steady_rate(entry: dict[str, Any], skip_s: int = 1) -> tuple[float, int, float, float]:
+    """Requests per second over the whole seconds of a run, ``skip_s`` cut at each end.
+
+    Returns ``(rate, requests, window start, window end)``; Locust's per-second
+    counts (``num_reqs_per_sec`` in --json-file) leave out the ramp-up and the
+    last, partial second.
+    """
+    per_sec = {int(k): int(v) for k, v in entry.get("num_reqs_per_sec", {}).items()}
+    if not per_sec:
+        return 0.0, 0, 0.0, 0.0
+    first, last = min(per_sec), max(per_sec)
+    lo, hi = first + skip_s, last - skip_s  # whole seconds [lo, hi)
+    if hi - lo < 1:
+        lo, hi = first, last + 1
+    n = sum(v for t, v in per_sec.items() if lo <= t < hi)
+    return n / (hi - lo), n, float(lo), float(hi)
+
+
+def start_locust(
+    locustfile: Path,
+    out_dir: Path,
+    args: Sequence[str],
+    *,
+    host: str,
+    env: dict[str, str] | None = None,
+    cpu: int | None = None,
+    log_name: str = "locust.log",
+) -> subprocess.Popen[bytes]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cmd = [PYTHON, "-m", "locust", "-f", str(locustfile), "--host", host, *args]
+    cmd += ["--json-file", str(out_dir / "locust")]
+    with open(out_dir / log_name, "wb") as log:
+        proc = subprocess.Popen(
+            cmd,
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=clean_env(env),
+            start_new_session=True,
+        )
+    pin(proc.pid, cpu)
+    return proc
+
+
+def finish_locust(
+    proc: subprocess.Popen[bytes],
+    out_dir: Path,
+    started: float,
+    timeout: float,
+    log_name: str = "locust.log",
+) -> LocustRun:
+    """Wait for a Locust process (killed after ``timeout``) and read its --json-file."""
+    try:
+        code = proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        _kill_group(proc)
+        raise BenchError(
+            f"Locust did not end within {timeout:g} s: {_tail(out_dir / log_name)}"
+        ) from None
+    ended = time.time()
+    path = out_dir / "locust.json"
+    try:
+        entries = json.loads(path.read_text())
+    except (OSError, ValueError):
+        tail = _tail(out_dir / log_name)
+        raise BenchError(f"Locust wrote no {path.name} (exit {code}): {tail}") from None
+    return LocustRun(code, ended - started, out_dir, out_dir / log_name, entries, started, ended)
+
+
+def run_locust(
+    locustfile: Path,
+    out_dir: Path,
+    args: Sequence[str],
+    *,
+    host: str,
+    timeout: float,
+    env: dict[str, str] | None = None,
+    cpu: int | None = None,
+    watch: CpuWatch | None = None,
+    watch_as: str = "locust",
+) -> LocustRun:
+    """Run Locust to its end; with ``watch``, its CPU is sampled under the name ``watch_as``."""
+    started = time.time()
+    proc = start_locust(locustfile, out_dir, args, host=host, env=env, cpu=cpu)
+    if watch is not None:
+        watch.add(watch_as, proc.pid)
+    return finish_locust(proc, out_dir, started, timeout)
+
+
+def _tail(path: Path, n: int = 3000) -> str:
+    try:
+        return path.read_text(errors="replace")[-n:]
+    except OSError:
+        return ""
+
+
+# --- wrk -----------------------------------------------------------------------------
+
+
+def wrk_path() -> str | None:
+    return shutil.which("wrk")
+
+
+def run_wrk(
+    url: str,
+    *,
+    connections: int,
+    seconds: float,
+    script: Path | None = None,
+    cpu: int | None = None,
+) -> dict[str, float]:
+    """One ``wrk -t1`` run; requests/s and latency figures parsed from its summary."""
+    exe = wrk_path()
+    if exe is None:
+        raise BenchError("wrk is not installed")
+    cmd = [exe, "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency"]
+    if script is not None:
+        cmd += ["-s", str(script)]
+    cmd.append(url)
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+    )
+    pin(proc.pid, cpu)
+    try:
+        out, _ = proc.communicate(timeout=seconds + 30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        raise BenchError("wrk did not end in time") from None
+    return parse_wrk(out.decode(errors="replace"))
+
+
+def parse_wrk(text: str) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if line.startswith("Requests/sec:"):
+            out["rps"] = float(parts[1])
+        elif "requests in" in line and parts and parts[0].isdigit():
+            out["requests"] = float(parts[0])
+        elif line.strip().startswith("Non-2xx or 3xx responses:"):
+            out["non_2xx"] = float(parts[-1])
+        elif len(parts) == 2 and parts[0] in ("50%", "90%", "99%"):
+            out[f"p{parts[0][:-1]}_ms"] = _ms(parts[1])
+    if "rps" not in out:
+        raise BenchError(f"wrk printed no Requests/sec: {text[-500:]}")
+    return out
+
+
+def _ms(text: str) -> float:
+    for unit, k in (("us", 1e-3), ("ms", 1.0), ("s", 1e3)):
+        if text.endswith(unit):
+            return float(text[: -len(unit)]) * k
+    return float(text)

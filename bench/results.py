@@ -1,0 +1,317 @@
+"""A benchmark's result, ``bench/results.json`` and ``bench/RESULTS.md`` built from it.
+
+Collect, aggregate, render (STYLE point 5): each benchmark module measures and
+returns a :class:`BenchResult` (raw figures, ratios, goals, tables, a short
+reading); :func:`write_results` merges it into ``results.json``, and
+:func:`render_markdown` builds ``RESULTS.md`` from that JSON alone, so the
+Markdown can be rebuilt without a new run (``python -m bench render``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+SCHEMA = 1
+RESULTS_JSON = "results.json"
+RESULTS_MD = "RESULTS.md"
+ORDER = ("load", "monitor", "report", "leak", "service")
+
+OPS = {
+    ">=": lambda v, t: v >= t,
+    ">": lambda v, t: v > t,
+    "<=": lambda v, t: v <= t,
+    "<": lambda v, t: v < t,
+    "==": lambda v, t: v == t,
+}
+
+
+@dataclass
+class Goal:
+    """One goal of the issue: ``value op target``; ``passed`` is None when not measured."""
+
+    name: str
+    value: float | None
+    op: str
+    target: float
+    unit: str = ""
+    note: str = ""
+
+    @property
+    def passed(self) -> bool | None:
+        if self.value is None or (isinstance(self.value, float) and math.isnan(self.value)):
+            return None
+        return bool(OPS[self.op](self.value, self.target))
+
+    def as_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["passed"] = self.passed
+        return d
+
+
+@dataclass
+class Table:
+    title: str
+    columns: list[str]
+    rows: list[list[Any]]
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class BenchResult:
+    name: str  # load | monitor | report | leak | service
+    title: str
+    mode: str  # full | small
+    what: str  # what exactly is measured, in words
+    started: str = ""
+    wall_s: float = 0.0
+    setup: dict[str, Any] = field(default_factory=dict)
+    raw: dict[str, Any] = field(default_factory=dict)
+    ratios: dict[str, float | None] = field(default_factory=dict)
+    goals: list[Goal] = field(default_factory=list)
+    tables: list[Table] = field(default_factory=list)
+    reading: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    profile: dict[str, Any] | None = None
+    host: dict[str, Any] = field(default_factory=dict)  # what else the machine was doing
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "title": self.title,
+            "mode": self.mode,
+            "what": self.what,
+            "started": self.started,
+            "wall_s": round(self.wall_s, 1),
+            "setup": self.setup,
+            "raw": self.raw,
+            "ratios": self.ratios,
+            "goals": [g.as_dict() for g in self.goals],
+            "all_goals_met": all_met(self.goals),
+            "tables": [t.as_dict() for t in self.tables],
+            "reading": self.reading,
+            "notes": self.notes,
+            "profile": self.profile,
+            "host": self.host,
+        }
+
+
+def all_met(goals: list[Goal]) -> bool | None:
+    states = [g.passed for g in goals]
+    if not states or any(s is None for s in states):
+        return None if not any(s is False for s in states) else False
+    return all(states)
+
+
+def _clean(value: Any) -> Any:
+    """JSON without NaN/inf (they become null) and with rounded floats."""
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return None
+        return round(value, 6)
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    return value
+
+
+def load_results(out_dir: Path) -> dict[str, Any] | None:
+    try:
+        doc = json.loads((out_dir / RESULTS_JSON).read_text())
+    except (OSError, ValueError):
+        return None
+    return doc if isinstance(doc, dict) and doc.get("schema") == SCHEMA else None
+
+
+def write_results(
+    out_dir: Path,
+    results: list[BenchResult],
+    machine: dict[str, Any],
+    command: str,
+    *,
+    merge: bool = True,
+) -> Path:
+    """Write (or merge into) ``results.json``; returns its path.
+
+    A benchmark run alone replaces its own entry and keeps the others, when the
+    earlier file came from the same machine (same CPU model and core count).
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    old = load_results(out_dir) if merge else None
+    benches: dict[str, Any] = {}
+    if old is not None and _same_machine(old.get("machine", {}), machine):
+        benches = dict(old.get("benchmarks", {}))
+    for r in results:
+        entry = r.as_dict()
+        entry["command"] = command
+        benches[r.name] = entry
+    ordered = {k: benches[k] for k in ORDER if k in benches}
+    ordered.update({k: v for k, v in benches.items() if k not in ordered})
+    doc = {
+        "schema": SCHEMA,
+        "generated": machine.get("date"),
+        "machine": machine,
+        "benchmarks": ordered,
+        "summary": summary(ordered),
+    }
+    path = out_dir / RESULTS_JSON
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(_clean(doc), indent=2, sort_keys=False) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def _same_machine(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    return a.get("cpu_model") == b.get("cpu_model") and a.get("cores") == b.get("cores")
+
+
+def summary(benches: dict[str, Any]) -> list[dict[str, Any]]:
+    rows = []
+    for name, entry in benches.items():
+        for g in entry.get("goals", []):
+            rows.append(
+                {
+                    "benchmark": name,
+                    "mode": entry.get("mode"),
+                    "goal": g["name"],
+                    "value": g["value"],
+                    "op": g["op"],
+                    "target": g["target"],
+                    "unit": g.get("unit", ""),
+                    "passed": g["passed"],
+                }
+            )
+    return rows
+
+
+# --- Markdown ----------------------------------------------------------------------
+
+
+def fmt(value: Any) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return "n/a"
+        a = abs(value)
+        if a >= 1000:
+            return f"{value:,.0f}"
+        if a >= 100:
+            return f"{value:.1f}"
+        if a >= 1:
+            return f"{value:.2f}"
+        if a == 0:
+            return "0"
+        return f"{value:.3g}"
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def verdict(passed: bool | None) -> str:
+    return {True: "**met**", False: "**MISSED**", None: "not measured"}[passed]
+
+
+def _table(columns: list[str], rows: list[list[Any]]) -> list[str]:
+    out = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    out += ["| " + " | ".join(fmt(c) for c in row) + " |" for row in rows]
+    return out
+
+
+def render_markdown(doc: dict[str, Any]) -> str:
+    m = doc.get("machine", {})
+    pk = m.get("packages", {})
+    lines = [
+        "# memstress benchmarks",
+        "",
+        "Generated by `make bench` (`python -m bench`) from `bench/results.json`; "
+        "rebuild with `python -m bench render`. Speed and accuracy are ratios taken "
+        "side by side in one run on one machine, never absolute timings to compare "
+        "across machines.",
+        "",
+        f"Machine: {m.get('cores')} cores ({m.get('cpu_model')}), "
+        f"{(m.get('memory_bytes') or 0) / 2**30:.1f} GiB RAM, {m.get('os')}; "
+        f"Python {m.get('python')}, locust {pk.get('locust')}, gevent {pk.get('gevent')}, "
+        f"fastapi {pk.get('fastapi')}, uvicorn {pk.get('uvicorn')}, numpy {pk.get('numpy')}, "
+        f"scipy {pk.get('scipy')}, pandas {pk.get('pandas')}; wrk: {m.get('wrk') or 'absent'}; "
+        f"commit {m.get('git_commit')}; {m.get('date')}.",
+        "",
+        "## Goals",
+        "",
+    ]
+    rows = [
+        [
+            s["benchmark"] + ("" if s["mode"] == "full" else f" ({s['mode']})"),
+            s["goal"],
+            f"{fmt(s['value'])} {s['unit']}".strip(),
+            f"{s['op']} {fmt(s['target'])} {s['unit']}".strip(),
+            verdict(s["passed"]),
+        ]
+        for s in doc.get("summary", [])
+    ]
+    lines += _table(["benchmark", "goal", "measured", "target", ""], rows)
+    for name, b in doc.get("benchmarks", {}).items():
+        lines += ["", f"## {b['title']} (`python -m bench {name}`)", ""]
+        mode = b["mode"]
+        ran = f"Mode: {mode}" + (" (a smoke run: not a measurement)" if mode == "small" else "")
+        lines += [f"{ran}; started {b['started']}, {fmt(b['wall_s'])} s wall.{_host(b)}", ""]
+        lines += ["**What it measures.** " + b["what"], ""]
+        for t in b.get("tables", []):
+            lines += [f"*{t['title']}*", ""]
+            lines += _table(t["columns"], t["rows"])
+            lines.append("")
+        if b.get("goals"):
+            lines += ["*Goals*", ""]
+            lines += _table(
+                ["goal", "measured", "target", ""],
+                [
+                    [
+                        g["name"],
+                        f"{fmt(g['value'])} {g.get('unit', '')}".strip(),
+                        f"{g['op']} {fmt(g['target'])} {g.get('unit', '')}".strip(),
+                        verdict(g["passed"]),
+                    ]
+                    for g in b["goals"]
+                ],
+            )
+            lines.append("")
+        if b.get("reading"):
+            lines += ["**Reading.** " + " ".join(b["reading"]), ""]
+        prof = b.get("profile")
+        if prof:
+            lines += [f"*Profile ({prof.get('tool')}): {prof.get('of')}*", ""]
+            lines += ["```", *prof.get("top", []), "```", ""]
+        for n in b.get("notes", []):
+            lines.append(f"- {n}")
+        if b.get("notes"):
+            lines.append("")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _host(b: dict[str, Any]) -> str:
+    h = b.get("host") or {}
+    if h.get("busy_pct") is None:
+        return ""
+    return (
+        f" The host's CPUs were {fmt(h['busy_pct'])}% busy meanwhile, "
+        f"{fmt(h.get('others_pct'))}% of it by processes this benchmark did not start "
+        f"(load average {fmt(h.get('loadavg_start'))} at the start)."
+    )
+
+
+def write_markdown(out_dir: Path) -> Path:
+    doc = load_results(out_dir)
+    if doc is None:
+        raise FileNotFoundError(f"{out_dir / RESULTS_JSON}: no results to render")
+    path = out_dir / RESULTS_MD
+    path.write_text(render_markdown(doc), encoding="utf-8")
+    return path

@@ -1,0 +1,152 @@
+"""The benchmarks run and write well-formed results (their --small mode; no timing asserted).
+
+Each benchmark's small mode runs as its own ``python -m bench NAME --small``
+process into a folder of the test's own; the five run side by side, so the
+whole test takes about as long as the slowest one. What is checked: exit code
+0, no traceback, ``results.json`` with the keys and types a reader relies on,
+``RESULTS.md`` with a section per benchmark, and ``render`` rebuilding it.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.locust_helpers import ROOT, assert_no_traceback, locust_env
+
+NAMES = ("load", "monitor", "report", "leak", "service")
+NUMBER = (int, float)
+
+
+def bench(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "bench", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=locust_env(),
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+
+
+@pytest.fixture(scope="module")
+def small_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[int, str, Path]]:
+    """Every benchmark's --small run, all at once; name -> (exit code, output, out folder)."""
+    base = tmp_path_factory.mktemp("bench")
+    procs = {}
+    for name in NAMES:
+        out = base / name
+        log = open(base / f"{name}.log", "w")  # noqa: SIM115 - closed below
+        procs[name] = (
+            subprocess.Popen(
+                [sys.executable, "-m", "bench", name, "--small", "--out", str(out)],
+                cwd=ROOT,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=locust_env(),
+                start_new_session=True,
+            ),
+            log,
+            out,
+        )
+    results = {}
+    deadline = time.monotonic() + 150
+    for name, (proc, log, out) in procs.items():
+        try:
+            code = proc.wait(max(1.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            code = proc.wait(10)
+        log.close()
+        results[name] = (code, (base / f"{name}.log").read_text(), out)
+    return results
+
+
+def check_entry(name: str, b: dict[str, Any]) -> None:
+    assert b["name"] == name
+    assert b["mode"] == "small"
+    for key, typ in (
+        ("title", str),
+        ("what", str),
+        ("started", str),
+        ("wall_s", NUMBER),
+        ("setup", dict),
+        ("raw", dict),
+        ("ratios", dict),
+        ("goals", list),
+        ("tables", list),
+        ("reading", list),
+        ("notes", list),
+        ("host", dict),
+        ("command", str),
+    ):
+        assert isinstance(b[key], typ), f"{name}.{key}: {type(b[key]).__name__}"
+    assert b["what"] and b["what"] != "(did not run)", b["notes"]
+    assert b["raw"], f"{name}: no raw figures"
+    assert b["goals"] or name == "leak", f"{name}: no goals"  # leak's goals are full-mode only
+    for g in b["goals"]:
+        assert isinstance(g["name"], str) and g["op"] in (">=", ">", "<=", "<", "==")
+        assert isinstance(g["target"], NUMBER)
+        assert g["value"] is None or isinstance(g["value"], NUMBER)
+        assert g["passed"] in (True, False, None)
+        assert g["passed"] is not None, f"{name}: goal {g['name']!r} was not measured"
+    for value in b["ratios"].values():
+        assert value is None or isinstance(value, (*NUMBER, list))
+    for t in b["tables"]:
+        assert isinstance(t["title"], str) and t["columns"]
+        assert all(len(row) == len(t["columns"]) for row in t["rows"]), t["title"]
+    assert all(isinstance(line, str) for line in b["reading"]) and b["reading"]
+    assert isinstance(b["host"]["busy_pct"], NUMBER)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", NAMES)
+def test_small_mode_writes_well_formed_results(
+    name: str, small_runs: dict[str, tuple[int, str, Path]]
+) -> None:
+    code, output, out = small_runs[name]
+    assert code == 0, output[-4000:]
+    assert_no_traceback(output)
+    doc = json.loads((out / "results.json").read_text())
+    assert doc["schema"] == 1
+    m = doc["machine"]
+    assert isinstance(m["cores"], int) and m["cores"] >= 1
+    assert isinstance(m["cpu_model"], str) and m["cpu_model"]
+    assert isinstance(m["python"], str) and isinstance(m["date"], str)
+    assert isinstance(m["packages"], dict) and m["packages"]["locust"]
+    assert list(doc["benchmarks"]) == [name]
+    check_entry(name, doc["benchmarks"][name])
+    for row in doc["summary"]:
+        assert row["benchmark"] == name and row["passed"] in (True, False, None)
+    md = (out / "RESULTS.md").read_text()
+    assert md.startswith("# memstress benchmarks")
+    assert f"(`python -m bench {name}`)" in md
+    assert "a smoke run: not a measurement" in md
+
+
+@pytest.mark.slow
+def test_render_rebuilds_the_markdown_from_the_json(
+    small_runs: dict[str, tuple[int, str, Path]],
+) -> None:
+    _, _, out = small_runs["report"]
+    before = (out / "RESULTS.md").read_text()
+    (out / "RESULTS.md").unlink()
+    r = bench("render", "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    assert (out / "RESULTS.md").read_text() == before
+
+
+def test_an_unknown_benchmark_is_one_line_and_exit_2() -> None:
+    r = bench("loadd")
+    assert r.returncode == 2
+    assert "unknown benchmark 'loadd' (valid: load, monitor, report, leak, service" in r.stderr
+    assert_no_traceback(r.stderr)
