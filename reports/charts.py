@@ -104,8 +104,11 @@ def memory_chart(data: RunData, t0: float, t_end: float, path: Path) -> Path | N
         if v.notna().any() and (v > 0).any():
             ax.plot(x, v / MB, color=color, lw=0.8, alpha=0.8, label=label)
     b = budget_mb(data)
-    if b:
+    title = "Target memory with stages, optimizations and leak events"
+    if b and float(rss.max()) / MB >= 0.5 * b:
         ax.axhline(b, color="tab:red", ls="--", lw=0.8, alpha=0.6, label=f"budget {b:.0f} MB")
+    elif b:  # far below the budget: a budget line would flatten the curve
+        title += f" (budget {b:.0f} MB)"
     opt = pd.to_numeric(s["optimizations_total"], errors="coerce")
     ran = (opt.diff() > 0).to_numpy()
     if ran.any():
@@ -125,7 +128,7 @@ def memory_chart(data: RunData, t0: float, t_end: float, path: Path) -> Path | N
     _events(ax, data, t0)
     ax.set_xlabel("minutes since start")
     ax.set_ylabel("MB")
-    ax.set_title("Target memory with stages, optimizations and leak events")
+    ax.set_title(title)
     _legend(ax)
     return _save(fig, path)
 

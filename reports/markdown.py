@@ -80,7 +80,7 @@ def _score_rows(score: dict[str, Any]) -> list[list[str]]:
             t["name"],
             t["rule"],
             with_unit(t["input"], t["unit"]) if t["input"] is not None else "n/a (no data)",
-            f"-{num(t['penalty'])}",
+            f"-{num(t['penalty'])}" if t["penalty"] else "0",
             num(t["max_penalty"]),
         ]
         for t in score["terms"]
