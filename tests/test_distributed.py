@@ -10,20 +10,82 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from pathlib import Path
+from dataclasses import dataclass
 
 import pytest
-from conftest import ServiceProcess, free_port, start_service
-from locust_helpers import LocustRun, assert_no_traceback, start_locust
+
+from tests.conftest import free_port, start_service
+from tests.locust_helpers import LocustRun, assert_no_traceback, start_locust
 
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture
-def own_service(tmp_path: Path) -> Iterator[ServiceProcess]:
-    svc = start_service(tmp_path / "service" / "data")
-    yield svc
-    svc.stop()
+@dataclass
+class Distributed:
+    processes: LocustRun  # --processes 2, memory_leak
+    processes_code: int
+    master: LocustRun  # --master, optimization_overload
+    master_code: int
+    worker: LocustRun  # --worker, told nothing but where the master is
+    worker_code: int
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Distributed]:
+    """Both distributed set-ups at once, against one service of their own."""
+    base = tmp_path_factory.mktemp("distributed")
+    svc = start_service(base / "service" / "data")
+    started: list[LocustRun] = []
+    try:
+        processes = start_locust(
+            base / "processes",
+            "--headless",
+            "--processes",
+            "2",
+            "--scenario",
+            "memory_leak",
+            "--duration",
+            "12",
+            host=svc.url,
+            csv_files=False,  # see start_locust: a Locust 2.47 exit race with --processes
+        )
+        started.append(processes)
+        port = free_port()
+        master = start_locust(
+            base / "master",
+            "--headless",
+            "--master",
+            "--master-bind-host",
+            "127.0.0.1",
+            "--master-bind-port",
+            str(port),
+            "--expect-workers",
+            "1",
+            "--scenario",
+            "optimization_overload",
+            "--duration",
+            "12",
+            host=svc.url,
+        )
+        started.append(master)
+        # The worker names no scenario and no run folder: it learns both from the master.
+        worker = start_locust(
+            base / "worker",
+            "--worker",
+            "--master-host",
+            "127.0.0.1",
+            "--master-port",
+            str(port),
+            outputs=False,
+        )
+        started.append(worker)
+        yield Distributed(
+            processes, processes.wait(60), master, master.wait(60), worker, worker.wait(30)
+        )
+    finally:
+        for run in started:
+            run.kill()
+        svc.stop()
 
 
 def stage_seconds(run: LocustRun, name: str) -> float:
@@ -41,22 +103,10 @@ def assert_clean_end(run: LocustRun, code: int, stages: list[str]) -> None:
 
 
 def test_processes_2_runs_the_leak_on_a_worker_and_stops_it_with_the_stage(
-    tmp_path: Path, own_service: ServiceProcess
+    runs: Distributed,
 ) -> None:
-    run = start_locust(
-        tmp_path / "run",
-        "--headless",
-        "--processes",
-        "2",
-        "--scenario",
-        "memory_leak",
-        "--duration",
-        "12",
-        host=own_service.url,
-        csv_files=False,  # see start_locust: a Locust 2.47 exit race with --processes
-    )
-    code = run.wait(60)
-    assert_clean_end(run, code, ["baseline", "leak", "stop_leak", "cleanup"])
+    run = runs.processes
+    assert_clean_end(run, runs.processes_code, ["baseline", "leak", "stop_leak", "cleanup"])
     assert "2 workers connected" in run.log()
 
     # One injector in all (fixed_count 1), leaking once a second only in "leak":
@@ -69,46 +119,13 @@ def test_processes_2_runs_the_leak_on_a_worker_and_stops_it_with_the_stage(
     assert run.requests("DELETE /agents/[id]") == 8, "cleanup covers the whole agent pool"
 
 
-def test_master_and_a_separate_worker_follow_the_masters_scenario(
-    tmp_path: Path, own_service: ServiceProcess
-) -> None:
-    port = free_port()
-    master = start_locust(
-        tmp_path / "run",
-        "--headless",
-        "--master",
-        "--master-bind-host",
-        "127.0.0.1",
-        "--master-bind-port",
-        str(port),
-        "--expect-workers",
-        "1",
-        "--scenario",
-        "optimization_overload",
-        "--duration",
-        "12",
-        host=own_service.url,
-    )
-    # The worker names no scenario and no run folder: it learns both from the master.
-    worker = start_locust(
-        tmp_path / "worker",
-        "--worker",
-        "--master-host",
-        "127.0.0.1",
-        "--master-port",
-        str(port),
-        outputs=False,
-    )
-    try:
-        code = master.wait(60)
-        worker_code = worker.wait(30)
-    finally:
-        worker.kill()
-        master.kill()
-    assert_clean_end(master, code, ["warmup", "ramp", "overload", "cooldown", "cleanup"])
-    assert worker_code == 0, worker.log()[-3000:]
+def test_master_and_a_separate_worker_follow_the_masters_scenario(runs: Distributed) -> None:
+    master, worker = runs.master, runs.worker
+    stages = ["warmup", "ramp", "overload", "cooldown", "cleanup"]
+    assert_clean_end(master, runs.master_code, stages)
+    assert runs.worker_code == 0, worker.log()[-3000:]
     assert_no_traceback(worker.log())
-    assert not list((tmp_path / "worker").glob("*.csv")), "a worker writes no run files"
+    assert not list(worker.run_dir.glob("*.csv")), "a worker writes no run files"
 
     spawned = re.findall(r"All users spawned: (\{[^}]*\})", master.log())
     assert spawned and all("OptimizationFlood" in s and "OverloadAgent" in s for s in spawned)

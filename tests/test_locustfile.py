@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import ServiceProcess, free_port
-from locust_helpers import ROOT, LocustRun, assert_no_traceback, run_cli, start_locust
+
+from tests.conftest import ServiceProcess, free_port
+from tests.locust_helpers import ROOT, LocustRun, assert_no_traceback, run_cli, start_locust
 
 pytestmark = pytest.mark.slow
 
@@ -175,8 +176,10 @@ def test_max_test_duration_caps_the_run_and_the_master_cleans_up(
     assert_no_traceback(log)
     assert time.monotonic() - run.started < 15, "the cap ends the run, not the 20 s plan"
     events = run.events()
-    ends = [e["detail"] for e in events if e["kind"] == "run_end"]
-    assert ends == [ends[0]] and "safety.max_test_duration reached" in ends[0]
+    # The shape's cap (run_end) or, when the memory monitor is wired in and samples
+    # first, its safety guard (emergency_stop) ends the run; either says why.
+    why = [e for e in events if e["kind"] in ("run_end", "emergency_stop")]
+    assert why and "max_test_duration" in why[0]["detail"], events
     assert "cleanup" not in [r["name"] for r in run.stages()]
 
     # The plan never reached its cleanup stage, so the master deleted the data once.

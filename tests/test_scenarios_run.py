@@ -19,11 +19,11 @@ from dataclasses import dataclass, field
 
 import pytest
 import requests
-from conftest import ServiceProcess, start_service
-from locust_helpers import ROOT, LocustRun, assert_no_traceback, start_locust
 
 from common.config import SCENARIO_NAMES, load_config
 from scenarios.registry import get_scenario
+from tests.conftest import ServiceProcess, start_service
+from tests.locust_helpers import ROOT, LocustRun, assert_no_traceback, start_locust
 
 pytestmark = pytest.mark.slow
 
