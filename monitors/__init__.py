@@ -1,0 +1,13 @@
+"""The memory monitor: sampler, sources, leak detector, safety guard, live view.
+
+Modules (importing any of them registers nothing, and only ``monitor`` and
+``webui`` import Locust, which monkey-patches the process with gevent):
+
+- :mod:`monitors.monitor`: :class:`~monitors.monitor.MemoryMonitor`, the listener
+  object the locustfile creates in its ``init`` listener;
+- :mod:`monitors.sources`: where sample figures come from;
+- :mod:`monitors.sampler`: one sample from the sources, and its CPU meter;
+- :mod:`monitors.leak`: the online leak detector (pure);
+- :mod:`monitors.safety`: when to stop a run, and with which exit code (pure);
+- :mod:`monitors.webui`, :mod:`monitors.page`: the Memory tab and chart page.
+"""
