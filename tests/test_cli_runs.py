@@ -46,6 +46,13 @@ def start_cli(*args: str) -> subprocess.Popen[str]:
     )
 
 
+def stop_cli(cli: subprocess.Popen[str]) -> None:
+    """Kill the CLI if a test failed early, and close its pipes either way."""
+    if cli.poll() is None:
+        cli.kill()
+    cli.communicate(timeout=30)
+
+
 def wait_for(predicate: Any, timeout: float, what: str) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -129,8 +136,7 @@ def test_interrupt_keeps_everything_and_reports_interrupted(tmp_path: Path, sig:
         cli.send_signal(sig)
         out, err = cli.communicate(timeout=90)
     finally:
-        if cli.poll() is None:
-            cli.kill()
+        stop_cli(cli)
     assert cli.returncode == 130, out + err
     assert "Traceback" not in out + err
     res = results(run_dir)
@@ -163,8 +169,7 @@ def test_locust_killed_mid_run_still_builds_a_partial_report(tmp_path: Path) -> 
         child.kill()
         out, err = cli.communicate(timeout=90)
     finally:
-        if cli.poll() is None:
-            cli.kill()
+        stop_cli(cli)
     assert cli.returncode != 0
     assert "Traceback" not in out + err
     assert sample_rows(run_dir) >= kept  # nothing written before the kill was lost
@@ -205,8 +210,7 @@ def test_target_killed_mid_run_exit_3_report_says_so(tmp_path: Path) -> None:
         service.kill()
         out, err = cli.communicate(timeout=90)
     finally:
-        if cli.poll() is None:
-            cli.kill()
+        stop_cli(cli)
     assert cli.returncode == 3, out + err
     assert "Traceback" not in out + err
     assert sample_rows(run_dir) >= kept
