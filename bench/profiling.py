@@ -37,23 +37,32 @@ def py_spy_record(pid: int, seconds: float, out: Path, *, rate: int = 100) -> Pa
     return out if out.exists() and out.stat().st_size > 0 else None
 
 
+IDLE_LEAVES = ("Hub.run (gevent/hub.py)",)
+"""A sample whose innermost frame is gevent's hub loop is the process waiting in epoll."""
+
+
 def summarize_collapsed(path: Path, top: int = 12, within: str | None = None) -> dict[str, Any]:
     """Self and inclusive sample shares per function from py-spy's raw (collapsed) output.
 
+    Samples of the process idling in gevent's hub are counted apart (``idle``) and
+    left out of the shares, which are then of the samples that did work.
     ``within``: count only stacks with a frame whose name contains this text (e.g. one
-    greenlet's entry function); shares are then of those samples, and ``all_samples``
-    says how many there were in all.
+    greenlet's entry function).
     """
     own: Counter[str] = Counter()
     anywhere: Counter[str] = Counter()
     total = 0
     every = 0
+    idle = 0
     for line in path.read_text(errors="replace").splitlines():
         stack, _, count = line.rpartition(" ")
         if not stack or not count.isdigit():
             continue
         n = int(count)
         every += n
+        if _short(stack.rsplit(";", 1)[-1]) in IDLE_LEAVES:
+            idle += n
+            continue
         if within is not None and within not in stack:
             continue
         total += n
@@ -62,8 +71,11 @@ def summarize_collapsed(path: Path, top: int = 12, within: str | None = None) ->
             own[frames[-1]] += n
         for f in set(frames):
             anywhere[f] += n
-    scope = f" of {every} in all, those under {within}" if within is not None else ""
-    lines = [f"{total} samples{scope}; own = the function itself, stack = anywhere on the stack"]
+    scope = f", those under {within}" if within is not None else ""
+    lines = [
+        f"{every} samples, {idle} idle in the gevent hub; {total} busy{scope} shown below "
+        "(own = in the function itself, stack = anywhere on the stack)"
+    ]
     lines.append(f"{'own %':>6} {'stack %':>8}  function")
     for f, n in own.most_common(top):
         lines.append(
@@ -72,6 +84,7 @@ def summarize_collapsed(path: Path, top: int = 12, within: str | None = None) ->
     return {
         "samples": total,
         "all_samples": every,
+        "idle_samples": idle,
         "top": lines,
         "own": dict(own.most_common(top)),
     }
