@@ -164,7 +164,7 @@ class LeakDetection:
     warmup_s: float = _f(0)
     window_s: float = _f(0, above=True)
     lookback_s: float = _f(0, above=True)
-    min_windows: int = _f(8, 10000)
+    min_windows: int = _f(4, 10000)
     min_slope_mb_per_min: float = _f(0)
     significance: float = _f(0, 0.5, above=True)
 

@@ -17,7 +17,8 @@ The algorithm, with the settings of ``monitor.leak_detection``:
    not look like growth; memory that is never given back lifts it.
 3. **Scales.** The trend is judged over the last ``lookback_s`` of envelope
    points and over shorter spans (each :data:`SCALE_STEP` of the last), down
-   to ``min_windows`` points. A leak that started a minute ago fills a short
+   to :data:`SHORTEST_SHARE` of the lookback (and at least ``min_windows``
+   points, at least 8). A leak that started a minute ago fills a short
    scale long before it fills the lookback, where the flat history before it
    would dilute it.
 4. **Enough growth.** At a scale of L seconds a leak needs a Theil-Sen slope
@@ -80,6 +81,10 @@ judged soon after it has made the required rise, whatever its rate."""
 
 MIN_HALF = 4
 """Fewest envelope points in each half of a scale."""
+
+SHORTEST_SHARE = 1 / 8
+"""The shortest span judged is this share of the lookback (60 s of the shipped 480 s): a
+filling cache or a sawtooth must keep rising that long before it can look like a leak."""
 
 SUSTAIN = 0.5
 """Each half's slope must be at least this share of the whole (and the recent of the older)."""
@@ -195,9 +200,15 @@ def full_trend(
     )
 
 
+def shortest_scale(settings: LeakDetection) -> float:
+    """The shortest span judged: :data:`SHORTEST_SHARE` of the lookback, and enough windows."""
+    windows = max(settings.min_windows, 2 * MIN_HALF)
+    return max(settings.lookback_s * SHORTEST_SHARE, windows * settings.window_s)
+
+
 def scales(settings: LeakDetection) -> list[float]:
     """The nominal scales, longest first: the lookback, then each SCALE_STEP of the last."""
-    shortest = max(settings.min_windows, 2 * MIN_HALF) * settings.window_s
+    shortest = shortest_scale(settings)
     out = [float(settings.lookback_s)]
     while out[-1] * SCALE_STEP >= shortest:
         out.append(out[-1] * SCALE_STEP)
@@ -220,6 +231,7 @@ class Judgement:
 def judge(envelope: list[tuple[float, float]], settings: LeakDetection) -> Judgement:
     """Judge every scale with enough points, longest first; stop at the first that rises."""
     need = max(settings.min_windows, 2 * MIN_HALF)
+    shortest = shortest_scale(settings)
     if len(envelope) < need:
         return Judgement(None, None)
     t = np.fromiter((p[0] for p in envelope), float, len(envelope))
@@ -227,10 +239,13 @@ def judge(envelope: list[tuple[float, float]], settings: LeakDetection) -> Judge
     chosen: list[tuple[float, int]] = []  # (length judged, first index)
     for scale in scales(settings):
         first = int(np.searchsorted(t, t[-1] - scale + settings.window_s / 2, side="left"))
-        if len(t) - first < need or (chosen and chosen[-1][1] == first):
+        span = float(t[-1] - t[first]) + settings.window_s
+        if len(t) - first < need or span < shortest - 1e-9 or (chosen and chosen[-1][1] == first):
             continue
         # Early in a run a scale is not full yet: judge it at the length it has.
-        chosen.append((min(scale, float(t[-1] - t[first]) + settings.window_s), first))
+        chosen.append((min(scale, span), first))
+    if not chosen:
+        return Judgement(None, None)
     alpha = settings.significance / len(chosen)
     overall: float | None = None
     for length, first in chosen:
