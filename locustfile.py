@@ -23,6 +23,7 @@ from locust import events
 
 from common.config import DEFAULT_CONFIG_PATH, SCENARIO_NAMES, ConfigError
 from common.context import build_context, resolve_settings
+from monitors.monitor import MemoryMonitor, add_monitor_options
 from scenarios.registry import get_scenario, user_classes
 from shapes.plan import PlanError
 from shapes.scenario import ScenarioShape, wire_stages
@@ -95,6 +96,7 @@ def add_options(parser: Any, **_: Any) -> None:
         env_var="MEMSTRESS_MONITOR_INTERVAL",
         help="Seconds between memory samples, 0.05-3600. Default: the config's monitor.interval.",
     )
+    add_monitor_options(parser)
 
 
 @events.init.add_listener
@@ -117,3 +119,4 @@ def on_init(environment: Any, runner: Any, web_ui: Any = None, **_: Any) -> None
     environment.events.quit.add_listener(lambda **_kw: ctx.close())
 
     # --- the memory monitor: MemoryMonitor(environment) goes here (monitors/) ---
+    MemoryMonitor(environment)

@@ -1,0 +1,469 @@
+"""The memory monitor: a Locust listener object (STYLE point 1).
+
+``MemoryMonitor(environment)`` subscribes its handlers in its constructor;
+nothing is registered on import. The locustfile calls it once in its
+``init`` listener, after it has put the :class:`common.context.RunContext`
+on ``environment.memstress``.
+
+On the master or a local runner, at ``test_start`` it spawns into the
+runner's greenlet group (linked to Locust's exception handler, as Locust does
+for its own CPU monitor):
+
+- the **sampler**, every ``context.monitor_interval`` seconds: one row of
+  ``memory_samples.csv`` (flushed), the online leak detector, the safety guard;
+- the **health check** (``GET /health``) every ``system_health_check_interval``;
+- the **cleanup cycle** (``POST /memory/cycle``) every ``memory_cleanup_interval``.
+
+On a worker it adds its own RSS, CPU and user count to every report to the
+master; the master writes them to ``worker_samples.csv``.
+
+When the safety guard says stop, the monitor writes the event, sets
+``context.stop_reason`` and ``environment.process_exit_code`` (3 or 4) and
+quits the runner from a greenlet of its own. Locust 2.47's ``shutdown()``
+uses ``process_exit_code`` as is when it is set (``main.py``); the
+``quitting`` listener here sets it again, last word, in case another listener
+changed it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import gevent
+import psutil
+import requests
+from locust.runners import WorkerRunner, locust_exception_handler
+
+from common.config import ConfigError, LeakDetection
+from common.context import RunContext
+from common.runfiles import SAMPLE_COLUMNS, WORKER_COLUMNS, CsvAppender
+from common.target import TargetClient, TargetError
+from monitors.leak import LEAK, LeakDetector, LeakVerdict, on_run_clock
+from monitors.safety import SafetyGuard, Stop
+from monitors.sampler import GreenletCpuMeter, Sampler, Source
+from monitors.sources import TIERS, build_sources, find_listening_pid, parse_source_names
+
+if TYPE_CHECKING:
+    from locust.env import Environment
+
+log = logging.getLogger(__name__)
+
+WORKER_KEY = "memstress_worker"
+"""Key of the worker's self-report in Locust's report_to_master data."""
+
+HISTORY = 20_000
+"""Samples kept in memory for the live view (about 5.5 h at 1 s)."""
+
+
+def add_monitor_options(parser: Any) -> None:
+    """The monitor's own Locust option; call it from ``init_command_line_parser``."""
+    parser.add_argument(
+        "--monitor-sources",
+        default="auto",
+        type=_sources_option,
+        env_var="MEMSTRESS_MONITOR_SOURCES",
+        help="Memory sample sources: auto (every one that is there), or a comma-separated "
+        "list of process, prometheus, stats, host, psi, cgroup. Default: auto.",
+    )
+
+
+def _sources_option(text: str) -> tuple[str, ...]:
+    try:
+        return parse_source_names(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("--monitor-sources: ")) from None
+
+
+def _option_sources(options: Any) -> tuple[str, ...]:
+    """``--monitor-sources`` from parsed options (a tuple, or text from the web UI form)."""
+    value = getattr(options, "monitor_sources", None)
+    if isinstance(value, tuple | list):
+        return tuple(value)
+    try:
+        return parse_source_names(value)
+    except ValueError as exc:
+        log.error("memory monitor: %s; using every source", exc)
+        return parse_source_names(None)
+
+
+@dataclass(frozen=True)
+class Point:
+    """One sample, as the live view shows it."""
+
+    time: float
+    elapsed_s: float
+    stage: str
+    rss_bytes: float | None
+    pressure: float | None
+    host_percent: float | None
+    leak_slope_mb_min: float | None
+    leak_state: str
+
+
+class MemoryMonitor:
+    """Samples the target's memory, detects leaks, stops unsafe runs; see the module doc.
+
+    :param environment: the Locust environment, with ``environment.memstress``
+        (a :class:`RunContext`) already set.
+    :param sources: source names to use (see :mod:`monitors.sources`); default
+        the ``--monitor-sources`` option when the locustfile defines it, else
+        every source (``auto``), each one dropped when it is not there.
+    :param interval: seconds between samples; default ``context.monitor_interval``.
+    """
+
+    def __init__(
+        self,
+        environment: Environment,
+        *,
+        sources: Sequence[str] | None = None,
+        interval: float | None = None,
+    ) -> None:
+        self.environment = environment
+        context = getattr(environment, "memstress", None)
+        if not isinstance(context, RunContext):
+            raise RuntimeError(
+                "MemoryMonitor needs environment.memstress (a RunContext) set before it"
+            )
+        self.context: RunContext = context
+        self._sources_override = None if sources is None else parse_source_names(",".join(sources))
+        self.source_names = self._sources_override or _option_sources(environment.parsed_options)
+        self._interval_override = interval
+        self.interval = float(interval if interval is not None else context.monitor_interval)
+        if self.interval <= 0:
+            raise ValueError(f"monitor interval: {self.interval!r} (valid: above 0 seconds)")
+        # Made again at the first test_start, from the settings of that swarm.
+        self.detector = LeakDetector(context.config.monitor.leak_detection)
+        self.guard = SafetyGuard(context.config.safety)
+        self.history: deque[Point] = deque(maxlen=HISTORY)
+        self.latest: dict[str, Any] = {}
+        self.peak_rss: float | None = None
+        self.stop: Stop | None = None
+        self.started: float | None = None  # time.time() of the first sample
+        self.samples_taken = 0
+        self.cpu_seconds = 0.0  # spent in the sampler greenlet, over all samples
+        self.wall_seconds = 0.0
+        self.sampler: Sampler | None = None
+        self._samples_csv: CsvAppender | None = None
+        self._workers_csv: CsvAppender | None = None
+        self._greenlets: list[gevent.Greenlet] = []
+        self._process = psutil.Process()
+        self._closed = False
+        self._stopping = False
+        self.host = context.host
+        context.extras["monitor"] = self
+
+        events = environment.events
+        if isinstance(environment.runner, WorkerRunner) or context.is_worker:
+            self._process.cpu_percent(None)
+            events.report_to_master.add_listener(self.on_report_to_master)
+        else:
+            events.test_start.add_listener(self.on_test_start)
+            events.worker_report.add_listener(self.on_worker_report)
+            events.quitting.add_listener(self.on_quitting)
+            if getattr(environment, "web_ui", None) is not None:
+                from monitors.webui import MemoryView  # Flask bits only where there is a UI
+
+                self.view: MemoryView | None = MemoryView(self)
+            else:
+                self.view = None
+
+    # --- Locust event handlers ------------------------------------------------------
+
+    def on_test_start(self, environment: Environment, **_: Any) -> None:
+        """Start sampling (once; a later swarm in the web UI goes on in the same files)."""
+        self._stopping = False  # a new swarm in the web UI may be stopped again
+        if self._greenlets or self._closed:
+            return
+        runner = environment.runner
+        assert runner is not None
+        ctx = self.context
+        cfg = ctx.config
+        if self._interval_override is None:
+            self.interval = ctx.monitor_interval
+        if self._sources_override is None:
+            self.source_names = _option_sources(environment.parsed_options)
+        self.detector = LeakDetector(self._leak_settings())
+        self.guard = SafetyGuard(cfg.safety)
+        self.host = (environment.host or ctx.host).rstrip("/")
+        self.sampler = self._make_sampler()
+        self.started = time.time()
+        if ctx.run_dir is not None:
+            self._samples_csv = CsvAppender(
+                Path(ctx.run_dir) / "memory_samples.csv", SAMPLE_COLUMNS
+            )
+        loops = [
+            (self._sample_loop, ()),
+            (self._health_loop, (cfg.safety.system_health_check_interval,)),
+            (self._cleanup_loop, (cfg.safety.memory_cleanup_interval,)),
+        ]
+        for fn, args in loops:
+            g = runner.greenlet.spawn(fn, *args)
+            g.link_exception(locust_exception_handler(environment))
+            self._greenlets.append(g)
+        log.info(
+            "memory monitor: sampling %s every %g s (sources: %s)",
+            self.host,
+            self.interval,
+            ", ".join(s.name for s in self.sampler.sources) or "none",
+        )
+
+    def on_quitting(self, environment: Environment, **_: Any) -> None:
+        """Stop the greenlets, close the files, and make a stop's exit code stick."""
+        gevent.killall(self._greenlets, block=True)
+        self._greenlets.clear()
+        self._closed = True
+        for f in (self._samples_csv, self._workers_csv):
+            if f is not None:
+                f.close()
+        if self.samples_taken:
+            log.info(
+                "memory monitor: %d samples, %.2f ms wall and %.2f ms CPU per sample",
+                self.samples_taken,
+                1000 * self.wall_seconds / self.samples_taken,
+                1000 * self.cpu_seconds / self.samples_taken,
+            )
+        if self.stop is not None:
+            environment.process_exit_code = self.stop.exit_code
+
+    def on_report_to_master(self, client_id: str, data: dict[str, Any], **_: Any) -> None:
+        """On a worker: add this process's RSS, CPU and user count to the report."""
+        runner = self.environment.runner
+        data[WORKER_KEY] = {
+            "time": time.time(),
+            "rss_bytes": self._process.memory_info().rss,
+            "cpu_percent": self._process.cpu_percent(None),
+            "user_count": runner.user_count if runner is not None else 0,
+        }
+
+    def on_worker_report(self, client_id: str, data: dict[str, Any], **_: Any) -> None:
+        """On the master: one row of ``worker_samples.csv`` per worker report."""
+        report = data.get(WORKER_KEY)
+        if not isinstance(report, dict) or self.context.run_dir is None or self._closed:
+            return
+        if self._workers_csv is None:
+            self._workers_csv = CsvAppender(
+                Path(self.context.run_dir) / "worker_samples.csv", WORKER_COLUMNS
+            )
+        self._workers_csv.write({"worker_id": client_id, **report})
+
+    # --- the loops --------------------------------------------------------------------
+
+    def _leak_settings(self) -> LeakDetection:
+        """The config's leak settings, on a faster clock for a shortened run."""
+        ctx = self.context
+        settings = ctx.config.monitor.leak_detection
+        try:
+            planned = ctx.config.test_duration.of(ctx.scenario)
+        except (ConfigError, KeyError):
+            return settings
+        factor = ctx.duration_s / planned if planned > 0 else 1.0
+        scaled = on_run_clock(settings, factor, self.interval)
+        if scaled != settings:
+            log.info(
+                "memory monitor: a %.2gx run: leak detector warm-up %.3g s, window %.3g s, "
+                "lookback %.3g s, minimum slope %.2g MB/min",
+                factor,
+                scaled.warmup_s,
+                scaled.window_s,
+                scaled.lookback_s,
+                scaled.min_slope_mb_per_min,
+            )
+        return scaled
+
+    def _judged_value(self, row: dict[str, Any]) -> float | None:
+        """What the leak detector judges: RSS less the bytes the target accounts to its tiers.
+
+        A cache that fills is memory the target knows about; a leak is memory it
+        does not. When the target's /memory/stats is not there (another
+        platform), plain RSS; when it is there but missed this sample, nothing.
+        """
+        rss = row.get("rss_bytes")
+        if rss is None:
+            return None
+        assert self.sampler is not None
+        if not any(s.name == "stats" for s in self.sampler.sources):
+            return float(rss)
+        if "stats_rss_bytes" not in row:  # the stats source did not answer this time
+            return None
+        tiers = [row.get(f"{t}_bytes") for t in TIERS]
+        return float(rss) - sum(float(v) for v in tiers if v is not None)
+
+    def _make_sampler(self) -> Sampler:
+        ctx = self.context
+        pid = ctx.target_pid
+        if pid is None and {"process", "cgroup"} & set(self.source_names):
+            pid = find_listening_pid(self.host) if self.host else None
+            if pid == os.getpid():
+                pid = None
+            if pid is not None:
+                log.info("memory monitor: target PID %d found listening at %s", pid, self.host)
+        timeout = ctx.config.monitor.http_timeout
+        sources: list[Source] = build_sources(
+            self.source_names, pid, lambda: TargetClient(self.host, timeout=timeout)
+        )
+        return Sampler(sources, self._source_missing)
+
+    def _source_missing(self, name: str, reason: str) -> None:
+        log.warning("memory monitor: source %s is not available: %s", name, reason)
+        self.context.record("source_missing", f"{name}: {reason}")
+
+    def _sample_loop(self) -> None:
+        next_at = time.monotonic()
+        while True:
+            self.sample_once()
+            next_at += self.interval
+            now = time.monotonic()
+            if next_at <= now:  # a slow sample: skip the slots it overran
+                next_at += self.interval * (1 + int((now - next_at) // self.interval))
+            gevent.sleep(next_at - now)
+
+    def sample_once(self) -> dict[str, Any]:
+        """Take, record and judge one sample; returns its row."""
+        assert self.sampler is not None
+        now = time.time()
+        if self.started is None:
+            self.started = now
+        t0 = time.perf_counter()
+        with GreenletCpuMeter() as cpu:
+            sample = self.sampler.take()
+            row = sample.row
+            verdict = self.detector.add(now, self._judged_value(row))
+            runner = self.environment.runner
+            row.update(
+                time=now,
+                elapsed_s=now - self.started,
+                stage=self.context.stage.name,
+                users=runner.user_count if runner is not None else 0,
+                leak_slope_mb_min=verdict.slope_mb_min,
+                leak_state=verdict.state,
+            )
+        row["sample_cost_ms"] = 1000 * (time.perf_counter() - t0)
+        row["sample_cpu_ms"] = 1000 * cpu.seconds
+        self.samples_taken += 1
+        self.cpu_seconds += cpu.seconds
+        self.wall_seconds += row["sample_cost_ms"] / 1000
+        if self._samples_csv is not None:
+            self._samples_csv.write(row)
+        self._remember(row, verdict)
+        if verdict.changed:
+            self._leak_event(verdict)
+        if not self._stopping:
+            stop = self.guard.check(
+                now,
+                row["elapsed_s"],
+                row.get("host_percent"),
+                row.get("pressure"),
+                sample.target_ok,
+            )
+            if stop is not None:
+                self.stop_run(stop)
+        return row
+
+    def _remember(self, row: dict[str, Any], verdict: LeakVerdict) -> None:
+        self.latest = row
+        rss = row.get("rss_bytes")
+        if rss is not None and (self.peak_rss is None or rss > self.peak_rss):
+            self.peak_rss = float(rss)
+        self.history.append(
+            Point(
+                row["time"],
+                row["elapsed_s"],
+                row["stage"],
+                rss,
+                row.get("pressure"),
+                row.get("host_percent"),
+                verdict.slope_mb_min,
+                verdict.state,
+            )
+        )
+
+    def _leak_event(self, verdict: LeakVerdict) -> None:
+        assert verdict.changed is not None
+        detail: dict[str, Any] = {"reason": verdict.reason}
+        text = verdict.reason
+        tr = verdict.trend
+        if tr is not None:
+            detail.update(tr.as_detail())
+            text += (
+                f" (slope {tr.slope:.2f} MB/min, {100 * tr.confidence:.1f}% CI "
+                f"{tr.ci_low:.2f} to {tr.ci_high:.2f}, p={tr.p_value:.2g})"
+            )
+        if verdict.state == LEAK:
+            log.warning("memory monitor: leak detected: %s", text)
+        else:
+            log.info("memory monitor: leak cleared: %s", text)
+        self.context.record(verdict.changed, detail)
+
+    def _health_loop(self, every: float) -> None:
+        client = TargetClient(self.host, timeout=self.context.config.monitor.http_timeout)
+        try:
+            while True:
+                gevent.sleep(every)
+                try:
+                    h = client.health()
+                    status, code = h.get("status"), h.get("http_status")
+                    ok = code == 200 and status in ("ok", "degraded")
+                    detail = f"status {status}, HTTP {code}"
+                except (requests.RequestException, ValueError) as exc:
+                    ok, detail = False, f"no answer ({type(exc).__name__})"
+                if not ok:
+                    log.warning("memory monitor: health check failed: %s", detail)
+                self.context.record("health_ok" if ok else "health_failed", detail)
+        finally:
+            client.close()
+
+    def _cleanup_loop(self, every: float) -> None:
+        client = TargetClient(self.host, timeout=self.context.config.monitor.http_timeout)
+        try:
+            while True:
+                gevent.sleep(every)
+                try:
+                    r = client.cycle()
+                    detail: dict[str, Any] = {
+                        k: r.get(k) for k in ("freed_bytes", "duration_ms", "strategy", "pressure")
+                    }
+                except (requests.RequestException, TargetError, ValueError) as exc:
+                    log.warning("memory monitor: cleanup cycle failed: %s", exc)
+                    detail = {"error": str(exc)[:200]}
+                detail["by"] = "monitor"
+                self.context.record("cleanup", detail)
+        finally:
+            client.close()
+
+    # --- stopping ---------------------------------------------------------------------
+
+    def stop_run(self, stop: Stop) -> None:
+        """Stop the run for ``stop``: event, log, exit code, then quit from a new greenlet."""
+        if self._stopping:
+            return
+        self._stopping = True
+        self.stop = stop
+        self.context.stop_reason = stop.reason
+        self.environment.process_exit_code = stop.exit_code
+        self.context.record(stop.kind, stop.reason)
+        log.error(
+            "memory monitor: %s: %s; stopping the run (exit code %d)",
+            stop.kind,
+            stop.reason,
+            stop.exit_code,
+        )
+        # Not in the runner's group: quit() kills that group, this greenlet included.
+        gevent.spawn(self._quit).link_exception(locust_exception_handler(self.environment))
+
+    def _quit(self) -> None:
+        runner = self.environment.runner
+        if runner is None:
+            return
+        options = self.environment.parsed_options
+        if options is None or getattr(options, "headless", True):
+            runner.quit()
+        else:  # the web UI stays up, showing why the run stopped
+            runner.stop()

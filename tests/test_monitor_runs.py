@@ -1,0 +1,262 @@
+"""The memory monitor in real Locust runs against the real reference service.
+
+One module fixture starts the runs in parallel (each Locust process with its
+own run folder, most with a service of their own) and the tests read what
+they left: ``memory_samples.csv``, ``worker_samples.csv``, ``events.csv``, the
+log and the exit code. Durations are short; the leak detector judges a
+shortened run on a proportionally faster clock (``monitors.leak.on_run_clock``).
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+import signal
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from common.config import DEFAULT_CONFIG_PATH
+from common.runfiles import SAMPLE_COLUMNS, WORKER_COLUMNS
+from tests.conftest import ServiceProcess, free_port, start_service
+from tests.locust_helpers import LocustRun, assert_no_traceback, start_locust
+
+pytestmark = pytest.mark.slow
+
+INTERVAL = 0.2
+
+
+def config_copy(path: Path, **changes: Any) -> Path:
+    """The shipped config with ``section.key=value`` changes (keys as ``section__key``)."""
+    data = yaml.safe_load(DEFAULT_CONFIG_PATH.read_text())
+    for key, value in changes.items():
+        node = data
+        *parents, leaf = key.split("__")
+        for p in parents:
+            node = node[p]
+        node[leaf] = value
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+@dataclass
+class Done:
+    run: LocustRun
+    code: int
+
+    @property
+    def samples(self) -> list[dict[str, str]]:
+        return rows(self.run.run_dir / "memory_samples.csv")
+
+    def kinds(self) -> list[str]:
+        return [e["kind"] for e in self.run.events()]
+
+
+@dataclass
+class Runs:
+    leak: Done
+    baseline: Done
+    host_limit: Done
+    pressure_limit: Done
+    lost: Done
+    lost_after_s: float
+    processes: Done
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runs]:
+    base = tmp_path_factory.mktemp("monitor_runs")
+    services: list[ServiceProcess] = []
+    started: list[LocustRun] = []
+
+    def service(name: str) -> ServiceProcess:
+        svc = start_service(base / name / "data")
+        services.append(svc)
+        return svc
+
+    def locust(name: str, svc: ServiceProcess, *args: str) -> LocustRun:
+        if "--processes" in args:  # two at once: each its own master port
+            port = str(free_port())
+            args = (*args, "--master-bind-host", "127.0.0.1", "--master-bind-port", port)
+            args = (*args, "--master-host", "127.0.0.1", "--master-port", port)
+        run = start_locust(
+            base / name,
+            "--headless",
+            "--monitor-interval",
+            str(INTERVAL),
+            *args,
+            host=svc.url,
+            csv_files="--processes" not in args,  # see start_locust
+        )
+        started.append(run)
+        return run
+
+    housekeeping = config_copy(
+        base / "housekeeping.yml",
+        safety__system_health_check_interval=1.0,
+        safety__memory_cleanup_interval=1.5,
+    )
+    try:
+        leaky, plain, doomed, shared = (service(n) for n in ("leaky", "plain", "doomed", "shared"))
+        leak = locust("leak", leaky, "--scenario", "memory_leak", "--duration", "30")
+        baseline = locust(
+            "baseline",
+            plain,
+            "--scenario",
+            "baseline",
+            "--duration",
+            "30",
+            "--memstress-config",
+            str(housekeeping),
+        )
+        lost = locust("lost", doomed, "--scenario", "baseline", "--duration", "60")
+        processes = locust(
+            "processes", shared, "--scenario", "baseline", "--duration", "10", "--processes", "2"
+        )
+        host_cfg = config_copy(base / "host.yml", safety__emergency_shutdown_threshold=1)
+        # the exit code of a --processes run is the master's: the stop must stick there too
+        host_limit = locust(
+            "host_limit", shared, "--scenario", "baseline", "--duration", "30",
+            "--memstress-config", str(host_cfg), "--processes", "2",
+        )  # fmt: skip
+        pressure_cfg = config_copy(
+            base / "pressure.yml",
+            safety__target_pressure_limit=1,
+            safety__target_pressure_limit_s=0.5,
+        )
+        pressure_limit = locust(
+            "pressure_limit", shared, "--scenario", "baseline", "--duration", "30",
+            "--memstress-config", str(pressure_cfg),
+        )  # fmt: skip
+
+        # Let the doomed run take samples, then kill its target outright.
+        samples_csv = lost.run_dir / "memory_samples.csv"
+        deadline = time.monotonic() + 30
+        while not samples_csv.exists() or len(rows(samples_csv)) < 15:
+            assert time.monotonic() < deadline, lost.log()[-3000:]
+            time.sleep(0.2)
+        doomed.stop(signal.SIGKILL)
+        killed_at = time.monotonic()
+        lost_code = lost.wait(30)
+        lost_after = time.monotonic() - killed_at
+
+        yield Runs(
+            leak=Done(leak, leak.wait(90)),
+            baseline=Done(baseline, baseline.wait(90)),
+            host_limit=Done(host_limit, host_limit.wait(60)),
+            pressure_limit=Done(pressure_limit, pressure_limit.wait(60)),
+            lost=Done(lost, lost_code),
+            lost_after_s=lost_after,
+            processes=Done(processes, processes.wait(90)),
+        )
+    finally:
+        for run in started:
+            run.kill()
+        for svc in services:
+            svc.stop()
+
+
+def test_samples_have_every_column_and_a_row_per_interval(runs: Runs) -> None:
+    done = runs.baseline
+    assert done.code == 0, done.run.log()[-3000:]
+    assert_no_traceback(done.run.log())
+    with open(done.run.run_dir / "memory_samples.csv", newline="") as fh:
+        assert tuple(next(csv.reader(fh))) == SAMPLE_COLUMNS
+    samples = done.samples
+    elapsed = float(samples[-1]["elapsed_s"])
+    assert len(samples) >= 0.8 * elapsed / INTERVAL
+    last = samples[-1]
+    numeric = (
+        "rss_bytes", "vms_bytes", "num_threads", "open_files", "prom_rss_bytes",
+        "budget_bytes", "pressure", "host_percent", "sample_cost_ms", "sample_cpu_ms",
+    )  # fmt: skip
+    for col in numeric:
+        assert float(last[col]) >= 0, col
+    assert last["rss_source"] == "psutil" and last["strategy"] in ("normal", "aggressive")
+    assert {s["stage"] for s in samples} >= {"warmup", "steady"}
+    assert {s["leak_state"] for s in samples} <= {"warmup", "clear"}
+    # the psutil and Prometheus readings of the same process agree
+    assert abs(float(last["rss_bytes"]) - float(last["prom_rss_bytes"])) < 0.2 * float(
+        last["rss_bytes"]
+    )
+
+
+def test_baseline_raises_no_leak_and_runs_health_checks_and_cleanup(runs: Runs) -> None:
+    kinds = runs.baseline.kinds()
+    assert "leak_detected" not in kinds
+    assert "health_ok" in kinds and "health_failed" not in kinds
+    cleanups = [e for e in runs.baseline.run.events() if e["kind"] == "cleanup"]
+    assert any('"by": "monitor"' in e["detail"] for e in cleanups), cleanups
+
+
+def test_memory_leak_scenario_raises_leak_detected(runs: Runs) -> None:
+    done = runs.leak
+    assert done.code == 0, done.run.log()[-3000:]
+    events = done.run.events()
+    stage_at = {e["detail"]: float(e["time"]) for e in events if e["kind"] == "stage"}
+    leak_start = next(t for d, t in stage_at.items() if '"name": "leak"' in d)
+    detected = [float(e["time"]) for e in events if e["kind"] == "leak_detected"]
+    assert detected and detected[0] > leak_start, events
+    assert "leak detected: rising" in done.run.log()
+    assert "leak" in {s["leak_state"] for s in done.samples}
+    detail = next(e["detail"] for e in events if e["kind"] == "leak_detected")
+    assert '"slope_mb_min"' in detail and '"ci_low_mb_min"' in detail
+
+
+@pytest.mark.parametrize("which", ["host_limit", "pressure_limit"])
+def test_a_safety_limit_stops_the_run_with_exit_code_4(runs: Runs, which: str) -> None:
+    done: Done = getattr(runs, which)
+    log = done.run.log()
+    assert done.code == 4, log[-3000:]
+    assert_no_traceback(log)
+    stops = [e for e in done.run.events() if e["kind"] == "emergency_stop"]
+    assert len(stops) == 1
+    reason = stops[0]["detail"]
+    expected = "host memory" if which == "host_limit" else "target pressure"
+    assert reason.startswith(expected), reason
+    assert f"emergency_stop: {reason}" in log and "Shutting down (exit code 4)" in log
+    assert len(done.samples) < 30 / INTERVAL / 2  # stopped early
+
+
+def test_a_lost_target_ends_the_run_with_exit_code_3_and_keeps_every_sample(runs: Runs) -> None:
+    done = runs.lost
+    log = done.run.log()
+    assert done.code == 3, log[-3000:]
+    assert "Shutting down (exit code 3)" in log
+    # five consecutive failed samples at 0.2 s, and the shutdown: seconds, not the 60 s plan
+    assert runs.lost_after_s < 15
+    lost = [e for e in done.run.events() if e["kind"] == "target_lost"]
+    assert len(lost) == 1 and "5 consecutive samples" in lost[0]["detail"]
+    match = re.search(r"memory monitor: (\d+) samples", log)
+    assert match, log[-3000:]
+    samples = done.samples
+    assert len(samples) == int(match.group(1))
+    assert [s["elapsed_s"] for s in samples] == sorted(s["elapsed_s"] for s in samples)
+    elapsed = float(samples[-1]["elapsed_s"])
+    assert len(samples) >= 0.8 * elapsed / INTERVAL
+    assert samples[-1]["rss_bytes"] == "" and samples[0]["rss_bytes"] != ""
+
+
+def test_workers_report_their_own_memory_to_the_master(runs: Runs) -> None:
+    done = runs.processes
+    assert done.code == 0, done.run.log()[-3000:]
+    path = done.run.run_dir / "worker_samples.csv"
+    with open(path, newline="") as fh:
+        assert tuple(next(csv.reader(fh))) == WORKER_COLUMNS
+    reports = rows(path)
+    assert len({r["worker_id"] for r in reports}) == 2, reports
+    for r in reports:
+        assert int(r["rss_bytes"]) > 10 << 20 and float(r["cpu_percent"]) >= 0
+    assert max(int(r["user_count"]) for r in reports) >= 1
+    # the master samples the target itself; workers never write the run folder
+    assert len(done.samples) > 10
