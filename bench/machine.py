@@ -69,7 +69,7 @@ def _wrk_version() -> str | None:
     except (OSError, subprocess.TimeoutExpired):
         return None
     first = (out.stdout or out.stderr).strip().splitlines()
-    return first[0] if first else None
+    return first[0].split(" Copyright")[0] if first else None
 
 
 def now_iso() -> str:

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.procs import ROOT, CpuWatch, Service, cpus, run_locust, service, start_locust
-from bench.profiling import py_spy_path, py_spy_record, summarize_collapsed
+from bench.profiling import children_of, py_spy_path, py_spy_record, summarize_collapsed
 from bench.results import BenchResult, Goal, Table
 
 LOCUSTFILE = ROOT / "locustfile.py"
@@ -123,24 +123,34 @@ def _one(
     return out
 
 
+PROFILE_INTERVAL = 0.05  # the option's minimum: 20 x the samples, so py-spy sees enough of them
+PROFILE_S = 25
+
+
 def _profile(svc: Service, workdir: Path, cpu: int | None) -> dict[str, Any] | None:
-    """An extra run sampling every 0.1 s under py-spy: where the sampler's CPU goes."""
+    """An extra run sampling every 0.05 s under py-spy: where the sampler's CPU goes."""
     if py_spy_path() is None:
         return None
     run_dir = workdir / "profile"
     args = ["--headless", "--scenario", "baseline", "--stress-level", str(STRESS_LEVEL)]
-    args += ["--duration", "16", "--monitor-interval", "0.1", "--run-dir", str(run_dir)]
-    args += ["--only-summary", "--target-pid", str(svc.pid)]
+    args += ["--duration", f"{PROFILE_S + 8}", "--monitor-interval", f"{PROFILE_INTERVAL:g}"]
+    args += ["--run-dir", str(run_dir), "--only-summary", "--target-pid", str(svc.pid)]
     proc = start_locust(LOCUSTFILE, run_dir, args, host=svc.url, cpu=cpu)
     try:
         time.sleep(4)
-        raw = py_spy_record(proc.pid, 10, run_dir / "py-spy.txt")
+        raw = py_spy_record(proc.pid, PROFILE_S, run_dir / "py-spy.txt")
         proc.wait(60)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
-    return None if raw is None else summarize_collapsed(raw, top=16, within="sample_once")
+    if raw is None:
+        return None
+    take = children_of(raw, "Sampler.take")
+    lines = children_of(raw, "MemoryMonitor.sample_once")["top"]
+    lines += [""] + take["top"]
+    lines += [""] + summarize_collapsed(raw, top=12, within="sample_once")["top"]
+    return {"top": lines, "sources": take["shares"], "samples": take["samples"]}
 
 
 def run(workdir: Path, small: bool) -> BenchResult:
@@ -312,11 +322,23 @@ def _aggregate(result: BenchResult, runs: list[dict[str, Any]], profile: Any) ->
             "from busy, so this ratio says the monitor does not disturb the scenario's load; "
             "on a saturated generator the monitor would take about its core share above."
         )
+    if profile and profile.get("sources"):
+        top = list(profile["sources"].items())[:3]
+        reading.append(
+            "Where the sampler's CPU goes (py-spy, busy samples under `Sampler.take`): "
+            + ", ".join(f"{name.split(' (')[0]} {100 * share:.0f}%" for name, share in top)
+            + (
+                ": the HTTP sources cost most, a requests round trip each (and /metrics is "
+                "parsed as text)."
+                if top and top[0][0].startswith(("PrometheusSource", "StatsSource"))
+                else "."
+            )
+        )
     result.reading = reading
     if profile:
         result.profile = {
-            "tool": "py-spy record --nonblocking, 100 Hz, 10 s",
-            "of": "an extra run sampling every 0.1 s (10 x the default), stacks under "
-            "sample_once only: where the sampler's own CPU goes",
+            "tool": f"py-spy record --nonblocking, 100 Hz, {PROFILE_S} s",
+            "of": f"an extra run sampling every {PROFILE_INTERVAL:g} s (20 x the default): "
+            "where the sampler's own CPU goes (py-spy records busy samples only)",
             "top": profile["top"],
         }

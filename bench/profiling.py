@@ -90,6 +90,32 @@ def summarize_collapsed(path: Path, top: int = 12, within: str | None = None) ->
     }
 
 
+def children_of(path: Path, parent: str) -> dict[str, Any]:
+    """Busy samples under ``parent`` (a function name), split by the function it called next.
+
+    E.g. ``children_of(raw, "Sampler.take")`` says how the sampler's time splits between
+    its sources. Shares are of the samples with ``parent`` on the stack.
+    """
+    split: Counter[str] = Counter()
+    total = 0
+    for line in path.read_text(errors="replace").splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        frames = [_short(f) for f in stack.split(";") if f]
+        names = [f.split(" (", 1)[0] for f in frames]
+        if parent not in names:
+            continue
+        i = len(names) - 1 - names[::-1].index(parent)
+        n = int(count)
+        total += n
+        split[frames[i + 1] if i + 1 < len(frames) else "(itself)"] += n
+    lines = [f"{total} busy samples under {parent}, by what it called:"]
+    lines += [f"{100 * n / max(1, total):6.1f}%  {f}" for f, n in split.most_common()]
+    shares = {f: n / max(1, total) for f, n in split.most_common()}
+    return {"samples": total, "top": lines, "shares": shares}
+
+
 def _short(frame: str) -> str:
     """``func (path/to/module.py:123)`` -> ``func (module.py)``."""
     name, _, where = frame.partition(" (")

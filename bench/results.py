@@ -245,6 +245,29 @@ def render_markdown(doc: dict[str, Any]) -> str:
         f"scipy {pk.get('scipy')}, pandas {pk.get('pandas')}; wrk: {m.get('wrk') or 'absent'}; "
         f"commit {m.get('git_commit')}; {m.get('date')}.",
         "",
+        "## What ran",
+        "",
+    ]
+    lines += _table(
+        ["benchmark", "mode", "started (UTC)", "wall s", "host CPU busy %", "of it others' %"],
+        [
+            [
+                name,
+                b.get("mode"),
+                b.get("started"),
+                b.get("wall_s"),
+                (b.get("host") or {}).get("busy_pct"),
+                (b.get("host") or {}).get("others_pct"),
+            ]
+            for name, b in doc.get("benchmarks", {}).items()
+        ],
+    )
+    lines += [
+        "",
+        'The machine is shared: "others\'" is CPU used by processes the benchmark did not '
+        "start, over its whole run. Each benchmark compares its two sides back to back so "
+        "both see much the same neighbours.",
+        "",
         "## Goals",
         "",
     ]
