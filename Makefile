@@ -48,6 +48,12 @@ browser:
 bench: $(STAMP)
 	$(BIN)/python -m bench $(ARGS)
 
+# Soak (not in CI): endurance at full length (10 min), then all ten scenarios at
+# full length (--comprehensive: 44 min of load, about 47 min with start-up and reports).
+soak: $(STAMP)
+	$(BIN)/python run_stress_test.py --scenario endurance $(ARGS)
+	$(BIN)/python run_stress_test.py --comprehensive $(ARGS)
+
 # The reference service in the foreground (faults enabled), for trying things by hand.
 service: $(STAMP)
 	$(BIN)/python -m service --enable-faults --data-dir results/service-data $(ARGS)

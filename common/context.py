@@ -329,4 +329,7 @@ def build_context(environment: Any, settings: RunSettings | None = None) -> RunC
     if opts is not None:
         opts.run_dir = str(run_dir)
         setattr(opts, RUN_ID_OPTION, run_id)
-    return RunContext.from_settings(settings, run_id=run_id, host=host, run_dir=run_dir)
+    ctx = RunContext.from_settings(settings, run_id=run_id, host=host, run_dir=run_dir)
+    # The id every agent and namespace of this run starts with, for whoever checks the target.
+    ctx.record("run_start", {"run_id": run_id, "scenario": settings.scenario, "host": host})
+    return ctx

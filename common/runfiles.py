@@ -40,6 +40,7 @@ STAGE_COLUMNS = (
 EVENT_COLUMNS = ("time", "kind", "detail")
 
 EVENT_KINDS = (
+    "run_start",  # the run id its test data on the target is named by
     "stage",
     "leak_detected",
     "leak_cleared",
