@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import contextlib
+import copy
+import re
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
 from tests.conftest import ROOT, free_port
+from tests.test_config import BAD, SHIPPED
 
 CLI = [sys.executable, str(ROOT / "run_stress_test.py")]
 
@@ -126,3 +131,22 @@ def test_unreachable_target_exit_3_before_load(tmp_path: Path) -> None:
     # No Locust process was started, so no load was sent and no Locust files exist.
     assert not (run_dir / "locust.log").exists()
     assert (run_dir / "run_meta.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("mutate", "pattern"), [(m, p) for _, m, p in BAD], ids=[b[0] for b in BAD]
+)
+def test_every_bad_config_file_is_one_line_exit_2_through_the_cli(
+    tmp_path: Path, mutate: Callable[[dict[str, Any]], None], pattern: str
+) -> None:
+    data = copy.deepcopy(SHIPPED)
+    mutate(data)
+    bad = tmp_path / "bad.yml"
+    bad.write_text(yaml.safe_dump(data))
+    out = run_cli("--scenario", "baseline", "--config", str(bad), "--out", str(tmp_path / "out"))
+    assert out.returncode == 2
+    assert "Traceback" not in out.stdout + out.stderr
+    (line,) = out.stderr.splitlines()
+    assert line.startswith("run_stress_test.py: error: bad.yml: ")
+    assert re.search(pattern, line.split("bad.yml: ", 1)[1]), line
+    assert not (tmp_path / "out").exists()  # refused before anything was written
