@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 ROOT = Path(__file__).resolve().parent.parent
 LOCUSTFILE = ROOT / "locustfile.py"
 
@@ -142,6 +144,19 @@ def run_cli(
         stdin=subprocess.DEVNULL,
         check=False,
     )
+
+
+def config_copy(path: Path, **changes: Any) -> Path:
+    """The shipped config with ``section.key=value`` changes (keys as ``section__key``)."""
+    data = yaml.safe_load((ROOT / "stress_test_config.yml").read_text())
+    for key, value in changes.items():
+        node = data
+        *parents, leaf = key.split("__")
+        for p in parents:
+            node = node[p]
+        node[leaf] = value
+    path.write_text(yaml.safe_dump(data))
+    return path
 
 
 def assert_no_traceback(text: str) -> None:

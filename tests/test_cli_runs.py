@@ -46,6 +46,16 @@ def start_cli(*args: str) -> subprocess.Popen[str]:
     )
 
 
+BASELINE_60S = ("--scenario", "baseline", "--duration", "60", "--monitor-interval", "0.5")
+
+
+def wait_for_samples(out: Path) -> Path:
+    """The run folder of a baseline run under ``out``, once it holds a few samples."""
+    run_dir: Path = wait_for(lambda: next(out.glob("*_baseline"), None), 30, "the run folder")
+    wait_for(lambda: sample_rows(run_dir) >= 4, 60, "memory samples")
+    return run_dir
+
+
 def stop_cli(cli: subprocess.Popen[str]) -> None:
     """Kill the CLI if a test failed early, and close its pipes either way."""
     if cli.poll() is None:
@@ -120,19 +130,9 @@ def test_quick_session_end_to_end(tmp_path: Path) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_interrupt_keeps_everything_and_reports_interrupted(tmp_path: Path, sig: int) -> None:
-    cli = start_cli(
-        "--scenario",
-        "baseline",
-        "--duration",
-        "60",
-        "--out",
-        str(tmp_path),
-        "--monitor-interval",
-        "0.5",
-    )
+    cli = start_cli(*BASELINE_60S, "--out", str(tmp_path))
     try:
-        run_dir = wait_for(lambda: next(tmp_path.glob("*_baseline"), None), 30, "the run folder")
-        wait_for(lambda: sample_rows(run_dir) >= 4, 60, "memory samples")
+        run_dir = wait_for_samples(tmp_path)
         cli.send_signal(sig)
         out, err = cli.communicate(timeout=90)
     finally:
@@ -151,19 +151,9 @@ def test_interrupt_keeps_everything_and_reports_interrupted(tmp_path: Path, sig:
 
 @pytest.mark.slow
 def test_locust_killed_mid_run_still_builds_a_partial_report(tmp_path: Path) -> None:
-    cli = start_cli(
-        "--scenario",
-        "baseline",
-        "--duration",
-        "60",
-        "--out",
-        str(tmp_path),
-        "--monitor-interval",
-        "0.5",
-    )
+    cli = start_cli(*BASELINE_60S, "--out", str(tmp_path))
     try:
-        run_dir = wait_for(lambda: next(tmp_path.glob("*_baseline"), None), 30, "the run folder")
-        wait_for(lambda: sample_rows(run_dir) >= 4, 60, "memory samples")
+        run_dir = wait_for_samples(tmp_path)
         child = wait_for(lambda: child_running(cli, "locust"), 10, "the Locust process")
         kept = sample_rows(run_dir)
         child.kill()
@@ -191,19 +181,9 @@ def test_locust_killed_mid_run_still_builds_a_partial_report(tmp_path: Path) -> 
 
 @pytest.mark.slow
 def test_target_killed_mid_run_exit_3_report_says_so(tmp_path: Path) -> None:
-    cli = start_cli(
-        "--scenario",
-        "baseline",
-        "--duration",
-        "60",
-        "--out",
-        str(tmp_path),
-        "--monitor-interval",
-        "0.5",
-    )
+    cli = start_cli(*BASELINE_60S, "--out", str(tmp_path))
     try:
-        run_dir = wait_for(lambda: next(tmp_path.glob("*_baseline"), None), 30, "the run folder")
-        wait_for(lambda: sample_rows(run_dir) >= 4, 60, "memory samples")
+        run_dir = wait_for_samples(tmp_path)
         service = wait_for(lambda: child_running(cli, "service"), 10, "the service process")
         kept = sample_rows(run_dir)
         killed_at = time.time()

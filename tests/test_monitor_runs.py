@@ -16,32 +16,16 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
-import yaml
 
-from common.config import DEFAULT_CONFIG_PATH
 from common.runfiles import SAMPLE_COLUMNS, WORKER_COLUMNS
 from tests.conftest import ServiceProcess, free_port, start_service
-from tests.locust_helpers import LocustRun, assert_no_traceback, start_locust
+from tests.locust_helpers import LocustRun, assert_no_traceback, config_copy, start_locust
 
 pytestmark = pytest.mark.slow
 
 INTERVAL = 0.2
-
-
-def config_copy(path: Path, **changes: Any) -> Path:
-    """The shipped config with ``section.key=value`` changes (keys as ``section__key``)."""
-    data = yaml.safe_load(DEFAULT_CONFIG_PATH.read_text())
-    for key, value in changes.items():
-        node = data
-        *parents, leaf = key.split("__")
-        for p in parents:
-            node = node[p]
-        node[leaf] = value
-    path.write_text(yaml.safe_dump(data))
-    return path
 
 
 def rows(path: Path) -> list[dict[str, str]]:

@@ -11,20 +11,9 @@ from typing import Any
 
 import pytest
 import requests
-import yaml
 
-from tests.conftest import ROOT, ServiceProcess, start_service
-from tests.locust_helpers import assert_no_traceback, start_locust
-
-
-def config_with(path: Path, **changes: Any) -> Path:
-    """A copy of the shipped config with ``section__key=value`` changes."""
-    data = yaml.safe_load((ROOT / "stress_test_config.yml").read_text())
-    for dotted, value in changes.items():
-        section, key = dotted.split("__")
-        data[section][key] = value
-    path.write_text(yaml.safe_dump(data))
-    return path
+from tests.conftest import ServiceProcess, start_service
+from tests.locust_helpers import assert_no_traceback, config_copy, start_locust
 
 
 def stats(svc: ServiceProcess) -> dict[str, Any]:
@@ -45,7 +34,7 @@ def test_emergency_stop_fires_just_above_the_current_pressure_and_leaves_faults_
 ) -> None:
     before = stats(small_service)["pressure"]
     limit = round(before + 8, 1)  # just above where the target is now
-    config = config_with(
+    config = config_copy(
         tmp_path / "limit.yml",
         safety__target_pressure_limit=limit,
         safety__target_pressure_limit_s=1,
