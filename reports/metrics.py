@@ -286,7 +286,8 @@ DEFINITIONS: dict[str, tuple[str, str, str]] = {
     "leak.slope_mb_min": (
         "leak slope",
         "MB/min",
-        "Theil-Sen slope of the lower envelope of RSS (minimum per window): GC sawtooth is no leak",
+        "Theil-Sen slope of the lower envelope (minimum per window; GC sawtooth is no leak) of "
+        "RSS less the target's accounted tier bytes (plain RSS when it reports none)",
     ),
     "leak.trend_p_value": (
         "trend p-value",
@@ -296,7 +297,8 @@ DEFINITIONS: dict[str, tuple[str, str, str]] = {
     "leak.trend_leak": (
         "leak trend",
         "",
-        "slope >= monitor.leak_detection.min_slope_mb_per_min and p-value < its significance",
+        "slope >= monitor.leak_detection.min_slope_mb_per_min, p-value < its significance, "
+        "and a total rise of at least min_slope x lookback_s (as the online detector)",
     ),
     "leak.windows": ("envelope windows", "", "windows of monitor.leak_detection.window_s seconds"),
     "leak.detected": ("leak detected online", "", "the monitor wrote a leak_detected event"),
@@ -537,6 +539,24 @@ def _rss(samples: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     ok = rss.notna().to_numpy()
     t = _col(samples, "time").to_numpy(dtype=float)[ok]
     return t, rss.to_numpy(dtype=float)[ok] / MB
+
+
+TIER_COLUMNS = ("conversations_bytes", "vectors_bytes", "embedding_cache_bytes", "ballast_bytes")
+
+
+def _judged(samples: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Times and MB the leak trend is judged on, as the online detector judges them:
+    RSS less the bytes the target accounts to its tiers (a filling cache is memory
+    it knows about, a leak is memory it does not); plain RSS when it reports no tiers.
+    """
+    tiers = [c for c in (_col(samples, name) for name in TIER_COLUMNS) if c.notna().any()]
+    if not tiers:
+        return _rss(samples)
+    rss = _col(samples, "rss_bytes")
+    ok = rss.notna() & pd.concat([c.notna() for c in tiers], axis=1).all(axis=1)
+    net = rss - sum(c.fillna(0.0) for c in tiers)
+    t = _col(samples, "time").to_numpy(dtype=float)[ok.to_numpy()]
+    return t, net.to_numpy(dtype=float)[ok.to_numpy()] / MB
 
 
 def budget_mb(data: RunData) -> float | None:
@@ -820,13 +840,20 @@ def trend(
 
 def leak_metrics(data: RunData, cfg: Config, t0: float, spans: list[StageSpan]) -> LeakMetrics:
     ld = cfg.monitor.leak_detection
-    t, rss = _rss(data.samples)
+    _, rss = _rss(data.samples)
     m = LeakMetrics(window_s=ld.window_s)
     if len(rss):
-        m.slope_mb_min, m.trend_p_value, m.windows = trend(t, rss, ld.window_s, ld.min_windows)
+        tj, judged = _judged(data.samples)
+        m.slope_mb_min, m.trend_p_value, m.windows = trend(tj, judged, ld.window_s, ld.min_windows)
         if m.slope_mb_min is not None and m.trend_p_value is not None:
+            # As the online detector: a shorter span needs the same total rise as the
+            # lookback at the minimum slope, so a short run's warm-up is no leak.
+            minutes = (tj[-1] - tj[0]) / 60.0 if len(tj) else 0.0
+            rise_needed = ld.min_slope_mb_per_min * ld.lookback_s / 60.0
             m.trend_leak = bool(
-                m.slope_mb_min >= ld.min_slope_mb_per_min and m.trend_p_value < ld.significance
+                m.slope_mb_min >= ld.min_slope_mb_per_min
+                and m.trend_p_value < ld.significance
+                and m.slope_mb_min * minutes >= rise_needed
             )
     ev = data.events
     det = ev.loc[ev["kind"] == "leak_detected", "time"].to_numpy(dtype=float)
@@ -1037,6 +1064,7 @@ def stage_metrics(
     data: RunData, spans: list[StageSpan], t0: float, cfg: Config
 ) -> list[StageMetrics]:
     t, rss = _rss(data.samples)
+    tj, judged = _judged(data.samples)
     p_all, _ = pressure_series(data)
     p_t = _col(data.samples, "time").to_numpy(dtype=float)
     p_v = p_all.to_numpy(dtype=float) if len(p_all) else np.full(len(p_t), np.nan)
@@ -1065,7 +1093,8 @@ def stage_metrics(
             if m.memory_start_mb is not None and m.memory_end_mb is not None:
                 m.growth_mb = m.memory_end_mb - m.memory_start_mb
             m.peak_mb = float(r.max())
-            m.leak_slope_mb_min = trend(t[sel], r, ld.window_s, ld.min_windows)[0]
+            jsel = (tj >= s.start) & (tj < s.end)
+            m.leak_slope_mb_min = trend(tj[jsel], judged[jsel], ld.window_s, ld.min_windows)[0]
         psel = (p_t >= s.start) & (p_t < s.end)
         pv = p_v[psel]
         pv = pv[np.isfinite(pv)]

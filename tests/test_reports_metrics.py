@@ -221,3 +221,23 @@ def test_samples_columns_are_the_runfiles_contract() -> None:
     # The reader relies on these names; a rename in common/runfiles.py must show up here.
     for col in ("time", "rss_bytes", "pressure", "optimizations_total", "bytes_freed_total"):
         assert col in SAMPLE_COLUMNS
+
+
+def test_leak_trend_is_judged_net_of_the_targets_accounted_tiers() -> None:
+    """A cache that fills is memory the target accounts for: no trend once it is taken off."""
+    from reports.metrics import _judged
+
+    mb = 1024 * 1024
+    t = np.arange(0.0, 600.0, 1.0)
+    cache = np.minimum(t, 300.0) * 0.2 * mb  # 60 MB of cache filling for 5 min, then flat
+    leak = t * (2.0 / 60.0) * mb  # 2 MB/min the target does not know about
+    samples = pd.DataFrame(
+        {"time": t, "rss_bytes": 100 * mb + cache + leak, "vectors_bytes": cache}
+    )
+    tj, net = _judged(samples)
+    assert len(tj) == len(t)
+    slope = np.polyfit(tj / 60.0, net, 1)[0]
+    assert slope == pytest.approx(2.0, rel=1e-6)  # only the leak is left
+    plain = samples.drop(columns=["vectors_bytes"])
+    _, rss = _judged(plain)  # a target with no tiers: plain RSS
+    assert rss[-1] - rss[0] == pytest.approx((cache[-1] + leak[-1]) / mb)
