@@ -200,9 +200,16 @@ def recommendations(
     if o.success_rate_pct is not None and o.success_rate_pct < 95:
         out.append(f"{o.failed} of {o.count} optimizations failed: read the target's log for why.")
     if o.count == 0 and m.memory.samples:
-        out.append(
-            "No optimization ran: check that the cycle and optimize endpoints are exercised."
-        )
+        if m.cycle.count:
+            out.append(
+                f"No optimization ran in {m.cycle.count} management cycles: pressure never "
+                "called for one, so this run says nothing about how well the target frees memory."
+            )
+        else:
+            out.append(
+                "No optimization ran and no cycle was requested: check that the cycle and "
+                "optimize endpoints are exercised."
+            )
     if m.requests.shed:
         out.append(
             f"{m.requests.shed} requests were shed ({num(m.requests.shed_pct)}% of requests): "
