@@ -120,8 +120,6 @@ def _side(
         "service_cpu_util": None if svc_cpu is None else svc_cpu / span,
         "service_cpu_ms_per_request": None if svc_cpu is None or not n else 1000 * svc_cpu / n,
         "mean_response_ms": mean_rt,
-        # Each user's time per request minus the response time: what the generator adds.
-        "client_ms_per_request": (1000 * users / rps - mean_rt) if rps else None,
         "exit_code": run.exit_code,
     }
 
@@ -252,8 +250,6 @@ def _aggregate(
     # Pairs ran back to back, so each pair shares the machine's conditions; the headline
     # is the median of the pair ratios (a neighbour's burst spoils one pair, not the lot).
     ratio = _med(list(pair_ratios))
-    client_a = _med([r["client_ms_per_request"] for r in a])
-    client_b = _med([r["client_ms_per_request"] for r in b])
     cpu_a = _med([r["generator_cpu_ms_per_request"] for r in a])
     cpu_b = _med([r["generator_cpu_ms_per_request"] for r in b])
     util_a = _med([r["generator_cpu_util"] for r in a])
@@ -290,7 +286,6 @@ def _aggregate(
                 "generator CPU %",
                 "generator CPU ms/request",
                 "mean response ms",
-                "client ms/request",
                 "service CPU %",
                 "service CPU ms/request",
             ],
@@ -303,7 +298,6 @@ def _aggregate(
                     None if r["generator_cpu_util"] is None else 100 * r["generator_cpu_util"],
                     r["generator_cpu_ms_per_request"],
                     r["mean_response_ms"],
-                    r["client_ms_per_request"],
                     None if r["service_cpu_util"] is None else 100 * r["service_cpu_util"],
                     r["service_cpu_ms_per_request"],
                 ]
@@ -320,13 +314,6 @@ def _aggregate(
                     rps_b,
                     result.ratios["rps_medians_scenario_over_plain"],
                     wrk_rps,
-                ],
-                [
-                    "client ms per request (user's cycle minus response time)",
-                    client_a,
-                    client_b,
-                    client_a / client_b if client_a is not None and client_b else None,
-                    None,
                 ],
                 [
                     "generator CPU ms per request",
@@ -380,7 +367,8 @@ def _aggregate(
             f"The scenario user reached {ratio:.3f} of the plain user's requests/s, the median "
             f"of {len(spread)} back-to-back pairs ranging {min(spread):.3f} to "
             f"{max(spread):.3f} ({'meets' if ratio >= GOAL_RATIO else 'misses'} the "
-            f"{GOAL_RATIO} goal)."
+            f"{GOAL_RATIO} goal); the ratio of the two sides' median rates is "
+            f"{result.ratios['rps_medians_scenario_over_plain'] or 0:.3f}."
         )
     if svc_util is not None and util_a is not None and util_b is not None:
         if max(util_a, util_b) < 0.8:
@@ -391,7 +379,7 @@ def _aggregate(
                 "the rate, and how fast it answered moved with whatever else ran on the machine: "
                 "that is the spread of the pair ratios. Here the ratio says whether the "
                 "scenario's request path holds the load back; what the path costs is the "
-                "generator CPU and client time per request below."
+                "generator CPU per request below."
             )
         else:
             reading.append(
@@ -405,12 +393,6 @@ def _aggregate(
             f"{cpu_b:.3f} ms for the plain user ({cpu_a / cpu_b:.2f} x): one generator core "
             f"would saturate at about {1000 / cpu_a:,.0f} requests/s with the scenario user and "
             f"{1000 / cpu_b:,.0f} with the plain one."
-        )
-    if client_a is not None and client_b is not None:
-        reading.append(
-            f"Between an answer and its next request a scenario user spends {client_a:.3f} ms "
-            f"against {client_b:.3f} ms for the plain user (the stage lookups, the body, "
-            "catch_response and the JSON parse of the answer)."
         )
     if wrk_rps is not None and rps_b is not None:
         reading.append(

@@ -249,10 +249,19 @@ def render_markdown(doc: dict[str, Any]) -> str:
         "",
     ]
     lines += _table(
-        ["benchmark", "mode", "started (UTC)", "wall s", "host CPU busy %", "of it others' %"],
+        [
+            "benchmark",
+            "command",
+            "mode",
+            "started (UTC)",
+            "wall s",
+            "host CPU busy %",
+            "of it others' %",
+        ],
         [
             [
                 name,
+                f"`{(b.get('command') or '').strip()}`",
                 b.get("mode"),
                 b.get("started"),
                 b.get("wall_s"),
