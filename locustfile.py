@@ -24,6 +24,7 @@ from locust import events
 from common.config import DEFAULT_CONFIG_PATH, SCENARIO_NAMES, ConfigError
 from common.context import build_context, resolve_settings
 from monitors.monitor import MemoryMonitor, add_monitor_options
+from reports.live import LiveVerdict
 from scenarios.registry import get_scenario, user_classes
 from shapes.plan import PlanError
 from shapes.scenario import ScenarioShape, wire_stages
@@ -120,3 +121,5 @@ def on_init(environment: Any, runner: Any, web_ui: Any = None, **_: Any) -> None
 
     # --- the memory monitor: MemoryMonitor(environment) goes here (monitors/) ---
     MemoryMonitor(environment)
+    # --- the verdict of a run started with plain `locust`: exit code 1 below fail_on ---
+    LiveVerdict(environment, settings.config)

@@ -12,7 +12,14 @@ import pytest
 import requests
 
 from tests.conftest import ServiceProcess, free_port
-from tests.locust_helpers import ROOT, LocustRun, assert_no_traceback, run_cli, start_locust
+from tests.locust_helpers import (
+    ROOT,
+    LocustRun,
+    assert_no_traceback,
+    config_copy,
+    run_cli,
+    start_locust,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -194,3 +201,35 @@ def test_max_test_duration_caps_the_run_and_the_master_cleans_up(
     for k in range(8):
         url = f"{fresh_service.url}/agents/{done['run_id']}-agent-{k}/messages"
         assert requests.get(url, timeout=5).json()["total"] == 0
+
+
+def test_a_plain_headless_run_sets_the_verdicts_exit_code(
+    tmp_path: Path, fresh_service: ServiceProcess
+) -> None:
+    """Graded at quit with the config's thresholds: a cycle-time bound no target meets fails."""
+    strict = config_copy(
+        tmp_path / "strict.yml",
+        performance_thresholds__response_time={
+            "excellent": 0.00001,
+            "good": 0.00002,
+            "acceptable": 0.00003,
+            "poor": 0.00004,
+        },
+    )
+    run = start_locust(
+        tmp_path / "run",
+        "--headless",
+        "--scenario",
+        "baseline",
+        "--duration",
+        "8",
+        "--memstress-config",
+        str(strict),
+        host=fresh_service.url,
+    )
+    code = run.wait(60)
+    log = run.log()
+    assert_no_traceback(log)
+    assert code == 1, log[-3000:]
+    assert "memstress verdict: FAILED" in log
+    assert "mean cycle time" in log and "(Poor bound) -> Poor" in log
