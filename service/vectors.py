@@ -11,6 +11,7 @@ manager allows it), so spilling never changes an answer.
 
 from __future__ import annotations
 
+import mmap
 import time
 from dataclasses import dataclass
 
@@ -22,6 +23,26 @@ from service.store import Store
 ROW_OVERHEAD = 8 + 4 + 1  # doc id slot, chunk number, alive flag
 DOC_OVERHEAD = 160  # doc id string, dict entry, (start, count) tuple
 MIN_CAPACITY = 64
+HUGE_PAGE = 2 * 1024 * 1024  # smaller matrices cannot span a transparent huge page
+
+
+def _rows_matrix(capacity: int) -> np.ndarray:
+    """An uninitialized ``(capacity, DIMS)`` float32 matrix whose unwritten rows stay off RSS.
+
+    ``np.empty`` asks the kernel for transparent huge pages on big arrays
+    (``MADV_HUGEPAGE``), so the first write past the used rows faults in a whole
+    2 MiB page: up to 2 MiB of resident slack per namespace that the tier does
+    not count (and khugepaged may collapse more). A private anonymous mapping
+    without huge pages faults 4 KiB at a time, so the resident part stays the
+    written rows the tier accounts, and the mapping is unmapped with the array.
+    """
+    nbytes = capacity * VECTOR_BYTES
+    if nbytes < HUGE_PAGE or not hasattr(mmap, "MAP_PRIVATE"):  # small, or not POSIX
+        return np.empty((capacity, DIMS), dtype=np.float32)
+    buf = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    if hasattr(mmap, "MADV_NOHUGEPAGE"):
+        buf.madvise(mmap.MADV_NOHUGEPAGE)
+    return np.frombuffer(buf, dtype=np.float32).reshape(capacity, DIMS)
 
 
 @dataclass(frozen=True)
@@ -40,7 +61,7 @@ class NamespaceIndex:
 
     def __init__(self, capacity: int = MIN_CAPACITY) -> None:
         capacity = max(MIN_CAPACITY, capacity)
-        self.mat = np.empty((capacity, DIMS), dtype=np.float32)
+        self.mat = _rows_matrix(capacity)
         self.chunk_no = np.empty(capacity, dtype=np.int32)
         self.alive = np.zeros(capacity, dtype=bool)
         self.doc_of: list[str] = []
@@ -64,7 +85,7 @@ class NamespaceIndex:
         while cap < need:
             cap *= 2
         # New rows past n stay untouched, so they cost no resident memory yet.
-        mat = np.empty((cap, DIMS), dtype=np.float32)
+        mat = _rows_matrix(cap)
         mat[: self.n] = self.mat[: self.n]
         chunk_no = np.empty(cap, dtype=np.int32)
         chunk_no[: self.n] = self.chunk_no[: self.n]
