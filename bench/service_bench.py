@@ -218,6 +218,7 @@ def _aggregate(
     net = _per_vector(empty, last, net_of_cache=True)
     cache_full = mid["embedding_cache_bytes"] >= 0.95 * mid["embedding_cache_limit_bytes"]
     accounted = last["vectors_bytes"] / max(1, last["vectors_items"])
+    short_kib = (FLOOR_BYTES - marginal) * (last["stored"] - mid["stored"]) / 2**10
     s_lo, s_hi = first["search"], last["search"]
     result.raw = {
         "rss_empty_bytes": rss0,
@@ -338,7 +339,15 @@ def _aggregate(
         "needed an optimization at this pressure"
         + ("." if not cyc_full["optimized"] else f" but {cyc_full['optimized']} did."),
         f"Each stored vector costs {marginal:,.0f} B of RSS at the margin "
-        f"({marginal / FLOOR_BYTES:.2f} x the 1,536 B floor); the vector tier accounts "
+        f"({marginal / FLOOR_BYTES:.2f} x the 1,536 B floor"
+        + (
+            f"; under it by {short_kib:,.0f} KiB over the span, which other memory "
+            "moving between the two RSS readings (allocator trims, the full embedding "
+            "cache turning over) accounts for: read it as the floor"
+            if marginal < FLOOR_BYTES
+            else ""
+        )
+        + "); the vector tier accounts "
         f"{accounted:,.0f} B per vector for itself (the float32 row, 13 B of row bookkeeping, "
         "the per-document entry)"
         + (
