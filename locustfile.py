@@ -21,11 +21,12 @@ from typing import Any
 
 from locust import events
 
-from common.config import DEFAULT_CONFIG_PATH, SCENARIO_NAMES, ConfigError
+from common.config import DEFAULT_CONFIG_PATH, ConfigError
 from common.context import build_context, resolve_settings
 from monitors.monitor import MemoryMonitor, add_monitor_options
 from reports.live import LiveVerdict
 from scenarios.registry import get_scenario, user_classes
+from scenarios.registry import names as registered_names
 from shapes.plan import PlanError
 from shapes.scenario import ScenarioShape, wire_stages
 
@@ -43,7 +44,7 @@ class MemstressShape(ScenarioShape):
 
 @events.init_command_line_parser.add_listener
 def add_options(parser: Any, **_: Any) -> None:
-    names = ", ".join(SCENARIO_NAMES)
+    names = ", ".join(registered_names())
     parser.add_argument(
         "--scenario",
         default="baseline",
@@ -62,7 +63,7 @@ def add_options(parser: Any, **_: Any) -> None:
         default=None,
         env_var="MEMSTRESS_DURATION",
         help="Total seconds of the scenario's stage plan. Default: the scenario's "
-        "test_duration in the config.",
+        "test_duration in the config (its own default for one outside the ten).",
     )
     parser.add_argument(
         "--duration-scale",

@@ -3,7 +3,7 @@
 
     python run_stress_test.py --quick                 # the critical set, scaled down
     python run_stress_test.py --scenario memory_leak  # one scenario at its full length
-    python run_stress_test.py --comprehensive         # all ten
+    python run_stress_test.py --comprehensive         # every registered scenario
     python run_stress_test.py --list-scenarios
 
 Exit codes: 0 passed, 1 failed (a grade below --fail-on), 2 bad usage or config,
@@ -23,7 +23,6 @@ from rich.table import Table
 
 from common.config import (
     GRADES,
-    SCENARIO_NAMES,
     Config,
     ConfigError,
     load_config,
@@ -32,6 +31,7 @@ from common.config import (
 from common.runfiles import RESULTS_DIR, new_run_dir
 from common.target import check_loopback
 from runner.preflight import PreflightError, check_out_dir
+from scenarios.registry import all_scenarios, get_scenario, names
 
 log = logging.getLogger("memstress")
 
@@ -85,9 +85,13 @@ def build_parser() -> Parser:
         "--scenario",
         type=_scenario,
         metavar="NAME",
-        help=f"run one scenario ({', '.join(SCENARIO_NAMES)}; seed keys work too)",
+        help=f"run one scenario ({', '.join(names())}; seed keys work too)",
     )
-    what.add_argument("--comprehensive", action="store_true", help="run all ten scenarios")
+    what.add_argument(
+        "--comprehensive",
+        action="store_true",
+        help="run every registered scenario (the design's ten, and any added)",
+    )
     what.add_argument(
         "--quick",
         action="store_true",
@@ -156,7 +160,6 @@ def build_parser() -> Parser:
 
 
 def list_scenarios(console: Console) -> None:
-    from scenarios.registry import all_scenarios
 
     cfg = load_config()
     table = Table(title="memstress scenarios")
@@ -166,7 +169,10 @@ def list_scenarios(console: Console) -> None:
     table.add_column("purpose")
     for info in all_scenarios():
         table.add_row(
-            info.name, info.seed_key, f"{cfg.test_duration.of(info.name):g}", info.purpose
+            info.name,
+            info.seed_key or "-",
+            f"{info.default_duration(cfg):g}",
+            info.purpose,
         )
     console.print(table)
 
@@ -232,13 +238,13 @@ def main(argv: list[str] | None = None) -> int:
         monitor_interval=args.monitor_interval,
     )
     if args.scenario:
-        names, scale = [args.scenario], 1.0
+        chosen, scale = [args.scenario], 1.0
     elif args.comprehensive:
-        names, scale = list(SCENARIO_NAMES), 1.0
+        chosen, scale = list(names()), 1.0
     else:
-        names = [scenario_name(n) for n in config.scenarios.quick]
+        chosen = [scenario_name(n) for n in config.scenarios.quick]
         scale = config.scenarios.quick_duration_scale
-    plan = [(n, args.duration or config.test_duration.of(n) * scale) for n in names]
+    plan = [(n, args.duration or get_scenario(n).default_duration(config) * scale) for n in chosen]
     try:
         check_plans(plan, config, level)
     except ValueError as exc:
@@ -283,8 +289,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def check_plans(plan: list[tuple[str, float]], config: Config, level: int) -> None:
     """Every scenario's stage plan is playable at its duration (ValueError otherwise)."""
-    from scenarios.registry import get_scenario
-
     for name, duration in plan:
         get_scenario(name).build_plan(config, config.stress(level), duration)
 

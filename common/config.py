@@ -61,6 +61,9 @@ class ConfigError(ValueError):
 def scenario_name(name: str) -> str:
     """Resolve a scenario name or its seed key to the scenario name.
 
+    The design's ten resolve by name or seed key; a scenario added to
+    ``scenarios/registry.py`` resolves by its name.
+
     >>> scenario_name("memory_leak_simulation")
     'memory_leak'
     """
@@ -69,7 +72,12 @@ def scenario_name(name: str) -> str:
     for short, seed in SEED_KEYS.items():
         if seed == name:
             return short
-    valid = ", ".join(SCENARIO_NAMES)
+    from scenarios.registry import names  # here: the scenario modules import this one
+
+    registered = names()
+    if name in registered:
+        return name
+    valid = ", ".join(registered)
     raise ConfigError(f"unknown scenario {name!r} (valid: {valid}, or their seed keys)")
 
 
@@ -98,7 +106,11 @@ class TestDuration:
     endurance_limits: float = _f(0, above=True)
 
     def of(self, scenario: str) -> float:
-        """Default duration in seconds of a scenario (name or seed key)."""
+        """Default duration in seconds of one of the design's ten (name or seed key).
+
+        A scenario added outside the ten has no key here: ask its
+        :meth:`scenarios.spec.Scenario.default_duration`, which falls back to its own.
+        """
         return float(getattr(self, SEED_KEYS[scenario_name(scenario)]))
 
 

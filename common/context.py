@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 from common.config import (
-    SCENARIO_NAMES,
     Config,
     ConfigError,
     StressLevel,
@@ -125,6 +124,12 @@ def _whole(option: str, value: Any, valid: str) -> int:
         raise ConfigError(f"{option}: {value!r} is not a whole number (valid: {valid})") from None
 
 
+def _default_duration(scenario: str, config: Config) -> float:
+    from scenarios.registry import get_scenario  # here: the registry imports every scenario
+
+    return get_scenario(scenario).default_duration(config)
+
+
 def resolve_settings(options: Any) -> RunSettings:
     """Check the custom options (``None`` options: all defaults) against the config."""
 
@@ -134,11 +139,8 @@ def resolve_settings(options: Any) -> RunSettings:
     raw = get("scenario")
     try:
         scenario = scenario_name(_text(raw) or "baseline")
-    except ConfigError:
-        valid = ", ".join(SCENARIO_NAMES)
-        raise ConfigError(
-            f"--scenario: unknown scenario {raw!r} (valid: {valid}, or their seed keys)"
-        ) from None
+    except ConfigError as exc:
+        raise ConfigError(f"--scenario: {exc}") from None
     config = load_config(_text(get("memstress_config")))
     levels = config.stress_levels
     level_raw = get("stress_level")
@@ -150,7 +152,7 @@ def resolve_settings(options: Any) -> RunSettings:
     stress = config.stress(level)
     duration_raw = get("duration")
     base = (
-        config.test_duration.of(scenario)
+        _default_duration(scenario, config)
         if _text(duration_raw) is None
         else _number("--duration", duration_raw, "seconds above 0, e.g. 60", lo=0)
     )

@@ -50,6 +50,7 @@ from monitors.leak import LEAK, LeakDetector, LeakVerdict, on_run_clock
 from monitors.safety import SafetyGuard, Stop
 from monitors.sampler import GreenletCpuMeter, Sampler, Source
 from monitors.sources import TIERS, build_sources, find_listening_pid, parse_source_names
+from scenarios.registry import get_scenario
 
 if TYPE_CHECKING:
     from locust.env import Environment
@@ -261,7 +262,7 @@ class MemoryMonitor:
         ctx = self.context
         settings = ctx.config.monitor.leak_detection
         try:
-            planned = ctx.config.test_duration.of(ctx.scenario)
+            planned = get_scenario(ctx.scenario).default_duration(ctx.config)
         except (ConfigError, KeyError):
             return settings
         factor = ctx.duration_s / planned if planned > 0 else 1.0

@@ -1,42 +1,67 @@
 """The scenarios, in the design's order. Adding one: a new module and one line here.
 
-Each module defines ``SCENARIO`` (a :class:`scenarios.spec.Scenario`); the
-locustfile exposes every scenario's user classes to Locust and its shape picks
-the chosen scenario's at run time.
+Each module in :data:`MODULES` defines ``SCENARIO`` (a
+:class:`scenarios.spec.Scenario`); the locustfile exposes every scenario's user
+classes to Locust and its shape picks the chosen scenario's at run time.
 """
 
 from __future__ import annotations
 
-from scenarios import (
-    baseline,
-    concurrent_agents,
-    endurance,
-    high_memory,
-    memory_leak,
-    memory_pressure_crisis,
-    optimization_overload,
-    rapid_growth,
-    recovery,
-    vector_store,
-)
+import importlib
+
+from common.config import SEED_KEYS
 from scenarios.spec import Scenario
 
-SCENARIOS: tuple[Scenario, ...] = (
-    baseline.SCENARIO,
-    memory_leak.SCENARIO,
-    high_memory.SCENARIO,
-    rapid_growth.SCENARIO,
-    vector_store.SCENARIO,
-    concurrent_agents.SCENARIO,
-    optimization_overload.SCENARIO,
-    memory_pressure_crisis.SCENARIO,
-    recovery.SCENARIO,
-    endurance.SCENARIO,
+MODULES: tuple[str, ...] = (
+    "baseline",
+    "memory_leak",
+    "high_memory",
+    "rapid_growth",
+    "vector_store",
+    "concurrent_agents",
+    "optimization_overload",
+    "memory_pressure_crisis",
+    "recovery",
+    "endurance",
 )
+"""Modules of ``scenarios/``, one per scenario; a new scenario's module goes here."""
+
+
+def _load(module: str) -> Scenario:
+    found = getattr(importlib.import_module(f"scenarios.{module}"), "SCENARIO", None)
+    if not isinstance(found, Scenario):
+        raise TypeError(
+            f"scenarios/{module}.py: SCENARIO must be a scenarios.spec.Scenario, "
+            f"not {type(found).__name__}"
+        )
+    return found
+
+
+def _load_all() -> tuple[Scenario, ...]:
+    loaded = tuple(_load(m) for m in MODULES)
+    seen: set[str] = set()
+    for s in loaded:
+        if s.name in seen:
+            raise ValueError(f"scenarios/registry.py: two scenarios are named {s.name!r}")
+        if s.seed_key is None and s.name in SEED_KEYS.values():
+            raise ValueError(
+                f"scenarios/registry.py: {s.name!r} is a config key of another scenario "
+                "(valid: any other name)"
+            )
+        seen.add(s.name)
+    return loaded
+
+
+SCENARIOS: tuple[Scenario, ...] = _load_all()
 
 
 def all_scenarios() -> tuple[Scenario, ...]:
     return SCENARIOS
+
+
+def names() -> tuple[str, ...]:
+    """The registered scenarios' names, in registry order."""
+    return tuple(s.name for s in SCENARIOS)
 
 
 def get_scenario(name: str) -> Scenario:
@@ -47,7 +72,7 @@ def get_scenario(name: str) -> Scenario:
     for s in SCENARIOS:
         if s.name == wanted:
             return s
-    valid = ", ".join(s.name for s in SCENARIOS)  # pragma: no cover - config and registry agree
+    valid = ", ".join(names())  # pragma: no cover - scenario_name checked the registry
     raise KeyError(f"scenario {wanted!r} is not registered (valid: {valid})")
 
 

@@ -54,7 +54,7 @@ def namespace(run_id: str, k: int) -> str:
 
 @dataclass(frozen=True)
 class Scenario:
-    """One of the ten scenarios (DESIGN section 4)."""
+    """One scenario: the design's ten (DESIGN section 4) or one added to the registry."""
 
     name: str
     purpose: str
@@ -62,10 +62,14 @@ class Scenario:
     endpoints: tuple[Endpoint, ...]  # every endpoint its users send to
     users: Callable[[], tuple[type, ...]]  # the module's cached factory of its Locust users
     plan: PlanFn
+    default_s: float = 300.0
+    """Length of a run without ``--duration`` when the config has no ``test_duration``
+    key for this scenario, i.e. for a scenario added outside the design's ten."""
 
     @property
-    def seed_key(self) -> str:
-        return SEED_KEYS[self.name]
+    def seed_key(self) -> str | None:
+        """The config's ``test_duration`` key (None for a scenario outside the ten)."""
+        return SEED_KEYS.get(self.name)
 
     @property
     def user_classes(self) -> tuple[type, ...]:
@@ -73,6 +77,9 @@ class Scenario:
         return self.users()
 
     def default_duration(self, config: Config) -> float:
+        """Seconds of a run without ``--duration``: the config's, else ``default_s``."""
+        if self.seed_key is None:
+            return self.default_s
         return config.test_duration.of(self.name)
 
     def build_plan(self, config: Config, stress: StressLevel, duration_s: float) -> list[StageSpec]:
