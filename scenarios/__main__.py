@@ -20,7 +20,7 @@ from shapes.plan import PlanError
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m scenarios", description=__doc__)
-    parser.add_argument("--scenario", help="one scenario (default: all ten)")
+    parser.add_argument("--scenario", help="one scenario (default: every registered one)")
     parser.add_argument("--duration", type=float, help="total seconds (default: the config's)")
     parser.add_argument("--stress-level", type=int, help="0-4 (default: the config's)")
     parser.add_argument("--config", help="config file (default: the shipped one)")
