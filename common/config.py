@@ -25,20 +25,6 @@ DEFAULT_CONFIG_PATH = ROOT / "stress_test_config.yml"
 GRADES = ("excellent", "good", "acceptable", "marginal", "poor")
 """Grades from best to worst. Marginal lies between the acceptable and poor bounds."""
 
-SCENARIO_NAMES = (
-    "baseline",
-    "memory_leak",
-    "high_memory",
-    "rapid_growth",
-    "vector_store",
-    "concurrent_agents",
-    "optimization_overload",
-    "memory_pressure_crisis",
-    "recovery",
-    "endurance",
-)
-"""The ten scenarios, in the design's order."""
-
 SEED_KEYS = {
     "baseline": "baseline_performance",
     "memory_leak": "memory_leak_simulation",
@@ -52,6 +38,9 @@ SEED_KEYS = {
     "endurance": "endurance_limits",
 }
 """Scenario name -> the seed's config key for the same scenario."""
+
+SCENARIO_NAMES = tuple(SEED_KEYS)
+"""The design's ten scenarios, in its order."""
 
 
 class ConfigError(ValueError):

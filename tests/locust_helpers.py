@@ -98,8 +98,11 @@ def start_locust(
     outputs: bool = True,
     csv_files: bool = True,
     log_name: str = "locust.log",
+    locustfile: Path = LOCUSTFILE,
 ) -> LocustRun:
     """Start ``locust -f locustfile.py ARGS`` with its files in ``run_dir``.
+
+    ``locustfile``: another checkout's (run from its folder, so its packages load).
 
     ``csv_files=False`` leaves out ``--csv`` (``--json-file`` has the exact totals
     anyway): on Locust 2.47 the ``--processes`` parent closes the CSV files in
@@ -108,7 +111,7 @@ def start_locust(
     code stays 0).
     """
     run_dir.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), *args]
+    cmd = [sys.executable, "-m", "locust", "-f", str(locustfile), *args]
     if host:
         cmd += ["--host", host]
     if outputs:
@@ -119,7 +122,7 @@ def start_locust(
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
             cmd,
-            cwd=ROOT,
+            cwd=locustfile.parent,
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,

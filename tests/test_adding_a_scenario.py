@@ -20,7 +20,7 @@ import requests
 
 from scenarios import api
 from tests.conftest import ServiceProcess
-from tests.locust_helpers import ROOT, LocustRun, locust_env
+from tests.locust_helpers import ROOT, locust_env, start_locust
 
 NAME = "cache_churn"
 IGNORED = (".venv", ".git", "results", "tests", "bench", "docs", "__pycache__", "*_cache")
@@ -79,38 +79,17 @@ def test_the_cli_lists_and_plans_the_added_scenario(checkout: Path) -> None:
 def test_the_added_scenario_runs_headless_and_cleans_up(
     checkout: Path, service: ServiceProcess, tmp_path: Path
 ) -> None:
-    run_dir = tmp_path / "run"
-    run_dir.mkdir()
-    log_path = run_dir / "locust.log"
-    cmd = [
-        sys.executable,
-        "-m",
-        "locust",
-        "-f",
-        str(checkout / "locustfile.py"),
+    run = start_locust(
+        tmp_path / "run",
         "--headless",
         "--scenario",
         NAME,
         "--duration",
         "10",
-        "--host",
-        service.url,
-        "--run-dir",
-        str(run_dir),
-        "--json-file",
-        str(run_dir / "locust"),
-    ]
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            cmd,
-            cwd=checkout,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env=locust_env(),
-            start_new_session=True,
-        )
-    run = LocustRun(proc, run_dir, log_path, 0.0)
+        host=service.url,
+        csv_files=False,
+        locustfile=checkout / "locustfile.py",
+    )
     assert run.wait(60) == 0, run.log()[-3000:]
     assert [s["name"] for s in run.stages()] == ["warm", "churn", "cleanup"]
     for endpoint in (api.CYCLE, api.MESSAGE_ADD, api.AGENT_DELETE):
