@@ -21,18 +21,7 @@ import pandas as pd
 
 from common.runfiles import EVENT_COLUMNS, SAMPLE_COLUMNS, STAGE_COLUMNS, WORKER_COLUMNS
 
-LOCUST_STATS_COLUMNS = (
-    "Type",
-    "Name",
-    "Request Count",
-    "Failure Count",
-    "Median Response Time",
-    "Average Response Time",
-    "Min Response Time",
-    "Max Response Time",
-    "Average Content Size",
-    "Requests/s",
-    "Failures/s",
+PERCENTILE_COLUMNS = (
     "50%",
     "66%",
     "75%",
@@ -45,6 +34,22 @@ LOCUST_STATS_COLUMNS = (
     "99.99%",
     "100%",
 )
+"""Locust's response-time percentile columns, in both its stats and history CSVs."""
+
+LOCUST_STATS_COLUMNS = (
+    "Type",
+    "Name",
+    "Request Count",
+    "Failure Count",
+    "Median Response Time",
+    "Average Response Time",
+    "Min Response Time",
+    "Max Response Time",
+    "Average Content Size",
+    "Requests/s",
+    "Failures/s",
+    *PERCENTILE_COLUMNS,
+)
 LOCUST_HISTORY_COLUMNS = (
     "Timestamp",
     "User Count",
@@ -52,17 +57,7 @@ LOCUST_HISTORY_COLUMNS = (
     "Name",
     "Requests/s",
     "Failures/s",
-    "50%",
-    "66%",
-    "75%",
-    "80%",
-    "90%",
-    "95%",
-    "98%",
-    "99%",
-    "99.9%",
-    "99.99%",
-    "100%",
+    *PERCENTILE_COLUMNS,
     "Total Request Count",
     "Total Failure Count",
     "Total Median Response Time",
