@@ -94,6 +94,19 @@ class ProcessSource:
             raise SourceMissing(f"no permission to read process {self.pid}") from None
 
 
+def _get(client: TargetClient, path: str) -> requests.Response:
+    """``GET path`` on the target: 200, else SourceMissing (404) or SourceFailed."""
+    try:
+        r = client.session.get(f"{client.base_url}{path}", timeout=client.timeout)
+    except requests.RequestException as exc:
+        raise SourceFailed(f"GET {path}: {type(exc).__name__}") from None
+    if r.status_code == 404:
+        raise SourceMissing(f"the target has no {path} (HTTP 404)")
+    if r.status_code != 200:
+        raise SourceFailed(f"GET {path}: HTTP {r.status_code}")
+    return r
+
+
 class PrometheusSource:
     """``process_resident_memory_bytes`` from the target's ``GET /metrics``."""
 
@@ -103,16 +116,7 @@ class PrometheusSource:
         self.client = client
 
     def read(self) -> Reading:
-        try:
-            r = self.client.session.get(
-                f"{self.client.base_url}/metrics", timeout=self.client.timeout
-            )
-        except requests.RequestException as exc:
-            raise SourceFailed(f"GET /metrics: {type(exc).__name__}") from None
-        if r.status_code == 404:
-            raise SourceMissing("the target has no /metrics (HTTP 404)")
-        if r.status_code != 200:
-            raise SourceFailed(f"GET /metrics: HTTP {r.status_code}")
+        r = _get(self.client, "/metrics")
         value = parse_prometheus_rss(r.text)
         if value is None:
             raise SourceMissing(f"/metrics has no {PROM_RSS}")
@@ -145,16 +149,7 @@ class StatsSource:
         self.client = client
 
     def read(self) -> Reading:
-        try:
-            r = self.client.session.get(
-                f"{self.client.base_url}/memory/stats", timeout=self.client.timeout
-            )
-        except requests.RequestException as exc:
-            raise SourceFailed(f"GET /memory/stats: {type(exc).__name__}") from None
-        if r.status_code == 404:
-            raise SourceMissing("the target has no /memory/stats (HTTP 404)")
-        if r.status_code != 200:
-            raise SourceFailed(f"GET /memory/stats: HTTP {r.status_code}")
+        r = _get(self.client, "/memory/stats")
         try:
             data = r.json()
         except ValueError:
