@@ -30,7 +30,6 @@ RSS: what the monitor judges on a platform without ``/memory/stats``.
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import random
@@ -46,7 +45,15 @@ from typing import Any
 import psutil
 import requests
 
-from bench.procs import ROOT, BenchError, Service, finish_locust, start_locust, start_service
+from bench.procs import (
+    ROOT,
+    BenchError,
+    Service,
+    finish_locust,
+    read_rows,
+    start_locust,
+    start_service,
+)
 from bench.results import BenchResult, Goal, Table
 
 RATES = (0.5, 1.0, 2.0, 5.0, 20.0)
@@ -114,14 +121,6 @@ def plan(small: bool) -> list[Job]:
     ]
     jobs += [Job("real", s, 0.0, 0, FREE_S) for s in FREE_SCENARIOS]
     return sorted(jobs, key=lambda j: -j.duration_s)  # longest first: the pool ends sooner
-
-
-def _read_csv(path: Path) -> list[dict[str, str]]:
-    try:
-        with open(path, newline="") as fh:
-            return list(csv.DictReader(fh))
-    except OSError:
-        return []
 
 
 def _num(text: str | None) -> float | None:
@@ -309,10 +308,10 @@ def run_real(job: Job, workdir: Path, stop: threading.Event) -> JobResult:
         except BenchError as exc:
             res.error = str(exc)
         res.service_cpu_s = svc.cpu() - cpu0
-        stages = _read_csv(run_dir / "stages.csv")
+        stages = read_rows(run_dir / "stages.csv")
         res.t0 = _num(stages[0]["time"]) if stages else (res.rss[0][0] if res.rss else None)
-        res.events = _read_csv(run_dir / "events.csv")
-        samples = _read_csv(run_dir / "memory_samples.csv")
+        res.events = read_rows(run_dir / "events.csv")
+        samples = read_rows(run_dir / "memory_samples.csv")
         res.monitor_samples = len(samples)
         for row in samples:  # the monitor's own input, as MemoryMonitor._judged_value makes it
             t, rss = _num(row.get("time")), _num(row.get("rss_bytes"))

@@ -18,13 +18,21 @@ seconds on against off (process CPU accounting from outside).
 
 from __future__ import annotations
 
-import csv
 import statistics
 import time
 from pathlib import Path
 from typing import Any
 
-from bench.procs import ROOT, CpuWatch, Service, cpus, run_locust, service, start_locust
+from bench.procs import (
+    ROOT,
+    CpuWatch,
+    Service,
+    cpus,
+    read_rows,
+    run_locust,
+    service,
+    start_locust,
+)
 from bench.profiling import children_of, py_spy_path, py_spy_record, summarize_collapsed
 from bench.results import BenchResult, Goal, Table
 
@@ -36,17 +44,9 @@ GOAL_CORE_SHARE = 0.01  # under 1% of one core
 GOAL_RATIO = 0.98
 
 
-def _read_csv(path: Path) -> list[dict[str, str]]:
-    try:
-        with open(path, newline="") as fh:
-            return list(csv.DictReader(fh))
-    except OSError:
-        return []
-
-
 def _steady_window(run_dir: Path) -> tuple[float, float] | None:
     """[start of 'steady' + 2 s, start of the next stage) from stages.csv."""
-    rows = _read_csv(run_dir / "stages.csv")
+    rows = read_rows(run_dir / "stages.csv")
     for i, row in enumerate(rows):
         if row.get("name") == "steady" and i + 1 < len(rows):
             return float(row["time"]) + 2.0, float(rows[i + 1]["time"])
@@ -100,7 +100,7 @@ def _one(
     n = _requests_in(run.entries, w0, w1)
     gen = watch.between(tag, w0, w1)
     svc_cpu = watch.between("service", w0, w1)
-    samples = _read_csv(run_dir / "memory_samples.csv")
+    samples = read_rows(run_dir / "memory_samples.csv")
     inside = [s for s in samples if w0 <= float(s["time"]) < w1]
     cpu_ms = [float(s["sample_cpu_ms"]) for s in inside if s.get("sample_cpu_ms")]
     cost_ms = [float(s["sample_cost_ms"]) for s in inside if s.get("sample_cost_ms")]

@@ -11,12 +11,12 @@ the service do not take turns on the same core.
 
 from __future__ import annotations
 
+import csv
 import itertools
 import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -30,6 +30,8 @@ from typing import Any
 import psutil
 import requests
 
+from runner.service import clean_env, free_port
+
 ROOT = Path(__file__).resolve().parent.parent
 BENCH_DIR = ROOT / "bench"
 PYTHON = sys.executable
@@ -40,23 +42,13 @@ class BenchError(RuntimeError):
     """A benchmark could not run (a process failed, a deadline passed)."""
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((LOOPBACK, 0))
-        return int(s.getsockname()[1])
-
-
-def clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    """This environment without proxies or the suite's own options, plus ``extra``."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("MEMSTRESS_", "LOCUST_")) and "proxy" not in k.lower()
-    }
-    env["NO_PROXY"] = "127.0.0.1,localhost"
-    env["PYTHONUNBUFFERED"] = "1"
-    env.update(extra or {})
-    return env
+def read_rows(path: Path) -> list[dict[str, str]]:
+    """A run folder's CSV as rows of text; none when it is missing or unreadable."""
+    try:
+        with open(path, newline="") as fh:
+            return list(csv.DictReader(fh))
+    except OSError:
+        return []
 
 
 def cpus() -> list[int]:

@@ -23,6 +23,20 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """This environment for a child on loopback (benchmarks, tests): no proxies, none of
+    the suite's own ``MEMSTRESS_*``/``LOCUST_*`` options, unbuffered output; plus ``extra``."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("MEMSTRESS_", "LOCUST_")) and "proxy" not in k.lower()
+    }
+    env["NO_PROXY"] = "127.0.0.1,localhost"
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(extra or {})
+    return env
+
+
 @dataclass
 class ManagedService:
     """A ``python -m service`` child: faults on, data dir and log in the run folder."""

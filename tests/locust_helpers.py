@@ -20,20 +20,15 @@ from typing import Any
 
 import yaml
 
+from runner.service import clean_env
+
 ROOT = Path(__file__).resolve().parent.parent
 LOCUSTFILE = ROOT / "locustfile.py"
 
 
 def locust_env() -> dict[str, str]:
     """The test's environment without any MEMSTRESS_* option or proxy settings."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("MEMSTRESS_", "LOCUST_")) and "proxy" not in k.lower()
-    }
-    env["NO_PROXY"] = "127.0.0.1,localhost"
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
+    return clean_env()
 
 
 @dataclass
