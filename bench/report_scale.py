@@ -12,14 +12,12 @@ build runs under cProfile, uncounted, to show where the time goes.
 
 from __future__ import annotations
 
-import json
 import shutil
 import statistics
 import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from bench.profiling import cprofile_call
@@ -42,9 +40,10 @@ def make_folder(run_dir: Path, minutes: float) -> dict[str, Any]:
     """A synthetic run folder of ``minutes`` at 1 s samples; returns its row counts."""
     from reports.synthetic import Synthetic, write_run
 
-    s = Synthetic(duration_s=minutes * 60, interval_s=1.0, scenario="baseline")
+    s = Synthetic(
+        duration_s=minutes * 60, interval_s=1.0, scenario="baseline", extra_names=EXTRA_NAMES
+    )
     write_run(run_dir, s)
-    _add_names(run_dir, s.start)
     hist = pd.read_csv(run_dir / "locust_stats_history.csv")
     samples = pd.read_csv(run_dir / "memory_samples.csv")
     return {
@@ -54,68 +53,6 @@ def make_folder(run_dir: Path, minutes: float) -> dict[str, Any]:
         "request_names": int(hist.loc[hist["Name"] != "Aggregated", "Name"].nunique()),
         "bytes": sum(p.stat().st_size for p in run_dir.iterdir() if p.is_file()),
     }
-
-
-def _add_names(run_dir: Path, t0: float) -> None:
-    """Add EXTRA_NAMES to the history, the stats, locust.json; keep Aggregated consistent."""
-    path = run_dir / "locust_stats_history.csv"
-    hist = pd.read_csv(path)
-    template = hist[hist["Name"] == "POST /agents/[id]/messages"].copy()
-    secs = (template["Timestamp"] - int(t0)).to_numpy(dtype=float)
-    frames = [hist]
-    added = np.zeros(len(secs))
-    stats = pd.read_csv(run_dir / "locust_stats.csv")
-    entries = json.loads((run_dir / "locust.json").read_text())
-    pct_cols = [c for c in hist.columns if c.endswith("%")]
-    for typ, name, ms, rate in EXTRA_NAMES:
-        f = template.copy()
-        f["Type"], f["Name"], f["Requests/s"], f["Failures/s"] = typ, name, rate, 0.0
-        for c in pct_cols:
-            f[c] = ms * (2.0 if c in ("99%", "99.9%", "99.99%", "100%") else 1.0)
-        total = np.floor(secs * rate)
-        f["Total Request Count"], f["Total Failure Count"] = total, 0.0
-        f["Total Average Response Time"] = f["Total Median Response Time"] = ms
-        frames.append(f)
-        added += total
-        n = int(total[-1])
-        row: dict[str, Any] = {c: ms for c in stats.columns if c.endswith("%")}
-        row.update(
-            {
-                "Type": typ,
-                "Name": name,
-                "Request Count": n,
-                "Failure Count": 0,
-                "Median Response Time": ms,
-                "Average Response Time": ms,
-                "Min Response Time": ms,
-                "Max Response Time": 2 * ms,
-                "Average Content Size": 100,
-                "Requests/s": rate,
-                "Failures/s": 0.0,
-            }
-        )
-        stats = pd.concat([stats, pd.DataFrame([row])], ignore_index=True)
-        base = dict(next(e for e in entries if e["name"] == "POST /agents/[id]/messages"))
-        base.update(
-            {
-                "name": name,
-                "method": typ,
-                "num_requests": n,
-                "num_failures": 0,
-                "total_response_time": ms * n,
-                "max_response_time": 2 * ms,
-                "min_response_time": ms,
-                "total_content_length": 100 * n,
-                "response_times": {str(round(ms)): n},
-            }
-        )
-        entries.append(base)
-    agg = hist["Name"] == "Aggregated"
-    hist.loc[agg, "Total Request Count"] = hist.loc[agg, "Total Request Count"].to_numpy() + added
-    out = pd.concat(frames).sort_values("Timestamp", kind="stable")
-    out.to_csv(path, index=False)
-    stats.to_csv(run_dir / "locust_stats.csv", index=False)
-    (run_dir / "locust.json").write_text(json.dumps(entries))
 
 
 def _build(folder: Path, workdir: Path, tag: str) -> tuple[float, Path]:

@@ -40,6 +40,8 @@ class Synthetic:
     fail_every: int = 50  # one failure per this many GET /memory/stats requests
     shed_per_s: float = 0.5
     workers: int = 0
+    extra_names: tuple[tuple[str, str, float, float], ...] = ()
+    """More request names, as (type, name, response ms, requests/s), none failing."""
 
 
 def write_run(run_dir: Path, s: Synthetic | None = None) -> Path:
@@ -148,18 +150,18 @@ def _write_locust(run_dir: Path, s: Synthetic, el: np.ndarray) -> None:
     secs = np.arange(1, int(s.duration_s) + 1, dtype=float)
     per = s.rps_per_name
     names = [
-        ("POST", "POST /memory/cycle", s.cycle_ms, 0),
-        ("GET", "GET /memory/stats", 5.0, s.fail_every),
-        ("POST", "POST /agents/[id]/messages", 8.0, 0),
-        (SHED_TYPE, "POST /memory/optimize", 1.0, 0),
+        ("POST", "POST /memory/cycle", s.cycle_ms, 0, per),
+        ("GET", "GET /memory/stats", 5.0, s.fail_every, per),
+        ("POST", "POST /agents/[id]/messages", 8.0, 0, per),
+        (SHED_TYPE, "POST /memory/optimize", 1.0, 0, s.shed_per_s),
+        *((typ, name, ms, 0, rate) for typ, name, ms, rate in s.extra_names),
     ]
     hist_frames = []
     entries = []
     stats_rows = []
     agg_req = np.zeros(len(secs))
     agg_fail = np.zeros(len(secs))
-    for typ, name, ms, fail_every in names:
-        rate = s.shed_per_s if typ == SHED_TYPE else per
+    for typ, name, ms, fail_every, rate in names:
         req = np.floor(secs * rate)
         fail = np.floor(req / fail_every) if fail_every else np.zeros(len(secs))
         agg_req += req
