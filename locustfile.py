@@ -24,7 +24,7 @@ from locust import events
 from common.config import DEFAULT_CONFIG_PATH, ConfigError
 from common.context import build_context, resolve_settings
 from monitors.monitor import MemoryMonitor, add_monitor_options
-from reports.live import LiveVerdict
+from reports.quit_verdict import QuitVerdict
 from scenarios.registry import get_scenario, user_classes
 from scenarios.registry import names as registered_names
 from shapes.plan import PlanError
@@ -121,6 +121,6 @@ def on_init(environment: Any, runner: Any, web_ui: Any = None, **_: Any) -> None
     environment.events.quit.add_listener(lambda **_kw: ctx.close())
 
     # --- the memory monitor: MemoryMonitor(environment) goes here (monitors/) ---
-    MemoryMonitor(environment)
-    # --- the verdict of a run started with plain `locust`: exit code 1 below fail_on ---
-    LiveVerdict(environment, settings.config)
+    monitor = MemoryMonitor(environment)
+    # --- the verdict of a run started with plain `locust`: exit code 1 when it fails ---
+    QuitVerdict(environment, settings.config, monitor=monitor)

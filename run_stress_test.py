@@ -31,7 +31,7 @@ from common.config import (
 from common.runfiles import RESULTS_DIR, new_run_dir
 from common.target import check_loopback
 from runner.preflight import PreflightError, check_out_dir
-from scenarios.registry import all_scenarios, get_scenario, names
+from scenarios.registry import all_scenarios, check_expectations, get_scenario, names
 
 log = logging.getLogger("memstress")
 
@@ -204,6 +204,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     try:
         config = load_config(args.config)
+        check_expectations(config)
         level = (
             config.stress_levels.default_level if args.stress_level is None else args.stress_level
         )

@@ -142,6 +142,9 @@ def resolve_settings(options: Any) -> RunSettings:
     except ConfigError as exc:
         raise ConfigError(f"--scenario: {exc}") from None
     config = load_config(_text(get("memstress_config")))
+    from scenarios.registry import check_expectations  # here: the registry imports every scenario
+
+    check_expectations(config)
     levels = config.stress_levels
     level_raw = get("stress_level")
     level = (

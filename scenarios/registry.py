@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib
 
-from common.config import SEED_KEYS
+from common.config import SEED_KEYS, Config, ConfigError
 from scenarios.spec import Scenario
 
 MODULES: tuple[str, ...] = (
@@ -85,3 +85,21 @@ def user_classes() -> dict[str, type]:
                 raise ValueError(f"user class name {cls.__name__} is used by two scenarios")
             out[cls.__name__] = cls
     return out
+
+
+def check_expectations(config: Config) -> None:
+    """Refuse a config whose ``checks`` do not match the scenarios' declared expectations.
+
+    Every entry must name a registered scenario and one of its checks: a typo would
+    otherwise leave a check judged on its declared defaults without a word.
+    """
+    known = {s.name: s for s in SCENARIOS}
+    for name in config.checks.scenarios():
+        if name not in known:
+            raise ConfigError(f"checks.{name}: unknown scenario (valid: {', '.join(names())})")
+        declared = [e.id for e in known[name].expected]
+        for cid in config.checks.of(name):
+            if cid not in declared:
+                raise ConfigError(
+                    f"checks.{name}.{cid}: {name} has no such check (valid: {', '.join(declared)})"
+                )
