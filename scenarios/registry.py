@@ -133,4 +133,3 @@ def user_classes() -> dict[str, type]:
                 raise ValueError(f"user class name {cls.__name__} is used by two scenarios")
             out[cls.__name__] = cls
     return out
-
