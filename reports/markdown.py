@@ -64,9 +64,14 @@ def _leak_line(lk: dict[str, Any]) -> str:
             if lk.get("ci_low_mb_min") is not None
             else ""
         )
+        eps = lk.get("episodes") or []
+        held = bool(eps) and eps[-1]["cleared_at_s"] is None
+        own = lk.get("injected_start_s") is not None
         return (
             f"**LEAK** {num(lk['slope_mb_min'])} MB/min{ci}, called at "
-            f"{duration(lk['called_at_s'])} and still held at the end of the run"
+            f"{duration(lk['called_at_s'])}"
+            + (" and still held at the end of the run" if held else "")
+            + (" (the leak the scenario injected)" if own else "")
         )
     if v == "no leak":
         ended = [e for e in lk.get("episodes", []) if e["cleared_at_s"] is not None]

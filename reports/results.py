@@ -109,8 +109,7 @@ def analyse(data: RunData, cfg: Config, fail_on: str | None = None) -> Analysis:
     )
     headline = m.leak.headline() if data.kind == "run" else ""
     grades = [leak_grade(g, headline, fail) if g.metric == "leak" else g for g in grades]
-    scenario = (data.meta or {}).get("scenario")
-    checks = run_checks(m, data, cfg, scenario if isinstance(scenario, str) else None, st.value)
+    checks = run_checks(m, data, cfg, scenario_of(data), st.value)
     v = verdict(grades, fail, checks, headline)
     per_stage = [stage_grades(s, cfg) for s in m.stages]
     missing = data.missing
@@ -137,6 +136,22 @@ def analyse(data: RunData, cfg: Config, fail_on: str | None = None) -> Analysis:
         unavailable=unavailable,
         exit_code=run_exit_code(v.exit_code, m.stop.meta_exit_code),
     )
+
+
+def scenario_of(data: RunData) -> str | None:
+    """The run's scenario: run_meta.json's, else the run_start event's (a plain Locust run)."""
+    named = (data.meta or {}).get("scenario")
+    if isinstance(named, str) and named:
+        return named
+    ev = data.events
+    for detail in ev.loc[ev["kind"] == "run_start", "detail"]:
+        try:
+            found = json.loads(detail).get("scenario")
+        except (ValueError, TypeError, AttributeError):
+            continue
+        if isinstance(found, str) and found:
+            return found
+    return None
 
 
 def plain(x: Any) -> Any:

@@ -232,4 +232,4 @@ def test_a_plain_headless_run_sets_the_verdicts_exit_code(
     assert_no_traceback(log)
     assert code == 1, log[-3000:]
     assert "memstress verdict: FAILED" in log
-    assert "mean cycle time" in log and "(Poor bound) -> Poor" in log
+    assert "mean response time (POST /memory/cycle)" in log and "(Poor bound) -> Poor" in log

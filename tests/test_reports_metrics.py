@@ -175,7 +175,8 @@ def test_leak_detection_delay_and_false_alarms(tmp_path: Path, cfg: Config) -> N
     assert [e.before_injection for e in m.leak.episodes] == [True, False]
     assert m.leak.detection_delay_s == 30.0
     assert m.leak.false_alarms == 1
-    assert m.leak.verdict == "no leak"  # the injected leak was cleared before the end
+    assert m.leak.verdict == "leak"  # the injected leak was found (and cleared after it)
+    assert m.leak.slope_mb_min == 120.0 and m.leak.called_at_s == 50.0
     assert m.leak.graded_slope_mb_min is None  # the scenario's own leak: its checks judge it
     # the stage's own slope: +2 MB per 1 s sample = 120 MB/min
     assert m.stages[1].leak_slope_mb_min == pytest.approx(120.0)

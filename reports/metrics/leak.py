@@ -10,7 +10,8 @@ event, else the config's scaled to the run's length).
 The verdict at the end of the run:
 
 - **leak**: the detector's state at the end is "leak" (a leak it called and
-  has not cleared);
+  has not cleared), or, in a scenario that injects a leak, the detector found
+  the injected leak (it may clear after the scenario's reset);
 - **no leak**: it judged the run and holds no leak at the end; episodes that
   were called and cleared (a cache filling to a plateau) are listed as growth
   episodes that ended;
@@ -89,7 +90,8 @@ class LeakMetrics:
             )
             slope = "?" if self.slope_mb_min is None else f"{self.slope_mb_min:.2f}"
             at = "" if self.called_at_s is None else f" detected at {self.called_at_s:.0f} s"
-            return f"leak {slope} MB/min{ci}{at}"
+            own = " (injected by the scenario)" if self.injected_start_s is not None else ""
+            return f"leak {slope} MB/min{ci}{at}{own}"
         if self.verdict == "no leak":
             ended = [e for e in self.episodes if e.cleared_at_s is not None]
             return "no leak" + (
@@ -243,16 +245,21 @@ def leak_metrics(data: RunData, cfg: Config, t0: float, spans: list[StageSpan]) 
         after = [e for e in m.episodes if not e.before_injection]
         if after:
             m.detection_delay_s = after[0].called_at_s - (injected_at - t0)
-    if held:
-        last = m.episodes[-1]
+    found = [e for e in m.episodes if not e.before_injection] if injecting else []
+    if held or found:
+        # The leak held at the end; in a scenario that injects one, the injected leak the
+        # detector found (it may have cleared after the scenario's reset).
+        called = m.episodes[-1] if held else found[0]
         m.verdict = "leak"
         m.slope_mb_min, m.ci_low_mb_min, m.ci_high_mb_min = (
-            last.slope_mb_min,
-            last.ci_low_mb_min,
-            last.ci_high_mb_min,
+            called.slope_mb_min,
+            called.ci_low_mb_min,
+            called.ci_high_mb_min,
         )
-        m.scale_s, m.called_at_s = last.scale_s, last.called_at_s
-        m.reason = last.reason or "the detector holds a leak at the end of the run"
+        m.scale_s, m.called_at_s = called.scale_s, called.called_at_s
+        m.reason = called.reason or "the detector holds a leak at the end of the run"
+        if not held:
+            m.reason += " (the leak the scenario injected)"
     else:
         m.verdict = "no leak"
         m.reason = "the detector holds no leak at the end of the run"

@@ -22,7 +22,7 @@ from reports.metrics.base import (
     whole,
 )
 from reports.metrics.latency import HistoryCounters, Latency
-from reports.metrics.leak import judged_series, stage_slope
+from reports.metrics.leak import judged_series, settings_used, stage_slope
 from reports.metrics.pressure import pressure_series
 
 
@@ -109,7 +109,7 @@ def stage_metrics(
     p_v = p_all.to_numpy(dtype=float) if len(p_all) else np.full(len(p_t), np.nan)
     opt = col(data.samples, "optimizations_total")
     counters = HistoryCounters(data.history) if not data.history.empty else None
-    ld = cfg.monitor.leak_detection
+    ld, _ = settings_used(data, cfg)  # the window the run's detector used (scaled)
     out = []
     for s in spans:
         m = StageMetrics(
