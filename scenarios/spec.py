@@ -155,6 +155,16 @@ class Scenario:
         return hi / 10
 
 
+def checks_text(scenario: Scenario, config: Config) -> str:
+    """What the verdict checks for a scenario, in words: each expectation with its bound,
+    '(info)' where it is not required. The README's scenario table shows exactly this."""
+    parts = []
+    for e in scenario.expected:
+        setting = e.setting(config, scenario.name)
+        parts.append(e.describe(setting.bound) + ("" if setting.required else " (info)"))
+    return "; ".join(parts)
+
+
 @dataclass(frozen=True)
 class Part:
     """A stage before the cleanup: its share of the time, users and parameters."""
