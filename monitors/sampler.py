@@ -96,7 +96,7 @@ class Sample:
     row: dict[str, Any]
     process_alive: bool | None  # the target process by PID; None when no PID is read
     memory_read: bool | None  # some source read the target's RSS; None: no source reads it
-    failures: list[str] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)  # sources that read nothing this time
     late: list[str] = field(default_factory=list)  # sources that did not answer in time
 
     @property
@@ -157,7 +157,7 @@ class Sampler:
         for name, g in reads.items():
             if not g.dead:
                 late.append(name)
-                failures.append(f"{name}: no answer within {self.deadline:g} s")
+                failures.append(name)
                 continue
             outcome: Outcome = g.value
             outcomes[name] = outcome
