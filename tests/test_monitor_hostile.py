@@ -34,8 +34,8 @@ from reports.collect import read_run
 from reports.degraded import DegradedSource, degraded_sources
 from reports.markdown import render_run
 from reports.results import analyse, to_results
-from runner.service import free_port
-from tests.conftest import PYTHON, ROOT, ServiceProcess, start_service
+from runner.service import ManagedService, free_port
+from tests.conftest import PYTHON, ROOT, start_service
 from tests.hostile_target import MODES, spoiled_sources
 from tests.locust_helpers import LocustRun, assert_no_traceback, config_copy, start_locust
 
@@ -132,7 +132,7 @@ class Done:
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Done]]:
     base = tmp_path_factory.mktemp("hostile")
-    upstream: ServiceProcess = start_service(base / "upstream" / "data")
+    upstream: ManagedService = start_service(base / "upstream" / "data")
     servers: dict[str, Hostile] = {}
     started: dict[str, LocustRun] = {}
     config = config_copy(base / "health.yml", safety__system_health_check_interval=2.0)
