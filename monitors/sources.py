@@ -112,6 +112,8 @@ class ProcessSource:
                 self._proc.cpu_percent(None)  # primes the CPU counter; the first call says 0.0
             p = self._proc
             with p.oneshot():
+                if p.status() == psutil.STATUS_ZOMBIE:  # dead, its parent has not reaped it
+                    raise psutil.ZombieProcess(self.pid)
                 mem = p.memory_info()
                 return {
                     "proc_rss_bytes": mem.rss,

@@ -7,11 +7,13 @@ No Locust here (it would monkey-patch pytest's process); the real runs are in
 from __future__ import annotations
 
 import os
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
 import gevent
+import psutil
 import pytest
 
 from common.config import load_config
@@ -116,6 +118,23 @@ def test_process_source_reads_a_live_process_and_fails_when_it_is_gone() -> None
         ProcessSource(None).read()
     with pytest.raises(SourceFailed, match="is gone"):
         ProcessSource(2**22 + 12345).read()  # above pid_max: never a live process
+
+
+def test_a_killed_target_not_yet_reaped_is_gone_not_a_process_of_0_bytes() -> None:
+    child = subprocess.Popen(["sleep", "30"])
+    try:
+        source = ProcessSource(child.pid)
+        assert source.read()["proc_rss_bytes"] > 0
+        child.kill()
+        deadline = time.monotonic() + 5
+        while psutil.Process(child.pid).status() != psutil.STATUS_ZOMBIE:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        with pytest.raises(TargetGone, match=f"target process {child.pid} is gone"):
+            source.read()
+    finally:
+        child.kill()
+        child.wait()
 
 
 def test_host_source() -> None:
