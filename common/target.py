@@ -65,12 +65,6 @@ class TargetClient:
         data: dict[str, Any] = self.get_json("/memory/stats")
         return data
 
-    def metrics_text(self) -> str:
-        r = self.session.get(self._url("/metrics"), timeout=self.timeout)
-        if r.status_code != 200:
-            raise TargetError(f"GET /metrics: HTTP {r.status_code}")
-        return r.text
-
     def cycle(self) -> dict[str, Any]:
         r = self.post_json("/memory/cycle")
         if r.status_code != 200:
