@@ -172,7 +172,8 @@ def run(workdir: Path, small: bool) -> BenchResult:
             "none after; its health check and cleanup cycle run the same in both, so the "
             "difference is the sampler). Requests/s: Locust's per-second counts over the "
             "steady stage. Sampler CPU: `sample_cpu_ms` of every sample in that stage (CPU "
-            "time of the sampler greenlet only, from the monitor's greenlet-switch tracer), "
+            "time of the sampler greenlet and its source reads only, from the monitor's "
+            "greenlet-switch tracer), "
             "scaled to an hour at one sample a second; cross-checked against the Locust "
             "process's CPU on minus off over the same seconds."
         ),
