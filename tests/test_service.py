@@ -591,6 +591,30 @@ def test_ballast_drives_aggressive_then_emergency_and_back(tmp_path: Path) -> No
         svc.stop()
 
 
+@pytest.mark.parametrize(
+    ("thresholds", "strategy", "health", "write_status"),
+    [
+        ({"aggressive_at": 1, "recover_below": 1.5, "emergency_at": 1000}, "aggressive", 200, 201),
+        ({"aggressive_at": 1, "recover_below": 1.5, "emergency_at": 2}, "emergency", 503, 503),
+    ],
+    ids=["aggressive", "emergency"],
+)
+def test_the_strategy_thresholds_come_from_the_config(
+    tmp_path: Path, thresholds: dict[str, float], strategy: str, health: int, write_status: int
+) -> None:
+    # An idle service sits at a few percent of its budget: with the shipped thresholds
+    # (80, 95) it is normal; with these it is not.
+    cfg_path = config_copy(tmp_path, **thresholds)
+    svc = start_service(tmp_path / "data", "--config", str(cfg_path), "--cycle-interval", "600")
+    try:
+        c = cycle(svc)
+        assert c["strategy"] == strategy and 2 < c["pressure"] < 80, c
+        assert get(svc, "/health").status_code == health
+        assert say(svc, "a1", "hello").status_code == write_status
+    finally:
+        svc.stop()
+
+
 def test_a_leak_is_unaccounted_and_suspected_while_ballast_is_neither(tmp_path: Path) -> None:
     svc = start_service(tmp_path / "data")
     try:
