@@ -88,7 +88,7 @@ def _interval(text: str) -> float:
 def build_parser() -> OneLineParser:
     p = OneLineParser(
         prog="python -m service",
-        description="The memstress reference memory-management service (DESIGN section 3).",
+        description="The memstress reference memory-management service.",
     )
     p.add_argument("--port", type=_port, default=8000, help="TCP port (default 8000)")
     p.add_argument(

@@ -1,4 +1,4 @@
-"""The reference service as a real process: every endpoint of DESIGN section 3.
+"""The reference service as a real process: every endpoint of the target API.
 
 Endpoint success and bad input run against this module's ``quiet`` service
 (other test files may load the session-wide one); tests that change memory
