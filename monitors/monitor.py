@@ -352,13 +352,15 @@ class MemoryMonitor:
 
         A cache that fills is memory the target knows about; a leak is memory it
         does not. When the target's /memory/stats is not there (another
-        platform), plain RSS; when it is there but missed this sample, nothing.
+        platform) or has not answered well yet (junk from the start), plain RSS;
+        when it has answered but missed this sample, nothing (switching back to
+        plain RSS would look like growth by the cache bytes).
         """
         rss = row.get("rss_bytes")
         if rss is None:
             return None
         assert self.sampler is not None
-        if not any(s.name == "stats" for s in self.sampler.sources):
+        if not self.sampler.answered("stats"):
             return float(rss)
         if "stats_rss_bytes" not in row:  # the stats source did not answer this time
             return None
