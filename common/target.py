@@ -1,4 +1,4 @@
-"""A small blocking client for the target API (DESIGN section 3).
+"""A small blocking client for the target API (docs/design.md, The target).
 
 Used outside the users' own HTTP clients: the monitor's sampler, the safety
 guard, cleanup and the CLI's health wait. It uses ``requests`` (shipped with

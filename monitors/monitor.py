@@ -1,4 +1,4 @@
-"""The memory monitor: a Locust listener object (STYLE point 1).
+"""The memory monitor: a Locust listener object.
 
 ``MemoryMonitor(environment)`` subscribes its handlers in its constructor;
 nothing is registered on import. The locustfile calls it once in its
