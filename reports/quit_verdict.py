@@ -30,7 +30,6 @@ log = logging.getLogger("memstress")
 
 CYCLE = ("POST /memory/cycle", "POST")
 SHED = "SHED"
-MB = float(1 << 20)
 
 
 def quit_grades(stats: Any, cfg: Config, monitor: Any | None = None) -> tuple[list[Grade], str]:

@@ -23,6 +23,7 @@ from common.config import GRADES, Config
 from reports.business import BusinessValue, business_value
 from reports.checks import run_checks
 from reports.collect import ReportInputError, RunData
+from reports.degraded import as_json, degraded_sources
 from reports.findings import Limit, limits, recommendations, stage_grades
 from reports.grading import (
     CheckResult,
@@ -73,7 +74,7 @@ class Analysis:
     exit_code: int
 
 
-def analyse(data: RunData, cfg: Config, fail_on: str | None = None) -> Analysis:
+def aggregate(data: RunData, cfg: Config, fail_on: str | None = None) -> Analysis:
     """Aggregate a run: metrics, scores, grades, checks, verdict, business value, findings."""
     fail = fail_on or cfg.fail_on
     m = compute(data, cfg)
@@ -232,6 +233,7 @@ def to_results(a: Analysis, cfg: Config) -> dict[str, Any]:
         "unavailable": a.unavailable,
         "notes": a.data.notes,
         "stop": plain(stop),
+        "degraded_sources": as_json(degraded_sources(a.data.events, m.t_end)),
         "config": _config_summary(cfg, a.verdict.fail_on),
         "metrics": metrics,
         "stages": stages,

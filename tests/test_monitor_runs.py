@@ -23,7 +23,8 @@ import pytest
 
 from common.config import load_config
 from common.runfiles import SAMPLE_COLUMNS, WORKER_COLUMNS
-from tests.conftest import ROOT, ServiceProcess, free_port, start_service
+from runner.service import ManagedService
+from tests.conftest import ROOT, free_port, start_service
 from tests.locust_helpers import LocustRun, assert_no_traceback, config_copy, start_locust
 
 pytestmark = pytest.mark.slow
@@ -66,16 +67,16 @@ class Runs:
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runs]:
     base = tmp_path_factory.mktemp("monitor_runs")
-    services: list[ServiceProcess] = []
+    services: list[ManagedService] = []
     started: list[LocustRun] = []
     targets: list[subprocess.Popen[str]] = []
 
-    def service(name: str) -> ServiceProcess:
+    def service(name: str) -> ManagedService:
         svc = start_service(base / name / "data")
         services.append(svc)
         return svc
 
-    def locust(name: str, svc: ServiceProcess, *args: str) -> LocustRun:
+    def locust(name: str, svc: ManagedService, *args: str) -> LocustRun:
         if "--processes" in args:  # two at once: each its own master port
             port = str(free_port())
             args = (*args, "--master-bind-host", "127.0.0.1", "--master-bind-port", port)

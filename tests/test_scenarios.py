@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from common.config import Config, ConfigError, load_config
+from common.units import MB
 from scenarios import api, concurrent_agents, high_memory, memory_pressure_crisis
-from scenarios.api import MB
 from scenarios.control import ballast_step, leak_bytes, within
 from scenarios.registry import all_scenarios, get_scenario, names
 from scenarios.spec import MAX_SPAWN_RATE, Scenario

@@ -22,9 +22,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from common.units import MB
 from reports.collect import RunData
 
-MB = float(1 << 20)
 FEW = 5
 """Samples whose median is the start or end level of memory."""
 
