@@ -96,13 +96,8 @@ def write_meta(run_dir: Path, **updates: Any) -> dict[str, Any]:
 def locust_command(
     scenario: str, duration_s: float, run_dir: Path, host: str, pid: int | None, s: RunSettings
 ) -> list[str]:
-    cmd = [
-        sys.executable,
-        "-m",
-        "locust",
-        "-f",
-        str(ROOT / "locustfile.py"),
-        "--headless",
+    cmd = locust_base_args(str(ROOT / "locustfile.py"), run_dir, s)
+    cmd += [
         "--host",
         host,
         "--scenario",
@@ -111,6 +106,21 @@ def locust_command(
         str(s.stress_level),
         "--duration",
         f"{duration_s:g}",
+    ]
+    if pid:
+        cmd += ["--target-pid", str(pid)]
+    return cmd
+
+
+def locust_base_args(locustfiles: str, run_dir: Path, s: RunSettings) -> list[str]:
+    """Headless Locust writing into ``run_dir``, with the suite's config and monitor settings."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "locust",
+        "-f",
+        locustfiles,
+        "--headless",
         # Locust's own --config reads a Locust conf file; ours has its own name.
         "--memstress-config",
         str(s.config_path),
@@ -129,8 +139,6 @@ def locust_command(
         "--loglevel",
         "DEBUG" if s.debug else "INFO",
     ]
-    if pid:
-        cmd += ["--target-pid", str(pid)]
     if s.processes > 1:
         cmd += ["--processes", str(s.processes)]
     if s.monitor_interval:
@@ -145,12 +153,13 @@ def _run_locust(
     cap_s: float,
     stop: StopFlag,
     on_tick: Callable[[float], None],
+    cwd: Path = ROOT,
 ) -> int:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     with open(run_dir / "locust.log", "ab") as out:
         # Its own session, so a terminal Ctrl-C reaches only us; we forward it once.
         proc = subprocess.Popen(
-            cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
+            cmd, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
         )
     start = time.monotonic()
     asked_at: float | None = None
