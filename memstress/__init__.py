@@ -9,12 +9,15 @@ memory monitor, the run folder and the verdict to a locustfile is::
 From user code:
 
 - :func:`phase` marks a phase of the run (``warmup``, ``stress``, ``recovery`` ...);
-- :func:`register_source` adds a memory source by name (``--monitor-sources NAME``).
+- :func:`register_source` adds a memory source by name (part of ``--monitor-sources
+  auto``); its ``read()`` raises :class:`SourceFailed` (no answer this time) or
+  :class:`SourceMissing` (not there at all).
 """
 
 from __future__ import annotations
 
 from memstress.attach import phase
 from monitors.registry import SourceTarget, register_source
+from monitors.sources import SourceFailed, SourceMissing
 
-__all__ = ["SourceTarget", "phase", "register_source"]
+__all__ = ["SourceFailed", "SourceMissing", "SourceTarget", "phase", "register_source"]

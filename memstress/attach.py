@@ -447,7 +447,8 @@ class Stages:
         if not self._ended:
             self._ended = True
             self.context.plan_complete = True
-            self.context.record("run_end", "the load and its recovery are over")
+            what = "the load and its recovery are over" if self.recovery_s else "the load is over"
+            self.context.record("run_end", what)
         return None
 
     # --- no shape: --duration -------------------------------------------------------

@@ -355,8 +355,10 @@ class MemoryMonitor:
         names = list(self.source_names)
         scheme = urlsplit(self.host).scheme if self.host else ""
         auto = set(names) >= set(SOURCE_NAMES)
-        if self.profile.own_load and auto and scheme in REDIS_SCHEMES:
-            names.append("redis")
+        if auto:  # every source a user registered; redis for a redis:// host
+            names += [n for n in REGISTRY.users() if n not in names]
+            if self.profile.own_load and scheme in REDIS_SCHEMES:
+                names.append("redis")
         skipped = []
         if scheme not in ("http", "https"):  # redis://..., or no --host at all
             skipped = [n for n in names if n in HTTP_SOURCES]

@@ -67,6 +67,7 @@ class SourceRegistry:
 
     def __init__(self) -> None:
         self._factories: dict[str, SourceFactory] = {}
+        self.shipped: set[str] = set()  # chosen by --host's scheme, not by auto
 
     def register(self, name: str, factory: SourceFactory) -> None:
         from monitors.sources import SOURCE_NAMES
@@ -80,6 +81,10 @@ class SourceRegistry:
 
     def names(self) -> tuple[str, ...]:
         return tuple(self._factories)
+
+    def users(self) -> tuple[str, ...]:
+        """The sources a user registered: part of ``--monitor-sources auto``."""
+        return tuple(n for n in self._factories if n not in self.shipped)
 
     def make(self, name: str, target: SourceTarget) -> NamedSource:
         return NamedSource(self._factories[name](target), name)
@@ -133,3 +138,4 @@ def _figure(value: Any) -> float | None:
 from monitors.redis_source import RedisSource  # noqa: E402  (it uses the classes above)
 
 register_source("redis", RedisSource)
+REGISTRY.shipped.add("redis")

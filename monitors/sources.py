@@ -80,6 +80,8 @@ class ProcessSource:
                 self._proc.cpu_percent(None)  # primes the CPU counter; the first call says 0.0
             p = self._proc
             with p.oneshot():
+                if p.status() == psutil.STATUS_ZOMBIE:  # exited, not yet reaped by its parent
+                    raise SourceFailed(f"target process {self.pid} has exited (a zombie)")
                 mem = p.memory_info()
                 return {
                     "proc_rss_bytes": mem.rss,

@@ -254,6 +254,8 @@ def run_locustfile(
         base = Snapshot(o.name, 1, 1, 0.0, planned or 0.0)
 
         def tick(elapsed: float) -> None:
+            if target is not None:
+                target.alive()  # reaps it once it exits, so the monitor sees it gone
             base.elapsed_s = elapsed
             view.show(read_snapshot(run_dir, base))
 

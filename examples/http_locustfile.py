@@ -1,4 +1,4 @@
-"""A plain Locust file of the tests' own: no memstress import at all."""
+"""A plain HTTP locustfile: no memstress import at all (tests/test_own_load.py runs it)."""
 
 from locust import HttpUser, constant, task
 

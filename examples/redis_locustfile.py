@@ -1,4 +1,4 @@
-"""A redis-py locustfile of the tests' own: no memstress import at all.
+"""A redis-py locustfile: no memstress import at all (tests/test_own_load.py runs it).
 
 Each user SETs 16 KiB values under random keys (far more keys than fit in the
 64 MB maxmemory, so Redis fills and then evicts) and GETs some back, reporting
