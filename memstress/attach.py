@@ -39,8 +39,9 @@ from locust import events as locust_events
 from locust.runners import WorkerRunner, locust_exception_handler
 
 from common.config import DEFAULT_CONFIG_PATH, Config, ConfigError, load_config
-from common.context import RunContext, make_run_dir, new_run_id
-from common.runfiles import EventLog
+from common.context import RunContext, new_run_id
+from common.exitcodes import ExitCode
+from common.runfiles import RunFolder, make_run_dir
 from monitors.monitor import MemoryMonitor, TargetProfile, add_monitor_options
 from shapes.plan import PlanError, StageSpec
 from shapes.staged import StagedShape, TickResult
@@ -49,7 +50,6 @@ log = logging.getLogger("memstress")
 
 PHASES = ("warmup", "stress", "recovery")
 MB = 1 << 20
-EXIT_USAGE = 2
 RECOVERY_SPAWN_RATE = 1000.0
 """Users stopped per second when the load ends for the recovery stage."""
 
@@ -139,7 +139,7 @@ def on_init(environment: Any, runner: Any, web_ui: Any = None, **_: Any) -> None
         opts = environment.parsed_options
         if not (getattr(opts, "worker", False) and getattr(opts, "processes", None)):
             log.error("%s", exc)
-        sys.exit(EXIT_USAGE)
+        sys.exit(ExitCode.USAGE)
 
 
 def _opt(options: Any, name: str) -> str | None:
@@ -218,13 +218,11 @@ class OwnLoad:
             duration_s=(self.duration or 0.0) + self.recovery_s,
             run_id=new_run_id(),
             host=host,
-            run_dir=self.run_dir,
-            events=EventLog(self.run_dir) if self.run_dir is not None else None,
+            folder=RunFolder(self.run_dir) if self.run_dir is not None else None,
             target_pid=pid,
             monitor_interval=interval or self.config.monitor.interval,
             is_worker=self.is_worker,
         )
-        self.context.extras["own_load"] = self
         environment.memstress = self.context
         self._csv_writer: Any = None
         self._csv_greenlet: gevent.Greenlet | None = None
@@ -236,6 +234,7 @@ class OwnLoad:
             environment.events.quitting.add_listener(self.on_quitting)
             environment.events.test_start.add_listener(self.on_test_start)
             self.stages = Stages(environment, self.context, self.recovery_s)
+            environment.memstress_stages = self.stages  # for memstress.phase
             if shape is not None:
                 if self.duration is not None:
                     log.warning("memstress: --duration is ignored: the locustfile's shape sets it")
@@ -312,7 +311,7 @@ class OwnLoad:
             rep = build_run_report(self.run_dir, self.config)
         except Exception:
             log.exception("memstress: building the report of %s failed", self.run_dir)
-            environment.process_exit_code = stop_code or 1
+            environment.process_exit_code = stop_code or ExitCode.FAILED
             return
         if stop_code is None or stop_code == 0:
             environment.process_exit_code = rep.exit_code
@@ -508,9 +507,9 @@ def phase(environment: Any, name: str, **params: Any) -> None:
     ctx = getattr(environment, "memstress", None)
     if not isinstance(ctx, RunContext) or ctx.run_dir is None:
         return
-    own = ctx.extras.get("own_load")
-    if isinstance(own, OwnLoad):
-        own.stages.mark(name, params)
+    stages = getattr(environment, "memstress_stages", None)
+    if isinstance(stages, Stages):
+        stages.mark(name, params)
     else:
         runner = environment.runner
         ctx.enter_stage(

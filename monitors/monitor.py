@@ -45,12 +45,13 @@ from locust.runners import WorkerRunner, locust_exception_handler
 
 from common.config import ConfigError, LeakDetection
 from common.context import RunContext
+from common.exitcodes import ExitCode
 from common.runfiles import SAMPLE_COLUMNS, WORKER_COLUMNS, CsvAppender
 from common.target import TargetClient, TargetError
 from monitors.leak import LEAK, LeakDetector, LeakVerdict, on_run_clock
 from monitors.redis_source import REDIS_SCHEMES
 from monitors.registry import REGISTRY, NamedSource, SourceTarget
-from monitors.safety import EXIT_TARGET_LOST, SafetyGuard, Stop
+from monitors.safety import SafetyGuard, Stop
 from monitors.sampler import GreenletCpuMeter, Sampler, Source
 from monitors.sources import (
     HTTP_SOURCES,
@@ -197,7 +198,6 @@ class MemoryMonitor:
         self._health_failures = 0  # consecutive failures of a user-given health check
         self.extra_columns: tuple[str, ...] = ()  # registered sources' figures
         self.host = context.host
-        context.extras["monitor"] = self
 
         events = environment.events
         if isinstance(environment.runner, WorkerRunner) or context.is_worker:
@@ -550,7 +550,7 @@ class MemoryMonitor:
                             "target_lost",
                             f"health check {path} failed {self._health_failures} times in a "
                             f"row (target_lost_after {limit}): {detail}",
-                            EXIT_TARGET_LOST,
+                            ExitCode.TARGET_LOST,
                         )
                     )
         finally:

@@ -25,11 +25,10 @@ import requests
 from rich.console import Console
 
 from common.config import ROOT
+from common.exitcodes import ExitCode
 from runner.progress import Snapshot, make_progress, read_snapshot
+from runner.service import spawn
 from runner.session import (
-    EXIT_INTERRUPTED,
-    EXIT_TARGET,
-    SEVERITY,
     RunOutcome,
     RunSettings,
     StopFlag,
@@ -108,20 +107,12 @@ class TargetProcess:
             raise TargetStartError(f"--target-cmd: {exc}") from None
         if not argv:
             raise TargetStartError("--target-cmd: empty command")
-        with open(log_path, "ab") as fh:
-            try:
-                proc = subprocess.Popen(
-                    argv,
-                    cwd=cwd,
-                    stdout=fh,
-                    stderr=subprocess.STDOUT,
-                    stdin=subprocess.DEVNULL,
-                    start_new_session=True,
-                )
-            except OSError as exc:
-                raise TargetStartError(
-                    f"--target-cmd: cannot start {argv[0]!r}: {exc.strerror or exc}"
-                ) from None
+        try:
+            proc = spawn(argv, log_path, cwd=cwd)
+        except OSError as exc:
+            raise TargetStartError(
+                f"--target-cmd: cannot start {argv[0]!r}: {exc.strerror or exc}"
+            ) from None
         log.info("target pid %d: %s (log %s)", proc.pid, command, log_path)
         return cls(proc, log_path)
 
@@ -248,7 +239,7 @@ def run_locustfile(
             wait_ready(o.host, o.health_path, target, START_TIMEOUT_S if target else 5.0)
     except TargetStartError as exc:
         log.error("%s", exc)
-        reason, code = f"target unreachable: {exc}", EXIT_TARGET
+        reason, code = f"target unreachable: {exc}", int(ExitCode.TARGET_LOST)
     else:
         view = make_progress(console)
         base = Snapshot(o.name, 1, 1, 0.0, planned or 0.0)
@@ -268,17 +259,17 @@ def run_locustfile(
             view.close()
         if code < 0:
             reason = f"Locust was killed by {signal.Signals(-code).name}; its figures are partial"
-        elif code not in SEVERITY:
+        elif code not in list(ExitCode):
             reason = f"Locust exited with unexpected code {code} (see locust.log)"
         if target is not None and not target.alive():
             reason = f"the target exited with code {target.proc.returncode} during the run"
-            if code in (0, 1):
-                code = EXIT_TARGET
+            if code in (ExitCode.OK, ExitCode.FAILED):
+                code = ExitCode.TARGET_LOST
     finally:
         if target is not None:
             target.stop()
     if stop.requested:
-        code, reason = EXIT_INTERRUPTED, f"interrupted by {stop.signal_name or 'the user'}"
+        code, reason = ExitCode.INTERRUPTED, f"interrupted by {stop.signal_name or 'the user'}"
     write_meta(
         run_dir,
         ended=time.time(),
