@@ -50,7 +50,10 @@ EVENT_KINDS = (
     "health_failed",
     "health_ok",
     "cleanup",
-    "source_missing",
+    "source_missing",  # a sample source that is not there: dropped for the run
+    "source_degraded",  # a source answered badly (JSON: source, reason, example)
+    "source_recovered",  # ... and answers well again (JSON: source, degraded_s, failed_reads)
+    "source_disabled",  # a source failed with a bug: off for the rest of the run
     "run_end",
 )
 

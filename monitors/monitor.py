@@ -10,7 +10,11 @@ runner's greenlet group (linked to Locust's exception handler, as Locust does
 for its own CPU monitor):
 
 - the **sampler**, every ``context.monitor_interval`` seconds: one row of
-  ``memory_samples.csv`` (flushed), the online leak detector, the safety guard;
+  ``memory_samples.csv`` (flushed), the online leak detector, the safety guard.
+  Its sources are read concurrently and fail alone (:mod:`monitors.sampler`):
+  an HTTP source times out below the interval (:func:`read_timeouts`), and a
+  source that answers badly is degraded (``source_degraded`` /
+  ``source_recovered`` events), never the end of sampling or of the run;
 - the **health check** (``GET /health``) every ``system_health_check_interval``;
 - the **cleanup cycle** (``POST /memory/cycle``) every ``memory_cleanup_interval``.
 
@@ -50,8 +54,8 @@ from common.runfiles import SAMPLE_COLUMNS, WORKER_COLUMNS, CsvAppender
 from common.target import TargetClient, TargetError
 from monitors.leak import LEAK, LeakDetector, LeakVerdict, on_run_clock
 from monitors.redis_source import REDIS_SCHEMES
-from monitors.registry import REGISTRY, NamedSource, SourceTarget
-from monitors.safety import SafetyGuard, Stop
+from monitors.registry import REGISTRY, SourceTarget
+from monitors.safety import SafetyGuard, Seen, Stop
 from monitors.sampler import GreenletCpuMeter, Sampler, Source
 from monitors.sources import (
     HTTP_SOURCES,
@@ -74,6 +78,17 @@ WORKER_KEY = "memstress_worker"
 
 HISTORY = 20_000
 """Samples kept in memory for the live view (about 5.5 h at 1 s)."""
+
+HTTP_SHARE = 0.6
+"""An HTTP source's timeout, as a share of the interval (at most monitor.http_timeout)."""
+
+DEADLINE_SHARE = 0.8
+"""How long a sample waits for its sources, as a share of the interval."""
+
+
+def read_timeouts(interval: float, http_timeout: float) -> tuple[float, float]:
+    """(HTTP timeout of a source, deadline of a sample): both below the interval."""
+    return min(http_timeout, HTTP_SHARE * interval), DEADLINE_SHARE * interval
 
 
 def add_monitor_options(parser: Any) -> None:
@@ -185,6 +200,7 @@ class MemoryMonitor:
         self.stop: Stop | None = None
         self.started: float | None = None  # time.time() of the first sample
         self.samples_taken = 0
+        self.slots_skipped = 0  # sampling slots a slow sample overran
         self.cpu_seconds = 0.0  # spent in the sampler greenlet, over all samples
         self.wall_seconds = 0.0
         self.sampler: Sampler | None = None
@@ -195,6 +211,7 @@ class MemoryMonitor:
         self._closed = False
         self._stopping = False
         self._speaks_api = False  # the target answered /memory/stats (auto profile)
+        self._accounting = False  # a registered source reports accounted bytes
         self._health_failures = 0  # consecutive failures of a user-given health check
         self.extra_columns: tuple[str, ...] = ()  # registered sources' figures
         self.host = context.host
@@ -248,10 +265,11 @@ class MemoryMonitor:
             g.link_exception(locust_exception_handler(environment))
             self._greenlets.append(g)
         log.info(
-            "memory monitor: sampling %s every %g s (sources: %s)",
+            "memory monitor: sampling %s every %g s (sources: %s; HTTP timeout %g s)",
             self.host,
             self.interval,
             ", ".join(s.name for s in self.sampler.sources) or "none",
+            read_timeouts(self.interval, cfg.monitor.http_timeout)[0],
         )
 
     def on_quitting(self, environment: Environment, **_: Any) -> None:
@@ -264,8 +282,10 @@ class MemoryMonitor:
                 f.close()
         if self.samples_taken:
             log.info(
-                "memory monitor: %d samples, %.2f ms wall and %.2f ms CPU per sample",
+                "memory monitor: %d samples (%d slots skipped), %.2f ms wall and %.2f ms CPU "
+                "per sample",
                 self.samples_taken,
+                self.slots_skipped,
                 1000 * self.wall_seconds / self.samples_taken,
                 1000 * self.cpu_seconds / self.samples_taken,
             )
@@ -330,9 +350,9 @@ class MemoryMonitor:
         if rss is None:
             return None
         assert self.sampler is not None
-        if any(isinstance(s, NamedSource) for s in self.sampler.sources) and (
-            "accounted_bytes" in row
-        ):  # a registered source (redis ...) says what the target holds on purpose
+        if row.get("accounted_bytes") is not None:
+            self._accounting = True
+        if self._accounting:  # a registered source (redis ...) says what it holds on purpose
             accounted = row.get("accounted_bytes")
             return None if accounted is None else float(rss) - float(accounted)
         if not any(s.name == "stats" for s in self.sampler.sources):
@@ -351,7 +371,7 @@ class MemoryMonitor:
                 pid = None
             if pid is not None:
                 log.info("memory monitor: target PID %d found listening at %s", pid, self.host)
-        timeout = ctx.config.monitor.http_timeout
+        timeout, deadline = read_timeouts(self.interval, ctx.config.monitor.http_timeout)
         names = list(self.source_names)
         scheme = urlsplit(self.host).scheme if self.host else ""
         auto = set(names) >= set(SOURCE_NAMES)
@@ -375,17 +395,26 @@ class MemoryMonitor:
             try:
                 registered.append(REGISTRY.make(name, SourceTarget(self.host, pid, timeout)))
             except SourceMissing as exc:
-                self._source_missing(name, str(exc))
+                self._source_event("source_missing", name, {"reason": str(exc)})
         self.extra_columns = tuple(c for src in registered for c in src.columns)
-        sampler = Sampler([*sources, *registered], self._source_missing)
+        sampler = Sampler([*sources, *registered], self._source_event, deadline=deadline)
         for name in skipped:  # noted once, never a lost target
             sampler.missing[name] = f"--host {self.host or '(none)'} is not an HTTP URL"
-            self._source_missing(name, sampler.missing[name])
+            self._source_event("source_missing", name, {"reason": sampler.missing[name]})
         return sampler
 
-    def _source_missing(self, name: str, reason: str) -> None:
-        log.warning("memory monitor: source %s is not available: %s", name, reason)
-        self.context.record("source_missing", f"{name}: {reason}")
+    def _source_event(self, kind: str, name: str, detail: dict[str, Any]) -> None:
+        """A source_* event from the sampler: the log and events.csv."""
+        if kind == "source_missing":
+            log.warning("memory monitor: source %s is not available: %s", name, detail["reason"])
+            self.context.record(kind, f"{name}: {detail['reason']}")
+            return
+        if kind == "source_degraded":
+            got = f" (got: {detail['example']})" if detail.get("example") else ""
+            log.warning("memory monitor: source %s degraded: %s%s", name, detail["reason"], got)
+        elif kind == "source_recovered":
+            log.info("memory monitor: source %s recovered after %.1f s", name, detail["degraded_s"])
+        self.context.record(kind, {"source": name, **detail})
 
     def _sample_loop(self) -> None:
         next_at = time.monotonic()
@@ -394,7 +423,9 @@ class MemoryMonitor:
             next_at += self.interval
             now = time.monotonic()
             if next_at <= now:  # a slow sample: skip the slots it overran
-                next_at += self.interval * (1 + int((now - next_at) // self.interval))
+                skipped = 1 + int((now - next_at) // self.interval)
+                self.slots_skipped += skipped
+                next_at += self.interval * skipped
             gevent.sleep(next_at - now)
 
     def sample_once(self) -> dict[str, Any]:
@@ -405,7 +436,7 @@ class MemoryMonitor:
             self.started = now
         t0 = time.perf_counter()
         with GreenletCpuMeter() as cpu:
-            sample = self.sampler.take()
+            sample = self.sampler.take(cpu)
             row = sample.row
             if self.profile.own_load:
                 self._judge_budget(row)
@@ -429,18 +460,13 @@ class MemoryMonitor:
         self._remember(row, verdict)
         if verdict.changed:
             self._leak_event(verdict)
-        target_ok = sample.target_ok
-        if self.profile.own_load:
-            # Its process is the target: an HTTP source it lacks or answers badly is not loss.
-            process = any(s.name == "process" for s in self.sampler.sources)
-            target_ok = ("proc_rss_bytes" in row) if process else None
         if not self._stopping:
             stop = self.guard.check(
                 now,
                 row["elapsed_s"],
                 row.get("host_percent"),
                 row.get("pressure"),
-                target_ok,
+                Seen(sample.process_alive, sample.memory_read),
             )
             if stop is not None:
                 self.stop_run(stop)
@@ -515,16 +541,22 @@ class MemoryMonitor:
                 gevent.sleep(every)
                 if self.profile.own_load and not self._speaks_api:
                     continue  # not (yet) seen speaking the memstress API: no /health to ask
+                answered = True
                 try:
                     h = client.health()
                     status, code = h.get("status"), h.get("http_status")
                     ok = code == 200 and status in ("ok", "degraded")
-                    detail = f"status {status}, HTTP {code}"
-                except (requests.RequestException, ValueError) as exc:
-                    ok, detail = False, f"no answer ({type(exc).__name__})"
+                    detail = f"status {status!r:.40}, HTTP {code}"
+                except requests.RequestException as exc:
+                    answered, ok, detail = False, False, f"no answer ({type(exc).__name__})"
+                except ValueError:
+                    ok, detail = False, "an answer that is not JSON"
                 if not ok:
                     log.warning("memory monitor: health check failed: %s", detail)
                 self.context.record("health_ok" if ok else "health_failed", detail)
+                stop = None if self._stopping else self.guard.health(answered)
+                if stop is not None:
+                    self.stop_run(stop)
         finally:
             client.close()
 
@@ -567,6 +599,8 @@ class MemoryMonitor:
                     continue  # a cleanup cycle is the memstress API's; this target lacks it
                 try:
                     r = client.cycle()
+                    if not isinstance(r, dict):
+                        raise TargetError(f"POST /memory/cycle: not a JSON object: {r!r:.100}")
                     detail: dict[str, Any] = {
                         k: r.get(k) for k in ("freed_bytes", "duration_ms", "strategy", "pressure")
                     }

@@ -31,10 +31,10 @@ from typing import Any
 import pytest
 import requests
 
+from common.units import MB
 from runner.service import ManagedService
 from tests.conftest import PYTHON, start_service
 
-MB = 1024 * 1024
 BUDGET_MB = 256
 FAULT_CAP = 4 * BUDGET_MB * MB  # leak plus ballast, whatever the requests ask for
 SLACK = 64 * MB  # allocator, SQLite and the fuzzed requests themselves

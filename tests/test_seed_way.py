@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from scenarios import api
 from runner.service import ManagedService
+from scenarios import api
 from tests.locust_helpers import ROOT, locust_env, start_locust
 
 MODULE = "cache_tests"

@@ -21,10 +21,10 @@ import pytest
 import requests
 import yaml
 
+from common.units import MB
 from runner.service import ManagedService
 from tests.conftest import ROOT, start_service
 
-MB = 1024 * 1024
 TIMEOUT = 10
 
 

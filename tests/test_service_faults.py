@@ -21,10 +21,10 @@ import psutil
 import pytest
 import requests
 
+from common.units import MB
 from runner.service import ManagedService
 from tests.conftest import start_service
 
-MB = 1024 * 1024
 LIMIT = 1024 * 1024  # the shipped config's service.max_body_bytes
 TIMEOUT = 10
 
