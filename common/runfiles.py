@@ -94,7 +94,7 @@ SAMPLE_COLUMNS = (
     "leak_slope_mb_min",  # the online detector's current slope estimate
     "leak_state",  # warmup | clear | leak
     "sample_cost_ms",  # wall time spent taking this sample
-    "sample_cpu_ms",  # CPU time of the sampler greenlet for this sample
+    "sample_cpu_ms",  # CPU time of the sampler greenlet and its source reads for this sample
 )
 
 WORKER_COLUMNS = ("time", "worker_id", "rss_bytes", "cpu_percent", "user_count")

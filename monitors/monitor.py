@@ -1,4 +1,4 @@
-"""The memory monitor: a Locust listener object (STYLE point 1).
+"""The memory monitor: a Locust listener object.
 
 ``MemoryMonitor(environment)`` subscribes its handlers in its constructor;
 nothing is registered on import. The locustfile calls it once in its
@@ -158,6 +158,29 @@ class Point:
     leak_state: str
 
 
+@dataclass(frozen=True)
+class Snapshot:
+    """What the monitor knows now, for readers such as the live view: the last sample's
+    figures, the peak, the leak verdict, the stage and why the run stopped (if it did)."""
+
+    scenario: str
+    stage: str
+    samples: int
+    interval_s: float
+    rss_bytes: float | None
+    peak_rss_bytes: float | None
+    rss_source: str | None
+    budget_bytes: float | None
+    pressure: float | None
+    strategy: str | None
+    host_percent: float | None
+    leak_slope_mb_min: float | None
+    leak_state: str
+    stop_reason: str
+    samples_csv: Path | None
+    """``memory_samples.csv`` of the run (None on a worker)."""
+
+
 class MemoryMonitor:
     """Samples the target's memory, detects leaks, stops unsafe runs; see the module doc.
 
@@ -224,12 +247,39 @@ class MemoryMonitor:
             events.test_start.add_listener(self.on_test_start)
             events.worker_report.add_listener(self.on_worker_report)
             events.quitting.add_listener(self.on_quitting)
-            if getattr(environment, "web_ui", None) is not None:
+            web_ui = getattr(environment, "web_ui", None)
+            if web_ui is not None:
                 from monitors.webui import MemoryView  # Flask bits only where there is a UI
 
-                self.view: MemoryView | None = MemoryView(self)
-            else:
-                self.view = None
+                MemoryView(web_ui, self)
+
+    # --- what readers see --------------------------------------------------------------
+
+    def snapshot(self) -> Snapshot:
+        """The monitor's figures now, as one frozen value."""
+        row, verdict, ctx = self.latest, self.detector.verdict, self.context
+        run_dir = ctx.run_dir
+        return Snapshot(
+            scenario=ctx.scenario,
+            stage=ctx.stage.name,
+            samples=self.samples_taken,
+            interval_s=self.interval,
+            rss_bytes=row.get("rss_bytes"),
+            peak_rss_bytes=self.peak_rss,
+            rss_source=row.get("rss_source"),
+            budget_bytes=row.get("budget_bytes"),
+            pressure=row.get("pressure"),
+            strategy=row.get("strategy"),
+            host_percent=row.get("host_percent"),
+            leak_slope_mb_min=verdict.slope_mb_min,
+            leak_state=verdict.state,
+            stop_reason=ctx.stop_reason,
+            samples_csv=None if run_dir is None else Path(run_dir) / "memory_samples.csv",
+        )
+
+    def points(self) -> list[Point]:
+        """The samples kept for the live view (the last :data:`HISTORY`), oldest first."""
+        return list(self.history)
 
     # --- Locust event handlers ------------------------------------------------------
 
@@ -344,7 +394,9 @@ class MemoryMonitor:
 
         A cache that fills is memory the target knows about; a leak is memory it
         does not. When the target's /memory/stats is not there (another
-        platform), plain RSS; when it is there but missed this sample, nothing.
+        platform) or has not answered well yet (junk from the start), plain RSS;
+        when it has answered but missed this sample, nothing (switching back to
+        plain RSS would look like growth by the cache bytes).
         """
         rss = row.get("rss_bytes")
         if rss is None:
@@ -355,7 +407,7 @@ class MemoryMonitor:
         if self._accounting:  # a registered source (redis ...) says what it holds on purpose
             accounted = row.get("accounted_bytes")
             return None if accounted is None else float(rss) - float(accounted)
-        if not any(s.name == "stats" for s in self.sampler.sources):
+        if not self.sampler.answered("stats"):
             return float(rss)
         if "stats_rss_bytes" not in row:  # the stats source did not answer this time
             return None

@@ -138,6 +138,10 @@ class Sampler:
         """The sources still in use (not missing, not disabled)."""
         return [f.source for f in self.feeds]
 
+    def answered(self, name: str) -> bool:
+        """Whether the source ``name`` is in use and has answered well at least once."""
+        return any(f.answered for f in self.feeds if f.name == name)
+
     def take(self, meter: GreenletCpuMeter | None = None) -> Sample:
         """One sample; ``meter`` also counts the CPU of the reading greenlets."""
         now = time.time()

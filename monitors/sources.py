@@ -223,7 +223,7 @@ def _parses(line: str) -> bool:
 
 
 class StatsSource:
-    """The target's own view from ``GET /memory/stats`` (DESIGN section 3)."""
+    """The target's own view from ``GET /memory/stats``."""
 
     name = "stats"
 

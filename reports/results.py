@@ -61,7 +61,7 @@ class Analysis:
     exit_code: int
 
 
-def analyse(data: RunData, cfg: Config, fail_on: str | None = None) -> Analysis:
+def aggregate(data: RunData, cfg: Config, fail_on: str | None = None) -> Analysis:
     """Aggregate a run: metrics, scores, grades, verdict, business value, findings."""
     fail = fail_on or cfg.fail_on
     m = compute(data, cfg)
