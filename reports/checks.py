@@ -390,7 +390,9 @@ def run_checks(
         setting = e.setting(cfg, sc.name)
         kind = CATALOGUE.get(e.id)
         text = e.describe(setting.bound)
-        if kind is None:
+        if not e.id:
+            status, msg = NOT_JUDGED, "described in words only (give it a check id to judge it)"
+        elif kind is None:
             status, msg = NOT_JUDGED, f"no check named {e.id!r} in reports/checks.py"
         else:
             try:
