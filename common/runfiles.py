@@ -63,13 +63,15 @@ SAMPLE_COLUMNS = (
     "stage",  # name of the current stage ('' before the first)
     "users",  # Locust user count
     "rss_bytes",  # target RSS: psutil by PID, else Prometheus, else /memory/stats
-    "rss_source",  # psutil | prometheus | stats
+    "rss_source",  # psutil | prometheus | stats | custom
     "vms_bytes",
     "cpu_percent",  # target process CPU percent (psutil)
     "num_threads",
     "open_files",
     "prom_rss_bytes",  # process_resident_memory_bytes from /metrics
-    "budget_bytes",  # from /memory/stats
+    "custom_rss_bytes",  # RSS from a registered source (monitors.registry), e.g. redis
+    "accounted_bytes",  # what a registered source says the target holds on purpose
+    "budget_bytes",  # from /memory/stats, a registered source, or the configured budget
     "pressure",  # 0-100, the target's own score
     "strategy",  # normal | aggressive | emergency
     "optimizations_total",

@@ -217,6 +217,18 @@ def render_run(
     ]
     if bases:
         add("\nMemory cost bases: " + "; ".join(bases) + ".")
+    if figures := m.get("source_figures"):
+        add("\n### Memory source figures\n")
+        add("Each registered source's own figures, as memory_samples.csv has them.\n")
+        add(
+            table(
+                ["figure", "first", "last", "min", "max"],
+                [
+                    [f"`{f['column']}`", *(num(f[k]) for k in ("first", "last", "min", "max"))]
+                    for f in figures
+                ],
+            )
+        )
     if doc.get("source_kind") == "locust":
         add(
             "\nMemory, optimization, leak, pressure, recovery and cost figures: unavailable "

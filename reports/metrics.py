@@ -210,6 +210,7 @@ class RunMetrics:
     stop: StopInfo
     stages: list[StageMetrics]
     workers: dict[str, Any] = field(default_factory=dict)
+    source_figures: list[dict[str, Any]] = field(default_factory=list)
 
 
 DEFINITIONS: dict[str, tuple[str, str, str]] = {
@@ -1168,4 +1169,30 @@ def compute(data: RunData, cfg: Config) -> RunMetrics:
         stop=stop_info(data),
         stages=stage_metrics(data, spans, t0, cfg),
         workers=worker_summary(data),
+        source_figures=source_figures(data),
     )
+
+
+def source_figures(data: RunData) -> list[dict[str, Any]]:
+    """First, last, lowest and highest value of each registered source's own column
+    (``<source>_<figure>`` in memory_samples.csv beyond the suite's columns, e.g.
+    ``redis_used_memory``)."""
+    from common.runfiles import SAMPLE_COLUMNS
+
+    out: list[dict[str, Any]] = []
+    for column in data.samples.columns:
+        if column in SAMPLE_COLUMNS or "_" not in column:
+            continue
+        values = pd.to_numeric(data.samples[column], errors="coerce").dropna()
+        if values.empty:
+            continue
+        out.append(
+            {
+                "column": column,
+                "first": float(values.iloc[0]),
+                "last": float(values.iloc[-1]),
+                "min": float(values.min()),
+                "max": float(values.max()),
+            }
+        )
+    return out
