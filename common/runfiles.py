@@ -43,6 +43,7 @@ EVENT_COLUMNS = ("time", "kind", "detail")
 EVENT_KINDS = (
     "run_start",  # the run id its test data on the target is named by
     "stage",
+    "leak_settings",  # the leak detector's settings for this run (scaled for a short run)
     "leak_detected",
     "leak_cleared",
     "emergency_stop",

@@ -32,8 +32,10 @@ changed it.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
+import statistics
 import time
 from collections import deque
 from collections.abc import Sequence
@@ -52,7 +54,8 @@ from common.context import RunContext
 from common.exitcodes import ExitCode
 from common.runfiles import SAMPLE_COLUMNS, WORKER_COLUMNS, CsvAppender
 from common.target import TargetClient, TargetError
-from monitors.leak import LEAK, LeakDetector, LeakVerdict, on_run_clock
+from common.units import MB
+from monitors.leak import LEAK, WARMUP, LeakDetector, LeakVerdict, on_run_clock
 from monitors.redis_source import REDIS_SCHEMES
 from monitors.registry import REGISTRY, SourceTarget
 from monitors.safety import SafetyGuard, Seen, Stop
@@ -218,6 +221,10 @@ class MemoryMonitor:
         self.detector = LeakDetector(context.config.monitor.leak_detection)
         self.guard = SafetyGuard(context.config.safety)
         self.history: deque[Point] = deque(maxlen=HISTORY)
+        self._first_rss: list[float] = []  # the first few RSS samples: start memory
+        self._last_rss: deque[float] = deque(maxlen=5)  # the last few: end memory
+        self._injected_leak = False  # a stage declared injects: leak
+        self._t0 = 0.0  # Unix time the monitor started (elapsed_s 0)
         self.latest: dict[str, Any] = {}
         self.peak_rss: float | None = None
         self.stop: Stop | None = None
@@ -297,6 +304,12 @@ class MemoryMonitor:
         if self._sources_override is None:
             self.source_names = _option_sources(environment.parsed_options)
         self.detector = LeakDetector(self._leak_settings())
+        # The settings the detector judges with (scaled for a short run): the report
+        # replays the detector with them to say whether the run was long enough to judge.
+        self.context.record(
+            "leak_settings",
+            {**dataclasses.asdict(self.detector.settings), "interval_s": self.interval},
+        )
         self.guard = SafetyGuard(cfg.safety)
         self.host = (environment.host or ctx.host).rstrip("/")
         self.sampler = self._make_sampler()
@@ -341,6 +354,34 @@ class MemoryMonitor:
             )
         if self.stop is not None:
             environment.process_exit_code = self.stop.exit_code
+
+    def verdict_inputs(self) -> dict[str, Any] | None:
+        """What the verdict at quit needs from the monitor (``reports.quit_verdict``):
+        memory growth (MB) and the leak the detector holds now, as the report judges it."""
+        if not self._first_rss:
+            return None
+        growth = (statistics.median(self._last_rss) - statistics.median(self._first_rss)) / MB
+        v = self.detector.verdict
+        tr = v.trend
+        if v.state == WARMUP:
+            slope, note, headline = None, "run too short for the leak detector", ""
+        elif v.state == LEAK and tr is not None:
+            called = (self.detector.detected_at or 0.0) - self._t0
+            headline = (
+                f"leak {tr.slope:.2f} MB/min (CI {tr.ci_low:.2f}–{tr.ci_high:.2f}) "
+                f"detected at {called:.0f} s"
+            )
+            slope, note = tr.slope, ""
+        else:
+            slope, note, headline = 0.0, "", "no leak"
+        if self._injected_leak:
+            slope, note = None, "the scenario injects its leak: its checks judge it"
+        return {
+            "growth_mb": growth,
+            "leak_slope_mb_min": slope,
+            "leak_note": note,
+            "leak_headline": headline,
+        }
 
     def on_report_to_master(self, client_id: str, data: dict[str, Any], **_: Any) -> None:
         """On a worker: add this process's RSS, CPU and user count to the report."""
@@ -549,6 +590,14 @@ class MemoryMonitor:
     def _remember(self, row: dict[str, Any], verdict: LeakVerdict) -> None:
         self.latest = row
         rss = row.get("rss_bytes")
+        if not self._first_rss and not self.history:
+            self._t0 = float(row["time"]) - float(row["elapsed_s"])
+        if rss is not None:
+            if len(self._first_rss) < 5:
+                self._first_rss.append(float(rss))
+            self._last_rss.append(float(rss))
+        if self.context.stage.params.get("injects") == "leak":
+            self._injected_leak = True
         if rss is not None and (self.peak_rss is None or rss > self.peak_rss):
             self.peak_rss = float(rss)
         self.history.append(

@@ -197,7 +197,7 @@ def run_scenario(
         interrupted=False,
         config_path=str(s.config_path),
         purpose=info.purpose,
-        expected=list(info.expected),
+        expected=[e.describe(e.setting(s.config, info.name).bound) for e in info.expected],
         budget_bytes=None,
         processes=s.processes,
     )

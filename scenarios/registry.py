@@ -103,7 +103,8 @@ def check_config(config: Config) -> Config:
     """The config's scenario keys against the registry; returns ``config`` when they hold.
 
     ``test_duration`` has a key for every scenario with a seed key and no other;
-    ``scenarios.quick`` names registered scenarios. A ConfigError is one line that
+    ``scenarios.quick`` names registered scenarios; ``checks`` names registered
+    scenarios and checks they declare. A ConfigError is one line that
     starts with the config file's name, as :func:`common.config.load_config` does.
     """
     problem = _config_problem(config)
@@ -126,6 +127,17 @@ def _config_problem(config: Config) -> str | None:
             get_scenario(name)
         except ConfigError as exc:
             return f"scenarios.quick[{i}]: {exc}"
+    # checks: each entry names a registered scenario and one of its declared checks (a
+    # typo would otherwise leave a check judged on its declared defaults without a word)
+    known = {s.name: s for s in SCENARIOS}
+    for name in config.checks.scenarios():
+        if name not in known:
+            return f"checks.{name}: unknown scenario (valid: {', '.join(names())})"
+        declared = [e.id for e in known[name].expected]
+        for cid in config.checks.of(name):
+            if cid not in declared:
+                valid = ", ".join(declared)
+                return f"checks.{name}.{cid}: {name} has no such check (valid: {valid})"
     return None
 
 

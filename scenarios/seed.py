@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from common.config import Config, StressLevel
 from scenarios import api
-from scenarios.spec import Endpoint, Part, PlanFn, Scenario, staged_plan
+from scenarios.spec import Endpoint, Expect, Part, PlanFn, Scenario, staged_plan
 from shapes.plan import StageSpec
 
 if TYPE_CHECKING:
@@ -52,7 +52,7 @@ class MemoryStressTest:
     """Agents in the run's data space (deleted in the cleanup stage)."""
     namespaces: ClassVar[int] = 1
     """Vector namespaces in the run's data space."""
-    expected: ClassVar[tuple[str, ...]] = ()
+    expected: ClassVar[tuple[Expect | str, ...]] = ()  # words alone are shown, not judged
     """What the verdict checks, in words."""
     endpoints: ClassVar[tuple[Endpoint, ...]] = (*api.AGENT_TRAFFIC, *api.CLEANUP)
     """Every endpoint the tests call."""
@@ -93,7 +93,7 @@ def _scenario(cls: type[MemoryStressTest], method: str) -> Scenario:
     return Scenario(
         name=name,
         purpose=doc.strip().splitlines()[0],
-        expected=tuple(cls.expected),
+        expected=tuple(e if isinstance(e, Expect) else Expect("", e) for e in cls.expected),
         endpoints=tuple(dict.fromkeys(cls.endpoints)),
         users=functools.cache(lambda: (_user_class(cls, method),)),
         plan=_plan_of(cls),
@@ -105,7 +105,7 @@ def _plan_of(cls: type[MemoryStressTest]) -> PlanFn:
     def plan(config: Config, stress: StressLevel, total_s: float) -> list[StageSpec]:
         return staged_plan(
             total_s,
-            [Part("warmup", 1, 1), Part("stress", 4, max(1, cls.users))],
+            [Part("warmup", 1, 1, phase="warmup"), Part("stress", 4, max(1, cls.users))],
             common={"agents": cls.agents, "namespaces": cls.namespaces},
             conductors=0,
         )
