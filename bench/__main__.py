@@ -168,6 +168,8 @@ def main(argv: list[str] | None = None) -> int:
         write_markdown(out)
         for g in result.goals:
             state = {True: "met", False: "MISSED", None: "not measured"}[g.passed]
+            if g.passed is None and g.value is not None:
+                state = "not judged"
             why = f" ({g.reason})" if g.reason and g.passed is not True else ""
             print(f"  {g.id or g.name}: {g.value} ({g.op} {g.target} {g.unit}) {state}{why}")
         print(f"bench {name}: done in {result.wall_s:.0f} s", flush=True)

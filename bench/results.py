@@ -395,7 +395,10 @@ def fmt(value: Any) -> str:
     return str(value).replace("|", "\\|").replace("\n", " ")
 
 
-def verdict(passed: bool | None) -> str:
+def verdict(passed: bool | None, value: Any = None) -> str:
+    """Met, missed, not judged (measured, but its setup did not hold) or not measured."""
+    if passed is None and value is not None:
+        return "not judged"
     return {True: "**met**", False: "**MISSED**", None: "not measured"}[passed]
 
 
@@ -467,7 +470,7 @@ def render_markdown(doc: dict[str, Any]) -> str:
             g["figure"],
             f"{fmt(g['value'])} {g['unit']}".strip(),
             f"{g['goal']} {g['unit']}".strip(),
-            verdict(g["passed"]),
+            verdict(g["passed"], g["value"]),
             g.get("reason") or "",
             (g.get("git_commit") or "") + (" (dirty)" if g.get("tree_clean") is False else ""),
         ]
@@ -505,7 +508,7 @@ def render_markdown(doc: dict[str, Any]) -> str:
                         g["name"],
                         f"{fmt(g['value'])} {g.get('unit', '')}".strip(),
                         f"{g['op']} {fmt(g['target'])} {g.get('unit', '')}".strip(),
-                        verdict(g["passed"]),
+                        verdict(g["passed"], g["value"]),
                     ]
                     for g in b["goals"]
                 ],
