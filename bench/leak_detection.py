@@ -51,6 +51,7 @@ from bench.results import BenchResult, Goal, Table
 from common.units import MB
 
 LOCUSTFILE = ROOT / "locustfile.py"
+VERDICT_FILE = "leak_verdict.json"  # the monitor's final verdict in the run folder (issue 11)
 SCENARIO = "baseline"
 SEEDS = {"dev": (1, 2, 3), "holdout": (11, 12, 13)}
 PRE_S = 60.0  # the leak starts here: past the detector's warm-up and the caches' filling
@@ -164,6 +165,9 @@ class RunResult:
     leak_start: float | None = None
     leak_points: list[tuple[float, int]] = field(default_factory=list)  # (time, bytes held)
     events: list[dict[str, str]] = field(default_factory=list)
+    verdict_file: dict[str, Any] | None = (
+        None  # the monitor's leak_verdict.json, when it writes one
+    )
     exit_code: int | None = None
     error: str | None = None
     wall_s: float = 0.0
@@ -241,6 +245,10 @@ def one_run(case: Case, seed: int, workdir: Path, stop: threading.Event) -> RunR
         if res.t0 is None:
             res.error = f"Locust never started its stages (exit {res.exit_code})"
         res.events = read_rows(run_dir / "events.csv")
+        try:
+            res.verdict_file = json.loads((run_dir / VERDICT_FILE).read_text())
+        except (OSError, ValueError):
+            res.verdict_file = None
         (jobdir / "result.json").write_text(json.dumps(asdict(res), default=str))
     except Exception as exc:  # one failed run is reported; the others still count
         res.error = f"{type(exc).__name__}: {exc}"
@@ -306,7 +314,10 @@ def judge(res: RunResult) -> dict[str, Any]:
     slope = after[0][1] if after else None
     rate = true_rate(res) if case.leak else None
     err = abs(slope - rate) / rate * 100 if slope is not None and rate else None
+    # The monitor's own final verdict when it writes one; else the state after the last event.
     final = "leak" if changes and changes[-1][1] == "leak_detected" else "no leak"
+    if isinstance(res.verdict_file, dict) and isinstance(res.verdict_file.get("verdict"), str):
+        final = res.verdict_file["verdict"]
     t0 = res.t0 or 0.0
     return {
         "case": case.name,
@@ -369,8 +380,9 @@ def _what(small: bool, seed_set: str, n: int) -> str:
     text = (
         f"{n} real runs in parallel, each a target and a Locust process running "
         f"`locustfile.py --scenario {SCENARIO}` with the memory monitor at 1 s; the monitor's "
-        "own `events.csv` is the verdict (every `leak_detected` / `leak_cleared` listed; the "
-        "final verdict is the state after the last one). Leaks in `bench/leak_target.py`'s "
+        "own `events.csv` gives every `leak_detected` / `leak_cleared`; the final verdict is "
+        "the monitor's `leak_verdict.json` when it writes one, else the state after the last "
+        "event. Leaks in `bench/leak_target.py`'s "
         "own code: steady unaccounted at 2, 1 and 0.5 MB/min from 60 s; 1 MB/min inside an "
         "accounted tier that grows past its limit_bytes; 1 MB/min starting at 240 s; 1 KiB "
         "per request from 60 s (rate measured). Leak-free: a cache filling to 30 MB (tau 60 s), "
