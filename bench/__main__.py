@@ -1,4 +1,4 @@
-"""``python -m bench [load|monitor|report|leak|service ...] [--small] [--out DIR]``.
+"""``python -m bench [load|monitor|report|leak|service|selfrss ...] [--small] [--out DIR]``.
 
 With no name, every benchmark runs in turn (that is ``make bench``). Results go
 to ``DIR/results.json`` (a benchmark run alone replaces its own entry) and
@@ -33,6 +33,7 @@ TITLES = {
     "report": "Report scale: build time of 6- and 60-minute run folders",
     "leak": "Leak detection: recall, delay and false alarms",
     "service": "The reference service: cycle and search latency, RSS per stored vector",
+    "selfrss": "memstress's own memory: master and worker RSS slope against plain Locust",
 }
 
 
@@ -81,6 +82,7 @@ MODULES = {
     "report": "bench.report_scale",
     "leak": "bench.leak_detection",
     "service": "bench.service_bench",
+    "selfrss": "bench.self_rss",
 }
 
 

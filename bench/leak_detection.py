@@ -455,14 +455,6 @@ def _aggregate(result: BenchResult, rows: list[dict[str, Any]], small: bool) -> 
                 reason="" if errs else "no detected leak with a measured true rate",
             )
         )
-    result.goals.append(
-        Goal.of(
-            "self_rss_slope_mb_per_hour",
-            None,
-            reason="not measured: the 60-minute endurance run of memstress's own master and "
-            "worker against plain Locust is not implemented yet (it needs an hour per run)",
-        )
-    )
     result.tables = [
         Table(
             "Per case (seeds of the set; delay = first leak_detected - the leak's start)",

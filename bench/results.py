@@ -19,7 +19,7 @@ from typing import Any
 SCHEMA = 2
 RESULTS_JSON = "results.json"
 RESULTS_MD = "RESULTS.md"
-ORDER = ("load", "monitor", "report", "leak", "service")
+ORDER = ("load", "monitor", "report", "leak", "service", "selfrss")
 
 OPS = {
     ">=": lambda v, t: v >= t,
@@ -110,7 +110,7 @@ GOALS: dict[str, GoalSpec] = {
         ),
         GoalSpec(
             "self_rss_slope_mb_per_hour",
-            "leak",
+            "selfrss",
             "RSS slope of the memstress master and one worker over a 60-min endurance run, "
             "minus plain Locust's master under the same load",
             "<=",
