@@ -26,7 +26,7 @@ from common.context import build_context
 from common.exitcodes import ExitCode
 from common.locustfix import stop_csv_writer_at_quit
 from monitors.monitor import MemoryMonitor, add_monitor_options
-from reports.live import LiveVerdict
+from reports.quit_verdict import QuitVerdict
 from scenarios.options import resolve_settings
 from scenarios.registry import get_scenario, user_classes
 from scenarios.registry import names as registered_names
@@ -125,6 +125,6 @@ def on_init(environment: Any, runner: Any, web_ui: Any = None, **_: Any) -> None
     stop_csv_writer_at_quit(environment)  # a Locust 2.47 race; see common/locustfix.py
 
     # --- the memory monitor: MemoryMonitor(environment) goes here (monitors/) ---
-    MemoryMonitor(environment)
-    # --- the verdict of a run started with plain `locust`: exit code 1 below fail_on ---
-    LiveVerdict(environment, settings.config)
+    monitor = MemoryMonitor(environment)
+    # --- the verdict of a run started with plain `locust`: exit code 1 when it fails ---
+    QuitVerdict(environment, settings.config, monitor=monitor)
