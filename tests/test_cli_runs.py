@@ -99,6 +99,19 @@ def child_running(cli: subprocess.Popen[str], module: str) -> psutil.Process | N
     return None
 
 
+def lenient_config(tmp_path: Path) -> Path:
+    """The shipped config with every scenario check advisory (required: false): with
+    ``--fail-on poor`` no figure of a short run can fail its verdict, so any exit code but 0
+    is a fault of the run itself."""
+    cfg = yaml.safe_load((ROOT / "stress_test_config.yml").read_text())
+    for checks in cfg["checks"].values():
+        for setting in checks.values():
+            setting["required"] = False
+    path = tmp_path / "lenient.yml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
 def strict_config(tmp_path: Path) -> Path:
     """The shipped config with a memory-growth bound no run meets (a million MB of
     shrinkage for every grade); every run has memory samples, so every run is graded."""
@@ -113,11 +126,12 @@ def strict_config(tmp_path: Path) -> Path:
 
 @pytest.mark.slow
 def test_quick_session_end_to_end(tmp_path: Path) -> None:
-    # --fail-on poor: no grade can fail the gate, so anything but 0 is a fault of the run
-    # (the failing verdict is checked below, by grading the same runs against a strict
-    # config).
+    # Nothing in the figures can fail this verdict (see lenient_config); the failing
+    # verdict is checked below, by grading the same runs against a strict config.
     out_dir = tmp_path / "out"
     cli = start_cli(
+        "--config",
+        str(lenient_config(tmp_path)),
         "--quick",
         "--duration",
         "12",
@@ -171,6 +185,8 @@ def test_quick_session_end_to_end(tmp_path: Path) -> None:
 def test_processes_with_csv_through_the_cli(tmp_path: Path) -> None:
     """The README's --processes path: two forked workers, Locust's CSV files, one report."""
     cli = start_cli(
+        "--config",
+        str(lenient_config(tmp_path)),
         "--scenario",
         "baseline",
         "--duration",
