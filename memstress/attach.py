@@ -42,6 +42,7 @@ from common.config import DEFAULT_CONFIG_PATH, Config, ConfigError, load_config
 from common.context import RunContext, new_run_id
 from common.exitcodes import ExitCode
 from common.runfiles import RunFolder, make_run_dir
+from common.units import MB
 from monitors.monitor import MemoryMonitor, TargetProfile, add_monitor_options
 from shapes.plan import PlanError, StageSpec
 from shapes.staged import StagedShape, TickResult
@@ -49,7 +50,6 @@ from shapes.staged import StagedShape, TickResult
 log = logging.getLogger("memstress")
 
 PHASES = ("warmup", "stress", "recovery")
-MB = 1 << 20
 RECOVERY_SPAWN_RATE = 1000.0
 """Users stopped per second when the load ends for the recovery stage."""
 

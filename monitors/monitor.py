@@ -339,6 +339,8 @@ class MemoryMonitor:
         """Stop the greenlets, close the files, and make a stop's exit code stick."""
         gevent.killall(self._greenlets, block=True)
         self._greenlets.clear()
+        if self.sampler is not None:
+            self.sampler.close()
         self._closed = True
         for f in (self._samples_csv, self._workers_csv):
             if f is not None:

@@ -88,7 +88,6 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runs]:
             str(INTERVAL),
             *args,
             host=svc.url,
-            csv_files="--processes" not in args,  # see start_locust
         )
         started.append(run)
         return run
@@ -200,7 +199,11 @@ def test_samples_have_every_column_and_a_row_per_interval(runs: Runs) -> None:
     samples = done.samples
     elapsed = float(samples[-1]["elapsed_s"])
     assert len(samples) >= 0.8 * elapsed / INTERVAL
-    last = samples[-1]
+    # the last row every source answered in time (at 0.2 s an HTTP source times out at
+    # 0.12 s, so on a loaded machine one may miss a sample: its columns are then empty)
+    answered = [i for i, s in enumerate(samples) if s["prom_rss_bytes"] and s["budget_bytes"]]
+    assert len(answered) >= 0.8 * len(samples) and answered[-1] >= len(samples) - 10
+    last = samples[answered[-1]]
     numeric = (
         "rss_bytes", "vms_bytes", "num_threads", "open_files", "prom_rss_bytes",
         "budget_bytes", "pressure", "host_percent", "sample_cost_ms", "sample_cpu_ms",
