@@ -256,7 +256,7 @@ class OwnLoad:
             schema=1,
             scenario=self.name,
             kind="locustfile",
-            locustfile=str(getattr(self.environment, "locustfile", "") or ""),
+            locustfile=_first_locustfile(opts),
             run_id=self.run_dir.name,
             host=host,
             stress_level=ctx.stress.level,
@@ -352,6 +352,12 @@ class OwnLoad:
         w._exceptions_data_rows(w.exceptions_csv_writer)
         w.close_files()
         self._csv_writer = None
+
+
+def _first_locustfile(options: Any) -> str:
+    """The first ``-f`` file, as an absolute path (the user's, when the plugin is second)."""
+    first = str(getattr(options, "locustfile", "") or "").split(",")[0].strip()
+    return str(Path(first).resolve()) if first else ""
 
 
 def _users(options: Any) -> int:
