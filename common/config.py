@@ -168,6 +168,13 @@ class LeakDetection:
     min_windows: int = _f(4, 10000)
     min_slope_mb_per_min: float = _f(0)
     significance: float = _f(0, 0.5, above=True)
+    confirm: int = _f(1, 100)
+    sustain: float = _f(0, 1)
+    shortest_share: float = _f(0, 1, above=True)
+    clear_hold_s: float = _f(0)
+    penalty: float = _f(0, 1000, above=True)
+    step_sigmas: float = _f(0, 1000)
+    staircase_steps: int = _f(2, 100)
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,9 @@ changed it.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import math
 import os
 import time
 from collections import deque
@@ -46,7 +48,14 @@ from common.config import ConfigError, LeakDetection
 from common.context import RunContext
 from common.runfiles import SAMPLE_COLUMNS, WORKER_COLUMNS, CsvAppender
 from common.target import TargetClient, TargetError
-from monitors.leak import LEAK, LeakDetector, LeakVerdict, on_run_clock
+from monitors.leak import (
+    LeakDetector,
+    LeakEvent,
+    LeakVerdict,
+    TierReading,
+    judged_bytes,
+    on_run_clock,
+)
 from monitors.safety import SafetyGuard, Stop
 from monitors.sampler import GreenletCpuMeter, Sampler, Source
 from monitors.sources import TIERS, build_sources, find_listening_pid, parse_source_names
@@ -62,6 +71,9 @@ WORKER_KEY = "memstress_worker"
 
 HISTORY = 20_000
 """Samples kept in memory for the live view (about 5.5 h at 1 s)."""
+
+VERDICT_FILE = "leak_verdict.json"
+"""The leak detector's final verdict and episodes, written to the run folder at the end."""
 
 
 def add_monitor_options(parser: Any) -> None:
@@ -220,6 +232,8 @@ class MemoryMonitor:
         """Stop the greenlets, close the files, and make a stop's exit code stick."""
         gevent.killall(self._greenlets, block=True)
         self._greenlets.clear()
+        if not self._closed and self.samples_taken:
+            self._write_verdict()
         self._closed = True
         for f in (self._samples_csv, self._workers_csv):
             if f is not None:
@@ -279,23 +293,28 @@ class MemoryMonitor:
             )
         return scaled
 
-    def _judged_value(self, row: dict[str, Any]) -> float | None:
-        """What the leak detector judges: RSS less the bytes the target accounts to its tiers.
+    def _judged_value(
+        self, row: dict[str, Any]
+    ) -> tuple[float | None, dict[str, TierReading] | None]:
+        """What the leak detector judges: RSS less each tier's bytes up to its limit, and the tiers.
 
-        A cache that fills is memory the target knows about; a leak is memory it
-        does not. When the target's /memory/stats is not there (another
-        platform), plain RSS; when it is there but missed this sample, nothing.
+        A cache that fills to its limit is memory the target knows about; a leak
+        is memory it does not, or a tier past its limit (``monitors.leak``). When
+        the target's /memory/stats is not there (another platform), plain RSS;
+        when it is there but missed this sample, nothing.
         """
         rss = row.get("rss_bytes")
-        if rss is None:
-            return None
         assert self.sampler is not None
         if not any(s.name == "stats" for s in self.sampler.sources):
-            return float(rss)
+            return (None if rss is None else float(rss)), None
         if "stats_rss_bytes" not in row:  # the stats source did not answer this time
-            return None
-        tiers = [row.get(f"{t}_bytes") for t in TIERS]
-        return float(rss) - sum(float(v) for v in tiers if v is not None)
+            return None, None
+        tiers = {
+            t: TierReading(float(b), _float_or_none(row.get(f"{t}_limit_bytes")))
+            for t in TIERS
+            if (b := row.get(f"{t}_bytes")) is not None
+        }
+        return judged_bytes(None if rss is None else float(rss), tiers), tiers
 
     def _make_sampler(self) -> Sampler:
         ctx = self.context
@@ -336,13 +355,15 @@ class MemoryMonitor:
         with GreenletCpuMeter() as cpu:
             sample = self.sampler.take()
             row = sample.row
-            verdict = self.detector.add(now, self._judged_value(row))
+            value, tiers = self._judged_value(row)
+            verdict = self.detector.add(now, value, tiers)
             runner = self.environment.runner
             row.update(
                 time=now,
                 elapsed_s=now - self.started,
                 stage=self.context.stage.name,
                 users=runner.user_count if runner is not None else 0,
+                judged_bytes=value,
                 leak_slope_mb_min=verdict.slope_mb_min,
                 leak_state=verdict.state,
             )
@@ -354,8 +375,8 @@ class MemoryMonitor:
         if self._samples_csv is not None:
             self._samples_csv.write(row)
         self._remember(row, verdict)
-        if verdict.changed:
-            self._leak_event(verdict)
+        for event in verdict.events:
+            self._leak_event(event)
         if not self._stopping:
             stop = self.guard.check(
                 now,
@@ -386,22 +407,33 @@ class MemoryMonitor:
             )
         )
 
-    def _leak_event(self, verdict: LeakVerdict) -> None:
-        assert verdict.changed is not None
-        detail: dict[str, Any] = {"reason": verdict.reason}
-        text = verdict.reason
-        tr = verdict.trend
+    def _leak_event(self, event: LeakEvent) -> None:
+        detail: dict[str, Any] = {"reason": event.reason, "series": event.series}
+        text = event.reason
+        tr = event.trend
         if tr is not None:
             detail.update(tr.as_detail())
             text += (
                 f" (slope {tr.slope:.2f} MB/min, {100 * tr.confidence:.1f}% CI "
                 f"{tr.ci_low:.2f} to {tr.ci_high:.2f}, p={tr.p_value:.2g})"
             )
-        if verdict.state == LEAK:
+        if event.kind == "leak_detected":
             log.warning("memory monitor: leak detected: %s", text)
         else:
             log.info("memory monitor: leak cleared: %s", text)
-        self.context.record(verdict.changed, detail)
+        self.context.record(event.kind, detail)
+
+    def _write_verdict(self) -> None:
+        """The detector's final verdict and episodes, as ``leak_verdict.json`` in the run folder."""
+        final = self.detector.final_verdict()
+        log.info("memory monitor: leak verdict: %s: %s", final.verdict, final.reason)
+        if self.context.run_dir is None:
+            return
+        path = Path(self.context.run_dir) / VERDICT_FILE
+        try:
+            path.write_text(json.dumps(final.as_dict(), indent=2, allow_nan=False) + "\n")
+        except (OSError, ValueError) as exc:
+            log.error("memory monitor: cannot write %s: %s", path, exc)
 
     def _health_loop(self, every: float) -> None:
         client = TargetClient(self.host, timeout=self.context.config.monitor.http_timeout)
@@ -468,3 +500,10 @@ class MemoryMonitor:
             runner.quit()
         else:  # the web UI stays up, showing why the run stopped
             runner.stop()
+
+
+def _float_or_none(value: Any) -> float | None:
+    if value is None or isinstance(value, bool):
+        return None
+    x = float(value)
+    return x if math.isfinite(x) else None

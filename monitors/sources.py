@@ -178,7 +178,9 @@ def stats_row(data: Any) -> Reading:
     tiers = data.get("tiers") if isinstance(data.get("tiers"), dict) else data
     for tier in TIERS:
         info = tiers.get(tier) if isinstance(tiers, dict) else None
-        row[f"{tier}_bytes"] = _number(info.get("bytes")) if isinstance(info, dict) else None
+        info = info if isinstance(info, dict) else {}
+        row[f"{tier}_bytes"] = _number(info.get("bytes"))
+        row[f"{tier}_limit_bytes"] = _number(info.get("limit_bytes"))
     return row
 
 
