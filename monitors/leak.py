@@ -160,6 +160,9 @@ PEAK_TOLERANCE = 0.5
 RELEASE_FACTOR = 2.0
 """A called leak clears when the envelope falls this many required rises below its peak."""
 
+VERDICT_FILE = "leak_verdict.json"
+"""The file in the run folder the monitor writes :meth:`FinalVerdict.as_dict` to at the end."""
+
 MEMORY = "memory"
 """Name of the main series: RSS less what the tiers account for up to their limits."""
 
@@ -648,7 +651,7 @@ class FinalVerdict:
     tiers_note: str = ""
     episodes: tuple[Episode, ...] = ()
     start: float | None = None  # the detector's first sample time (episodes' times are absolute)
-    settings: dict[str, float] = field(default_factory=dict)
+    settings: dict[str, float] = field(default_factory=dict)  # the detector's, as run
 
     @property
     def leak(self) -> bool:
@@ -936,7 +939,7 @@ class LeakDetector:
             "tiers_note": _tiers_note(judged, trusted, self._limits),
             "episodes": episodes,
             "start": self.start,
-            "settings": {k: float(v) for k, v in dataclasses.asdict(s).items()},
+            "settings": dataclasses.asdict(s),
         }
         called = [x for x in (m, *self._tiers.values()) if x is not None and x.state == LEAK]
         if called:

@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import os
 import time
 from collections import deque
@@ -49,12 +48,14 @@ from common.context import RunContext
 from common.runfiles import SAMPLE_COLUMNS, WORKER_COLUMNS, CsvAppender
 from common.target import TargetClient, TargetError
 from monitors.leak import (
+    VERDICT_FILE,
     LeakDetector,
     LeakEvent,
     LeakVerdict,
     TierReading,
     judged_bytes,
     on_run_clock,
+    tier_readings,
 )
 from monitors.safety import SafetyGuard, Stop
 from monitors.sampler import GreenletCpuMeter, Sampler, Source
@@ -71,9 +72,6 @@ WORKER_KEY = "memstress_worker"
 
 HISTORY = 20_000
 """Samples kept in memory for the live view (about 5.5 h at 1 s)."""
-
-VERDICT_FILE = "leak_verdict.json"
-"""The leak detector's final verdict and episodes, written to the run folder at the end."""
 
 
 def add_monitor_options(parser: Any) -> None:
@@ -309,11 +307,7 @@ class MemoryMonitor:
             return (None if rss is None else float(rss)), None
         if "stats_rss_bytes" not in row:  # the stats source did not answer this time
             return None, None
-        tiers = {
-            t: TierReading(float(b), _float_or_none(row.get(f"{t}_limit_bytes")))
-            for t in TIERS
-            if (b := row.get(f"{t}_bytes")) is not None
-        }
+        tiers = tier_readings(row, TIERS)
         return judged_bytes(None if rss is None else float(rss), tiers), tiers
 
     def _make_sampler(self) -> Sampler:
@@ -348,7 +342,7 @@ class MemoryMonitor:
     def sample_once(self) -> dict[str, Any]:
         """Take, record and judge one sample; returns its row."""
         assert self.sampler is not None
-        now = time.time()
+        now = round(time.time(), 6)  # as memory_samples.csv keeps it: a replay sees these times
         if self.started is None:
             self.started = now
         t0 = time.perf_counter()
@@ -500,10 +494,3 @@ class MemoryMonitor:
             runner.quit()
         else:  # the web UI stays up, showing why the run stopped
             runner.stop()
-
-
-def _float_or_none(value: Any) -> float | None:
-    if value is None or isinstance(value, bool):
-        return None
-    x = float(value)
-    return x if math.isfinite(x) else None

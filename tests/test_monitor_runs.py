@@ -10,6 +10,7 @@ shortened run on a proportionally faster clock (``monitors.leak.on_run_clock``).
 from __future__ import annotations
 
 import csv
+import json
 import re
 import signal
 import time
@@ -19,7 +20,10 @@ from pathlib import Path
 
 import pytest
 
+from common.config import LeakDetection
 from common.runfiles import SAMPLE_COLUMNS, WORKER_COLUMNS
+from monitors.leak import VERDICT_FILE, replay
+from monitors.sources import TIERS
 from tests.conftest import ServiceProcess, free_port, start_service
 from tests.locust_helpers import LocustRun, assert_no_traceback, config_copy, start_locust
 
@@ -195,6 +199,29 @@ def test_memory_leak_scenario_raises_leak_detected(runs: Runs) -> None:
     assert "leak" in {s["leak_state"] for s in done.samples}
     detail = next(e["detail"] for e in events if e["kind"] == "leak_detected")
     assert '"slope_mb_min"' in detail and '"ci_low_mb_min"' in detail
+
+
+@pytest.mark.parametrize("which", ["leak", "baseline"])
+def test_the_leak_verdict_is_written_and_a_replay_of_the_samples_agrees(
+    runs: Runs, which: str
+) -> None:
+    done: Done = getattr(runs, which)
+    data = json.loads((done.run.run_dir / VERDICT_FILE).read_text())
+    expected = "leak" if which == "leak" else "no leak"
+    assert data["verdict"] == expected, data
+    assert f"leak verdict: {expected}:" in done.run.log()
+    # the reference service reports every tier with its limit: all judged, none trusted
+    assert set(data["tiers_judged"]) == set(TIERS) and data["tiers_trusted"] == []
+    if which == "leak":
+        trends = [e for e in data["episodes"] if e["kind"] == "trend"]
+        assert trends and trends[0]["slope_mb_min"] > 0
+        assert data["called_at"] == trends[0]["called_at"] and data["series"] == "memory"
+    samples = done.samples
+    assert all(s["conversations_limit_bytes"] != "" for s in samples if s["pressure"] != "")
+    settings = LeakDetection(**data["settings"])  # the run's own (on its shortened clock)
+    again = replay(samples, settings)
+    assert again.verdict == data["verdict"]
+    assert json.loads(json.dumps(again.as_dict())) == data
 
 
 @pytest.mark.parametrize("which", ["host_limit", "pressure_limit"])
