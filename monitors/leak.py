@@ -96,18 +96,21 @@ With the settings of ``monitor.leak_detection`` (see
 
    A rise that passes on ``confirm`` consecutive judgements (one a window) is
    called a leak (an :class:`Episode` of kind ``trend``).
-8. **Cleared on evidence.** A called leak clears when the slope of the
-   *newest segment* (from the newest cut of any kind, or across the steps of a
-   staircase that is still going) has had the high end of its confidence
-   interval below the threshold for ``clear_hold_s`` seconds; the threshold is
-   the slope a leak needs at that segment's span, or at the span that called
-   the leak if the segment is shorter. The leak's episode then becomes a
-   ``plateau``: growth that ended. A slow creep after the growth clears it as
-   long as it is slower than the threshold. It also clears when the envelope
-   falls :data:`RELEASE_FACTOR` times the required rise below its peak since
-   the call: memory was given back. Either way, trends are judged afterwards
-   only from the cleared segment on (the floor), so the growth that was just
-   cleared is not called again.
+8. **Cleared on evidence.** A called leak clears when the Theil-Sen slope of
+   the *newest segment* (from the newest cut of any kind, or across the steps
+   of a staircase that is still going; its last L seconds at most, L the span
+   that called the leak, and at least the shortest span) has had the high end
+   of its ``1 - 2 * significance`` confidence interval below the slope a leak
+   needs at L, for ``clear_hold_s`` seconds. The question is the one that called
+   the leak, asked of the newest data: a filling cache clears as its rate falls,
+   a slow creep after a step or a fill does not keep a leak alive, and a steady
+   leak does not clear (its interval holds its own rate, at least what was
+   needed). The leak's episode becomes a ``plateau``: growth that ended. It
+   also clears when the envelope falls :data:`RELEASE_FACTOR` times the
+   required rise below its peak since the call: memory was given back (the
+   episode stays a ``trend``, ``ended`` "released"). Either way the clearing
+   time becomes the *floor*: a new leak must make the required rise again
+   after it, so the growth that was just cleared is not called twice.
 
 Rates are MB per minute with MB = 2**20 bytes, as the reference service counts.
 Fixed constants (below) are the ones whose value follows from the method; the
