@@ -56,7 +56,8 @@ class TargetClient:
 
     def health(self) -> dict[str, Any]:
         r = self.session.get(self._url("/health"), timeout=self.timeout)
-        data: dict[str, Any] = r.json()
+        body = r.json()
+        data: dict[str, Any] = dict(body) if isinstance(body, dict) else {"status": None}
         data["http_status"] = r.status_code
         return data
 

@@ -10,7 +10,11 @@ runner's greenlet group (linked to Locust's exception handler, as Locust does
 for its own CPU monitor):
 
 - the **sampler**, every ``context.monitor_interval`` seconds: one row of
-  ``memory_samples.csv`` (flushed), the online leak detector, the safety guard;
+  ``memory_samples.csv`` (flushed), the online leak detector, the safety guard.
+  Its sources are read concurrently and fail alone (:mod:`monitors.sampler`):
+  an HTTP source times out below the interval (:func:`read_timeouts`), and a
+  source that answers badly is degraded (``source_degraded`` /
+  ``source_recovered`` events), never the end of sampling or of the run;
 - the **health check** (``GET /health``) every ``system_health_check_interval``;
 - the **cleanup cycle** (``POST /memory/cycle``) every ``memory_cleanup_interval``.
 
@@ -57,7 +61,7 @@ from monitors.leak import (
     on_run_clock,
     tier_readings,
 )
-from monitors.safety import SafetyGuard, Stop
+from monitors.safety import SafetyGuard, Seen, Stop
 from monitors.sampler import GreenletCpuMeter, Sampler, Source
 from monitors.sources import TIERS, build_sources, find_listening_pid, parse_source_names
 from scenarios.registry import get_scenario
@@ -72,6 +76,17 @@ WORKER_KEY = "memstress_worker"
 
 HISTORY = 20_000
 """Samples kept in memory for the live view (about 5.5 h at 1 s)."""
+
+HTTP_SHARE = 0.6
+"""An HTTP source's timeout, as a share of the interval (at most monitor.http_timeout)."""
+
+DEADLINE_SHARE = 0.8
+"""How long a sample waits for its sources, as a share of the interval."""
+
+
+def read_timeouts(interval: float, http_timeout: float) -> tuple[float, float]:
+    """(HTTP timeout of a source, deadline of a sample): both below the interval."""
+    return min(http_timeout, HTTP_SHARE * interval), DEADLINE_SHARE * interval
 
 
 def add_monitor_options(parser: Any) -> None:
@@ -159,6 +174,7 @@ class MemoryMonitor:
         self.stop: Stop | None = None
         self.started: float | None = None  # time.time() of the first sample
         self.samples_taken = 0
+        self.slots_skipped = 0  # sampling slots a slow sample overran
         self.cpu_seconds = 0.0  # spent in the sampler greenlet, over all samples
         self.wall_seconds = 0.0
         self.sampler: Sampler | None = None
@@ -169,7 +185,6 @@ class MemoryMonitor:
         self._closed = False
         self._stopping = False
         self.host = context.host
-        context.extras["monitor"] = self
 
         events = environment.events
         if isinstance(environment.runner, WorkerRunner) or context.is_worker:
@@ -220,10 +235,11 @@ class MemoryMonitor:
             g.link_exception(locust_exception_handler(environment))
             self._greenlets.append(g)
         log.info(
-            "memory monitor: sampling %s every %g s (sources: %s)",
+            "memory monitor: sampling %s every %g s (sources: %s; HTTP timeout %g s)",
             self.host,
             self.interval,
             ", ".join(s.name for s in self.sampler.sources) or "none",
+            read_timeouts(self.interval, cfg.monitor.http_timeout)[0],
         )
 
     def on_quitting(self, environment: Environment, **_: Any) -> None:
@@ -238,8 +254,10 @@ class MemoryMonitor:
                 f.close()
         if self.samples_taken:
             log.info(
-                "memory monitor: %d samples, %.2f ms wall and %.2f ms CPU per sample",
+                "memory monitor: %d samples (%d slots skipped), %.2f ms wall and %.2f ms CPU "
+                "per sample",
                 self.samples_taken,
+                self.slots_skipped,
                 1000 * self.wall_seconds / self.samples_taken,
                 1000 * self.cpu_seconds / self.samples_taken,
             )
@@ -319,15 +337,24 @@ class MemoryMonitor:
                 pid = None
             if pid is not None:
                 log.info("memory monitor: target PID %d found listening at %s", pid, self.host)
-        timeout = ctx.config.monitor.http_timeout
+        timeout, deadline = read_timeouts(self.interval, ctx.config.monitor.http_timeout)
         sources: list[Source] = build_sources(
             self.source_names, pid, lambda: TargetClient(self.host, timeout=timeout)
         )
-        return Sampler(sources, self._source_missing)
+        return Sampler(sources, self._source_event, deadline=deadline)
 
-    def _source_missing(self, name: str, reason: str) -> None:
-        log.warning("memory monitor: source %s is not available: %s", name, reason)
-        self.context.record("source_missing", f"{name}: {reason}")
+    def _source_event(self, kind: str, name: str, detail: dict[str, Any]) -> None:
+        """A source_* event from the sampler: the log and events.csv."""
+        if kind == "source_missing":
+            log.warning("memory monitor: source %s is not available: %s", name, detail["reason"])
+            self.context.record(kind, f"{name}: {detail['reason']}")
+            return
+        if kind == "source_degraded":
+            got = f" (got: {detail['example']})" if detail.get("example") else ""
+            log.warning("memory monitor: source %s degraded: %s%s", name, detail["reason"], got)
+        elif kind == "source_recovered":
+            log.info("memory monitor: source %s recovered after %.1f s", name, detail["degraded_s"])
+        self.context.record(kind, {"source": name, **detail})
 
     def _sample_loop(self) -> None:
         next_at = time.monotonic()
@@ -336,7 +363,9 @@ class MemoryMonitor:
             next_at += self.interval
             now = time.monotonic()
             if next_at <= now:  # a slow sample: skip the slots it overran
-                next_at += self.interval * (1 + int((now - next_at) // self.interval))
+                skipped = 1 + int((now - next_at) // self.interval)
+                self.slots_skipped += skipped
+                next_at += self.interval * skipped
             gevent.sleep(next_at - now)
 
     def sample_once(self) -> dict[str, Any]:
@@ -347,7 +376,7 @@ class MemoryMonitor:
             self.started = now
         t0 = time.perf_counter()
         with GreenletCpuMeter() as cpu:
-            sample = self.sampler.take()
+            sample = self.sampler.take(cpu)
             row = sample.row
             value, tiers = self._judged_value(row)
             verdict = self.detector.add(now, value, tiers)
@@ -377,7 +406,7 @@ class MemoryMonitor:
                 row["elapsed_s"],
                 row.get("host_percent"),
                 row.get("pressure"),
-                sample.target_ok,
+                Seen(sample.process_alive, sample.memory_read),
             )
             if stop is not None:
                 self.stop_run(stop)
@@ -434,16 +463,22 @@ class MemoryMonitor:
         try:
             while True:
                 gevent.sleep(every)
+                answered = True
                 try:
                     h = client.health()
                     status, code = h.get("status"), h.get("http_status")
                     ok = code == 200 and status in ("ok", "degraded")
-                    detail = f"status {status}, HTTP {code}"
-                except (requests.RequestException, ValueError) as exc:
-                    ok, detail = False, f"no answer ({type(exc).__name__})"
+                    detail = f"status {status!r:.40}, HTTP {code}"
+                except requests.RequestException as exc:
+                    answered, ok, detail = False, False, f"no answer ({type(exc).__name__})"
+                except ValueError:
+                    ok, detail = False, "an answer that is not JSON"
                 if not ok:
                     log.warning("memory monitor: health check failed: %s", detail)
                 self.context.record("health_ok" if ok else "health_failed", detail)
+                stop = None if self._stopping else self.guard.health(answered)
+                if stop is not None:
+                    self.stop_run(stop)
         finally:
             client.close()
 
@@ -454,6 +489,8 @@ class MemoryMonitor:
                 gevent.sleep(every)
                 try:
                     r = client.cycle()
+                    if not isinstance(r, dict):
+                        raise TargetError(f"POST /memory/cycle: not a JSON object: {r!r:.100}")
                     detail: dict[str, Any] = {
                         k: r.get(k) for k in ("freed_bytes", "duration_ms", "strategy", "pressure")
                     }

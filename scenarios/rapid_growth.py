@@ -14,8 +14,8 @@ import functools
 from typing import TYPE_CHECKING
 
 from common.config import Config, StressLevel
+from common.units import MB
 from scenarios import api
-from scenarios.api import MB
 from scenarios.spec import Part, Scenario, staged_plan, with_params
 from shapes.plan import StageSpec
 
@@ -72,6 +72,7 @@ def users() -> tuple[type, ...]:
 
 SCENARIO = Scenario(
     name="rapid_growth",
+    seed_key="rapid_memory_growth",
     purpose="Ballast in spikes (50 MB times the stress factor), each followed by a "
     "management cycle.",
     expected=(

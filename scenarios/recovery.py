@@ -14,8 +14,8 @@ import functools
 from typing import TYPE_CHECKING
 
 from common.config import Config, StressLevel
+from common.units import MB
 from scenarios import api
-from scenarios.api import MB
 from scenarios.spec import Part, Scenario, staged_plan, with_params
 from shapes.plan import StageSpec
 
@@ -80,6 +80,7 @@ def users() -> tuple[type, ...]:
 
 SCENARIO = Scenario(
     name="recovery",
+    seed_key="recovery_capabilities",
     purpose="Large objects under load, then the load stops and memory is watched until it settles.",
     expected=(
         "recovery time to the pre-stress memory (within the recovery tolerance)",

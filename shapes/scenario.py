@@ -29,15 +29,10 @@ from typing import TYPE_CHECKING, Any
 from locust.runners import MasterRunner, WorkerRunner
 
 from common.config import ConfigError
-from common.context import (
-    RUN_ID_OPTION,
-    STAGE_MESSAGE,
-    STAGE_OPTION,
-    RunContext,
-    Stage,
-    resolve_settings,
-)
+from common.context import RUN_ID_OPTION, STAGE_MESSAGE, STAGE_OPTION, RunContext, Stage
+from common.exitcodes import ExitCode
 from common.target import check_loopback
+from scenarios.options import resolve_settings
 from scenarios.registry import get_scenario
 from scenarios.spec import Scenario, sweep_run_data
 from shapes.plan import PlanError, StagePlayer, StageSpec
@@ -47,11 +42,6 @@ if TYPE_CHECKING:
     from locust.env import Environment
 
 log = logging.getLogger(__name__)
-
-EXIT_SAFETY = 4
-"""DESIGN exit code for a run stopped by a safety limit (here max_test_duration)."""
-
-EXIT_USAGE = 2
 
 
 class ScenarioShape(StagedShape):
@@ -99,7 +89,7 @@ class ScenarioShape(StagedShape):
             ctx.stop_reason = str(exc)
             headless = bool(getattr(env.parsed_options, "headless", False))
             if headless and env.process_exit_code is None:
-                env.process_exit_code = EXIT_USAGE
+                env.process_exit_code = ExitCode.USAGE
             return False
         ctx.apply(settings)
         ctx.host = host
@@ -157,7 +147,7 @@ class ScenarioShape(StagedShape):
             ctx.stop_reason = reason
             log.warning("memstress: %s; stopping", reason)
             if self.environment.process_exit_code is None:
-                self.environment.process_exit_code = EXIT_SAFETY
+                self.environment.process_exit_code = ExitCode.SAFETY
         else:
             ctx.plan_complete = True
             log.info("memstress: %s after %.1f s", reason, elapsed_s)

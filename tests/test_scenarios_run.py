@@ -20,9 +20,10 @@ from dataclasses import dataclass, field
 import pytest
 import requests
 
-from common.config import SCENARIO_NAMES, load_config
+from common.config import load_config
+from runner.service import ManagedService
 from scenarios.registry import get_scenario
-from tests.conftest import ServiceProcess, start_service
+from tests.conftest import start_service
 from tests.locust_helpers import ROOT, LocustRun, assert_no_traceback, start_locust
 
 pytestmark = pytest.mark.slow
@@ -77,7 +78,7 @@ def user_class_names() -> dict[str, list[str]]:
 @pytest.fixture(scope="module")
 def ten(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TenRuns]:
     base = tmp_path_factory.mktemp("ten")
-    services: dict[str, ServiceProcess] = {}
+    services: dict[str, ManagedService] = {}
     runs: dict[str, LocustRun] = {}
     try:
         for group, budget in BUDGETS_MB.items():
@@ -124,7 +125,7 @@ def planned_stage_names(name: str) -> list[str]:
     return [s.name for s in scenario.build_plan(config, stress, RUNS[name][0])]
 
 
-@pytest.mark.parametrize("name", SCENARIO_NAMES)
+@pytest.mark.parametrize("name", list(RUNS))
 def test_scenario_runs_headless_and_ends_by_itself(ten: TenRuns, name: str) -> None:
     out = ten.outcomes[name]
     log = out.run.log()
@@ -140,7 +141,7 @@ def test_scenario_runs_headless_and_ends_by_itself(ten: TenRuns, name: str) -> N
     assert ("run_end", "stage plan complete") in [(e["kind"], e["detail"]) for e in events]
 
 
-@pytest.mark.parametrize("name", SCENARIO_NAMES)
+@pytest.mark.parametrize("name", list(RUNS))
 def test_scenario_reaches_every_endpoint_it_declares_and_no_other(ten: TenRuns, name: str) -> None:
     run = ten.outcomes[name].run
     declared = {e.name for e in get_scenario(name).endpoints}
@@ -151,7 +152,7 @@ def test_scenario_reaches_every_endpoint_it_declares_and_no_other(ten: TenRuns, 
     assert run.failures() == 0, run.failure_rows()
 
 
-@pytest.mark.parametrize("name", SCENARIO_NAMES)
+@pytest.mark.parametrize("name", list(RUNS))
 def test_only_the_chosen_scenarios_users_run(ten: TenRuns, name: str) -> None:
     log = ten.outcomes[name].run.log()
     spawned = re.findall(r"All users spawned: (\{[^}]*\})", log)
