@@ -130,7 +130,7 @@ import numpy as np
 import ruptures as rpt
 from scipy.stats import kendalltau, theilslopes
 
-from common.config import LeakDetection
+from common.config import Config, LeakDetection
 from common.units import MB
 
 """Bytes in one MB as the detector reports it."""
@@ -1046,18 +1046,26 @@ def _num(value: Any) -> float | None:
 
 
 def replay(
-    samples: Any, settings: LeakDetection, tiers: Iterable[str] | None = None
+    samples: Any,
+    settings: LeakDetection | Mapping[str, Any] | Config,
+    tiers: Iterable[str] | None = None,
 ) -> FinalVerdict:
     """Run a detector over a run's ``memory_samples.csv`` rows; its final verdict.
 
     ``samples``: a pandas DataFrame of the file, or its rows as mappings (values
-    as text or numbers). ``settings``: those the monitor ran with (the
-    ``settings`` of its ``leak_verdict.json``, or ``on_run_clock`` of the
-    config's). The memory series is the ``judged_bytes`` column the monitor
-    wrote; tiers come from ``<tier>_bytes`` and ``<tier>_limit_bytes``.
+    as text or numbers). ``settings``: those the monitor ran with, best the
+    ``settings`` mapping of the run's ``leak_verdict.json`` (a shortened run is
+    judged on a faster clock, :func:`on_run_clock`); a whole :class:`Config`
+    gives its ``monitor.leak_detection`` as configured. The memory series is the
+    ``judged_bytes`` column the monitor wrote; tiers come from ``<tier>_bytes``
+    and ``<tier>_limit_bytes``.
     """
     from monitors.sources import TIERS  # the names the sample columns use
 
+    if isinstance(settings, Config):
+        settings = settings.monitor.leak_detection
+    elif not isinstance(settings, LeakDetection):
+        settings = LeakDetection(**settings)
     names = tuple(TIERS if tiers is None else tiers)
     rows = samples.to_dict("records") if hasattr(samples, "to_dict") else samples
     det = LeakDetector(settings)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 
+import pandas as pd
 import pytest
 
 from common.config import load_config
@@ -376,8 +377,9 @@ def test_replaying_the_sample_rows_gives_the_same_verdict() -> None:
     online = det.final_verdict()
     again = replay(rows, SETTINGS)
     assert again == online and again.verdict == LEAK_VERDICT
-    pd = pytest.importorskip("pandas")
     assert replay(pd.DataFrame(rows), SETTINGS) == online
+    assert replay(rows, dataclasses.asdict(SETTINGS)) == online  # leak_verdict.json's settings
+    assert replay(rows, load_config()) == online  # a whole config: its leak_detection
     data = json.loads(json.dumps(online.as_dict(), allow_nan=False))
     assert data["verdict"] == "leak" and data["tiers"][0]["tier"] == "conversations"
     assert {e["kind"] for e in data["episodes"]} <= {TREND, STEP, PLATEAU}

@@ -20,7 +20,6 @@ from pathlib import Path
 
 import pytest
 
-from common.config import LeakDetection
 from common.runfiles import SAMPLE_COLUMNS, WORKER_COLUMNS
 from monitors.leak import VERDICT_FILE, replay
 from monitors.sources import TIERS
@@ -223,8 +222,7 @@ def test_the_leak_verdict_is_written_and_a_replay_of_the_samples_agrees(
         assert data["verdict"] == "no leak" and trends == [], data
     samples = done.samples
     assert all(s["conversations_limit_bytes"] != "" for s in samples if s["pressure"] != "")
-    settings = LeakDetection(**data["settings"])  # the run's own (on its shortened clock)
-    again = replay(samples, settings)
+    again = replay(samples, data["settings"])  # the run's own (on its shortened clock)
     assert again.verdict == data["verdict"]
     assert json.loads(json.dumps(again.as_dict())) == data
 
