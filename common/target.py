@@ -1,4 +1,4 @@
-"""A small blocking client for the target API (DESIGN section 3).
+"""A small blocking client for the target API (docs/design.md, The target).
 
 Used outside the users' own HTTP clients: the monitor's sampler, the safety
 guard, cleanup and the CLI's health wait. It uses ``requests`` (shipped with
@@ -64,12 +64,6 @@ class TargetClient:
     def memory_stats(self) -> dict[str, Any]:
         data: dict[str, Any] = self.get_json("/memory/stats")
         return data
-
-    def metrics_text(self) -> str:
-        r = self.session.get(self._url("/metrics"), timeout=self.timeout)
-        if r.status_code != 200:
-            raise TargetError(f"GET /metrics: HTTP {r.status_code}")
-        return r.text
 
     def cycle(self) -> dict[str, Any]:
         r = self.post_json("/memory/cycle")

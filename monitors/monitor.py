@@ -1,4 +1,4 @@
-"""The memory monitor: a Locust listener object (STYLE point 1).
+"""The memory monitor: a Locust listener object.
 
 ``MemoryMonitor(environment)`` subscribes its handlers in its constructor;
 nothing is registered on import. The locustfile calls it once in its
@@ -32,15 +32,18 @@ changed it.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
+import statistics
 import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import gevent
 import psutil
@@ -49,10 +52,14 @@ from locust.runners import WorkerRunner, locust_exception_handler
 
 from common.config import ConfigError, LeakDetection
 from common.context import RunContext
+from common.exitcodes import ExitCode
 from common.runfiles import SAMPLE_COLUMNS, WORKER_COLUMNS, CsvAppender
 from common.target import TargetClient, TargetError
+from common.units import MB
 from monitors.leak import (
+    LEAK,
     VERDICT_FILE,
+    WARMUP,
     LeakDetector,
     LeakEvent,
     LeakVerdict,
@@ -61,9 +68,19 @@ from monitors.leak import (
     on_run_clock,
     tier_readings,
 )
+from monitors.redis_source import REDIS_SCHEMES
+from monitors.registry import REGISTRY, SourceTarget
 from monitors.safety import SafetyGuard, Seen, Stop
 from monitors.sampler import GreenletCpuMeter, Sampler, Source
-from monitors.sources import TIERS, build_sources, find_listening_pid, parse_source_names
+from monitors.sources import (
+    HTTP_SOURCES,
+    SOURCE_NAMES,
+    TIERS,
+    SourceMissing,
+    build_sources,
+    find_listening_pid,
+    parse_source_names,
+)
 from scenarios.registry import get_scenario
 
 if TYPE_CHECKING:
@@ -121,6 +138,28 @@ def _option_sources(options: Any) -> tuple[str, ...]:
 
 
 @dataclass(frozen=True)
+class TargetProfile:
+    """What the monitor may assume about the target.
+
+    The suite's own scenarios drive a target of the memstress API (the default).
+    A user's own load test (``memstress.plugin``, ``run_stress_test.py
+    --locustfile``) says ``api="auto"``: health checks and cleanup cycles run
+    only once the target has answered ``/memory/stats`` (it speaks the API), or
+    against the ``health_path`` the user gave, whose repeated failure is a lost
+    target; pressure is judged only against a known budget; and the leak
+    detector keeps the config's clock (there is no scenario length to scale by).
+    """
+
+    api: str = "memstress"  # memstress | auto
+    health_path: str | None = None  # a user's health check: any 2xx is healthy
+    budget_bytes: float | None = None  # a configured budget (pressure = 100 x RSS / budget)
+
+    @property
+    def own_load(self) -> bool:
+        return self.api != "memstress"
+
+
+@dataclass(frozen=True)
 class Point:
     """One sample, as the live view shows it."""
 
@@ -132,6 +171,29 @@ class Point:
     host_percent: float | None
     leak_slope_mb_min: float | None
     leak_state: str
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What the monitor knows now, for readers such as the live view: the last sample's
+    figures, the peak, the leak verdict, the stage and why the run stopped (if it did)."""
+
+    scenario: str
+    stage: str
+    samples: int
+    interval_s: float
+    rss_bytes: float | None
+    peak_rss_bytes: float | None
+    rss_source: str | None
+    budget_bytes: float | None
+    pressure: float | None
+    strategy: str | None
+    host_percent: float | None
+    leak_slope_mb_min: float | None
+    leak_state: str
+    stop_reason: str
+    samples_csv: Path | None
+    """``memory_samples.csv`` of the run (None on a worker)."""
 
 
 class MemoryMonitor:
@@ -151,8 +213,10 @@ class MemoryMonitor:
         *,
         sources: Sequence[str] | None = None,
         interval: float | None = None,
+        profile: TargetProfile | None = None,
     ) -> None:
         self.environment = environment
+        self.profile = profile or TargetProfile()
         context = getattr(environment, "memstress", None)
         if not isinstance(context, RunContext):
             raise RuntimeError(
@@ -169,6 +233,10 @@ class MemoryMonitor:
         self.detector = LeakDetector(context.config.monitor.leak_detection)
         self.guard = SafetyGuard(context.config.safety)
         self.history: deque[Point] = deque(maxlen=HISTORY)
+        self._first_rss: list[float] = []  # the first few RSS samples: start memory
+        self._last_rss: deque[float] = deque(maxlen=5)  # the last few: end memory
+        self._injected_leak = False  # a stage declared injects: leak
+        self._t0 = 0.0  # Unix time the monitor started (elapsed_s 0)
         self.latest: dict[str, Any] = {}
         self.peak_rss: float | None = None
         self.stop: Stop | None = None
@@ -184,6 +252,10 @@ class MemoryMonitor:
         self._process = psutil.Process()
         self._closed = False
         self._stopping = False
+        self._speaks_api = False  # the target answered /memory/stats (auto profile)
+        self._accounting = False  # a registered source reports accounted bytes
+        self._health_failures = 0  # consecutive failures of a user-given health check
+        self.extra_columns: tuple[str, ...] = ()  # registered sources' figures
         self.host = context.host
 
         events = environment.events
@@ -194,12 +266,39 @@ class MemoryMonitor:
             events.test_start.add_listener(self.on_test_start)
             events.worker_report.add_listener(self.on_worker_report)
             events.quitting.add_listener(self.on_quitting)
-            if getattr(environment, "web_ui", None) is not None:
+            web_ui = getattr(environment, "web_ui", None)
+            if web_ui is not None:
                 from monitors.webui import MemoryView  # Flask bits only where there is a UI
 
-                self.view: MemoryView | None = MemoryView(self)
-            else:
-                self.view = None
+                MemoryView(web_ui, self)
+
+    # --- what readers see --------------------------------------------------------------
+
+    def snapshot(self) -> Snapshot:
+        """The monitor's figures now, as one frozen value."""
+        row, verdict, ctx = self.latest, self.detector.verdict, self.context
+        run_dir = ctx.run_dir
+        return Snapshot(
+            scenario=ctx.scenario,
+            stage=ctx.stage.name,
+            samples=self.samples_taken,
+            interval_s=self.interval,
+            rss_bytes=row.get("rss_bytes"),
+            peak_rss_bytes=self.peak_rss,
+            rss_source=row.get("rss_source"),
+            budget_bytes=row.get("budget_bytes"),
+            pressure=row.get("pressure"),
+            strategy=row.get("strategy"),
+            host_percent=row.get("host_percent"),
+            leak_slope_mb_min=verdict.slope_mb_min,
+            leak_state=verdict.state,
+            stop_reason=ctx.stop_reason,
+            samples_csv=None if run_dir is None else Path(run_dir) / "memory_samples.csv",
+        )
+
+    def points(self) -> list[Point]:
+        """The samples kept for the live view (the last :data:`HISTORY`), oldest first."""
+        return list(self.history)
 
     # --- Locust event handlers ------------------------------------------------------
 
@@ -217,13 +316,19 @@ class MemoryMonitor:
         if self._sources_override is None:
             self.source_names = _option_sources(environment.parsed_options)
         self.detector = LeakDetector(self._leak_settings())
+        # The settings the detector judges with (scaled for a short run): the report
+        # replays the detector with them to say whether the run was long enough to judge.
+        self.context.record(
+            "leak_settings",
+            {**dataclasses.asdict(self.detector.settings), "interval_s": self.interval},
+        )
         self.guard = SafetyGuard(cfg.safety)
         self.host = (environment.host or ctx.host).rstrip("/")
         self.sampler = self._make_sampler()
         self.started = time.time()
         if ctx.run_dir is not None:
             self._samples_csv = CsvAppender(
-                Path(ctx.run_dir) / "memory_samples.csv", SAMPLE_COLUMNS
+                Path(ctx.run_dir) / "memory_samples.csv", SAMPLE_COLUMNS + self.extra_columns
             )
         loops = [
             (self._sample_loop, ()),
@@ -264,6 +369,34 @@ class MemoryMonitor:
         if self.stop is not None:
             environment.process_exit_code = self.stop.exit_code
 
+    def verdict_inputs(self) -> dict[str, Any] | None:
+        """What the verdict at quit needs from the monitor (``reports.quit_verdict``):
+        memory growth (MB) and the leak the detector holds now, as the report judges it."""
+        if not self._first_rss:
+            return None
+        growth = (statistics.median(self._last_rss) - statistics.median(self._first_rss)) / MB
+        v = self.detector.verdict
+        tr = v.trend
+        if v.state == WARMUP:
+            slope, note, headline = None, "run too short for the leak detector", ""
+        elif v.state == LEAK and tr is not None:
+            called = (self.detector.detected_at or 0.0) - self._t0
+            headline = (
+                f"leak {tr.slope:.2f} MB/min (CI {tr.ci_low:.2f}–{tr.ci_high:.2f}) "
+                f"detected at {called:.0f} s"
+            )
+            slope, note = tr.slope, ""
+        else:
+            slope, note, headline = 0.0, "", "no leak"
+        if self._injected_leak:
+            slope, note = None, "the scenario injects its leak: its checks judge it"
+        return {
+            "growth_mb": growth,
+            "leak_slope_mb_min": slope,
+            "leak_note": note,
+            "leak_headline": headline,
+        }
+
     def on_report_to_master(self, client_id: str, data: dict[str, Any], **_: Any) -> None:
         """On a worker: add this process's RSS, CPU and user count to the report."""
         runner = self.environment.runner
@@ -291,6 +424,8 @@ class MemoryMonitor:
         """The config's leak settings, on a faster clock for a shortened run."""
         ctx = self.context
         settings = ctx.config.monitor.leak_detection
+        if self.profile.own_load:
+            return settings
         try:
             planned = get_scenario(ctx.scenario).default_duration(ctx.config)
         except (ConfigError, KeyError):
@@ -316,17 +451,26 @@ class MemoryMonitor:
 
         A cache that fills to its limit is memory the target knows about; a leak
         is memory it does not, or a tier past its limit (``monitors.leak``). When
-        the target's /memory/stats is not there (another platform), plain RSS;
-        when it is there but missed this sample, nothing.
+        the target's /memory/stats is not there (another platform) or has not
+        answered well yet (junk from the start), plain RSS; when it has answered
+        but missed this sample, nothing (switching back to plain RSS would look
+        like growth by the cache bytes).
         """
         rss = row.get("rss_bytes")
+        if rss is None:
+            return None, None
         assert self.sampler is not None
-        if not any(s.name == "stats" for s in self.sampler.sources):
-            return (None if rss is None else float(rss)), None
+        if row.get("accounted_bytes") is not None:
+            self._accounting = True
+        if self._accounting:  # a registered source (redis ...) says what it holds on purpose
+            accounted = row.get("accounted_bytes")
+            return (None if accounted is None else float(rss) - float(accounted)), None
+        if not self.sampler.answered("stats"):
+            return float(rss), None
         if "stats_rss_bytes" not in row:  # the stats source did not answer this time
             return None, None
         tiers = tier_readings(row, TIERS)
-        return judged_bytes(None if rss is None else float(rss), tiers), tiers
+        return judged_bytes(float(rss), tiers), tiers
 
     def _make_sampler(self) -> Sampler:
         ctx = self.context
@@ -338,10 +482,36 @@ class MemoryMonitor:
             if pid is not None:
                 log.info("memory monitor: target PID %d found listening at %s", pid, self.host)
         timeout, deadline = read_timeouts(self.interval, ctx.config.monitor.http_timeout)
+        names = list(self.source_names)
+        scheme = urlsplit(self.host).scheme if self.host else ""
+        auto = set(names) >= set(SOURCE_NAMES)
+        if auto:  # every source a user registered; redis for a redis:// host
+            names += [n for n in REGISTRY.users() if n not in names]
+            if self.profile.own_load and scheme in REDIS_SCHEMES:
+                names.append("redis")
+        skipped = []
+        if scheme not in ("http", "https"):  # redis://..., or no --host at all
+            skipped = [n for n in names if n in HTTP_SOURCES]
+            names = [n for n in names if n not in HTTP_SOURCES]
         sources: list[Source] = build_sources(
-            self.source_names, pid, lambda: TargetClient(self.host, timeout=timeout)
+            [n for n in names if n in SOURCE_NAMES],
+            pid,
+            lambda: TargetClient(self.host, timeout=timeout),
         )
-        return Sampler(sources, self._source_event, deadline=deadline)
+        registered = []
+        for name in names:
+            if name in SOURCE_NAMES:
+                continue
+            try:
+                registered.append(REGISTRY.make(name, SourceTarget(self.host, pid, timeout)))
+            except SourceMissing as exc:
+                self._source_event("source_missing", name, {"reason": str(exc)})
+        self.extra_columns = tuple(c for src in registered for c in src.columns)
+        sampler = Sampler([*sources, *registered], self._source_event, deadline=deadline)
+        for name in skipped:  # noted once, never a lost target
+            sampler.missing[name] = f"--host {self.host or '(none)'} is not an HTTP URL"
+            self._source_event("source_missing", name, {"reason": sampler.missing[name]})
+        return sampler
 
     def _source_event(self, kind: str, name: str, detail: dict[str, Any]) -> None:
         """A source_* event from the sampler: the log and events.csv."""
@@ -378,6 +548,8 @@ class MemoryMonitor:
         with GreenletCpuMeter() as cpu:
             sample = self.sampler.take(cpu)
             row = sample.row
+            if self.profile.own_load:
+                self._judge_budget(row)
             value, tiers = self._judged_value(row)
             verdict = self.detector.add(now, value, tiers)
             runner = self.environment.runner
@@ -412,9 +584,39 @@ class MemoryMonitor:
                 self.stop_run(stop)
         return row
 
+    def _judge_budget(self, row: dict[str, Any]) -> None:
+        """A user's target: pressure only against a known budget, never its own cap.
+
+        A source's own pressure stands. Otherwise pressure is RSS against the
+        configured budget, else the cgroup limit, else a budget a source reported
+        that the target does not enforce itself. A budget the target enforces (an
+        LRU cache at ``maxmemory``) is shown, not judged: a full cache is normal.
+        """
+        if "stats_rss_bytes" in row:
+            self._speaks_api = True  # it answered /memory/stats: the memstress API
+        enforced = bool(row.pop("budget_enforced", False))
+        if row.get("pressure") is not None:
+            return
+        rss = row.get("rss_bytes")
+        budget = self.profile.budget_bytes or row.get("cgroup_max_bytes")
+        if budget is None and not enforced:
+            budget = row.get("budget_bytes")
+        if row.get("budget_bytes") is None and budget is not None:
+            row["budget_bytes"] = budget
+        if rss is not None and budget:
+            row["pressure"] = 100.0 * float(rss) / float(budget)
+
     def _remember(self, row: dict[str, Any], verdict: LeakVerdict) -> None:
         self.latest = row
         rss = row.get("rss_bytes")
+        if not self._first_rss and not self.history:
+            self._t0 = float(row["time"]) - float(row["elapsed_s"])
+        if rss is not None:
+            if len(self._first_rss) < 5:
+                self._first_rss.append(float(rss))
+            self._last_rss.append(float(rss))
+        if self.context.stage.params.get("injects") == "leak":
+            self._injected_leak = True
         if rss is not None and (self.peak_rss is None or rss > self.peak_rss):
             self.peak_rss = float(rss)
         self.history.append(
@@ -459,10 +661,17 @@ class MemoryMonitor:
             log.error("memory monitor: cannot write %s: %s", path, exc)
 
     def _health_loop(self, every: float) -> None:
+        if self.profile.health_path:
+            self._user_health_loop(every, self.profile.health_path)
+            return
+        if urlsplit(self.host).scheme not in ("http", "https"):
+            return  # only an HTTP target has a /health to ask
         client = TargetClient(self.host, timeout=self.context.config.monitor.http_timeout)
         try:
             while True:
                 gevent.sleep(every)
+                if self.profile.own_load and not self._speaks_api:
+                    continue  # not (yet) seen speaking the memstress API: no /health to ask
                 answered = True
                 try:
                     h = client.health()
@@ -482,11 +691,43 @@ class MemoryMonitor:
         finally:
             client.close()
 
+    def _user_health_loop(self, every: float, path: str) -> None:
+        """GET the user's health path; ``target_lost_after`` failures in a row lose the target."""
+        client = TargetClient(self.host, timeout=self.context.config.monitor.http_timeout)
+        limit = self.context.config.safety.target_lost_after
+        try:
+            while True:
+                gevent.sleep(every)
+                try:
+                    r = client.session.get(f"{client.base_url}{path}", timeout=client.timeout)
+                    ok, detail = 200 <= r.status_code < 300, f"GET {path}: HTTP {r.status_code}"
+                except requests.RequestException as exc:
+                    ok, detail = False, f"GET {path}: no answer ({type(exc).__name__})"
+                self._health_failures = 0 if ok else self._health_failures + 1
+                if not ok:
+                    log.warning("memory monitor: health check failed: %s", detail)
+                self.context.record("health_ok" if ok else "health_failed", detail)
+                if self._health_failures >= limit and not self._stopping:
+                    self.stop_run(
+                        Stop(
+                            "target_lost",
+                            f"health check {path} failed {self._health_failures} times in a "
+                            f"row (target_lost_after {limit}): {detail}",
+                            ExitCode.TARGET_LOST,
+                        )
+                    )
+        finally:
+            client.close()
+
     def _cleanup_loop(self, every: float) -> None:
+        if urlsplit(self.host).scheme not in ("http", "https"):
+            return
         client = TargetClient(self.host, timeout=self.context.config.monitor.http_timeout)
         try:
             while True:
                 gevent.sleep(every)
+                if self.profile.own_load and not self._speaks_api:
+                    continue  # a cleanup cycle is the memstress API's; this target lacks it
                 try:
                     r = client.cycle()
                     if not isinstance(r, dict):

@@ -56,6 +56,7 @@ RSS_ORDER = (
     ("proc_rss_bytes", "psutil"),
     ("prom_rss_bytes", "prometheus"),
     ("stats_rss_bytes", "stats"),
+    ("custom_rss_bytes", "custom"),  # a registered source's rss_bytes (monitors.registry)
 )
 """Where the target RSS of a row comes from, best first (the ``rss_source`` value)."""
 
@@ -136,6 +137,10 @@ class Sampler:
     def sources(self) -> list[Source]:
         """The sources still in use (not missing, not disabled)."""
         return [f.source for f in self.feeds]
+
+    def answered(self, name: str) -> bool:
+        """Whether the source ``name`` is in use and has answered well at least once."""
+        return any(f.answered for f in self.feeds if f.name == name)
 
     def take(self, meter: GreenletCpuMeter | None = None) -> Sample:
         """One sample; ``meter`` also counts the CPU of the reading greenlets."""

@@ -246,6 +246,7 @@ def test_sampler_picks_the_best_rss_and_drops_a_missing_source_once() -> None:
         assert s.process_alive is None and s.memory_read is True
     assert events == [("source_missing", "process", {"reason": "no target PID"})]
     assert process.calls == 1 and sampler.missing == {"process": "no target PID"}
+    assert sampler.answered("stats") and not sampler.answered("process")
 
 
 def test_sampler_what_it_saw_of_the_target() -> None:
