@@ -573,7 +573,7 @@ class LeakVerdict:
 
     state: str  # warmup | clear | leak (leak when any series is in a called leak)
     slope_mb_min: float | None = None  # the memory series' slope over its longest scale judged
-    trend: Trend | None = None  # the test that called the memory series' current leak
+    trend: Trend | None = None  # the test that called the current leak (memory's, else a tier's)
     changed: str | None = None  # the first event's kind, on the sample that had events
     reason: str = ""  # the first event's reason
     events: tuple[LeakEvent, ...] = ()
@@ -867,13 +867,18 @@ class LeakDetector:
         """The memory series' envelope points kept: (window middle, minimum bytes)."""
         return [] if self._memory is None else list(self._memory.envelope)
 
+    def _called(self) -> _Series | None:
+        """The series whose leak is called now: the memory series first, else a tier."""
+        for x in (self._memory, *self._tiers.values()):
+            if x is not None and x.state == LEAK:
+                return x
+        return None
+
     @property
     def detected_at(self) -> float | None:
-        """When the memory series' current leak was called."""
-        m = self._memory
-        if m is None or m.state != LEAK:
-            return None
-        return None if m._open is None else m.episodes[m._open].called_at
+        """When the current leak was called (the memory series', else a tier's)."""
+        x = self._called()
+        return None if x is None or x._open is None else x.episodes[x._open].called_at
 
     @property
     def episodes(self) -> list[Episode]:
@@ -910,13 +915,13 @@ class LeakDetector:
                 series = self._tiers[name] = _Series(name, self.settings, judged_from)
             events += series.add(t, over)
         m = self._memory
-        leak = m.state == LEAK or any(s.state == LEAK for s in self._tiers.values())
-        state = LEAK if leak else m.state
+        called = self._called()
+        state = LEAK if called is not None else m.state
         first = events[0] if events else None
         self.verdict = LeakVerdict(
             state,
             m.slope,
-            m.trend,
+            None if called is None else called.trend,
             first.kind if first else None,
             first.reason if first else "",
             tuple(events),
@@ -942,9 +947,8 @@ class LeakDetector:
             "start": self.start,
             "settings": dataclasses.asdict(s),
         }
-        called = [x for x in (m, *self._tiers.values()) if x is not None and x.state == LEAK]
-        if called:
-            x = called[0]
+        x = self._called()
+        if x is not None:
             assert x._open is not None
             ep = x.episodes[x._open]
             return FinalVerdict(

@@ -320,6 +320,8 @@ def test_a_tier_growing_past_its_limit_is_called_naming_the_tier(rate: float, se
     assert tier_calls[0][0] - crossed <= 120
     final = det.final_verdict()
     assert final.verdict == LEAK_VERDICT
+    assert det.verdict.state == LEAK and det.verdict.trend is not None  # memory's or the tier's
+    assert det.detected_at is not None
     (finding,) = final.tiers
     assert finding.tier == "conversations" and finding.active and finding.limit_mb == 8
     assert finding.slope_mb_min == pytest.approx(rate, rel=0.1)
