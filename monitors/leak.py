@@ -18,6 +18,19 @@ The API, in short::
     det.episodes                              # [Episode(kind, series, called_at, cleared_at, ...)]
     final = det.final_verdict()               # FinalVerdict(verdict, reason, slope, CI, ...)
     final.as_dict()                           # what the monitor writes to leak_verdict.json
+    replay(rows_or_dataframe, settings)       # the same FinalVerdict from memory_samples.csv
+
+``verdict.trend`` and ``det.detected_at`` are those of the leak called now (the
+memory series', else a tier's). An :class:`Episode` has ``kind`` "trend" (a
+leak called; ``ended`` "released" when memory was given back), "plateau" (a
+leak called whose growth then stopped: ``ended`` "slowed") or "step" (a level
+shift of ``step_mb``, a finding, not a leak), ``series`` ("memory" or a tier),
+``called_at``/``cleared_at`` on the samples' clock, and the slope and interval
+of the scale that called it. :class:`FinalVerdict` has ``verdict`` ("leak", "no
+leak", "not judged"), a one-line ``reason``, the calling scale's slope and
+interval, ``called_at``, per-tier :class:`TierFinding` s, which tiers were
+judged against a limit and which were trusted (``tiers_note``), the episodes,
+and the settings it ran with.
 
 What it judges
 ==============
