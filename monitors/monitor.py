@@ -351,6 +351,8 @@ class MemoryMonitor:
         """Stop the greenlets, close the files, and make a stop's exit code stick."""
         gevent.killall(self._greenlets, block=True)
         self._greenlets.clear()
+        if self.sampler is not None:
+            self.sampler.close()
         if not self._closed and self.samples_taken:
             self._write_verdict()
         self._closed = True
