@@ -76,13 +76,12 @@ def judge(series: list[tuple[float, float]], settings: Any) -> dict[str, Any]:
     from monitors.leak import LeakDetector
 
     det = LeakDetector(settings, start=series[0][0] if series else None)
-    changes, state = [], "warmup"
+    changes = []
     for t, v in series:
         verdict = det.add(t, v)
-        state = verdict.state
         if verdict.changed:
             changes.append(f"{verdict.changed} at {t - series[0][0]:.0f} s")
-    return {"final_state": state, "state_changes": changes}
+    return {"final_state": det.final_verdict().verdict, "state_changes": changes}
 
 
 def run(workdir: Path, small: bool) -> BenchResult:
