@@ -138,7 +138,7 @@ def cases(small: bool) -> list[Case]:
             "own",
             True,
             PRE_S + goal1 + TAIL_S,
-            ("--mode", "per-request", "--bytes-per-request", "1024", "--start-s", f"{PRE_S:g}"),
+            ("--mode", "per-request", "--bytes-per-request", "3072", "--start-s", f"{PRE_S:g}"),
             None,
             PRE_S,
             goal1,
@@ -384,7 +384,7 @@ def _what(small: bool, seed_set: str, n: int) -> str:
         "the monitor's `leak_verdict.json` when it writes one, else the state after the last "
         "event. Leaks in `bench/leak_target.py`'s "
         "own code: steady unaccounted at 2, 1 and 0.5 MB/min from 60 s; 1 MB/min inside an "
-        "accounted tier that grows past its limit_bytes; 1 MB/min starting at 240 s; 1 KiB "
+        "accounted tier that grows past its limit_bytes; 1 MB/min starting at 240 s; 3 KiB "
         "per request from 60 s (rate measured). Leak-free: a cache filling to 30 MB (tau 60 s), "
         "one 20 MB step at 120 s, a 24 MB sawtooth (90 s period), and the reference service "
         "under the same load, 600 s each. Every own-target run also carries a small sawtooth "
