@@ -131,7 +131,7 @@ def _side(
 
 
 def run(workdir: Path, small: bool) -> BenchResult:
-    phase_s = 2.0 if small else 30.0
+    phase_s = 2.0 if small else 20.0
     cycles = 1 if small else 4
     seconds = 4.0 if small else 10.0
     pairs = 1 if small else 5
