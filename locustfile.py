@@ -24,8 +24,10 @@ from locust import events
 from common.config import DEFAULT_CONFIG_PATH, ConfigError
 from common.context import build_context
 from common.exitcodes import ExitCode
-from monitors.monitor import MemoryMonitor, add_monitor_options
+from monitors.monitor import MemoryMonitor, TargetProfile, add_monitor_options
 from reports.quit_verdict import QuitVerdict
+from scenarios.adapters import check_scenario, load_adapter
+from scenarios.adapters import names as adapter_names
 from scenarios.options import resolve_settings
 from scenarios.registry import get_scenario, user_classes
 from scenarios.registry import names as registered_names
@@ -100,6 +102,19 @@ def add_options(parser: Any, **_: Any) -> None:
         env_var="MEMSTRESS_MONITOR_INTERVAL",
         help="Seconds between memory samples, 0.05-3600. Default: the config's monitor.interval.",
     )
+    parser.add_argument(
+        "--adapter",
+        default="memstress",
+        env_var="MEMSTRESS_ADAPTER",
+        help=f"How the users speak to the target: {', '.join(adapter_names())}. "
+        "Default: memstress (the bundled service's HTTP API).",
+    )
+    parser.add_argument(
+        "--adapter-config",
+        default=None,
+        env_var="MEMSTRESS_ADAPTER_CONFIG",
+        help="The adapter's YAML file (http-map: your HTTP API's operations). Default: none.",
+    )
     add_monitor_options(parser)
 
 
@@ -109,8 +124,11 @@ def on_init(environment: Any, runner: Any, web_ui: Any = None, **_: Any) -> None
     try:
         settings = resolve_settings(opts)
         scenario = get_scenario(settings.scenario)
+        adapter = load_adapter(settings.adapter, settings.adapter_config)
+        check_scenario(scenario, adapter)  # before any load: what the scenario needs is there
         scenario.build_plan(settings.config, settings.stress, settings.duration_s)  # refuse now
-        ctx = build_context(environment, settings)
+        ctx = build_context(environment, settings, adapter.schemes)
+        ctx.adapter = adapter
     except (ConfigError, PlanError) as exc:
         # One line and exit code 2; a --processes child stays quiet (its parent says it).
         if not (getattr(opts, "worker", False) and getattr(opts, "processes", None)):
@@ -123,6 +141,11 @@ def on_init(environment: Any, runner: Any, web_ui: Any = None, **_: Any) -> None
     environment.events.quit.add_listener(lambda **_kw: ctx.close())
 
     # --- the memory monitor: MemoryMonitor(environment) goes here (monitors/) ---
-    monitor = MemoryMonitor(environment)
+    if adapter.name == "memstress":
+        monitor = MemoryMonitor(environment)
+    else:  # a foreign target: the monitor assumes no memstress API (docs: README Adapters)
+        monitor = MemoryMonitor(
+            environment, profile=TargetProfile(api="auto", health_path=adapter.health_path)
+        )
     # --- the verdict of a run started with plain `locust`: exit code 1 when it fails ---
     QuitVerdict(environment, settings.config, monitor=monitor)

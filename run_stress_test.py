@@ -28,6 +28,8 @@ from common.exitcodes import ExitCode
 from common.runfiles import RESULTS_DIR, new_run_dir
 from common.target import check_loopback
 from runner.preflight import PreflightError, check_out_dir
+from scenarios.adapters import check_scenario, load_adapter
+from scenarios.adapters import names as adapter_names
 from scenarios.registry import all_scenarios, check_config, get_scenario, names, scenario_name
 
 log = logging.getLogger("memstress")
@@ -146,6 +148,20 @@ def build_parser() -> Parser:
         "target is healthy (failing repeatedly is a lost target, exit 3)",
     )
     p.add_argument(
+        "--adapter",
+        choices=adapter_names(),
+        default="memstress",
+        metavar="NAME",
+        help=f"how the scenarios speak to the --host target ({', '.join(adapter_names())}; "
+        "default memstress, the bundled service's API; see README Adapters)",
+    )
+    p.add_argument(
+        "--adapter-config",
+        type=Path,
+        metavar="FILE",
+        help="with --adapter http-map: the YAML that maps the operations onto your HTTP API",
+    )
+    p.add_argument(
         "--processes",
         type=_count,
         default=1,
@@ -245,7 +261,10 @@ def main(argv: list[str] | None = None) -> int:
             config.stress_levels.default_level if args.stress_level is None else args.stress_level
         )
         config.stress(level)
-        host = check_loopback(args.host) if args.host else None
+        adapter = load_adapter(args.adapter, str(args.adapter_config or "") or None)
+        host = check_loopback(args.host, adapter.schemes) if args.host else None
+        if adapter.name != "memstress" and host is None:
+            raise ConfigError(f"--adapter {adapter.name} needs --host (the target to speak to)")
     except (ConfigError, ValueError) as exc:
         print(f"run_stress_test.py: error: {exc}", file=sys.stderr)
         return ExitCode.USAGE
@@ -273,6 +292,8 @@ def main(argv: list[str] | None = None) -> int:
         debug=args.debug,
         budget_mb=args.budget_mb,
         monitor_interval=args.monitor_interval,
+        adapter=adapter.name,
+        adapter_config=args.adapter_config.resolve() if args.adapter_config else None,
     )
     if args.scenario:
         chosen, scale = [args.scenario], 1.0
@@ -283,8 +304,10 @@ def main(argv: list[str] | None = None) -> int:
         scale = config.scenarios.quick_duration_scale
     plan = [(n, args.duration or get_scenario(n).default_duration(config) * scale) for n in chosen]
     try:
+        for name, _ in plan:  # before any load: what each scenario needs, the adapter has
+            check_scenario(get_scenario(name), adapter)
         check_plans(plan, config, level)
-    except ValueError as exc:
+    except (ConfigError, ValueError) as exc:
         print(f"run_stress_test.py: error: {exc}", file=sys.stderr)
         return ExitCode.USAGE
     kind = args.scenario or ("comprehensive" if args.comprehensive else "quick")

@@ -85,6 +85,8 @@ class RunSettings:
     duration_scale: float
     target_pid: int | None
     monitor_interval: float
+    adapter: str = "memstress"  # --adapter: how the users speak to the target
+    adapter_config: str | None = None  # --adapter-config (http-map's YAML)
 
 
 @dataclass
@@ -104,6 +106,8 @@ class RunContext:
     stop_reason: str = ""  # why the run ended early, if it did
     duration_scale: float = 1.0
     plan_complete: bool = False  # the shape played its last stage to the end
+    adapter: Any = None
+    """The run's target adapter (``scenarios.adapters``), set by the locustfile's ``init``."""
     user_slots: itertools.count[int] = field(default_factory=itertools.count)
     """This process's next user slot (see :meth:`scenarios.base.MemstressUser.claim_slot`)."""
 
@@ -196,7 +200,9 @@ def new_run_id() -> str:
     return f"ms{uuid.uuid4().hex[:10]}"
 
 
-def build_context(environment: Any, settings: RunSettings) -> RunContext:
+def build_context(
+    environment: Any, settings: RunSettings, schemes: tuple[str, ...] = ("http", "https")
+) -> RunContext:
     """The run's context from the environment's parsed options (the locustfile's ``init``).
 
     On the master or a local runner this creates the run folder and a run id and
@@ -208,7 +214,7 @@ def build_context(environment: Any, settings: RunSettings) -> RunContext:
     host = environment.host or ""
     if host:
         try:
-            host = check_loopback(host)
+            host = check_loopback(host, schemes)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
     if getattr(opts, "worker", False):

@@ -55,6 +55,7 @@ EVENT_KINDS = (
     "source_degraded",  # a source answered badly (JSON: source, reason, example)
     "source_recovered",  # ... and answers well again (JSON: source, degraded_s, failed_reads)
     "source_disabled",  # a source failed with a bug: off for the rest of the run
+    "capability_skipped",  # the adapter lacks an optional capability: "<capability>: ..."
     "run_end",
 )
 

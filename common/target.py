@@ -20,12 +20,15 @@ class TargetError(RuntimeError):
     """The target did not answer as the contract says."""
 
 
-def check_loopback(url: str) -> str:
-    """Refuse any target that is not on this machine; returns the URL without a trailing /."""
+def check_loopback(url: str, schemes: tuple[str, ...] = ("http", "https")) -> str:
+    """Refuse any target that is not on this machine; returns the URL without a trailing /.
+
+    ``schemes``: the URL schemes the run's adapter speaks (``redis`` for Redis).
+    """
     parts = urlsplit(url)
     host = parts.hostname or ""
-    if parts.scheme not in ("http", "https") or not host:
-        raise ValueError(f"--host: {url!r} is not a URL (valid: http://127.0.0.1:PORT)")
+    if parts.scheme not in schemes or not host:
+        raise ValueError(f"--host: {url!r} is not a URL (valid: {schemes[0]}://127.0.0.1:PORT)")
     if host not in LOOPBACK_HOSTS and not host.startswith("127."):
         raise ValueError(
             f"--host: {host} is not on this machine (valid: 127.0.0.0/8, localhost or [::1])"

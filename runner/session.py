@@ -20,7 +20,7 @@ from rich.console import Console
 from common.config import ROOT, Config
 from common.exitcodes import ExitCode, worst
 from common.runfiles import new_run_dir
-from common.target import TargetClient, TargetError
+from common.target import TargetError
 from runner.progress import Snapshot, make_progress, read_snapshot
 from runner.service import ManagedService, spawn
 
@@ -60,6 +60,8 @@ class RunSettings:
     debug: bool = False
     budget_mb: str | None = None
     monitor_interval: float | None = None
+    adapter: str = "memstress"
+    adapter_config: Path | None = None
 
 
 @dataclass
@@ -101,6 +103,10 @@ def locust_command(
     ]
     if pid:
         cmd += ["--target-pid", str(pid)]
+    if s.adapter != "memstress":
+        cmd += ["--adapter", s.adapter]
+    if s.adapter_config is not None:
+        cmd += ["--adapter-config", str(s.adapter_config)]
     return cmd
 
 
@@ -200,6 +206,7 @@ def run_scenario(
         expected=[e.describe(e.setting(s.config, info.name).bound) for e in info.expected],
         budget_bytes=None,
         processes=s.processes,
+        adapter=s.adapter,
     )
     service: ManagedService | None = None
     code: int
@@ -217,11 +224,12 @@ def run_scenario(
             write_meta(run_dir, host=host)
         else:
             host, pid = s.host, s.target_pid
-            client = TargetClient(host, timeout=2.0)
-            try:
-                client.wait_healthy(5.0)
-            finally:
-                client.close()
+            from scenarios.adapters import load_adapter
+
+            adapter = load_adapter(
+                s.adapter, None if s.adapter_config is None else str(s.adapter_config)
+            )
+            adapter.wait_ready(host, 5.0)
     except TargetError as exc:
         log.error("%s", exc)
         reason = f"target unreachable: {exc}"

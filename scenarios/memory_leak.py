@@ -13,7 +13,7 @@ import time
 from typing import TYPE_CHECKING
 
 from common.config import Config, StressLevel
-from scenarios import api
+from scenarios import api, target
 from scenarios.control import leak_bytes
 from scenarios.spec import Expect, Part, Scenario, staged_plan
 from shapes.plan import StageSpec
@@ -55,7 +55,7 @@ def users() -> tuple[type, ...]:
             n = leak_bytes(float(stage.params.get("leak_mb_per_min", 0)), now - self._last)
             self._last = now
             if n:
-                self.call(api.LEAK, {"bytes": n})
+                self.target.leak(n)
             return LEAK_INTERVAL_S
 
     class LeakAgent(AgentTrafficUser):
@@ -83,4 +83,5 @@ SCENARIO = Scenario(
     endpoints=(api.LEAK, api.RESET, *api.AGENT_TRAFFIC, *api.CLEANUP),
     users=users,
     plan=plan,
+    optional=frozenset({target.VECTORS}),
 )

@@ -92,4 +92,20 @@ def resolve_settings(options: Any) -> RunSettings:
         raise ConfigError(
             f"--monitor-interval: {interval_raw!r} is not valid (valid: 0.05 to 3600 seconds)"
         )
-    return RunSettings(scenario.name, config, stress, base * scale, scale, pid, interval)
+    adapter = _text(get("adapter")) or "memstress"
+    from scenarios.adapters import names as adapter_names
+
+    if adapter not in adapter_names():
+        valid = ", ".join(adapter_names())
+        raise ConfigError(f"--adapter: unknown adapter {adapter!r} (valid: {valid})")
+    return RunSettings(
+        scenario.name,
+        config,
+        stress,
+        base * scale,
+        scale,
+        pid,
+        interval,
+        adapter=adapter,
+        adapter_config=_text(get("adapter_config")),
+    )

@@ -32,9 +32,10 @@ from common.config import ConfigError
 from common.context import RUN_ID_OPTION, STAGE_MESSAGE, STAGE_OPTION, RunContext, Stage
 from common.exitcodes import ExitCode
 from common.target import check_loopback
+from scenarios.adapters import check_scenario
 from scenarios.options import resolve_settings
 from scenarios.registry import get_scenario
-from scenarios.spec import Scenario, sweep_run_data
+from scenarios.spec import Scenario
 from shapes.plan import PlanError, StagePlayer, StageSpec
 from shapes.staged import StagedShape, TickResult
 
@@ -79,10 +80,11 @@ class ScenarioShape(StagedShape):
         try:
             settings = resolve_settings(env.parsed_options)
             try:
-                host = check_loopback(env.host or "")
+                host = check_loopback(env.host or "", ctx.adapter.schemes)
             except ValueError as exc:
                 raise ConfigError(str(exc)) from None
             scenario = get_scenario(settings.scenario)
+            check_scenario(scenario, ctx.adapter)
             plan = scenario.build_plan(settings.config, settings.stress, settings.duration_s)
         except (ConfigError, PlanError) as exc:
             log.error("%s", exc)  # in the web UI: the form's values are refused, fix and restart
@@ -171,7 +173,7 @@ class ScenarioShape(StagedShape):
             return
         self._sweeping = True
         try:
-            done = sweep_run_data(ctx.host, ctx.run_id, self.player.plan[-1].params)
+            done = ctx.adapter.sweep(ctx.host, ctx.run_id, self.player.plan[-1].params)
             ctx.record("cleanup", {"by": "master at test stop", "run_id": ctx.run_id, **done})
             self._swept = True
         finally:
