@@ -45,7 +45,7 @@ browser:
 	  || echo "chromium could not be installed; the browser tests will skip"; \
 	fi
 
-# The Redis tests (tests/test_own_load.py) start Debian's redis-server on a loopback
+# The Redis tests (tests/test_own_load.py, tests/test_adapters.py) start Debian's redis-server on a loopback
 # port. In CI (CI set) it is installed when missing, and make fails, saying why, when it
 # cannot be; elsewhere those tests skip, saying so, unless redis-server is on PATH.
 redis:

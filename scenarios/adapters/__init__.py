@@ -68,3 +68,22 @@ def check_scenario(scenario: Any, adapter: Adapter) -> None:
     problem = refusal(scenario, adapter.name, adapter.capabilities, runnable(adapter))
     if problem:
         raise ConfigError(problem)
+
+
+def capability_table() -> str:
+    """The README's adapter x scenario table (Markdown), from what each declares."""
+    from scenarios.registry import all_scenarios
+
+    fixed = [load_adapter("memstress"), load_adapter("redis")]
+    head = "| scenario | needs | optional | memstress | redis | http-map |"
+    lines = [head, "|---|---|---|---|---|---|"]
+    for s in all_scenarios():
+        cells = []
+        for adapter in fixed:
+            missing = sorted(s.required - adapter.capabilities)
+            cells.append("runs" if not missing else "refused: no " + ", ".join(missing))
+        needs = ", ".join(sorted(s.required))
+        optional = ", ".join(sorted(s.optional)) or "-"
+        mapped = f"runs if the mapping has {needs}"
+        lines.append(f"| `{s.name}` | {needs} | {optional} | {' | '.join(cells)} | {mapped} |")
+    return "\n".join(lines)

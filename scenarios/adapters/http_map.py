@@ -76,7 +76,7 @@ METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 OPERATION_KEYS = ("method", "path", "body", "result", "fields")
 STATS_FIELDS = ("pressure", "budget_bytes")
 _FIELD = re.compile(r"\{(\w+)\}")
-_PATH = re.compile(r"^[\w.-]+(\.[\w.-]+)*$")
+_PATH = re.compile(r"^[\w-]+(\.[\w-]+)*$")
 
 
 @dataclass(frozen=True)
