@@ -32,6 +32,7 @@ from locust import between, constant, task
 from locust.contrib.fasthttp import FastHttpUser
 
 from scenarios import api
+from scenarios.adapters import Adapter, load_adapter
 from scenarios.api import Endpoint
 from scenarios.control import ballast_step
 from scenarios.spec import agent_id, namespace
@@ -75,17 +76,26 @@ class MemstressUser(FastHttpUser):
         return namespace(self.ctx.run_id, k)
 
     @property
+    def adapter(self) -> Adapter:
+        """The run's adapter (``--adapter``); memstress where the context has none
+        (a context made by hand, as the benchmarks do)."""
+        if self.ctx.adapter is None:
+            self.ctx.adapter = load_adapter(None)
+        adapter: Adapter = self.ctx.adapter
+        return adapter
+
+    @property
     def target(self) -> Target:
-        """This user's connection to the target, made by the run's adapter (``--adapter``)."""
+        """This user's connection to the target, made by the run's adapter."""
         made = self.__dict__.get("_target")
         if made is None:
-            made = self.__dict__["_target"] = self.ctx.adapter.connect(self)
+            made = self.__dict__["_target"] = self.adapter.connect(self)
         return made
 
     def can(self, capability: str) -> bool:
         """Whether the adapter has ``capability``; when not, the first user to ask records a
         ``capability_skipped`` event (the stage goes on without it)."""
-        adapter = self.ctx.adapter
+        adapter = self.adapter
         if capability in adapter.capabilities:
             return True
         skipped: set[str] = self.ctx.__dict__.setdefault("_skipped", set())
@@ -258,7 +268,7 @@ class ConductorUser(MemstressUser):
 
     def cleanup(self, params: dict[str, Any]) -> None:
         """Delete this run's agents and namespaces; reset faults if the run used them."""
-        has = self.ctx.adapter.capabilities
+        has = self.adapter.capabilities
         if CONVERSATION in has:
             for k in range(int(params.get("agents", 0))):
                 self.target.forget(self.agent(k))

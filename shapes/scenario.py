@@ -32,7 +32,7 @@ from common.config import ConfigError
 from common.context import RUN_ID_OPTION, STAGE_MESSAGE, STAGE_OPTION, RunContext, Stage
 from common.exitcodes import ExitCode
 from common.target import check_loopback
-from scenarios.adapters import check_scenario
+from scenarios.adapters import check_scenario, load_adapter
 from scenarios.options import resolve_settings
 from scenarios.registry import get_scenario
 from scenarios.spec import Scenario
@@ -80,6 +80,8 @@ class ScenarioShape(StagedShape):
         try:
             settings = resolve_settings(env.parsed_options)
             try:
+                if ctx.adapter is None:
+                    ctx.adapter = load_adapter(None)
                 host = check_loopback(env.host or "", ctx.adapter.schemes)
             except ValueError as exc:
                 raise ConfigError(str(exc)) from None
