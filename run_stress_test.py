@@ -352,6 +352,11 @@ def run_own(parser: Parser, args: argparse.Namespace, console: Console) -> int:
     from runner.own import OwnLoad, check_host, is_http
 
     path: Path = args.locustfile
+    if args.adapter != "memstress" or args.adapter_config:
+        parser.error(
+            "--adapter goes with --scenario, --quick or --comprehensive (a locustfile "
+            "speaks to its target itself)"
+        )
     if path.suffix != ".py" or not path.is_file():
         parser.error(f"--locustfile: {str(path)!r} is not a .py file (valid: a locustfile)")
     try:

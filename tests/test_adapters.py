@@ -170,6 +170,14 @@ def test_cli_refuses_a_bad_mapping_and_an_adapter_without_host(tmp_path: Path) -
     assert "mine.yml: operations.remember.path: unknown placeholder {who}" in r.stderr
     r = cli("--scenario", "baseline", "--adapter", "redis", cwd=tmp_path)
     assert r.returncode == 2 and "--adapter redis needs --host" in r.stderr, r.stderr
+    r = cli(
+        "--locustfile",
+        str(ROOT / "examples" / "http_locustfile.py"),
+        "--adapter",
+        "redis",
+        cwd=tmp_path,
+    )
+    assert r.returncode == 2 and "--adapter goes with --scenario" in r.stderr, r.stderr
     r = cli("--scenario", "baseline", "--adapter", "mongo", cwd=tmp_path)
     assert r.returncode == 2 and "memstress" in r.stderr and "http-map" in r.stderr, r.stderr
 
