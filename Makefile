@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint typecheck pytest browser redis bench soak service clean
+.PHONY: install run test lint typecheck pytest browser redis chroma chroma-ci bench soak service clean
 
 install: $(STAMP)
 
@@ -30,7 +30,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-pytest: $(STAMP) browser redis
+pytest: $(STAMP) browser redis chroma-ci
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # The live memory view is checked in headless Chromium (Debian's chromium). In CI
@@ -63,6 +63,24 @@ redis:
 	    apt-get install -y -qq --no-install-recommends redis-server >/dev/null) \
 	  || { echo "redis-server could not be installed; the Redis tests need it" >&2; exit 1; }; \
 	fi
+
+# The Chroma test (tests/test_chroma.py) starts `chroma run` from PyPI chromadb, kept in
+# an environment of its own (.venv-chroma: its server and its many dependencies stay out
+# of the suite's). Made in CI (CI set) when missing, and make fails, saying why, when it
+# cannot be; elsewhere `make chroma` makes it, and the test skips, saying so, without it.
+CHROMA_STAMP := .venv-chroma/.installed
+
+chroma: $(CHROMA_STAMP)
+
+chroma-ci:
+	@if [ -n "$$CI" ] && [ ! -e $(CHROMA_STAMP) ]; then $(MAKE) --no-print-directory chroma; fi
+
+$(CHROMA_STAMP):
+	@echo "making .venv-chroma (PyPI chromadb, for the Chroma test)"
+	test -x .venv-chroma/bin/python || $(PYTHON) -m venv .venv-chroma
+	.venv-chroma/bin/python -m pip install --quiet 'chromadb>=1.0,<2' \
+	  || { echo "chromadb could not be installed; the Chroma test needs it" >&2; exit 1; }
+	touch $(CHROMA_STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench $(ARGS)

@@ -22,6 +22,7 @@ ADAPTERS: dict[str, str] = {
     "memstress": "scenarios.adapters.memstress:MemstressAdapter",
     "redis": "scenarios.adapters.redis_lists:RedisAdapter",
     "http-map": "scenarios.adapters.http_map:HttpMapAdapter",
+    "chroma": "scenarios.adapters.chroma:ChromaAdapter",
 }
 """Adapter name -> ``module:class``; the class is made with the ``--adapter-config`` path."""
 
@@ -74,9 +75,9 @@ def capability_table() -> str:
     """The README's adapter x scenario table (Markdown), from what each declares."""
     from scenarios.registry import all_scenarios
 
-    fixed = [load_adapter("memstress"), load_adapter("redis")]
-    head = "| scenario | needs | optional | memstress | redis | http-map |"
-    lines = [head, "|---|---|---|---|---|---|"]
+    fixed = [load_adapter("memstress"), load_adapter("redis"), load_adapter("chroma")]
+    head = "| scenario | needs | optional | memstress | redis | chroma | http-map |"
+    lines = [head, "|---|---|---|---|---|---|---|"]
     for s in all_scenarios():
         cells = []
         for adapter in fixed:
