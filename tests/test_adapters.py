@@ -339,6 +339,16 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Targets, di
                 *redis_args,
             ],
             "redis_agents": ["--scenario", "concurrent_agents", "--duration", "20", *redis_args],
+            # stress level 0: one more user per step, five steps
+            "redis_endurance": [
+                "--scenario",
+                "endurance",
+                "--stress-level",
+                "0",
+                "--duration",
+                "25",
+                *redis_args,
+            ],
             "http_baseline": ["--scenario", "baseline", "--duration", "25", *http_args],
             "http_agents": ["--scenario", "concurrent_agents", "--duration", "20", *http_args],
         }
@@ -415,6 +425,25 @@ def test_redis_runs_leave_none_of_their_keys(runs: tuple[Targets, dict[str, Run]
         assert db.keys("memstress:*") == [], "cleanup deletes every key of the runs"
     finally:
         db.close()
+
+
+@pytest.mark.slow
+def test_a_short_endurance_runs_on_redis_through_its_five_steps(
+    runs: tuple[Targets, dict[str, Run]],
+) -> None:
+    run = runs[1]["redis_endurance"]
+    res = run.results()
+    assert res["partial"] is False
+    # Redis's lists fill for the whole short run, so its memory may still rise at the end:
+    # the verdict may fail on that slope (a finding about a short run), on nothing else.
+    failed = res["verdict"]["failed"]
+    assert run.code == (1 if failed else 0), run.stdout[-2000:] + run.stderr[-2000:]
+    assert all("memory slope over the last half" in f for f in failed), failed
+    steps = [r["name"] for r in run.rows("stages.csv")]
+    assert steps == ["step_1", "step_2", "step_3", "step_4", "step_5", "cleanup"], steps
+    reqs = run.requests()
+    assert reqs["LPUSH+LTRIM memstress:[agent]"][0] > 20, reqs
+    assert sum(f for _, f in reqs.values()) == 0, reqs
 
 
 @pytest.mark.slow
