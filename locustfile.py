@@ -21,6 +21,7 @@ from typing import Any
 
 from locust import events
 
+from common.checkout import VersionCheck
 from common.config import DEFAULT_CONFIG_PATH, ConfigError
 from common.context import build_context, resolve_settings
 from monitors.monitor import MemoryMonitor, add_monitor_options
@@ -79,11 +80,19 @@ def add_options(parser: Any, **_: Any) -> None:
         "Default: the shipped stress_test_config.yml.",
     )
     parser.add_argument(
+        "--allow-remote-target",
+        action="store_true",
+        default=False,
+        env_var="MEMSTRESS_ALLOW_REMOTE_TARGET",
+        help="Let --host name another machine (a staging service, say). Without it only "
+        "127.0.0.0/8, localhost and [::1] are loaded; config: safety.allow_remote_targets.",
+    )
+    parser.add_argument(
         "--target-pid",
         default=None,
         env_var="MEMSTRESS_TARGET_PID",
-        help="PID of the target process, for the monitor's psutil readings. "
-        "Default: found from the port --host listens on, where possible.",
+        help="PID of the target process, for the monitor's psutil readings (loopback "
+        "targets only). Default: found from the port --host listens on, where possible.",
     )
     parser.add_argument(
         "--run-dir",
@@ -119,6 +128,8 @@ def on_init(environment: Any, runner: Any, web_ui: Any = None, **_: Any) -> None
         environment.user_classes = list(scenario.user_classes)
     wire_stages(environment)
     environment.events.quit.add_listener(lambda **_kw: ctx.close())
+    # --- distributed: every worker runs the master's checkout, or is refused ---
+    VersionCheck(environment)
 
     # --- the memory monitor: MemoryMonitor(environment) goes here (monitors/) ---
     MemoryMonitor(environment)

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from common.checkout import identity
 from common.config import (
     Config,
     ConfigError,
@@ -31,7 +32,7 @@ from common.config import (
     scenario_name,
 )
 from common.runfiles import STAGE_COLUMNS, CsvAppender, EventLog, is_writable_dir, new_run_dir
-from common.target import check_loopback
+from common.target import check_host, check_target_pid, is_loopback
 
 STAGE_MESSAGE = "memstress_stage"
 """Custom Locust message the master sends to workers on every stage change."""
@@ -95,6 +96,17 @@ class RunSettings:
     duration_scale: float
     target_pid: int | None
     monitor_interval: float
+    allow_remote: bool = False  # --allow-remote-target or safety.allow_remote_targets
+    metrics: MetricsUrl | None = None  # --metrics-url and what to read there
+
+
+@dataclass(frozen=True)
+class MetricsUrl:
+    """Where the target's RSS is exposed as Prometheus text, when not by PID."""
+
+    url: str
+    metric: str = "process_resident_memory_bytes"
+    labels: tuple[tuple[str, str], ...] = ()  # every one must match the series
 
 
 def _text(value: Any) -> str | None:
@@ -176,7 +188,57 @@ def resolve_settings(options: Any) -> RunSettings:
         raise ConfigError(
             f"--monitor-interval: {interval_raw!r} is not valid (valid: 0.05 to 3600 seconds)"
         )
-    return RunSettings(scenario, config, stress, base * scale, scale, pid, interval)
+    allow = config.safety.allow_remote_targets or _flag(get("allow_remote_target"))
+    return RunSettings(
+        scenario,
+        config,
+        stress,
+        base * scale,
+        scale,
+        pid,
+        interval,
+        allow,
+        metrics_url(get("metrics_url"), get("metrics_metric"), get("metrics_labels")),
+    )
+
+
+def _flag(value: Any) -> bool:
+    """A store_true option: a bool, or text from an env var or the web UI form."""
+    if isinstance(value, bool):
+        return value
+    return (_text(value) or "").lower() in ("1", "true", "yes", "on")
+
+
+def metrics_url(url: Any, metric: Any = None, labels: Any = None) -> MetricsUrl | None:
+    """``--metrics-url`` with its metric name and label selector, checked (None: not given)."""
+    from monitors.exporter import DEFAULT_METRIC, parse_labels, parse_metric_name
+
+    text = _text(url)
+    if text is None:
+        return None
+    try:
+        check_host(text, allow_remote=True)  # a scrape, not load: any host
+    except ValueError:
+        raise ConfigError(
+            f"--metrics-url: {text!r} is not a URL (valid: http(s)://HOST:PORT/PATH, "
+            "e.g. http://127.0.0.1:9100/metrics)"
+        ) from None
+    try:
+        name = parse_metric_name(_text(metric) or DEFAULT_METRIC)
+        selector = parse_labels(_text(labels))
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    return MetricsUrl(text, name, selector)
+
+
+def check_target(host: str, settings: RunSettings) -> str:
+    """The target URL, checked against the opt-in; a remote one takes no --target-pid."""
+    try:
+        url = check_host(host, allow_remote=settings.allow_remote)
+        check_target_pid(url, settings.target_pid)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    return url
 
 
 @dataclass
@@ -199,6 +261,13 @@ class RunContext:
     duration_scale: float = 1.0
     plan_complete: bool = False  # the shape played its last stage to the end
     stage_log: CsvAppender | None = None  # stages.csv, opened at the first stage (master/local)
+    allow_remote: bool = False
+    metrics: MetricsUrl | None = None
+
+    @property
+    def remote(self) -> bool:
+        """The target is on another machine: this host's memory figures are not its."""
+        return bool(self.host) and not is_loopback(self.host)
 
     @classmethod
     def from_settings(
@@ -233,6 +302,8 @@ class RunContext:
         self.duration_scale = settings.duration_scale
         self.target_pid = settings.target_pid
         self.monitor_interval = settings.monitor_interval
+        self.allow_remote = settings.allow_remote
+        self.metrics = settings.metrics
 
     def set_stage(self, stage: Stage) -> None:
         self.stage = stage
@@ -319,10 +390,7 @@ def build_context(environment: Any, settings: RunSettings | None = None) -> RunC
     settings = settings or resolve_settings(opts)
     host = environment.host or ""
     if host:
-        try:
-            host = check_loopback(host)
-        except ValueError as exc:
-            raise ConfigError(str(exc)) from None
+        host = check_target(host, settings)
     if getattr(opts, "worker", False):
         run_id = getattr(opts, RUN_ID_OPTION, None) or ""
         return RunContext.from_settings(settings, run_id=run_id, host=host, is_worker=True)
@@ -333,5 +401,15 @@ def build_context(environment: Any, settings: RunSettings | None = None) -> RunC
         setattr(opts, RUN_ID_OPTION, run_id)
     ctx = RunContext.from_settings(settings, run_id=run_id, host=host, run_dir=run_dir)
     # The id every agent and namespace of this run starts with, for whoever checks the target.
-    ctx.record("run_start", {"run_id": run_id, "scenario": settings.scenario, "host": host})
+    ctx.record(
+        "run_start",
+        {
+            "run_id": run_id,
+            "scenario": settings.scenario,
+            "host": host,
+            "remote_target": bool(host) and not is_loopback(host),
+            "allow_remote_target": settings.allow_remote,
+            "memstress": identity(),
+        },
+    )
     return ctx

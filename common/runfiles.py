@@ -50,6 +50,7 @@ EVENT_KINDS = (
     "health_ok",
     "cleanup",
     "source_missing",
+    "source_scope",  # host/PSI/cgroup read the load generator, not a remote target's host
     "run_end",
 )
 
@@ -58,8 +59,8 @@ SAMPLE_COLUMNS = (
     "elapsed_s",  # seconds since the monitor started
     "stage",  # name of the current stage ('' before the first)
     "users",  # Locust user count
-    "rss_bytes",  # target RSS: psutil by PID, else Prometheus, else /memory/stats
-    "rss_source",  # psutil | prometheus | stats
+    "rss_bytes",  # target RSS: psutil by PID, else --metrics-url, else /metrics, else /memory/stats
+    "rss_source",  # psutil | metrics_url | prometheus | stats
     "vms_bytes",
     "cpu_percent",  # target process CPU percent (psutil)
     "num_threads",

@@ -7,30 +7,71 @@ Locust), which gevent makes cooperative inside a Locust process.
 
 from __future__ import annotations
 
+import ipaddress
 import time
 from typing import Any
 from urllib.parse import urlsplit
 
 import requests
 
-LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
+REMOTE_FLAG = "--allow-remote-target"
+"""The opt-in that lets ``--host`` name another machine."""
+
+REMOTE_OPT_INS = (
+    f"{REMOTE_FLAG}, MEMSTRESS_ALLOW_REMOTE_TARGET=true or safety.allow_remote_targets: true"
+)
+"""Every way to give that opt-in, as the refusal names them."""
 
 
 class TargetError(RuntimeError):
     """The target did not answer as the contract says."""
 
 
-def check_loopback(url: str) -> str:
-    """Refuse any target that is not on this machine; returns the URL without a trailing /."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if parts.scheme not in ("http", "https") or not host:
-        raise ValueError(f"--host: {url!r} is not a URL (valid: http://127.0.0.1:PORT)")
-    if host not in LOOPBACK_HOSTS and not host.startswith("127."):
+def is_loopback(url: str) -> bool:
+    """True when the URL's host is this machine: 127.0.0.0/8, ::1 or ``localhost``.
+
+    A name is loopback only when it is ``localhost``; ``127.example.com`` is
+    another machine, however it starts.
+    """
+    host = (urlsplit(url).hostname or "").lower()
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_host(url: str, *, allow_remote: bool = False) -> str:
+    """The target URL without a trailing /, or ValueError in one line.
+
+    Pure: no request is sent. Without ``allow_remote`` only loopback targets
+    pass; sending load to another machine by mistake (production, say) is what
+    the opt-in guards against.
+    """
+    try:
+        parts = urlsplit(url)
+        scheme, host = parts.scheme, parts.hostname or ""
+        parts.port  # noqa: B018 - a bad port raises ValueError here
+    except ValueError:
+        scheme, host = "", ""
+    if scheme not in ("http", "https") or not host:
+        raise ValueError(f"--host: {url!r} is not a URL (valid: http://HOST:PORT or https://...)")
+    if not allow_remote and not is_loopback(url):
         raise ValueError(
-            f"--host: {host} is not on this machine (valid: 127.0.0.0/8, localhost or [::1])"
+            f"--host: {host} is not on this machine; refused without {REMOTE_OPT_INS} "
+            "(valid without: 127.0.0.0/8, localhost or [::1])"
         )
     return url.rstrip("/")
+
+
+def check_target_pid(url: str, pid: int | None) -> None:
+    """A PID names a process on this machine: refuse it with a target on another."""
+    if pid is not None and not is_loopback(url):
+        raise ValueError(
+            f"--target-pid: {pid} is a process on this machine, but the target {url} is on "
+            "another (valid there: --metrics-url URL of its Prometheus metrics, or no --target-pid)"
+        )
 
 
 class TargetClient:

@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import socket
 import time
 from collections import deque
 from collections.abc import Sequence
@@ -46,10 +47,17 @@ from common.config import ConfigError, LeakDetection
 from common.context import RunContext
 from common.runfiles import SAMPLE_COLUMNS, WORKER_COLUMNS, CsvAppender
 from common.target import TargetClient, TargetError
+from monitors.exporter import DEFAULT_METRIC, MetricsUrlSource
 from monitors.leak import LEAK, LeakDetector, LeakVerdict, on_run_clock
 from monitors.safety import SafetyGuard, Stop
 from monitors.sampler import GreenletCpuMeter, Sampler, Source
-from monitors.sources import TIERS, build_sources, find_listening_pid, parse_source_names
+from monitors.sources import (
+    HOST_SOURCES,
+    TIERS,
+    build_sources,
+    find_listening_pid,
+    parse_source_names,
+)
 from scenarios.registry import get_scenario
 
 if TYPE_CHECKING:
@@ -72,7 +80,29 @@ def add_monitor_options(parser: Any) -> None:
         type=_sources_option,
         env_var="MEMSTRESS_MONITOR_SOURCES",
         help="Memory sample sources: auto (every one that is there), or a comma-separated "
-        "list of process, prometheus, stats, host, psi, cgroup. Default: auto.",
+        "list of process, metrics_url, prometheus, stats, host, psi, cgroup. Default: auto.",
+    )
+    parser.add_argument(
+        "--metrics-url",
+        default=None,
+        env_var="MEMSTRESS_METRICS_URL",
+        help="Prometheus text with the target's RSS, for a target whose PID this machine "
+        "cannot see: its /metrics on another port, a node exporter, cAdvisor. "
+        "Default: none (RSS by PID, else the target's own /metrics or /memory/stats).",
+    )
+    parser.add_argument(
+        "--metrics-metric",
+        default=DEFAULT_METRIC,
+        env_var="MEMSTRESS_METRICS_METRIC",
+        help=f"The metric at --metrics-url that is the target's RSS in bytes, e.g. "
+        f"container_memory_rss. Default: {DEFAULT_METRIC}.",
+    )
+    parser.add_argument(
+        "--metrics-labels",
+        default="",
+        env_var="MEMSTRESS_METRICS_LABELS",
+        help="Labels the one series at --metrics-url must have, comma-separated "
+        "name=value (e.g. container=api,namespace=staging). Default: none.",
     )
 
 
@@ -300,16 +330,31 @@ class MemoryMonitor:
     def _make_sampler(self) -> Sampler:
         ctx = self.context
         pid = ctx.target_pid
-        if pid is None and {"process", "cgroup"} & set(self.source_names):
+        # A PID is looked for only on loopback and when no --metrics-url says where the
+        # memory is: on another host, the local process on the same port is not the target.
+        look = pid is None and not ctx.remote and ctx.metrics is None
+        if look and {"process", "cgroup"} & set(self.source_names):
             pid = find_listening_pid(self.host) if self.host else None
             if pid == os.getpid():
                 pid = None
             if pid is not None:
                 log.info("memory monitor: target PID %d found listening at %s", pid, self.host)
         timeout = ctx.config.monitor.http_timeout
+        metrics = ctx.metrics
         sources: list[Source] = build_sources(
-            self.source_names, pid, lambda: TargetClient(self.host, timeout=timeout)
+            self.source_names,
+            pid,
+            lambda: TargetClient(self.host, timeout=timeout),
+            (lambda: MetricsUrlSource(metrics, timeout)) if metrics is not None else None,
         )
+        here = sorted(HOST_SOURCES & {s.name for s in sources})
+        if ctx.remote and here:
+            note = (
+                f"{', '.join(here)}: not this target's host: they read the load generator "
+                f"{socket.gethostname()}, and the target {self.host} is on another machine"
+            )
+            log.warning("memory monitor: %s", note)
+            self.context.record("source_scope", note)
         return Sampler(sources, self._source_missing)
 
     def _source_missing(self, name: str, reason: str) -> None:

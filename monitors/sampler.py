@@ -29,6 +29,7 @@ class Source(Protocol):
 
 RSS_ORDER = (
     ("proc_rss_bytes", "psutil"),
+    ("metrics_rss_bytes", "metrics_url"),
     ("prom_rss_bytes", "prometheus"),
     ("stats_rss_bytes", "stats"),
 )

@@ -30,8 +30,11 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from common.target import TargetClient
 
-SOURCE_NAMES = ("process", "prometheus", "stats", "host", "psi", "cgroup")
-"""Every source, in the order a sample reads them."""
+SOURCE_NAMES = ("process", "metrics_url", "prometheus", "stats", "host", "psi", "cgroup")
+"""Every source, in the order a sample reads them (``metrics_url``: monitors/exporter.py)."""
+
+HOST_SOURCES = frozenset({"host", "psi", "cgroup"})
+"""Sources that read the machine the monitor runs on: the target's only when it is there."""
 
 TARGET_SOURCES = frozenset({"process", "prometheus", "stats"})
 """Sources that read the target itself (their failures count toward ``target_lost``)."""
@@ -367,12 +370,21 @@ def find_listening_pid(url: str) -> int | None:
 
 
 def build_sources(
-    names: Iterable[str], pid: int | None, client_factory: Callable[[], TargetClient]
+    names: Iterable[str],
+    pid: int | None,
+    client_factory: Callable[[], TargetClient],
+    metrics_url: Callable[[], Any] | None = None,
 ) -> list[Any]:
-    """Source objects for the given names, in :data:`SOURCE_NAMES` order."""
+    """Source objects for the given names, in :data:`SOURCE_NAMES` order.
+
+    ``metrics_url`` makes the ``--metrics-url`` source; without it that source is left out.
+    """
     wanted = set(check_source_names(names))
+    if metrics_url is None:
+        wanted.discard("metrics_url")
     make: dict[str, Callable[[], Any]] = {
         "process": lambda: ProcessSource(pid),
+        "metrics_url": metrics_url or (lambda: None),
         "prometheus": lambda: PrometheusSource(client_factory()),
         "stats": lambda: StatsSource(client_factory()),
         "host": HostSource,

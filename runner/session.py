@@ -17,9 +17,11 @@ from typing import Any
 
 from rich.console import Console
 
+from common.checkout import identity
 from common.config import ROOT, Config
+from common.context import MetricsUrl
 from common.runfiles import new_run_dir
-from common.target import TargetClient, TargetError
+from common.target import TargetClient, TargetError, is_loopback
 from runner.progress import Snapshot, make_progress, read_snapshot
 from runner.service import ManagedService
 
@@ -31,6 +33,9 @@ SEVERITY = (EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_TARGET, EXIT_SAFETY, EXIT_INT
 
 GRACE_S = 60.0
 """Past its planned length (plus this) a Locust run is asked to stop, then killed."""
+
+WORKERS_WAIT_S = 300.0
+"""How long a master waits for --expect-workers workers before it gives up (exit 1)."""
 
 
 def worst(codes: list[int]) -> int:
@@ -68,6 +73,11 @@ class RunSettings:
     debug: bool = False
     budget_mb: str | None = None
     monitor_interval: float | None = None
+    allow_remote: bool = False
+    metrics: MetricsUrl | None = None
+    expect_workers: int | None = None  # a master for workers started by hand
+    master_bind_host: str | None = None
+    master_bind_port: int | None = None
 
 
 @dataclass
@@ -133,6 +143,19 @@ def locust_command(
         cmd += ["--target-pid", str(pid)]
     if s.processes > 1:
         cmd += ["--processes", str(s.processes)]
+    if s.expect_workers:
+        cmd += ["--master", "--expect-workers", str(s.expect_workers)]
+        cmd += ["--expect-workers-max-wait", f"{WORKERS_WAIT_S:g}"]
+        if s.master_bind_host:
+            cmd += ["--master-bind-host", s.master_bind_host]
+        if s.master_bind_port:
+            cmd += ["--master-bind-port", str(s.master_bind_port)]
+    if s.allow_remote:
+        cmd += ["--allow-remote-target"]
+    if s.metrics is not None:
+        cmd += ["--metrics-url", s.metrics.url, "--metrics-metric", s.metrics.metric]
+        if s.metrics.labels:
+            cmd += ["--metrics-labels", ",".join(f"{k}={v}" for k, v in s.metrics.labels)]
     if s.monitor_interval:
         cmd += ["--monitor-interval", f"{s.monitor_interval:g}"]
     return cmd
@@ -203,6 +226,11 @@ def run_scenario(
         expected=list(info.expected),
         budget_bytes=None,
         processes=s.processes,
+        expect_workers=s.expect_workers,
+        remote_target=bool(s.host) and not is_loopback(s.host or ""),
+        allow_remote_target=s.allow_remote,
+        metrics_url=s.metrics.url if s.metrics else None,
+        memstress=identity(),
     )
     service: ManagedService | None = None
     code: int
@@ -236,8 +264,9 @@ def run_scenario(
         cmd = locust_command(scenario, duration_s, run_dir, host, pid, s)
         log.debug("locust command: %s", " ".join(cmd))
         try:
+            waits = WORKERS_WAIT_S if s.expect_workers else 0.0
             code = _run_locust(
-                cmd, run_dir, duration_s, s.config.safety.max_test_duration, stop, tick
+                cmd, run_dir, duration_s + waits, s.config.safety.max_test_duration, stop, tick
             )
         finally:
             view.close()
@@ -245,6 +274,12 @@ def run_scenario(
             reason = f"Locust was killed by {signal.Signals(-code).name}; its figures are partial"
         elif code not in SEVERITY:
             reason = f"Locust exited with unexpected code {code} (see locust.log)"
+        elif s.expect_workers and _gave_up_on_workers(run_dir):
+            reason = (
+                f"fewer than {s.expect_workers} workers connected within {WORKERS_WAIT_S:g} s "
+                "(start them with: locust -f locustfile.py --worker --master-host MASTER)"
+            )
+            log.error("%s", reason)
         if service is not None and not service.alive():
             reason = f"reference service exited with code {service.proc.returncode}"
     finally:
@@ -260,6 +295,12 @@ def run_scenario(
         **({"stop_reason": reason} if reason else {}),
     )
     return _report(scenario, run_dir, code, s)
+
+
+def _gave_up_on_workers(run_dir: Path) -> bool:
+    log_path = run_dir / "locust.log"
+    text = log_path.read_text(errors="replace") if log_path.exists() else ""
+    return "Gave up waiting for workers to connect" in text
 
 
 def _report(scenario: str, run_dir: Path, code: int, s: RunSettings) -> RunOutcome:

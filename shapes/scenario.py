@@ -35,9 +35,9 @@ from common.context import (
     STAGE_OPTION,
     RunContext,
     Stage,
+    check_target,
     resolve_settings,
 )
-from common.target import check_loopback
 from scenarios.registry import get_scenario
 from scenarios.spec import Scenario, sweep_run_data
 from shapes.plan import PlanError, StagePlayer, StageSpec
@@ -88,10 +88,7 @@ class ScenarioShape(StagedShape):
         ctx = self.context
         try:
             settings = resolve_settings(env.parsed_options)
-            try:
-                host = check_loopback(env.host or "")
-            except ValueError as exc:
-                raise ConfigError(str(exc)) from None
+            host = check_target(env.host or "", settings)
             scenario = get_scenario(settings.scenario)
             plan = scenario.build_plan(settings.config, settings.stress, settings.duration_s)
         except (ConfigError, PlanError) as exc:
