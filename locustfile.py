@@ -127,7 +127,13 @@ def on_init(environment: Any, runner: Any, web_ui: Any = None, **_: Any) -> None
     if not ctx.is_worker:
         environment.user_classes = list(scenario.user_classes)
     wire_stages(environment)
-    environment.events.quit.add_listener(lambda **_kw: ctx.close())
+    ctx.start_meta(opts)
+
+    def on_quit(exit_code: int | None = None, **_kw: Any) -> None:
+        ctx.end_meta(exit_code)
+        ctx.close()
+
+    environment.events.quit.add_listener(on_quit)
     # --- distributed: every worker runs the master's checkout, or is refused ---
     VersionCheck(environment)
 

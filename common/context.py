@@ -31,7 +31,14 @@ from common.config import (
     load_config,
     scenario_name,
 )
-from common.runfiles import STAGE_COLUMNS, CsvAppender, EventLog, is_writable_dir, new_run_dir
+from common.runfiles import (
+    STAGE_COLUMNS,
+    CsvAppender,
+    EventLog,
+    is_writable_dir,
+    new_run_dir,
+    write_meta,
+)
 from common.target import check_host, check_target_pid, is_loopback
 
 STAGE_MESSAGE = "memstress_stage"
@@ -263,6 +270,7 @@ class RunContext:
     stage_log: CsvAppender | None = None  # stages.csv, opened at the first stage (master/local)
     allow_remote: bool = False
     metrics: MetricsUrl | None = None
+    owns_meta: bool = False  # this process wrote run_meta.json (no run_stress_test.py above it)
 
     @property
     def remote(self) -> bool:
@@ -347,6 +355,52 @@ class RunContext:
         if self.events is not None:
             text = detail if isinstance(detail, str) else json.dumps(detail, sort_keys=True)
             self.events.record(kind, text)
+
+    def start_meta(self, options: Any) -> None:
+        """Write ``run_meta.json`` for a run started with plain ``locust`` (master or local).
+
+        Under ``run_stress_test.py`` the file is already there and stays the CLI's.
+        """
+        if self.run_dir is None or (Path(self.run_dir) / "run_meta.json").exists():
+            return
+        from scenarios.registry import get_scenario  # here: the registry imports every scenario
+
+        info = get_scenario(self.scenario)
+        write_meta(
+            self.run_dir,
+            schema=1,
+            scenario=self.scenario,
+            run_id=Path(self.run_dir).name,
+            host=self.host,
+            stress_level=self.stress.level,
+            duration_s=self.duration_s,
+            started=self.started,
+            ended=None,
+            exit_code=None,
+            stop_reason="",
+            interrupted=False,
+            config_path=self.config.source,
+            purpose=info.purpose,
+            expected=list(info.expected),
+            budget_bytes=None,
+            processes=getattr(options, "processes", None) or 1,
+            expect_workers=getattr(options, "expect_workers", None)
+            if getattr(options, "master", False)
+            else None,
+            remote_target=self.remote,
+            allow_remote_target=self.allow_remote,
+            metrics_url=self.metrics.url if self.metrics else None,
+            memstress=identity(),
+            runner="locust",
+        )
+        self.owns_meta = True
+
+    def end_meta(self, exit_code: int | None) -> None:
+        """Record the end and exit code in the ``run_meta.json`` this process wrote."""
+        if self.owns_meta and self.run_dir is not None:
+            write_meta(
+                self.run_dir, ended=time.time(), exit_code=exit_code, stop_reason=self.stop_reason
+            )
 
     def close(self) -> None:
         """Close the run folder files this context opened."""

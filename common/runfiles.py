@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import json
 import os
 import time
 from collections.abc import Iterable, Mapping
@@ -177,6 +178,19 @@ class EventLog:
 
     def close(self) -> None:
         self._csv.close()
+
+
+def write_meta(run_dir: str | Path, **updates: Any) -> dict[str, Any]:
+    """Create or update ``run_meta.json`` (written whole, through a temp file)."""
+    path = Path(run_dir) / "run_meta.json"
+    meta: dict[str, Any] = {}
+    if path.exists():
+        meta = json.loads(path.read_text())
+    meta.update(updates)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(meta, indent=2, sort_keys=True))
+    os.replace(tmp, path)
+    return meta
 
 
 def is_writable_dir(path: Path) -> bool:

@@ -15,7 +15,8 @@ for its own CPU monitor):
 - the **cleanup cycle** (``POST /memory/cycle``) every ``memory_cleanup_interval``.
 
 On a worker it adds its own RSS, CPU and user count to every report to the
-master; the master writes them to ``worker_samples.csv``.
+master; the master writes them to ``worker_samples.csv``, stamped with its own
+clock on arrival.
 
 When the safety guard says stop, the monitor writes the event, sets
 ``context.stop_reason`` and ``environment.process_exit_code`` (3 or 4) and
@@ -279,11 +280,16 @@ class MemoryMonitor:
         report = data.get(WORKER_KEY)
         if not isinstance(report, dict) or self.context.run_dir is None or self._closed:
             return
+        clients = getattr(self.environment.runner, "clients", None)
+        if clients is not None and client_id not in clients:
+            return  # a worker the master refused (another version) or no longer counts
         if self._workers_csv is None:
             self._workers_csv = CsvAppender(
                 Path(self.context.run_dir) / "worker_samples.csv", WORKER_COLUMNS
             )
-        self._workers_csv.write({"worker_id": client_id, **report})
+        # Stamped on arrival by the master's clock, as every other file of the run is:
+        # the clocks of other machines may be seconds apart.
+        self._workers_csv.write({**report, "worker_id": client_id, "time": time.time()})
 
     # --- the loops --------------------------------------------------------------------
 

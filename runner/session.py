@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import signal
@@ -20,7 +19,7 @@ from rich.console import Console
 from common.checkout import identity
 from common.config import ROOT, Config
 from common.context import MetricsUrl
-from common.runfiles import new_run_dir
+from common.runfiles import new_run_dir, write_meta
 from common.target import TargetClient, TargetError, is_loopback
 from runner.progress import Snapshot, make_progress, read_snapshot
 from runner.service import ManagedService
@@ -88,19 +87,6 @@ class RunOutcome:
     grade: str = "n/a"
     report: Path | None = None
     notes: list[str] = field(default_factory=list)
-
-
-def write_meta(run_dir: Path, **updates: Any) -> dict[str, Any]:
-    """Create or update ``run_meta.json`` (written whole, through a temp file)."""
-    path = run_dir / "run_meta.json"
-    meta: dict[str, Any] = {}
-    if path.exists():
-        meta = json.loads(path.read_text())
-    meta.update(updates)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(meta, indent=2, sort_keys=True))
-    os.replace(tmp, path)
-    return meta
 
 
 def locust_command(

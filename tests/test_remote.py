@@ -1,0 +1,244 @@
+"""Remote targets: refused without the opt-in, accepted with it; all without network.
+
+The checks are pure (no name lookup, no connection); the ``no_network`` fixture
+makes any socket use in the test process an error, so a check that reached
+for the network would fail here. The CLI cases refuse before any request and
+use ``.invalid`` names (RFC 2606: they never resolve).
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from common.config import ConfigError, load_config, parse_config
+from common.context import check_target, metrics_url, resolve_settings
+from common.target import REMOTE_FLAG, check_host, check_target_pid, is_loopback
+from monitors.exporter import matching_values, parse_labels, parse_metric_name
+from reports.markdown import render_run
+from reports.synthetic import Synthetic, write_run
+from tests.conftest import ROOT
+from tests.locust_helpers import config_copy, locust_env, run_cli
+
+REMOTE = "http://staging-memory.invalid:8000"
+
+
+@pytest.fixture
+def no_network(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    def refuse(*_: Any, **__: Any) -> Any:
+        raise AssertionError("a pure check touched the network")
+
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    yield
+
+
+@pytest.mark.parametrize(
+    ("url", "loopback"),
+    [
+        ("http://127.0.0.1:8000", True),
+        ("http://127.9.8.7", True),
+        ("http://localhost:1", True),
+        ("http://LOCALHOST:1", True),
+        ("http://[::1]:8000", True),
+        ("http://10.1.2.3:80", False),
+        ("http://0.0.0.0:8000", False),
+        ("http://127.example.com", False),  # a name, however it starts
+        ("https://staging-memory:8443", False),
+        ("http://[2001:db8::1]:80", False),
+    ],
+)
+def test_loopback_is_this_machine_only(no_network: None, url: str, loopback: bool) -> None:
+    assert is_loopback(url) is loopback
+
+
+def test_a_remote_host_without_the_opt_in_is_one_line_naming_host_and_flag(
+    no_network: None,
+) -> None:
+    with pytest.raises(ValueError) as err:
+        check_host(REMOTE)
+    text = str(err.value)
+    assert "\n" not in text
+    assert text.startswith("--host: staging-memory.invalid is not on this machine")
+    assert REMOTE_FLAG in text and "safety.allow_remote_targets" in text
+
+
+def test_with_the_opt_in_the_same_url_passes(no_network: None) -> None:
+    assert check_host(REMOTE + "/", allow_remote=True) == REMOTE
+    with pytest.raises(ValueError, match="is not a URL"):
+        check_host("ftp://staging-memory.invalid", allow_remote=True)
+
+
+class Options:
+    """Parsed options as Locust hands them over: attributes, text where typed."""
+
+    def __init__(self, **values: Any) -> None:
+        self.__dict__.update(values)
+
+
+def test_the_opt_in_from_the_option_the_env_text_or_the_config(
+    no_network: None, tmp_path: Path
+) -> None:
+    refused = resolve_settings(Options())
+    with pytest.raises(ConfigError, match=REMOTE_FLAG):
+        check_target(REMOTE, refused)
+    for given in (True, "true", "1"):  # the flag, or its env var / web form text
+        assert check_target(REMOTE, resolve_settings(Options(allow_remote_target=given))) == REMOTE
+    cfg = config_copy(tmp_path / "remote.yml", safety__allow_remote_targets=True)
+    assert check_target(REMOTE, resolve_settings(Options(memstress_config=str(cfg)))) == REMOTE
+    assert check_target("http://127.0.0.1:8000", refused) == "http://127.0.0.1:8000"
+
+
+def test_a_pid_goes_with_a_loopback_target_only(no_network: None) -> None:
+    check_target_pid("http://127.0.0.1:8000", 1234)
+    check_target_pid(REMOTE, None)
+    with pytest.raises(ValueError) as err:
+        check_target_pid(REMOTE, 1234)
+    assert str(err.value).startswith("--target-pid: 1234 is a process on this machine")
+    assert "--metrics-url" in str(err.value)
+
+
+def test_the_config_key_takes_true_or_false_only() -> None:
+    import yaml
+
+    data = yaml.safe_load((ROOT / "stress_test_config.yml").read_text())
+    assert load_config().safety.allow_remote_targets is False
+    data["safety"]["allow_remote_targets"] = "yes"
+    with pytest.raises(ConfigError) as err:
+        parse_config(data)
+    assert str(err.value) == (
+        "safety.allow_remote_targets: 'yes' has the wrong type (valid: true or false)"
+    )
+
+
+# --- --metrics-url: the metric, the labels, the page ----------------------------------------
+
+CADVISOR = """\
+# HELP container_memory_rss Size of RSS in bytes.
+# TYPE container_memory_rss gauge
+container_memory_rss{container="api",namespace="staging",pod="api-1"} 2.5e+08
+container_memory_rss{container="sidecar",namespace="staging",pod="api-1"} 1.2e+07
+container_memory_rss{container="api",namespace="prod",pod="api-7"} 9e+08
+# HELP container_memory_rss_total_decoy Not this one.
+# TYPE container_memory_rss_total_decoy gauge
+container_memory_rss_total_decoy{container="api"} 1
+"""
+
+
+def test_a_label_selector_picks_one_series() -> None:
+    labels = parse_labels('container=api, namespace="staging"')
+    assert labels == (("container", "api"), ("namespace", "staging"))
+    assert matching_values(CADVISOR, "container_memory_rss", labels) == ([2.5e8], 3)
+    assert matching_values(CADVISOR, "container_memory_rss", (("container", "api"),)) == (
+        [2.5e8, 9e8],
+        3,
+    )
+    assert matching_values(CADVISOR, "process_resident_memory_bytes") == ([], 0)
+
+
+@pytest.mark.parametrize(
+    ("given", "needle"),
+    [
+        ({"url": "nope"}, "--metrics-url: 'nope' is not a URL"),
+        ({"url": "http://127.0.0.1:9/m", "metric": "rss bytes"}, "--metrics-metric: 'rss bytes'"),
+        ({"url": "http://127.0.0.1:9/m", "labels": "pod"}, "--metrics-labels: 'pod'"),
+        ({"url": "http://127.0.0.1:9/m", "labels": "a=1,a=2"}, "--metrics-labels: 'a=2'"),
+    ],
+)
+def test_bad_metrics_options_are_one_line(given: dict[str, str], needle: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        metrics_url(given["url"], given.get("metric"), given.get("labels"))
+    assert str(err.value).startswith(needle) and "valid:" in str(err.value)
+    assert metrics_url(None) is None
+    spec = metrics_url("http://10.0.0.5:9100/metrics", "container_memory_rss", "pod=a")
+    assert spec is not None and spec.labels == (("pod", "a"),)  # a scrape needs no opt-in
+    assert parse_metric_name(" node:rss ") == "node:rss"
+
+
+# --- refused before any request, through both CLIs -------------------------------------------
+
+CLI = [sys.executable, str(ROOT / "run_stress_test.py")]
+
+
+def run_suite_cli(
+    *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*CLI, *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+        env={**locust_env(), **(env or {})},
+        check=False,
+    )
+
+
+def one_error_line(out: subprocess.CompletedProcess[str]) -> str:
+    text = out.stdout + out.stderr
+    assert out.returncode == 2, text
+    assert "Traceback" not in text
+    lines = [ln for ln in out.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, text
+    return lines[0]
+
+
+def test_the_cli_refuses_a_remote_host_before_any_request(tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    line = one_error_line(
+        run_suite_cli("--scenario", "baseline", "--host", REMOTE, "--out", str(out))
+    )
+    assert "staging-memory.invalid is not on this machine" in line and REMOTE_FLAG in line
+    assert not out.exists(), "refused before a run folder (or anything else) was made"
+    # With the opt-in (flag or env var) the host passes; the PID is what is refused then.
+    pid = ("--scenario", "baseline", "--host", REMOTE, "--target-pid", "5", "--out", str(out))
+    for extra, env in (([REMOTE_FLAG], None), ([], {"MEMSTRESS_ALLOW_REMOTE_TARGET": "true"})):
+        line = one_error_line(run_suite_cli(*pid, *extra, env=env))
+        assert line.startswith("run_stress_test.py: error: --target-pid: 5 is a process"), line
+    assert not out.exists()
+
+
+def test_locust_refuses_a_remote_host_in_init(tmp_path: Path) -> None:
+    cli = run_cli("--headless", "--host", REMOTE, "--run-dir", str(tmp_path))
+    text = cli.stdout + cli.stderr
+    assert cli.returncode == 2, text
+    lines = [ln for ln in text.splitlines() if "is not on this machine" in ln]
+    assert len(lines) == 1 and REMOTE_FLAG in lines[0], text
+    assert not list(tmp_path.iterdir()), "nothing is written for a refused run"
+    opted = run_cli(
+        "--headless", "--host", REMOTE, "--target-pid", "5", "--run-dir", str(tmp_path),
+        env={"MEMSTRESS_ALLOW_REMOTE_TARGET": "true"},
+    )  # fmt: skip
+    text = opted.stdout + opted.stderr
+    assert opted.returncode == 2 and "--target-pid: 5 is a process on this machine" in text, text
+    assert not list(tmp_path.iterdir())
+
+
+# --- the report says where the target was --------------------------------------------------
+
+
+def test_the_report_records_a_remote_target_and_its_opt_in(tmp_path: Path) -> None:
+    from reports import build_run_report
+
+    run = write_run(tmp_path / "run", Synthetic(duration_s=120))
+    meta = json.loads((run / "run_meta.json").read_text())
+    meta.update(host="http://staging-memory:8000", remote_target=True, allow_remote_target=True)
+    (run / "run_meta.json").write_text(json.dumps(meta))
+    rep = build_run_report(run, load_config())
+    assert rep.results["run"]["allow_remote_target"] is True
+    md = rep.report_path.read_text()
+    assert "| host | http://staging-memory:8000 |" in md
+    assert "| remote target | yes (opted in by --allow-remote-target" in md
+    assert "host memory, PSI and cgroup figures are this load generator's" in md
+    meta.update(host="http://127.0.0.1:8000", remote_target=False, allow_remote_target=False)
+    (run / "run_meta.json").write_text(json.dumps(meta))
+    local = render_run(build_run_report(run, load_config()).results)
+    assert "| remote target | no (loopback) |" in local and "load generator's" not in local
