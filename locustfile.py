@@ -23,9 +23,11 @@ from locust import events
 
 from common.checkout import VersionCheck
 from common.config import DEFAULT_CONFIG_PATH, ConfigError
-from common.context import build_context, resolve_settings
+from common.context import build_context
+from common.exitcodes import ExitCode
 from monitors.monitor import MemoryMonitor, add_monitor_options
 from reports.live import LiveVerdict
+from scenarios.options import resolve_settings
 from scenarios.registry import get_scenario, user_classes
 from scenarios.registry import names as registered_names
 from shapes.plan import PlanError
@@ -122,12 +124,12 @@ def on_init(environment: Any, runner: Any, web_ui: Any = None, **_: Any) -> None
         # One line and exit code 2; a --processes child stays quiet (its parent says it).
         if not (getattr(opts, "worker", False) and getattr(opts, "processes", None)):
             log.error("%s", exc)
-        sys.exit(2)
+        sys.exit(ExitCode.USAGE)
     environment.memstress = ctx
     if not ctx.is_worker:
         environment.user_classes = list(scenario.user_classes)
     wire_stages(environment)
-    ctx.start_meta(opts)
+    ctx.start_meta(opts, scenario.purpose, list(scenario.expected))
 
     def on_quit(exit_code: int | None = None, **_kw: Any) -> None:
         ctx.end_meta(exit_code)

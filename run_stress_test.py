@@ -22,18 +22,12 @@ from typing import NoReturn
 from rich.console import Console
 from rich.table import Table
 
-from common.config import (
-    GRADES,
-    Config,
-    ConfigError,
-    load_config,
-    scenario_name,
-)
-from common.context import MetricsUrl
+from common.config import GRADES, Config, ConfigError, load_config
+from common.exitcodes import ExitCode
 from common.runfiles import RESULTS_DIR, new_run_dir
-from common.target import REMOTE_FLAG, check_host, check_target_pid
+from common.target import REMOTE_FLAG, MetricsUrl, check_host, check_target_pid, metrics_url
 from runner.preflight import PreflightError, check_out_dir
-from scenarios.registry import all_scenarios, get_scenario, names
+from scenarios.registry import all_scenarios, check_config, get_scenario, names, scenario_name
 
 log = logging.getLogger("memstress")
 
@@ -41,7 +35,7 @@ log = logging.getLogger("memstress")
 class Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         """One line naming the problem, not a usage dump."""
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+        self.exit(ExitCode.USAGE, f"{self.prog}: error: {message} (see --help)\n")
 
 
 def _positive(text: str) -> float:
@@ -244,13 +238,13 @@ def main(argv: list[str] | None = None) -> int:
     console = Console(soft_wrap=True)
     if args.list_scenarios:
         list_scenarios(console)
-        return 0
+        return ExitCode.OK
     if not (args.scenario or args.comprehensive or args.quick):
         parser.error(
             "say what to run: --scenario NAME, --quick, --comprehensive or --list-scenarios"
         )
     try:
-        config = load_config(args.config)
+        config = check_config(load_config(args.config))
         level = (
             config.stress_levels.default_level if args.stress_level is None else args.stress_level
         )
@@ -262,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
         metrics = _metrics(args)
     except (ConfigError, ValueError) as exc:
         print(f"run_stress_test.py: error: {exc}", file=sys.stderr)
-        return 2
+        return ExitCode.USAGE
     if args.target_pid and not host:
         parser.error("--target-pid goes with --host (the bundled service's PID is known)")
     if args.budget_mb and host:
@@ -278,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
         check_out_dir(out)
     except PreflightError as exc:
         print(f"run_stress_test.py: error: {exc}", file=sys.stderr)
-        return 2
+        return ExitCode.USAGE
 
     from runner.session import RunSettings, StopFlag, run_scenario, run_session
 
@@ -311,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
         check_plans(plan, config, level)
     except ValueError as exc:
         print(f"run_stress_test.py: error: {exc}", file=sys.stderr)
-        return 2
+        return ExitCode.USAGE
     kind = args.scenario or ("comprehensive" if args.comprehensive else "quick")
     try:
         folder = new_run_dir(kind, out)
@@ -320,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
             f"run_stress_test.py: error: --out {out}: cannot create a run folder ({exc})",
             file=sys.stderr,
         )
-        return 2
+        return ExitCode.USAGE
     setup_logging(folder / "memory_stress_test.log", args.debug)
     stop = StopFlag()
     stop.install()
@@ -351,8 +345,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def _metrics(args: argparse.Namespace) -> MetricsUrl | None:
     """``--metrics-url`` and its metric and labels, checked as the locustfile checks them."""
-    from common.context import metrics_url
-
     return metrics_url(args.metrics_url, args.metrics_metric, args.metrics_labels)
 
 

@@ -8,11 +8,15 @@ Locust), which gevent makes cooperative inside a Locust process.
 from __future__ import annotations
 
 import ipaddress
+import re
 import time
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
 import requests
+
+from common.config import ConfigError
 
 REMOTE_FLAG = "--allow-remote-target"
 """The opt-in that lets ``--host`` name another machine."""
@@ -72,6 +76,75 @@ def check_target_pid(url: str, pid: int | None) -> None:
             f"--target-pid: {pid} is a process on this machine, but the target {url} is on "
             "another (valid there: --metrics-url URL of its Prometheus metrics, or no --target-pid)"
         )
+
+
+DEFAULT_METRIC = "process_resident_memory_bytes"
+
+_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*\Z")
+_LABEL = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*\Z")
+
+
+@dataclass(frozen=True)
+class MetricsUrl:
+    """Where the target's RSS is exposed as Prometheus text, when not by PID
+    (read by :class:`monitors.exporter.MetricsUrlSource`)."""
+
+    url: str
+    metric: str = DEFAULT_METRIC
+    labels: tuple[tuple[str, str], ...] = ()  # every one must match the series
+
+
+def metrics_url(url: Any, metric: Any = None, labels: Any = None) -> MetricsUrl | None:
+    """``--metrics-url`` with its metric name and label selector, checked (None: not given).
+
+    Any host is fine without the opt-in: reading an exporter is a scrape, not load.
+    """
+    text = str(url).strip() if url is not None else ""
+    if not text:
+        return None
+    try:
+        check_host(text, allow_remote=True)
+    except ValueError:
+        raise ConfigError(
+            f"--metrics-url: {text!r} is not a URL (valid: http(s)://HOST:PORT/PATH, "
+            "e.g. http://127.0.0.1:9100/metrics)"
+        ) from None
+    try:
+        name = parse_metric_name(str(metric or "").strip() or DEFAULT_METRIC)
+        selector = parse_labels(str(labels) if labels is not None else None)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    return MetricsUrl(text, name, selector)
+
+
+def parse_metric_name(text: str) -> str:
+    """A Prometheus metric name, or ValueError naming the valid form."""
+    name = text.strip()
+    if not _NAME.match(name):
+        raise ValueError(
+            f"--metrics-metric: {text!r} is not a metric name "
+            "(valid: letters, digits, _ and :, e.g. container_memory_rss)"
+        )
+    return name
+
+
+def parse_labels(text: str | None) -> tuple[tuple[str, str], ...]:
+    """``name=value,name="value"`` -> sorted pairs; empty or None -> no selector."""
+    if not text or not text.strip():
+        return ()
+    pairs: dict[str, str] = {}
+    for part in text.split(","):
+        name, sep, value = part.partition("=")
+        name, value = name.strip(), value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+            value = value[1:-1]
+        if not sep or not _LABEL.match(name) or name in pairs:
+            raise ValueError(
+                f"--metrics-labels: {part.strip()!r} is not a label match "
+                '(valid: comma-separated name=value, e.g. container=api,namespace="staging")'
+            )
+        pairs[name] = value
+    return tuple(sorted(pairs.items()))
 
 
 class TargetClient:

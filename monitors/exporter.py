@@ -17,51 +17,13 @@ say whether it is there).
 
 from __future__ import annotations
 
-import re
-from typing import TYPE_CHECKING, NoReturn
+from typing import NoReturn
 
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
+from common.target import MetricsUrl
 from monitors.sources import Reading, SourceFailed, SourceMissing
-
-if TYPE_CHECKING:
-    from common.context import MetricsUrl
-
-DEFAULT_METRIC = "process_resident_memory_bytes"
-
-_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*\Z")
-_LABEL = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*\Z")
-
-
-def parse_metric_name(text: str) -> str:
-    """A Prometheus metric name, or ValueError naming the valid form."""
-    name = text.strip()
-    if not _NAME.match(name):
-        raise ValueError(
-            f"--metrics-metric: {text!r} is not a metric name "
-            "(valid: letters, digits, _ and :, e.g. container_memory_rss)"
-        )
-    return name
-
-
-def parse_labels(text: str | None) -> tuple[tuple[str, str], ...]:
-    """``name=value,name="value"`` -> sorted pairs; empty or None -> no selector."""
-    if not text or not text.strip():
-        return ()
-    pairs: dict[str, str] = {}
-    for part in text.split(","):
-        name, sep, value = part.partition("=")
-        name, value = name.strip(), value.strip()
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
-            value = value[1:-1]
-        if not sep or not _LABEL.match(name) or name in pairs:
-            raise ValueError(
-                f"--metrics-labels: {part.strip()!r} is not a label match "
-                '(valid: comma-separated name=value, e.g. container=api,namespace="staging")'
-            )
-        pairs[name] = value
-    return tuple(sorted(pairs.items()))
 
 
 def selector_text(metric: str, labels: tuple[tuple[str, str], ...]) -> str:

@@ -47,8 +47,8 @@ from locust.runners import WorkerRunner, locust_exception_handler
 from common.config import ConfigError, LeakDetection
 from common.context import RunContext
 from common.runfiles import SAMPLE_COLUMNS, WORKER_COLUMNS, CsvAppender
-from common.target import TargetClient, TargetError
-from monitors.exporter import DEFAULT_METRIC, MetricsUrlSource
+from common.target import DEFAULT_METRIC, TargetClient, TargetError
+from monitors.exporter import MetricsUrlSource
 from monitors.leak import LEAK, LeakDetector, LeakVerdict, on_run_clock
 from monitors.safety import SafetyGuard, Stop
 from monitors.sampler import GreenletCpuMeter, Sampler, Source
@@ -190,7 +190,6 @@ class MemoryMonitor:
         self._closed = False
         self._stopping = False
         self.host = context.host
-        context.extras["monitor"] = self
 
         events = environment.events
         if isinstance(environment.runner, WorkerRunner) or context.is_worker:

@@ -14,7 +14,8 @@ from typing import Any
 import locust  # noqa: F401 - first: gevent must patch before anything imports ssl
 
 from common.config import ConfigError, load_config
-from scenarios.registry import all_scenarios, get_scenario
+from common.exitcodes import ExitCode
+from scenarios.registry import all_scenarios, check_config, get_scenario
 from shapes.plan import PlanError
 
 
@@ -27,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = parser.parse_args(argv)
     try:
-        config = load_config(args.config)
+        config = check_config(load_config(args.config))
         level = (
             config.stress_levels.default_level if args.stress_level is None else args.stress_level
         )
@@ -59,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
             )
     except (ConfigError, PlanError) as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return ExitCode.USAGE
     if args.json:
         print(json.dumps(out, indent=1))
         return 0

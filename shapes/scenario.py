@@ -36,8 +36,9 @@ from common.context import (
     RunContext,
     Stage,
     check_target,
-    resolve_settings,
 )
+from common.exitcodes import ExitCode
+from scenarios.options import resolve_settings
 from scenarios.registry import get_scenario
 from scenarios.spec import Scenario, sweep_run_data
 from shapes.plan import PlanError, StagePlayer, StageSpec
@@ -47,11 +48,6 @@ if TYPE_CHECKING:
     from locust.env import Environment
 
 log = logging.getLogger(__name__)
-
-EXIT_SAFETY = 4
-"""DESIGN exit code for a run stopped by a safety limit (here max_test_duration)."""
-
-EXIT_USAGE = 2
 
 
 class ScenarioShape(StagedShape):
@@ -96,7 +92,7 @@ class ScenarioShape(StagedShape):
             ctx.stop_reason = str(exc)
             headless = bool(getattr(env.parsed_options, "headless", False))
             if headless and env.process_exit_code is None:
-                env.process_exit_code = EXIT_USAGE
+                env.process_exit_code = ExitCode.USAGE
             return False
         ctx.apply(settings)
         ctx.host = host
@@ -154,7 +150,7 @@ class ScenarioShape(StagedShape):
             ctx.stop_reason = reason
             log.warning("memstress: %s; stopping", reason)
             if self.environment.process_exit_code is None:
-                self.environment.process_exit_code = EXIT_SAFETY
+                self.environment.process_exit_code = ExitCode.SAFETY
         else:
             ctx.plan_complete = True
             log.info("memstress: %s after %.1f s", reason, elapsed_s)

@@ -19,11 +19,20 @@ from typing import Any
 import pytest
 
 from common.config import ConfigError, load_config, parse_config
-from common.context import check_target, metrics_url, resolve_settings
-from common.target import REMOTE_FLAG, check_host, check_target_pid, is_loopback
-from monitors.exporter import matching_values, parse_labels, parse_metric_name
+from common.context import check_target
+from common.target import (
+    REMOTE_FLAG,
+    check_host,
+    check_target_pid,
+    is_loopback,
+    metrics_url,
+    parse_labels,
+    parse_metric_name,
+)
+from monitors.exporter import matching_values
 from reports.markdown import render_run
 from reports.synthetic import Synthetic, write_run
+from scenarios.options import resolve_settings
 from tests.conftest import ROOT
 from tests.locust_helpers import config_copy, locust_env, run_cli
 
