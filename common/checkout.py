@@ -16,6 +16,7 @@ from importlib import metadata
 from typing import Any
 
 from common.config import ROOT
+from common.exitcodes import ExitCode
 
 log = logging.getLogger("memstress")
 
@@ -60,8 +61,6 @@ HELLO = "memstress_hello"
 
 REFUSED = "memstress_refused"
 """Custom Locust message: the master tells a worker of another version why it is refused."""
-
-EXIT_USAGE = 2
 
 
 class VersionCheck:
@@ -111,7 +110,7 @@ class VersionCheck:
         """On a worker: say why, and quit with exit code 2."""
         reason = msg.data.get("reason") if isinstance(msg.data, dict) else None
         log.error("%s", reason or "memstress: refused by the master (another version)")
-        environment.process_exit_code = EXIT_USAGE
+        environment.process_exit_code = int(ExitCode.USAGE)
         import gevent
 
         # Not from this greenlet: quit() kills the runner's group, the handler's included.
