@@ -53,10 +53,10 @@ from monitors.leak import LEAK, LeakDetector, LeakVerdict, on_run_clock
 from monitors.safety import SafetyGuard, Stop
 from monitors.sampler import GreenletCpuMeter, Sampler, Source
 from monitors.sources import (
-    HOST_SOURCES,
     TIERS,
     build_sources,
     find_listening_pid,
+    host_scope_note,
     parse_source_names,
 )
 from scenarios.registry import get_scenario
@@ -352,12 +352,9 @@ class MemoryMonitor:
             lambda: TargetClient(self.host, timeout=timeout),
             (lambda: MetricsUrlSource(metrics, timeout)) if metrics is not None else None,
         )
-        here = sorted(HOST_SOURCES & {s.name for s in sources})
-        if ctx.remote and here:
-            note = (
-                f"{', '.join(here)}: not this target's host: they read the load generator "
-                f"{socket.gethostname()}, and the target {self.host} is on another machine"
-            )
+        names = [s.name for s in sources]
+        note = host_scope_note(names, self.host, ctx.remote, socket.gethostname())
+        if note is not None:
             log.warning("memory monitor: %s", note)
             self.context.record("source_scope", note)
         return Sampler(sources, self._source_missing)

@@ -355,6 +355,21 @@ def _join(point: str, root: str, path: str) -> Path:
     return Path(point) / ("" if rel == "." else rel)
 
 
+def host_scope_note(names: Iterable[str], target: str, remote: bool, here: str) -> str | None:
+    """For a remote target, the line saying whose host the host/PSI/cgroup sources read.
+
+    They read the machine the monitor runs on (``here``); with the target on
+    another machine, that is the load generator's, never the target's host.
+    """
+    local = sorted(HOST_SOURCES & set(names))
+    if not remote or not local:
+        return None
+    return (
+        f"{', '.join(local)}: not this target's host: they read the load generator {here}, "
+        f"and the target {target} is on another machine"
+    )
+
+
 def find_listening_pid(url: str) -> int | None:
     """PID of the local process listening on the URL's port, when this user may see it."""
     parts = urlsplit(url)

@@ -251,3 +251,113 @@ def test_the_report_records_a_remote_target_and_its_opt_in(tmp_path: Path) -> No
     (run / "run_meta.json").write_text(json.dumps(meta))
     local = render_run(build_run_report(run, load_config()).results)
     assert "| remote target | no (loopback) |" in local and "load generator's" not in local
+
+
+# --- the metrics_url source, against a real exporter on loopback -----------------------------
+
+
+@pytest.fixture(scope="module")
+def exporter() -> Iterator[str]:
+    """tests/fixtures/rss_exporter.py serving this test process's own RSS."""
+    import os
+    import time
+
+    import requests
+
+    from tests.conftest import free_port
+
+    port = free_port()
+    args = ["--pid", str(os.getpid()), "--port", str(port), "--lifetime", "120"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.fixtures.rss_exporter", *args], cwd=ROOT, env=locust_env()
+    )
+    url = f"http://127.0.0.1:{port}/metrics"
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            assert proc.poll() is None and time.monotonic() < deadline, "the exporter did not start"
+            try:
+                if requests.get(url, timeout=1).status_code == 200:
+                    break
+            except requests.RequestException:
+                time.sleep(0.1)
+        yield url
+    finally:
+        proc.kill()
+        proc.wait(10)
+
+
+def test_the_source_reads_the_one_matching_series(exporter: str) -> None:
+    import os
+
+    import psutil
+
+    from monitors.exporter import MetricsUrlSource
+    from monitors.sources import SourceFailed, SourceMissing
+    from tests.conftest import free_port
+
+    spec = metrics_url(exporter, "container_memory_rss", "container=target")
+    assert spec is not None
+    row = MetricsUrlSource(spec, timeout=2).read()
+    own = psutil.Process(os.getpid()).memory_info().rss
+    assert abs(row["metrics_rss_bytes"] - own) < 0.2 * own
+    # no selector: both series match, which is refused at the first reading
+    both = metrics_url(exporter, "container_memory_rss")
+    assert both is not None
+    with pytest.raises(SourceMissing, match=r"2 series match container_memory_rss \(valid"):
+        MetricsUrlSource(both, timeout=2).read()
+    wrong = metrics_url(exporter, "container_memory_rss", "container=api")
+    assert wrong is not None
+    with pytest.raises(SourceMissing, match=r'no container_memory_rss\{container="api"\} \(2 '):
+        MetricsUrlSource(wrong, timeout=2).read()
+    # An exporter that does not answer fails this time, at first or later (it may come
+    # back); a page that answered once and then lacks the series fails too.
+    closed = metrics_url(f"http://127.0.0.1:{free_port()}/metrics")
+    assert closed is not None
+    with pytest.raises(SourceFailed, match="ConnectionError"):
+        MetricsUrlSource(closed, timeout=2).read()
+    source = MetricsUrlSource(spec, timeout=2)
+    source.read()
+    source.spec = wrong
+    with pytest.raises(SourceFailed, match="no container_memory_rss"):
+        source.read()
+
+
+class Fixed:
+    """A source that answers the same row every time (the sampler's ordering is under test)."""
+
+    def __init__(self, name: str, row: dict[str, Any] | Exception) -> None:
+        self.name, self.row = name, row
+
+    def read(self) -> dict[str, Any]:
+        if isinstance(self.row, Exception):
+            raise self.row
+        return dict(self.row)
+
+
+def test_metrics_url_rss_ranks_after_a_pid_and_before_the_targets_own_figures() -> None:
+    from monitors.sampler import Sampler
+    from monitors.sources import SourceFailed
+
+    exporter = Fixed("metrics_url", {"metrics_rss_bytes": 150.0})
+    own = [Fixed("prometheus", {"prom_rss_bytes": 200.0}), Fixed("stats", {"stats_rss_bytes": 3})]
+    s = Sampler([exporter, *own]).take()
+    assert (s.row["rss_bytes"], s.row["rss_source"], s.target_ok) == (150.0, "metrics_url", True)
+    pid = Fixed("process", {"proc_rss_bytes": 100})
+    assert Sampler([pid, exporter, *own]).take().row["rss_source"] == "psutil"
+    # an exporter that fails is not a lost target: the target's own sources say that
+    down = Fixed("metrics_url", SourceFailed("ConnectionError"))
+    s = Sampler([down, *own]).take()
+    assert s.target_ok is True and s.row["rss_source"] == "prometheus"
+
+
+def test_host_psi_and_cgroup_are_marked_as_the_load_generators_for_a_remote_target() -> None:
+    from monitors.sources import SOURCE_NAMES, host_scope_note
+
+    note = host_scope_note(SOURCE_NAMES, REMOTE, remote=True, here="loadgen-1")
+    assert note == (
+        "cgroup, host, psi: not this target's host: they read the load generator loadgen-1, "
+        f"and the target {REMOTE} is on another machine"
+    )
+    assert host_scope_note(SOURCE_NAMES, "http://127.0.0.1:8000", False, "loadgen-1") is None
+    assert host_scope_note(("stats", "metrics_url"), REMOTE, True, "loadgen-1") is None
