@@ -12,18 +12,17 @@ The source fills ``metrics_rss_bytes``, which the sampler makes the row's
 ``rss_bytes`` (``rss_source`` ``metrics_url``) unless a PID was given. An
 exporter that does not answer is not a lost target: its failures do not count
 toward ``target_lost`` (the target's own ``/metrics`` and ``/memory/stats``
-say whether it is there).
+say whether it is there). Its body is read as the target's are: streamed, and
+refused past 4 MB.
 """
 
 from __future__ import annotations
-
-from typing import NoReturn
 
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from common.target import MetricsUrl
-from monitors.sources import Reading, SourceFailed, SourceMissing
+from monitors.sources import Reading, SourceFailed, SourceMissing, example_of, fetch_text
 
 
 def selector_text(metric: str, labels: tuple[tuple[str, str], ...]) -> str:
@@ -39,8 +38,8 @@ def matching_values(
     series of ``metric`` the page has in all.
 
     Only the lines that mention the metric are parsed (with its HELP and TYPE),
-    so a large exporter page costs a substring scan. Raises ValueError on text
-    that is not Prometheus' format.
+    so a large exporter page costs a substring scan. Raises what the parser
+    raises on text that is not Prometheus' format.
     """
     lines = [ln for ln in text.splitlines() if metric in ln]
     if not lines:
@@ -59,7 +58,13 @@ def matching_values(
 
 
 class MetricsUrlSource:
-    """Reads the target's RSS from ``--metrics-url``; see the module doc."""
+    """Reads the target's RSS from ``--metrics-url``; see the module doc.
+
+    A wrong URL (404), a page without the series, or a selector that matches
+    several series is :class:`SourceMissing`: at the first reading the sampler
+    drops the source and says why once; after good answers it counts as a
+    failure (the series may come back, a container restarting, say).
+    """
 
     name = "metrics_url"
 
@@ -67,37 +72,30 @@ class MetricsUrlSource:
         self.spec = spec
         self.timeout = timeout
         self.session = requests.Session()
-        self._seen = False  # once it has answered, a miss is a failure, not a missing source
 
     def read(self) -> Reading:
         spec = self.spec
         if spec is None:
             raise SourceMissing("no --metrics-url given")
+        text = fetch_text(
+            self.session,
+            spec.url,
+            self.timeout,
+            f"GET {spec.url}",
+            missing=f"GET {spec.url}: HTTP 404 (valid: the page of Prometheus text, e.g. /metrics)",
+        )
         try:
-            r = self.session.get(spec.url, timeout=self.timeout)
-        except requests.RequestException as exc:
-            raise SourceFailed(f"GET {spec.url}: {type(exc).__name__}") from None
-        if r.status_code == 404:
-            self._miss(f"GET {spec.url}: HTTP 404 (is the path right? e.g. /metrics)")
-        if r.status_code != 200:
-            raise SourceFailed(f"GET {spec.url}: HTTP {r.status_code}")
-        try:
-            values, total = matching_values(r.text, spec.metric, spec.labels)
-        except ValueError:
-            self._miss(f"{spec.url} is not Prometheus text")
+            values, total = matching_values(text, spec.metric, spec.labels)
+        except Exception as exc:  # the parser's own errors on text it cannot read, whatever type
+            raise SourceFailed(
+                f"{spec.url}: not Prometheus text ({type(exc).__name__})", example_of(text)
+            ) from None
         series = selector_text(spec.metric, spec.labels)
         if len(values) == 1:
-            self._seen = True
             return {"metrics_rss_bytes": values[0]}
         if values:
-            self._miss(
+            raise SourceMissing(
                 f"{spec.url}: {len(values)} series match {series} "
                 "(valid: exactly one; narrow it with --metrics-labels)"
             )
-        self._miss(f"{spec.url} has no {series} ({total} series of {spec.metric})")
-
-    def _miss(self, reason: str) -> NoReturn:
-        """Missing at the first reading (a wrong URL or name), else failed this time."""
-        if self._seen:
-            raise SourceFailed(reason)
-        raise SourceMissing(reason)
+        raise SourceMissing(f"{spec.url} has no {series} ({total} series of {spec.metric})")

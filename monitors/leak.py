@@ -71,9 +71,7 @@ import numpy as np
 from scipy.stats import kendalltau, theilslopes
 
 from common.config import LeakDetection
-
-MB = 1 << 20
-"""Bytes in one MB as the detector reports it."""
+from common.units import MB
 
 SCALE_STEP = 0.9
 """Each scale is this share of the next longer one: a fine grid, so a leak is

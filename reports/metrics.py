@@ -1,4 +1,4 @@
-"""Aggregate: the metrics of DESIGN section 5 from a :class:`RunData`, as plain dataclasses.
+"""Aggregate: the metrics of a run from a :class:`RunData`, as plain dataclasses.
 
 Units: memory in MB (2**20 bytes), times in seconds, rates in percent.
 Every figure that cannot be computed from the inputs is ``None`` (shown as
@@ -33,9 +33,9 @@ import pandas as pd
 from scipy import stats as sps
 
 from common.config import Config
+from common.units import MB
 from reports.collect import CYCLE_REQUEST, SHED_TYPE, RunData
 
-MB = float(1 << 20)
 FEW = 5
 """Samples whose median is the start or end level of memory."""
 

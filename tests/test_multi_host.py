@@ -30,7 +30,8 @@ from typing import Any
 import pytest
 import requests
 
-from tests.conftest import ROOT, ServiceProcess, free_port, start_service
+from runner.service import ManagedService
+from tests.conftest import ROOT, free_port, start_service
 from tests.locust_helpers import (
     LocustRun,
     assert_no_traceback,
@@ -93,7 +94,7 @@ def start_cli(out_dir: Path, *args: str) -> Cli:
 @dataclass
 class Runs:
     metrics: Cli
-    service: ServiceProcess
+    service: ManagedService
     exporter_url: str
     workers: Cli
     refused: LocustRun
@@ -127,7 +128,7 @@ def wait_exporter(url: str, proc: subprocess.Popen[bytes]) -> None:
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runs]:
     base = tmp_path_factory.mktemp("multi_host")
-    services: list[ServiceProcess] = []
+    services: list[ManagedService] = []
     procs: list[subprocess.Popen[Any]] = []
     workers: list[LocustRun] = []
     try:

@@ -293,6 +293,7 @@ def test_the_source_reads_the_one_matching_series(exporter: str) -> None:
     import psutil
 
     from monitors.exporter import MetricsUrlSource
+    from monitors.sampler import Sampler
     from monitors.sources import SourceFailed, SourceMissing
     from tests.conftest import free_port
 
@@ -310,17 +311,22 @@ def test_the_source_reads_the_one_matching_series(exporter: str) -> None:
     assert wrong is not None
     with pytest.raises(SourceMissing, match=r'no container_memory_rss\{container="api"\} \(2 '):
         MetricsUrlSource(wrong, timeout=2).read()
-    # An exporter that does not answer fails this time, at first or later (it may come
-    # back); a page that answered once and then lacks the series fails too.
+    # An exporter that does not answer fails this time (it may come back).
     closed = metrics_url(f"http://127.0.0.1:{free_port()}/metrics")
     assert closed is not None
     with pytest.raises(SourceFailed, match="ConnectionError"):
         MetricsUrlSource(closed, timeout=2).read()
+    # A page that answered well and then lacks the series degrades the source (the
+    # sampler's rule for a source that was there), with its reason.
+    events: list[tuple[str, str, dict[str, Any]]] = []
     source = MetricsUrlSource(spec, timeout=2)
-    source.read()
+    sampler = Sampler([source], lambda *e: events.append(e), deadline=5)
+    assert sampler.take().row["rss_source"] == "metrics_url"
     source.spec = wrong
-    with pytest.raises(SourceFailed, match="no container_memory_rss"):
-        source.read()
+    assert sampler.take().row["rss_bytes"] is None
+    (kind, name, detail), *_ = events
+    assert (kind, name) == ("source_degraded", "metrics_url")
+    assert 'no container_memory_rss{container="api"}' in detail["reason"]
 
 
 class Fixed:
@@ -342,13 +348,18 @@ def test_metrics_url_rss_ranks_after_a_pid_and_before_the_targets_own_figures() 
     exporter = Fixed("metrics_url", {"metrics_rss_bytes": 150.0})
     own = [Fixed("prometheus", {"prom_rss_bytes": 200.0}), Fixed("stats", {"stats_rss_bytes": 3})]
     s = Sampler([exporter, *own]).take()
-    assert (s.row["rss_bytes"], s.row["rss_source"], s.target_ok) == (150.0, "metrics_url", True)
+    assert (s.row["rss_bytes"], s.row["rss_source"], s.memory_read) == (150.0, "metrics_url", True)
     pid = Fixed("process", {"proc_rss_bytes": 100})
     assert Sampler([pid, exporter, *own]).take().row["rss_source"] == "psutil"
-    # an exporter that fails is not a lost target: the target's own sources say that
+    # an exporter that fails is not the target failing: its own sources say how it is
     down = Fixed("metrics_url", SourceFailed("ConnectionError"))
     s = Sampler([down, *own]).take()
-    assert s.target_ok is True and s.row["rss_source"] == "prometheus"
+    assert s.memory_read is True and s.row["rss_source"] == "prometheus"
+    assert s.failures == ["metrics_url"]
+    # a remote target's RSS is not bounded by this host's memory
+    big = Fixed("metrics_url", {"metrics_rss_bytes": 5e12})
+    s = Sampler([big], host_total_bytes=float("inf")).take()
+    assert s.row["rss_bytes"] == 5e12
 
 
 def test_host_psi_and_cgroup_are_marked_as_the_load_generators_for_a_remote_target() -> None:
