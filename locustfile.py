@@ -26,7 +26,7 @@ from common.config import DEFAULT_CONFIG_PATH, ConfigError
 from common.context import build_context
 from common.exitcodes import ExitCode
 from monitors.monitor import MemoryMonitor, add_monitor_options
-from reports.live import LiveVerdict
+from reports.quit_verdict import QuitVerdict
 from scenarios.options import resolve_settings
 from scenarios.registry import get_scenario, user_classes
 from scenarios.registry import names as registered_names
@@ -129,7 +129,10 @@ def on_init(environment: Any, runner: Any, web_ui: Any = None, **_: Any) -> None
     if not ctx.is_worker:
         environment.user_classes = list(scenario.user_classes)
     wire_stages(environment)
-    ctx.start_meta(opts, scenario.purpose, list(scenario.expected))
+    expected = [
+        e.describe(e.setting(settings.config, scenario.name).bound) for e in scenario.expected
+    ]
+    ctx.start_meta(opts, scenario.purpose, expected)
 
     def on_quit(exit_code: int | None = None, **_kw: Any) -> None:
         ctx.end_meta(exit_code)
@@ -140,6 +143,6 @@ def on_init(environment: Any, runner: Any, web_ui: Any = None, **_: Any) -> None
     VersionCheck(environment)
 
     # --- the memory monitor: MemoryMonitor(environment) goes here (monitors/) ---
-    MemoryMonitor(environment)
-    # --- the verdict of a run started with plain `locust`: exit code 1 below fail_on ---
-    LiveVerdict(environment, settings.config)
+    monitor = MemoryMonitor(environment)
+    # --- the verdict of a run started with plain `locust`: exit code 1 when it fails ---
+    QuitVerdict(environment, settings.config, monitor=monitor)

@@ -61,12 +61,23 @@ def check_host(url: str, *, allow_remote: bool = False) -> str:
         scheme, host = "", ""
     if scheme not in ("http", "https") or not host:
         raise ValueError(f"--host: {url!r} is not a URL (valid: http://HOST:PORT or https://...)")
+    check_remote_allowed(url, allow_remote=allow_remote)
+    return url.rstrip("/")
+
+
+def check_remote_allowed(url: str, *, allow_remote: bool) -> None:
+    """ValueError in one line naming the host and the opt-in, for another machine without it.
+
+    Any scheme (``redis://`` too): only where the URL points is judged. Pure, no request.
+    """
+    host = urlsplit(url).hostname
+    if not host:  # unix:///path/to.sock: a socket on this machine
+        return
     if not allow_remote and not is_loopback(url):
         raise ValueError(
             f"--host: {host} is not on this machine; refused without {REMOTE_OPT_INS} "
             "(valid without: 127.0.0.0/8, localhost or [::1])"
         )
-    return url.rstrip("/")
 
 
 def check_target_pid(url: str, pid: int | None) -> None:

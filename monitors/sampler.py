@@ -57,6 +57,7 @@ RSS_ORDER = (
     ("metrics_rss_bytes", "metrics_url"),
     ("prom_rss_bytes", "prometheus"),
     ("stats_rss_bytes", "stats"),
+    ("custom_rss_bytes", "custom"),  # a registered source's rss_bytes (monitors.registry)
 )
 """Where the target RSS of a row comes from, best first (the ``rss_source`` value)."""
 

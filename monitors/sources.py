@@ -496,7 +496,8 @@ def build_sources(
     client_factory: Callable[[], TargetClient],
     metrics_url: Callable[[], Any] | None = None,
 ) -> list[Any]:
-    """Source objects for the given names, in :data:`SOURCE_NAMES` order.
+    """Source objects for the given built-in names, in :data:`SOURCE_NAMES` order
+    (registered ones are made by :mod:`monitors.registry`).
 
     ``metrics_url`` makes the ``--metrics-url`` source; without it that source is left out.
     """
@@ -524,12 +525,15 @@ def parse_source_names(spec: str | None) -> tuple[str, ...]:
 
 def check_source_names(names: Iterable[str]) -> tuple[str, ...]:
     """The names, or ValueError naming the first unknown one and the valid ones."""
+    from monitors.registry import REGISTRY  # registered sources (redis, a user's own)
+
     out = tuple(names)
+    valid = SOURCE_NAMES + REGISTRY.names()
     for n in out:
-        if n not in SOURCE_NAMES:
+        if n not in valid:
             raise ValueError(
                 f"--monitor-sources: unknown source {n!r} "
-                f"(valid: auto, or a comma-separated list of {', '.join(SOURCE_NAMES)})"
+                f"(valid: auto, or a comma-separated list of {', '.join(valid)})"
             )
     if not out:
         raise ValueError("--monitor-sources: no source named (valid: auto, or e.g. process,host)")

@@ -79,6 +79,16 @@ def test_a_remote_host_without_the_opt_in_is_one_line_naming_host_and_flag(
     assert REMOTE_FLAG in text and "safety.allow_remote_targets" in text
 
 
+def test_other_schemes_are_judged_by_where_they_point(no_network: None) -> None:
+    from common.target import check_remote_allowed
+
+    check_remote_allowed("redis://127.0.0.1:6379", allow_remote=False)
+    check_remote_allowed("unix:///run/redis.sock", allow_remote=False)  # a local socket
+    with pytest.raises(ValueError, match=r"cache\.invalid is not on this machine"):
+        check_remote_allowed("redis://cache.invalid:6379", allow_remote=False)
+    check_remote_allowed("redis://cache.invalid:6379", allow_remote=True)
+
+
 def test_with_the_opt_in_the_same_url_passes(no_network: None) -> None:
     assert check_host(REMOTE + "/", allow_remote=True) == REMOTE
     with pytest.raises(ValueError, match="is not a URL"):
@@ -372,3 +382,15 @@ def test_host_psi_and_cgroup_are_marked_as_the_load_generators_for_a_remote_targ
     )
     assert host_scope_note(SOURCE_NAMES, "http://127.0.0.1:8000", False, "loadgen-1") is None
     assert host_scope_note(("stats", "metrics_url"), REMOTE, True, "loadgen-1") is None
+
+
+def test_your_own_locustfile_takes_a_remote_host_only_with_the_opt_in(tmp_path: Path) -> None:
+    own = tmp_path / "mine.py"
+    own.write_text(
+        "from locust import User, task\n\n\nclass U(User):\n    @task\n    def t(self): ...\n"
+    )
+    out = tmp_path / "results"
+    args = ("--locustfile", str(own), "--host", "redis://cache.invalid:6379", "--out", str(out))
+    line = one_error_line(run_suite_cli(*args))
+    assert "cache.invalid is not on this machine" in line and REMOTE_FLAG in line
+    assert not out.exists(), "refused before a run folder was made"
