@@ -25,6 +25,7 @@ from common.checkout import VersionCheck
 from common.config import DEFAULT_CONFIG_PATH, ConfigError
 from common.context import build_context
 from common.exitcodes import ExitCode
+from common.locustfix import stop_csv_writer_at_quit
 from monitors.monitor import MemoryMonitor, add_monitor_options
 from reports.quit_verdict import QuitVerdict
 from scenarios.options import resolve_settings
@@ -139,6 +140,7 @@ def on_init(environment: Any, runner: Any, web_ui: Any = None, **_: Any) -> None
         ctx.close()
 
     environment.events.quit.add_listener(on_quit)
+    stop_csv_writer_at_quit(environment)  # a Locust 2.47 race; see common/locustfix.py
     # --- distributed: every worker runs the master's checkout, or is refused ---
     VersionCheck(environment)
 

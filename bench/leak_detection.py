@@ -136,8 +136,19 @@ TIERS = ("conversations", "vectors", "embedding_cache", "ballast")
 
 
 def _accounted(stats: dict[str, Any]) -> float:
+    """What the monitor takes off RSS: each tier's bytes, up to its limit when it has one."""
+    from monitors.leak import TierReading
+
     tiers = stats.get("tiers") or {}
-    return float(sum(float((tiers.get(t) or {}).get("bytes") or 0) for t in TIERS))
+    total = 0.0
+    for t in TIERS:
+        info = tiers.get(t) or {}
+        limit = info.get("limit_bytes")
+        reading = TierReading(
+            float(info.get("bytes") or 0), None if limit is None else float(limit)
+        )
+        total += reading.accounted
+    return total
 
 
 # --- part 1: a drip recording --------------------------------------------------------------
@@ -317,13 +328,12 @@ def run_real(job: Job, workdir: Path, stop: threading.Event) -> JobResult:
             t, rss = _num(row.get("time")), _num(row.get("rss_bytes"))
             if t is None:
                 continue
-            tiers = [_num(row.get(f"{k}_bytes")) for k in TIERS]
-            if rss is None or all(v is None for v in tiers):
+            judged = _num(row.get("judged_bytes"))
+            if rss is None or judged is None:
                 res.judged.append((t, None))
                 continue
-            acc = sum(v for v in tiers if v is not None)
-            res.accounted.append((t, acc))
-            res.judged.append((t, rss - acc))
+            res.accounted.append((t, rss - judged))
+            res.judged.append((t, judged))
         _save(jobdir, res)
     finally:
         svc.stop()

@@ -111,6 +111,13 @@ class LeakDetection:
     min_windows: int = _ranged(4, 10000)
     min_slope_mb_per_min: float = _ranged(0)
     significance: float = _ranged(0, 0.5, above=True)
+    confirm: int = _ranged(1, 100)
+    sustain: float = _ranged(0, 1)
+    shortest_share: float = _ranged(0, 1, above=True)
+    clear_hold_s: float = _ranged(0)
+    penalty: float = _ranged(0, 1000, above=True)
+    step_sigmas: float = _ranged(0, 1000)
+    staircase_steps: int = _ranged(2, 100)
 
 
 @dataclass(frozen=True)

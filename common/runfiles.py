@@ -85,6 +85,10 @@ SAMPLE_COLUMNS = (
     "vectors_bytes",
     "embedding_cache_bytes",
     "ballast_bytes",
+    "conversations_limit_bytes",  # each tier's limit_bytes, when the target reports one
+    "vectors_limit_bytes",
+    "embedding_cache_limit_bytes",
+    "ballast_limit_bytes",
     "host_total_bytes",
     "host_available_bytes",
     "host_percent",  # host memory used, percent
@@ -93,6 +97,7 @@ SAMPLE_COLUMNS = (
     "cgroup_current_bytes",
     "cgroup_max_bytes",
     "cgroup_events",  # oom/oom_kill/max events (v2) or failcnt (v1)
+    "judged_bytes",  # what the leak detector judged: RSS less each tier's bytes up to its limit
     "leak_slope_mb_min",  # the online detector's current slope estimate
     "leak_state",  # warmup | clear | leak
     "sample_cost_ms",  # wall time spent taking this sample

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import logging
 import math
 import os
@@ -59,7 +60,18 @@ from common.runfiles import SAMPLE_COLUMNS, WORKER_COLUMNS, CsvAppender
 from common.target import DEFAULT_METRIC, TargetClient, TargetError
 from common.units import MB
 from monitors.exporter import MetricsUrlSource
-from monitors.leak import LEAK, WARMUP, LeakDetector, LeakVerdict, on_run_clock
+from monitors.leak import (
+    LEAK,
+    VERDICT_FILE,
+    WARMUP,
+    LeakDetector,
+    LeakEvent,
+    LeakVerdict,
+    TierReading,
+    judged_bytes,
+    on_run_clock,
+    tier_readings,
+)
 from monitors.redis_source import REDIS_SCHEMES
 from monitors.registry import REGISTRY, SourceTarget
 from monitors.safety import SafetyGuard, Seen, Stop
@@ -366,6 +378,10 @@ class MemoryMonitor:
         """Stop the greenlets, close the files, and make a stop's exit code stick."""
         gevent.killall(self._greenlets, block=True)
         self._greenlets.clear()
+        if self.sampler is not None:
+            self.sampler.close()
+        if not self._closed and self.samples_taken:
+            self._write_verdict()
         self._closed = True
         for f in (self._samples_csv, self._workers_csv):
             if f is not None:
@@ -462,30 +478,33 @@ class MemoryMonitor:
             )
         return scaled
 
-    def _judged_value(self, row: dict[str, Any]) -> float | None:
-        """What the leak detector judges: RSS less the bytes the target accounts to its tiers.
+    def _judged_value(
+        self, row: dict[str, Any]
+    ) -> tuple[float | None, dict[str, TierReading] | None]:
+        """What the leak detector judges: RSS less each tier's bytes up to its limit, and the tiers.
 
-        A cache that fills is memory the target knows about; a leak is memory it
-        does not. When the target's /memory/stats is not there (another
-        platform) or has not answered well yet (junk from the start), plain RSS;
-        when it has answered but missed this sample, nothing (switching back to
-        plain RSS would look like growth by the cache bytes).
+        A cache that fills to its limit is memory the target knows about; a leak
+        is memory it does not, or a tier past its limit (``monitors.leak``). When
+        the target's /memory/stats is not there (another platform) or has not
+        answered well yet (junk from the start), plain RSS; when it has answered
+        but missed this sample, nothing (switching back to plain RSS would look
+        like growth by the cache bytes).
         """
         rss = row.get("rss_bytes")
         if rss is None:
-            return None
+            return None, None
         assert self.sampler is not None
         if row.get("accounted_bytes") is not None:
             self._accounting = True
         if self._accounting:  # a registered source (redis ...) says what it holds on purpose
             accounted = row.get("accounted_bytes")
-            return None if accounted is None else float(rss) - float(accounted)
+            return (None if accounted is None else float(rss) - float(accounted)), None
         if not self.sampler.answered("stats"):
-            return float(rss)
+            return float(rss), None
         if "stats_rss_bytes" not in row:  # the stats source did not answer this time
-            return None
-        tiers = [row.get(f"{t}_bytes") for t in TIERS]
-        return float(rss) - sum(float(v) for v in tiers if v is not None)
+            return None, None
+        tiers = tier_readings(row, TIERS)
+        return judged_bytes(float(rss), tiers), tiers
 
     def _make_sampler(self) -> Sampler:
         ctx = self.context
@@ -569,7 +588,7 @@ class MemoryMonitor:
     def sample_once(self) -> dict[str, Any]:
         """Take, record and judge one sample; returns its row."""
         assert self.sampler is not None
-        now = time.time()
+        now = round(time.time(), 6)  # as memory_samples.csv keeps it: a replay sees these times
         if self.started is None:
             self.started = now
         t0 = time.perf_counter()
@@ -578,13 +597,15 @@ class MemoryMonitor:
             row = sample.row
             if self.profile.own_load:
                 self._judge_budget(row)
-            verdict = self.detector.add(now, self._judged_value(row))
+            value, tiers = self._judged_value(row)
+            verdict = self.detector.add(now, value, tiers)
             runner = self.environment.runner
             row.update(
                 time=now,
                 elapsed_s=now - self.started,
                 stage=self.context.stage.name,
                 users=runner.user_count if runner is not None else 0,
+                judged_bytes=value,
                 leak_slope_mb_min=verdict.slope_mb_min,
                 leak_state=verdict.state,
             )
@@ -596,8 +617,8 @@ class MemoryMonitor:
         if self._samples_csv is not None:
             self._samples_csv.write(row)
         self._remember(row, verdict)
-        if verdict.changed:
-            self._leak_event(verdict)
+        for event in verdict.events:
+            self._leak_event(event)
         if not self._stopping:
             stop = self.guard.check(
                 now,
@@ -658,22 +679,33 @@ class MemoryMonitor:
             )
         )
 
-    def _leak_event(self, verdict: LeakVerdict) -> None:
-        assert verdict.changed is not None
-        detail: dict[str, Any] = {"reason": verdict.reason}
-        text = verdict.reason
-        tr = verdict.trend
+    def _leak_event(self, event: LeakEvent) -> None:
+        detail: dict[str, Any] = {"reason": event.reason, "series": event.series}
+        text = event.reason
+        tr = event.trend
         if tr is not None:
             detail.update(tr.as_detail())
             text += (
                 f" (slope {tr.slope:.2f} MB/min, {100 * tr.confidence:.1f}% CI "
                 f"{tr.ci_low:.2f} to {tr.ci_high:.2f}, p={tr.p_value:.2g})"
             )
-        if verdict.state == LEAK:
+        if event.kind == "leak_detected":
             log.warning("memory monitor: leak detected: %s", text)
         else:
             log.info("memory monitor: leak cleared: %s", text)
-        self.context.record(verdict.changed, detail)
+        self.context.record(event.kind, detail)
+
+    def _write_verdict(self) -> None:
+        """The detector's final verdict and episodes, as ``leak_verdict.json`` in the run folder."""
+        final = self.detector.final_verdict()
+        log.info("memory monitor: leak verdict: %s: %s", final.verdict, final.reason)
+        if self.context.run_dir is None:
+            return
+        path = Path(self.context.run_dir) / VERDICT_FILE
+        try:
+            path.write_text(json.dumps(final.as_dict(), indent=2, allow_nan=False) + "\n")
+        except (OSError, ValueError) as exc:
+            log.error("memory monitor: cannot write %s: %s", path, exc)
 
     def _health_loop(self, every: float) -> None:
         if self.profile.health_path:

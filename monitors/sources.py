@@ -300,9 +300,9 @@ def stats_row(data: Any) -> Reading:
     tiers = data.get("tiers") if isinstance(data.get("tiers"), dict) else data
     for tier in TIERS:
         info = tiers.get(tier) if isinstance(tiers, dict) else None
-        row[f"{tier}_bytes"] = (
-            number(info, "bytes", f"tiers.{tier}.bytes") if isinstance(info, dict) else None
-        )
+        info = info if isinstance(info, dict) else {}
+        row[f"{tier}_bytes"] = number(info, "bytes", f"tiers.{tier}.bytes")
+        row[f"{tier}_limit_bytes"] = number(info, "limit_bytes", f"tiers.{tier}.limit_bytes")
     if wrong:
         raise SourceFailed(
             f"GET /memory/stats: wrong types ({', '.join(wrong[:4])}; valid: numbers)",

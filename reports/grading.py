@@ -217,11 +217,12 @@ def verdict(
             parts.append("; ".join(failed_checks))
         return Verdict(False, fail_on, ov, failed, ExitCode.FAILED, "; ".join(parts), leak)
     graded = sum(g.rank is not None for g in grades)
-    reason = (
-        f"every graded metric is {fail_on} or better"
-        if graded
-        else "nothing could be graded (no metric available)"
-    )
+    if not graded:
+        # A run that measured nothing (a load generator that died on start, say) must
+        # not pass a CI gate.
+        why = "nothing could be graded: the run measured nothing (no requests, no memory)"
+        return Verdict(False, fail_on, ov, (why,), ExitCode.FAILED, why, leak)
+    reason = f"every graded metric is {fail_on} or better"
     judged = [c for c in checks if c.status != "not judged"]
     if judged:
         reason += f"; {len(judged)} check(s) judged, none required failed"

@@ -22,7 +22,7 @@ from common.exitcodes import ExitCode, worst
 from common.runfiles import new_run_dir, write_meta
 from common.target import MetricsUrl, TargetClient, TargetError, is_loopback
 from runner.progress import Snapshot, make_progress, read_snapshot
-from runner.service import ManagedService, spawn
+from runner.service import ManagedService, free_port, spawn
 
 log = logging.getLogger("memstress")
 
@@ -127,7 +127,11 @@ def locust_base_args(locustfiles: str, run_dir: Path, s: RunSettings) -> list[st
         "DEBUG" if s.debug else "INFO",
     ]
     if s.processes > 1:
-        cmd += ["--processes", str(s.processes)]
+        # The forked workers talk to their master on loopback, on a port of this run's own:
+        # Locust's default (5557 on every interface) collides with any other run on the host.
+        port = str(free_port())
+        cmd += ["--processes", str(s.processes), "--master-bind-host", "127.0.0.1"]
+        cmd += ["--master-bind-port", port, "--master-port", port]
     if s.expect_workers:
         cmd += ["--master", "--expect-workers", str(s.expect_workers)]
         cmd += ["--expect-workers-max-wait", f"{WORKERS_WAIT_S:g}"]

@@ -226,7 +226,7 @@ def test_a_leak_of_a_few_mb_per_min_seen_only_through_the_metrics_url_is_flagged
     assert stage_at["leak"] < at < stage_at["cleanup"], (stage_at, at)
     slope = json.loads(detected[0]["detail"])["slope_mb_min"]
     assert 0.5 * LEAK_MB_PER_MIN < slope < 2 * LEAK_MB_PER_MIN, slope
-    assert runs.metrics.results()["metrics"]["leak"]["detected"] is True
+    assert runs.metrics.results()["metrics"]["leak"]["verdict"] == "leak"
 
 
 def test_a_master_and_two_hand_started_workers_run_the_scenario_to_its_end(runs: Runs) -> None:

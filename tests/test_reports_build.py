@@ -167,7 +167,7 @@ def test_a_folder_of_empty_and_garbage_files(tmp_path: Path, cfg: Config) -> Non
         "memory_samples.csv: unreadable",
     ):
         assert name in missing
-    assert doc["overall_grade"] == "n/a" and doc["exit_code"] == 0
+    assert doc["overall_grade"] == "n/a" and doc["exit_code"] == 1  # nothing measured: no pass
     assert doc["metrics"]["memory"]["growth_mb"] is None
     assert not (run / CHARTS_DIR / "memory.png").exists()
     assert "n/a" in rep.report_path.read_text()

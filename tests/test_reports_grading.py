@@ -92,7 +92,8 @@ def test_missing_metric_is_na_and_never_fails(cfg: Config) -> None:
     v = verdict(grades, "excellent")
     assert v.passed and v.exit_code == 0 and v.overall == "excellent"
     nothing = verdict(grade_all(cfg, {}), "acceptable")
-    assert nothing.passed and nothing.overall == "n/a"
+    # a run that measured nothing fails: a gate must not pass what it never saw
+    assert not nothing.passed and nothing.exit_code == 1 and nothing.overall == "n/a"
     assert "nothing could be graded" in nothing.reason
 
 

@@ -14,6 +14,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,14 +46,13 @@ def target(*args: str) -> Iterator[tuple[str, int]]:
             proc.stdout.close()
 
 
-def run_cli(out: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+def compare(old: Path, new: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [*CLI, "--out", str(out), *args],
+        [sys.executable, "-m", "reports", "compare", str(old), str(new)],
         cwd=ROOT,
         capture_output=True,
         text=True,
-        stdin=subprocess.DEVNULL,
-        timeout=timeout,
+        timeout=120,
     )
 
 
@@ -89,13 +89,57 @@ def assert_headline_agrees_with_detector(run_dir: Path) -> dict[str, Any]:
 BASELINE = ("--scenario", "baseline", "--duration", "75", "--monitor-interval", "0.5")
 
 
+@dataclass
+class Finished:
+    run: Path
+    code: int
+    out: str
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Finished]]:
+    """Two runs at once: a target that leaks 6 MB/min in its own code, and the same
+    server without the leak filling a 24 MB cache to a plateau (time constant 8 s)."""
+    root = tmp_path_factory.mktemp("verdict_runs")
+    cases = {
+        "leaky": ("--leak-mb-per-min", "6"),
+        "plateau": ("--plateau-mb", "24", "--plateau-tau-s", "8"),
+    }
+    with target(*cases["leaky"]) as leaky, target(*cases["plateau"]) as plateau:
+        started = {}
+        for name, (host, pid) in (("leaky", leaky), ("plateau", plateau)):
+            out = root / name
+            started[name] = (
+                out,
+                subprocess.Popen(
+                    [*CLI, "--out", str(out), *BASELINE, "--host", host, "--target-pid", str(pid)],
+                    cwd=ROOT,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                    text=True,
+                    stdin=subprocess.DEVNULL,
+                ),
+            )
+        done = {}
+        try:
+            for name, (out, proc) in started.items():
+                text, _ = proc.communicate(timeout=300)
+                done[name] = Finished(only_run(out), proc.returncode, text)
+        finally:
+            for _, proc in started.values():
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.communicate(timeout=30)
+    yield done
+
+
 @pytest.mark.slow
-def test_a_leaking_target_fails_the_run_and_the_verdict_names_the_leak(tmp_path: Path) -> None:
-    with target("--leak-mb-per-min", "6") as (host, pid):
-        p = run_cli(tmp_path, *BASELINE, "--host", host, "--target-pid", str(pid))
-    run = only_run(tmp_path)
-    assert p.returncode == 1, p.stdout[-3000:] + p.stderr[-3000:]
-    doc = assert_headline_agrees_with_detector(run)
+def test_a_leaking_target_fails_the_run_and_the_verdict_names_the_leak(
+    runs: dict[str, Finished],
+) -> None:
+    done = runs["leaky"]
+    assert done.code == 1, done.out[-3000:]
+    doc = assert_headline_agrees_with_detector(done.run)
     lk = doc["metrics"]["leak"]
     assert lk["verdict"] == "leak", lk
     assert lk["false_alarms"] == 0 and lk["injected_start_s"] is None
@@ -112,16 +156,16 @@ def test_a_leaking_target_fails_the_run_and_the_verdict_names_the_leak(tmp_path:
 
 
 @pytest.mark.slow
-def test_a_target_filling_a_cache_to_a_plateau_passes_with_no_leak(tmp_path: Path) -> None:
-    # The same server without the leak: a 24 MB cache filling on a saturating curve, then flat.
-    # (A target with flat memory is every other baseline run of the suite.)
-    with target("--plateau-mb", "24", "--plateau-tau-s", "8") as (host, pid):
-        p = run_cli(tmp_path, *BASELINE, "--host", host, "--target-pid", str(pid))
-    run = only_run(tmp_path)
-    doc = assert_headline_agrees_with_detector(run)
+def test_a_target_filling_a_cache_to_a_plateau_passes_with_no_leak(
+    runs: dict[str, Finished],
+) -> None:
+    # The same server without the leak. (A target with flat memory is every other
+    # baseline run of the suite.)
+    done = runs["plateau"]
+    doc = assert_headline_agrees_with_detector(done.run)
     lk = doc["metrics"]["leak"]
-    assert lk["verdict"] == "no leak", (lk, p.stdout[-2000:])
-    assert p.returncode == 0, doc["verdict"]["reason"] + p.stderr[-2000:]
+    assert lk["verdict"] == "no leak", (lk, done.out[-2000:])
+    assert done.code == 0, doc["verdict"]["reason"] + done.out[-2000:]
     checks = {c["id"]: c for c in doc["checks"]}
     assert set(checks) == {
         "memory_growth_max_mb",
@@ -130,3 +174,43 @@ def test_a_target_filling_a_cache_to_a_plateau_passes_with_no_leak(tmp_path: Pat
         "cycles_every_stage",
     }
     assert all(c["status"] == "pass" for c in checks.values()), checks
+
+
+@pytest.mark.slow
+def test_compare_a_clean_run_with_a_leaking_one_names_the_new_leak_first(
+    runs: dict[str, Finished],
+) -> None:
+    p = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "reports",
+            "compare",
+            str(runs["plateau"].run),
+            str(runs["leaky"].run),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert p.returncode == 1, p.stdout + p.stderr
+    lines = [x for x in p.stdout.splitlines() if x.startswith("- ")]
+    assert lines and "NEW LEAK: leak " in lines[0], p.stdout
+    assert "MB/min (CI " in lines[0]
+    # and in the other direction nothing got worse
+    back = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "reports",
+            "compare",
+            str(runs["leaky"].run),
+            str(runs["plateau"].run),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert "NEW LEAK" not in back.stdout

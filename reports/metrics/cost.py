@@ -62,3 +62,12 @@ def cost_metrics(
         c.per_agent_kb = float(conv.max()) / agents / 1024.0
         c.agent_basis = f"peak conversations_bytes / {agents:g} agents (stage params)"
     return c
+
+
+DEFINITIONS: dict[str, tuple[str, str, str]] = {
+    "cost.per_request_kb": ("memory per request", "KB", "memory growth / requests"),
+    "cost.per_vector_kb": ("memory per stored vector", "KB", "vector tier bytes / stored items"),
+    "cost.per_agent_kb": ("memory per agent", "KB", "conversation tier bytes / agents"),
+}
+"""Label, unit and one-line definition of each figure above, keyed by its path in the
+results' ``metrics``; the report prints them side by side."""

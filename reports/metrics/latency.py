@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from reports.collect import SHED_TYPE, RunData
+from reports.collect import CYCLE_REQUEST, SHED_TYPE, RunData
 from reports.metrics.base import (
     col,
     finite,
@@ -282,3 +282,39 @@ def latency_by_name(data: RunData) -> list[NamedLatency]:
             out.append(NamedLatency(str(kind), str(label), latency_from_stats(frame)))
     out.sort(key=lambda n: -n.latency.count)
     return out
+
+
+DEFINITIONS: dict[str, tuple[str, str, str]] = {
+    "cycle.count": ("management cycles", "", f"Locust requests named {CYCLE_REQUEST!r}"),
+    "cycle.mean_s": (
+        "mean cycle time",
+        "s",
+        "mean response time of the cycle requests (locust.json totals)",
+    ),
+    "cycle.p50_s": ("p50 cycle time", "s", "median cycle response time (Locust's histogram)"),
+    "cycle.p95_s": ("p95 cycle time", "s", "95th percentile cycle response time"),
+    "cycle.p99_s": ("p99 cycle time", "s", "99th percentile cycle response time"),
+    "cycle.max_s": ("max cycle time", "s", "slowest cycle request"),
+    "requests.requests": ("requests", "", "Locust requests of every name, SHED rows excluded"),
+    "requests.failures": ("errors", "", "Locust failures, SHED rows excluded"),
+    "requests.error_rate_pct": ("error rate", "%", "100 * errors / requests"),
+    "requests.shed": (
+        "shed",
+        "",
+        "answers shed with 429/503 + Retry-After (Locust type SHED); not errors",
+    ),
+    "requests.shed_pct": ("shed rate", "%", "100 * shed / requests"),
+    "requests.exceptions": (
+        "user exceptions",
+        "",
+        "exceptions raised in Locust users (locust_exceptions.csv)",
+    ),
+    "requests.rps": (
+        "requests/s",
+        "",
+        "requests over the time from the first to the last request",
+    ),
+    "requests.peak_users": ("peak users", "", "highest Locust user count"),
+}
+"""Label, unit and one-line definition of each figure above, keyed by its path in the
+results' ``metrics``; the report prints them side by side."""

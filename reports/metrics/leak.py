@@ -291,3 +291,59 @@ def stage_slope(t: np.ndarray, y: np.ndarray, window_s: float, min_windows: int)
     if np.ptp(yw) == 0:
         return 0.0
     return float(theilslopes(yw, (tw - tw[0]) / 60.0).slope)
+
+
+DEFINITIONS: dict[str, tuple[str, str, str]] = {
+    "leak.verdict": (
+        "leak verdict",
+        "",
+        "the online detector's state at the end of the run (monitors/leak.py): leak, no leak, "
+        "or not judged (too few samples)",
+    ),
+    "leak.slope_mb_min": (
+        "leak slope",
+        "MB/min",
+        "Theil-Sen slope of the scale that called the leak held at the end (lower envelope "
+        "of RSS less the target's accounted tier bytes)",
+    ),
+    "leak.ci_low_mb_min": ("leak slope CI low", "MB/min", "lower bound of its confidence interval"),
+    "leak.ci_high_mb_min": (
+        "leak slope CI high",
+        "MB/min",
+        "upper bound of its confidence interval",
+    ),
+    "leak.called_at_s": ("leak called at", "s", "run time the detector called that leak"),
+    "leak.injected_start_s": (
+        "leak injected at",
+        "s",
+        "run time the first stage declaring injects: leak began",
+    ),
+    "leak.detection_delay_s": (
+        "detection delay",
+        "s",
+        "first detection at or after injection minus injection start",
+    ),
+    "leak.false_alarms": (
+        "false alarms",
+        "",
+        "leak_detected events before the scenario injected its leak (only where it injects one)",
+    ),
+    "leak.target_flagged": (
+        "target flagged a leak",
+        "",
+        "the target's leak_suspected was 1 in some sample",
+    ),
+    "leak.whole_run_slope_mb_min": (
+        "whole-run slope (context only)",
+        "MB/min",
+        "Theil-Sen slope of every judged sample over the whole run; feeds no score, grade or "
+        "verdict",
+    ),
+    "leak.unaccounted_peak_mb": (
+        "unaccounted memory",
+        "MB",
+        "highest unaccounted_bytes the target reported",
+    ),
+}
+"""Label, unit and one-line definition of each figure above, keyed by its path in the
+results' ``metrics``; the report prints them side by side."""

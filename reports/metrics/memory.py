@@ -72,3 +72,49 @@ def optimization_metrics(data: RunData) -> OptimizationMetrics:
     if o.count:
         o.success_rate_pct = 100.0 * (o.count - (o.failed or 0)) / o.count
     return o
+
+
+DEFINITIONS: dict[str, tuple[str, str, str]] = {
+    "memory.start_mb": (
+        "start memory",
+        "MB",
+        "target RSS at the start: median of the first 5 samples",
+    ),
+    "memory.end_mb": ("end memory", "MB", "target RSS at the end: median of the last 5 samples"),
+    "memory.growth_mb": ("memory growth", "MB", "end memory minus start memory"),
+    "memory.peak_mb": ("peak memory", "MB", "highest target RSS sampled"),
+    "memory.budget_mb": (
+        "memory budget",
+        "MB",
+        "the target's budget (its /memory/stats, else run_meta)",
+    ),
+    "memory.peak_pct_of_budget": ("peak % of budget", "%", "100 * peak memory / budget"),
+    "memory.end_vs_start_pct": ("end vs start", "%", "100 * (end - start) / start memory"),
+    "memory.returned_to_start": (
+        "returned to start memory",
+        "",
+        "end memory <= start memory * (1 + scenarios.recovery_tolerance_pct / 100)",
+    ),
+    "optimization.count": (
+        "optimizations",
+        "",
+        "increase of the target's optimizations_total over the run",
+    ),
+    "optimization.failed": (
+        "failed optimizations",
+        "",
+        "increase of optimizations_failed over the run",
+    ),
+    "optimization.success_rate_pct": (
+        "optimization success rate",
+        "%",
+        "100 * (count - failed) / count",
+    ),
+    "optimization.freed_mb": (
+        "memory freed by optimizations",
+        "MB",
+        "increase of bytes_freed_total over the run",
+    ),
+}
+"""Label, unit and one-line definition of each figure above, keyed by its path in the
+results' ``metrics``; the report prints them side by side."""

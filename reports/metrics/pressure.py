@@ -73,3 +73,18 @@ def pressure_metrics(data: RunData) -> PressureMetrics:
     if len(cg):
         m.cgroup_events = str(cg.iloc[-1])
     return m
+
+
+DEFINITIONS: dict[str, tuple[str, str, str]] = {
+    "pressure.source": ("pressure source", "", "the target's own score, else 100 * RSS / budget"),
+    "pressure.peak": ("peak pressure", "%", "highest memory pressure score"),
+    "pressure.mean": ("mean pressure", "%", "mean memory pressure score"),
+    "pressure.final": ("final pressure", "%", "median pressure of the last 5 samples"),
+    "pressure.psi_some_avg10_max": ("PSI some avg10", "%", "highest Linux memory PSI 'some' avg10"),
+    "pressure.psi_full_avg10_max": ("PSI full avg10", "%", "highest Linux memory PSI 'full' avg10"),
+    "pressure.host_percent_max": ("peak host memory", "%", "highest host memory use"),
+    "pressure.max_strategy": ("strongest strategy", "", "most drastic strategy the target used"),
+    "pressure.cgroup_events": ("cgroup events", "", "last cgroup memory events (oom, max) sampled"),
+}
+"""Label, unit and one-line definition of each figure above, keyed by its path in the
+results' ``metrics``; the report prints them side by side."""

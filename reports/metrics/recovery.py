@@ -74,3 +74,34 @@ def recovery_metrics(
         m.recovered = False
         m.note = f"memory watched for {m.observed_s:.0f} s after the stress"
     return m
+
+
+DEFINITIONS: dict[str, tuple[str, str, str]] = {
+    "recovery.pre_stress_mb": (
+        "pre-stress memory",
+        "MB",
+        "median RSS before the first stress stage",
+    ),
+    "recovery.stress_end_s": (
+        "stress ended at",
+        "s",
+        "run time the trailing recovery stages began",
+    ),
+    "recovery.recovery_time_s": (
+        "recovery time",
+        "s",
+        "from the end of stress to RSS <= pre-stress * (1 + recovery_tolerance_pct/100)",
+    ),
+    "recovery.recovered": (
+        "recovered",
+        "",
+        "RSS came back within tolerance of the pre-stress level",
+    ),
+    "recovery.observed_s": (
+        "observed after stress",
+        "s",
+        "time memory was sampled after the stress ended",
+    ),
+}
+"""Label, unit and one-line definition of each figure above, keyed by its path in the
+results' ``metrics``; the report prints them side by side."""
