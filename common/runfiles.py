@@ -56,6 +56,7 @@ EVENT_KINDS = (
     "source_recovered",  # ... and answers well again (JSON: source, degraded_s, failed_reads)
     "source_disabled",  # a source failed with a bug: off for the rest of the run
     "capability_skipped",  # the adapter lacks an optional capability: "<capability>: ..."
+    "source_scope",  # host/PSI/cgroup read the load generator, not a remote target's host
     "run_end",
 )
 
@@ -64,8 +65,8 @@ SAMPLE_COLUMNS = (
     "elapsed_s",  # seconds since the monitor started
     "stage",  # name of the current stage ('' before the first)
     "users",  # Locust user count
-    "rss_bytes",  # target RSS: psutil by PID, else Prometheus, else /memory/stats
-    "rss_source",  # psutil | prometheus | stats | custom
+    "rss_bytes",  # target RSS: psutil by PID, else --metrics-url, else /metrics, else /memory/stats
+    "rss_source",  # psutil | metrics_url | prometheus | stats | custom
     "vms_bytes",
     "cpu_percent",  # target process CPU percent (psutil)
     "num_threads",
@@ -207,6 +208,19 @@ class EventLog:
 
     def close(self) -> None:
         self._csv.close()
+
+
+def write_meta(run_dir: str | Path, **updates: Any) -> dict[str, Any]:
+    """Create or update ``run_meta.json`` (written whole, through a temp file)."""
+    path = Path(run_dir) / "run_meta.json"
+    meta: dict[str, Any] = {}
+    if path.exists():
+        meta = json.loads(path.read_text())
+    meta.update(updates)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(meta, indent=2, sort_keys=True))
+    os.replace(tmp, path)
+    return meta
 
 
 def is_writable_dir(path: Path) -> bool:

@@ -29,9 +29,15 @@ from typing import TYPE_CHECKING, Any
 from locust.runners import MasterRunner, WorkerRunner
 
 from common.config import ConfigError
-from common.context import RUN_ID_OPTION, STAGE_MESSAGE, STAGE_OPTION, RunContext, Stage
+from common.context import (
+    RUN_ID_OPTION,
+    STAGE_MESSAGE,
+    STAGE_OPTION,
+    RunContext,
+    Stage,
+    check_target,
+)
 from common.exitcodes import ExitCode
-from common.target import check_loopback
 from scenarios.adapters import check_scenario, load_adapter
 from scenarios.options import resolve_settings
 from scenarios.registry import get_scenario
@@ -79,12 +85,9 @@ class ScenarioShape(StagedShape):
         ctx = self.context
         try:
             settings = resolve_settings(env.parsed_options)
-            try:
-                if ctx.adapter is None:
-                    ctx.adapter = load_adapter(None)
-                host = check_loopback(env.host or "", ctx.adapter.schemes)
-            except ValueError as exc:
-                raise ConfigError(str(exc)) from None
+            if ctx.adapter is None:
+                ctx.adapter = load_adapter(None)
+            host = check_target(env.host or "", settings, ctx.adapter.schemes)
             scenario = get_scenario(settings.scenario)
             check_scenario(scenario, ctx.adapter)
             plan = scenario.build_plan(settings.config, settings.stress, settings.duration_s)
