@@ -129,6 +129,16 @@ BAD: list[tuple[str, Callable[[dict[str, Any]], None], str]] = [
         _set("monitor.leak_detection.significance", 0.9),
         r"leak_detection.significance",
     ),
+    (
+        "a staircase of one step",
+        _set("monitor.leak_detection.staircase_steps", 1),
+        r"^monitor.leak_detection.staircase_steps: 1 is out of range \(valid: 2 to 100\)",
+    ),
+    (
+        "no change-point penalty",
+        _set("monitor.leak_detection.penalty", 0),
+        r"^monitor.leak_detection.penalty: 0 is out of range",
+    ),
 ]
 
 

@@ -10,6 +10,7 @@ shortened run on a proportionally faster clock (``monitors.leak.on_run_clock``).
 from __future__ import annotations
 
 import csv
+import json
 import re
 import signal
 import subprocess
@@ -23,6 +24,8 @@ import pytest
 
 from common.config import load_config
 from common.runfiles import SAMPLE_COLUMNS, WORKER_COLUMNS
+from monitors.leak import VERDICT_FILE, replay
+from monitors.sources import TIERS
 from runner.service import ManagedService
 from tests.conftest import ROOT, free_port, start_service
 from tests.locust_helpers import (
@@ -142,7 +145,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runs]:
         )
         lost = locust("lost", doomed, "--scenario", "baseline", "--duration", "60")
         processes = locust(
-            "processes", shared, "--scenario", "baseline", "--duration", "10", "--processes", "2"
+            "processes", shared, "--scenario", "baseline", "--duration", "25", "--processes", "2"
         )
         host_cfg = config_copy(base / "host.yml", safety__emergency_shutdown_threshold=1)
         # the exit code of a --processes run is the master's: the stop must stick there too
@@ -240,6 +243,32 @@ def test_memory_leak_scenario_raises_leak_detected(runs: Runs) -> None:
     assert "leak" in {s["leak_state"] for s in done.samples}
     detail = next(e["detail"] for e in events if e["kind"] == "leak_detected")
     assert '"slope_mb_min"' in detail and '"ci_low_mb_min"' in detail
+
+
+@pytest.mark.parametrize("which", ["leak", "baseline"])
+def test_the_leak_verdict_is_written_and_a_replay_of_the_samples_agrees(
+    runs: Runs, which: str
+) -> None:
+    done: Done = getattr(runs, which)
+    data = json.loads((done.run.run_dir / VERDICT_FILE).read_text())
+    assert f"leak verdict: {data['verdict']}: {data['reason']}" in done.run.log()
+    # the reference service reports every tier with its limit: all judged, none trusted
+    assert set(data["tiers_judged"]) == set(TIERS) and data["tiers_trusted"] == []
+    trends = [e for e in data["episodes"] if e["kind"] == "trend"]
+    if which == "leak":
+        assert trends and trends[0]["slope_mb_min"] > 0 and trends[0]["series"] == "memory"
+        # memory_leak's cleanup stage resets the leak: given back, unless the run ended first
+        if data["verdict"] == "leak":
+            assert data["called_at"] == trends[-1]["called_at"]
+        else:
+            assert data["verdict"] == "no leak" and trends[-1]["ended"] == "released", data
+    else:
+        assert data["verdict"] == "no leak" and trends == [], data
+    samples = done.samples
+    assert all(s["conversations_limit_bytes"] != "" for s in samples if s["pressure"] != "")
+    again = replay(samples, data["settings"])  # the run's own (on its shortened clock)
+    assert again.verdict == data["verdict"]
+    assert json.loads(json.dumps(again.as_dict())) == data
 
 
 def test_memory_leak_report_verdict_is_the_detectors_and_checks_every_expectation(
