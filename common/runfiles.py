@@ -50,6 +50,7 @@ EVENT_KINDS = (
     "health_ok",
     "cleanup",
     "source_missing",
+    "allocation_capture",  # --profile-leaks: a capture started, ended, or could not be taken
     "run_end",
 )
 
@@ -64,6 +65,10 @@ SAMPLE_COLUMNS = (
     "cpu_percent",  # target process CPU percent (psutil)
     "num_threads",
     "open_files",
+    "smaps_anon_bytes",  # /proc/PID/smaps_rollup: anonymous (heap) ...
+    "smaps_file_bytes",  # ... file-backed (Pss_File) ...
+    "smaps_shmem_bytes",  # ... shared memory (Pss_Shmem) ...
+    "smaps_swap_bytes",  # ... and swapped out
     "prom_rss_bytes",  # process_resident_memory_bytes from /metrics
     "budget_bytes",  # from /memory/stats
     "pressure",  # 0-100, the target's own score
