@@ -170,11 +170,24 @@ class LeakDetection:
     significance: float = _f(0, 0.5, above=True)
 
 
+PROFILE_MODES = ("off", "auto", "on")
+"""``monitor.leak_profiling.mode``: never; only where the scenario marks a stage and the
+target is the bundled service; whenever the detector calls a leak or a stage is marked."""
+
+
+@dataclass(frozen=True)
+class LeakProfiling:
+    mode: str = _f()
+    window_s: float = _f(2, 600)
+    top_sites: int = _f(1, 1000)
+
+
 @dataclass(frozen=True)
 class Monitor:
     interval: float = _f(0.05, 3600)
     http_timeout: float = _f(0, 60, above=True)
     leak_detection: LeakDetection = _f()
+    leak_profiling: LeakProfiling = _f()
 
 
 @dataclass(frozen=True)
@@ -339,6 +352,12 @@ def _cross_checks(cfg: Config) -> None:
         raise ConfigError(
             f"stress_levels.default_level: {s.default_level} is out of range "
             f"(valid: 0 to {s.count() - 1})"
+        )
+    mode = cfg.monitor.leak_profiling.mode
+    if mode not in PROFILE_MODES:
+        raise ConfigError(
+            f"monitor.leak_profiling.mode: {mode!r} is not a mode "
+            f"(valid: {', '.join(PROFILE_MODES)})"
         )
     if cfg.fail_on not in GRADES:
         raise ConfigError(f"fail_on: {cfg.fail_on!r} is not a grade (valid: {', '.join(GRADES)})")

@@ -46,6 +46,7 @@ from common.config import ConfigError, LeakDetection
 from common.context import RunContext
 from common.runfiles import SAMPLE_COLUMNS, WORKER_COLUMNS, CsvAppender
 from common.target import TargetClient, TargetError
+from monitors.allocations import MODES, AllocationProfiler
 from monitors.leak import LEAK, LeakDetector, LeakVerdict, on_run_clock
 from monitors.safety import SafetyGuard, Stop
 from monitors.sampler import GreenletCpuMeter, Sampler, Source
@@ -72,8 +73,46 @@ def add_monitor_options(parser: Any) -> None:
         type=_sources_option,
         env_var="MEMSTRESS_MONITOR_SOURCES",
         help="Memory sample sources: auto (every one that is there), or a comma-separated "
-        "list of process, prometheus, stats, host, psi, cgroup. Default: auto.",
+        "list of process, smaps, prometheus, stats, host, psi, cgroup. Default: auto.",
     )
+
+    parser.add_argument(
+        "--profile-leaks",
+        nargs="?",
+        const="on",
+        default=None,
+        choices=MODES,
+        env_var="MEMSTRESS_PROFILE_LEAKS",
+        help="Name the code holding leaked memory: capture the target's allocations with "
+        "memray attach (a local Python target; needs gdb) when the detector calls a leak or "
+        "at a stage the scenario marks (on), only at a marked stage (marked), or never "
+        "(off). Alone: on. Default: the config's monitor.leak_profiling.mode, where auto "
+        "means off for a target this run did not start.",
+    )
+    parser.add_argument(
+        "--profile-native",
+        action="store_true",
+        default=False,
+        env_var="MEMSTRESS_PROFILE_NATIVE",
+        help="With --profile-leaks: capture native (C) frames too (slower capture).",
+    )
+
+
+def profile_mode(options: Any, config_mode: str) -> str:
+    """``--profile-leaks`` as given, else the config's mode (auto is off: the target is
+    not known to be the bundled service here; run_stress_test.py decides that)."""
+    value = getattr(options, "profile_leaks", None)
+    text = str(value).strip() if value is not None else ""
+    if text in MODES:
+        return text
+    if text:
+        log.error(
+            "memory monitor: --profile-leaks %r is not valid (valid: %s); off",
+            text,
+            ", ".join(MODES),
+        )
+        return "off"
+    return "on" if config_mode == "on" else "off"
 
 
 def _sources_option(text: str) -> tuple[str, ...]:
@@ -152,6 +191,8 @@ class MemoryMonitor:
         self.cpu_seconds = 0.0  # spent in the sampler greenlet, over all samples
         self.wall_seconds = 0.0
         self.sampler: Sampler | None = None
+        self.profiler: AllocationProfiler | None = None
+        self.target_pid: int | None = None  # the PID the process sources read, when known
         self._samples_csv: CsvAppender | None = None
         self._workers_csv: CsvAppender | None = None
         self._greenlets: list[gevent.Greenlet] = []
@@ -200,6 +241,7 @@ class MemoryMonitor:
             self._samples_csv = CsvAppender(
                 Path(ctx.run_dir) / "memory_samples.csv", SAMPLE_COLUMNS
             )
+        self.profiler = self._make_profiler(runner)
         loops = [
             (self._sample_loop, ()),
             (self._health_loop, (cfg.safety.system_health_check_interval,)),
@@ -220,6 +262,8 @@ class MemoryMonitor:
         """Stop the greenlets, close the files, and make a stop's exit code stick."""
         gevent.killall(self._greenlets, block=True)
         self._greenlets.clear()
+        if self.profiler is not None:
+            self.profiler.close()
         self._closed = True
         for f in (self._samples_csv, self._workers_csv):
             if f is not None:
@@ -300,7 +344,7 @@ class MemoryMonitor:
     def _make_sampler(self) -> Sampler:
         ctx = self.context
         pid = ctx.target_pid
-        if pid is None and {"process", "cgroup"} & set(self.source_names):
+        if pid is None and {"process", "smaps", "cgroup"} & set(self.source_names):
             pid = find_listening_pid(self.host) if self.host else None
             if pid == os.getpid():
                 pid = None
@@ -310,7 +354,33 @@ class MemoryMonitor:
         sources: list[Source] = build_sources(
             self.source_names, pid, lambda: TargetClient(self.host, timeout=timeout)
         )
+        self.target_pid = pid
         return Sampler(sources, self._source_missing)
+
+    def _make_profiler(self, runner: Any) -> AllocationProfiler | None:
+        ctx = self.context
+        settings = ctx.config.monitor.leak_profiling
+        options = self.environment.parsed_options
+        mode = profile_mode(options, settings.mode)
+        if mode == "off" or ctx.run_dir is None:
+            return None
+
+        def spawn(fn: Any, *args: Any) -> gevent.Greenlet:
+            g = runner.greenlet.spawn(fn, *args)
+            g.link_exception(locust_exception_handler(self.environment))
+            self._greenlets.append(g)
+            return g
+
+        return AllocationProfiler(
+            run_dir=Path(ctx.run_dir),
+            pid=self.target_pid,
+            mode=mode,
+            window_s=settings.window_s,
+            top=settings.top_sites,
+            native=bool(getattr(options, "profile_native", False)),
+            spawn=spawn,
+            record=self.context.record,
+        )
 
     def _source_missing(self, name: str, reason: str) -> None:
         log.warning("memory monitor: source %s is not available: %s", name, reason)
@@ -356,6 +426,12 @@ class MemoryMonitor:
         self._remember(row, verdict)
         if verdict.changed:
             self._leak_event(verdict)
+        if self.profiler is not None:
+            stage = self.context.stage
+            run_left = self.context.started + self.context.duration_s - now
+            self.profiler.consider(
+                stage.params, stage.remaining_s(now), verdict.changed == "leak_detected", run_left
+            )
         if not self._stopping:
             stop = self.guard.check(
                 now,

@@ -24,6 +24,7 @@ from reports.business import BusinessValue, business_value
 from reports.collect import CYCLE_REQUEST, ReportInputError, RunData
 from reports.findings import Limit, limits, recommendations, stage_grades
 from reports.grading import Grade, Verdict, grade_all, run_exit_code, verdict
+from reports.leak_sites import where_memory_went
 from reports.metrics import DEFINITIONS, RunMetrics, aggregated_latency, compute, health_failures
 from reports.scores import Score, health, stability
 
@@ -217,6 +218,8 @@ def to_results(a: Analysis, cfg: Config) -> dict[str, Any]:
             for k, (lab, unit, d) in DEFINITIONS.items()
         },
     }
+    if (went := where_memory_went(a.data.source, a.data.samples)) is not None:
+        doc["where_memory_went"] = plain(went)
     return doc
 
 

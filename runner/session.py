@@ -68,6 +68,18 @@ class RunSettings:
     debug: bool = False
     budget_mb: str | None = None
     monitor_interval: float | None = None
+    profile_leaks: bool = False
+    profile_native: bool = False
+
+    def profile_mode(self) -> str:
+        """``--profile-leaks`` for Locust: on when asked (flag or config ``on``); with the
+        config's ``auto``, only the stages a scenario marks, and only on the bundled service."""
+        mode = self.config.monitor.leak_profiling.mode
+        if self.profile_leaks or mode == "on":
+            return "on"
+        if mode == "auto" and self.host is None:
+            return "marked"
+        return "off"
 
 
 @dataclass
@@ -135,6 +147,9 @@ def locust_command(
         cmd += ["--processes", str(s.processes)]
     if s.monitor_interval:
         cmd += ["--monitor-interval", f"{s.monitor_interval:g}"]
+    cmd += ["--profile-leaks", s.profile_mode()]
+    if s.profile_native:
+        cmd += ["--profile-native"]
     return cmd
 
 
