@@ -23,6 +23,7 @@ from locust import events
 
 from common.config import DEFAULT_CONFIG_PATH, ConfigError
 from common.context import build_context, resolve_settings
+from common.exitcodes import ExitCode
 from monitors.monitor import MemoryMonitor, add_monitor_options
 from reports.live import LiveVerdict
 from scenarios.registry import get_scenario, user_classes
@@ -113,7 +114,7 @@ def on_init(environment: Any, runner: Any, web_ui: Any = None, **_: Any) -> None
         # One line and exit code 2; a --processes child stays quiet (its parent says it).
         if not (getattr(opts, "worker", False) and getattr(opts, "processes", None)):
             log.error("%s", exc)
-        sys.exit(2)
+        sys.exit(ExitCode.USAGE)
     environment.memstress = ctx
     if not ctx.is_worker:
         environment.user_classes = list(scenario.user_classes)

@@ -28,6 +28,7 @@ from common.config import (
     load_config,
     scenario_name,
 )
+from common.exitcodes import ExitCode
 from common.runfiles import RESULTS_DIR, new_run_dir
 from common.target import check_loopback
 from runner.preflight import PreflightError, check_out_dir
@@ -39,7 +40,7 @@ log = logging.getLogger("memstress")
 class Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         """One line naming the problem, not a usage dump."""
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+        self.exit(ExitCode.USAGE, f"{self.prog}: error: {message} (see --help)\n")
 
 
 def _positive(text: str) -> float:
@@ -209,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     console = Console(soft_wrap=True)
     if args.list_scenarios:
         list_scenarios(console)
-        return 0
+        return ExitCode.OK
     if not (args.scenario or args.comprehensive or args.quick):
         parser.error(
             "say what to run: --scenario NAME, --quick, --comprehensive or --list-scenarios"
@@ -223,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
         host = check_loopback(args.host) if args.host else None
     except (ConfigError, ValueError) as exc:
         print(f"run_stress_test.py: error: {exc}", file=sys.stderr)
-        return 2
+        return ExitCode.USAGE
     if args.target_pid and not host:
         parser.error("--target-pid goes with --host (the bundled service's PID is known)")
     if args.budget_mb and host:
@@ -233,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
         check_out_dir(out)
     except PreflightError as exc:
         print(f"run_stress_test.py: error: {exc}", file=sys.stderr)
-        return 2
+        return ExitCode.USAGE
 
     from runner.session import RunSettings, StopFlag, run_scenario, run_session
 
@@ -263,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
         check_plans(plan, config, level)
     except ValueError as exc:
         print(f"run_stress_test.py: error: {exc}", file=sys.stderr)
-        return 2
+        return ExitCode.USAGE
     kind = args.scenario or ("comprehensive" if args.comprehensive else "quick")
     try:
         folder = new_run_dir(kind, out)
@@ -272,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
             f"run_stress_test.py: error: --out {out}: cannot create a run folder ({exc})",
             file=sys.stderr,
         )
-        return 2
+        return ExitCode.USAGE
     setup_logging(folder / "memory_stress_test.log", args.debug)
     stop = StopFlag()
     stop.install()

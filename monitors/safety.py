@@ -20,9 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from common.config import Safety
-
-EXIT_TARGET_LOST = 3
-EXIT_SAFETY = 4
+from common.exitcodes import ExitCode
 
 
 @dataclass(frozen=True)
@@ -52,7 +50,7 @@ class SafetyGuard:
                 "emergency_stop",
                 f"host memory {host_percent:.1f}% >= emergency_shutdown_threshold "
                 f"{s.emergency_shutdown_threshold:g}%",
-                EXIT_SAFETY,
+                ExitCode.SAFETY,
             )
         if pressure is not None:
             if pressure > s.target_pressure_limit:
@@ -65,7 +63,7 @@ class SafetyGuard:
                         f"target pressure {pressure:.1f} > target_pressure_limit "
                         f"{s.target_pressure_limit:g} for {held:.1f} s "
                         f"(limit {s.target_pressure_limit_s:g} s)",
-                        EXIT_SAFETY,
+                        ExitCode.SAFETY,
                     )
             else:
                 self._pressure_since = None
@@ -76,12 +74,12 @@ class SafetyGuard:
                     "target_lost",
                     f"target unreachable on {self._lost} consecutive samples "
                     f"(target_lost_after {s.target_lost_after})",
-                    EXIT_TARGET_LOST,
+                    ExitCode.TARGET_LOST,
                 )
         if elapsed_s >= s.max_test_duration:
             return Stop(
                 "emergency_stop",
                 f"run time {elapsed_s:.0f} s reached max_test_duration {s.max_test_duration:g} s",
-                EXIT_SAFETY,
+                ExitCode.SAFETY,
             )
         return None

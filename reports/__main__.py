@@ -14,11 +14,12 @@ from pathlib import Path
 from typing import NoReturn
 
 from common.config import GRADES, Config, ConfigError, load_config
+from common.exitcodes import ExitCode
 from reports.analyze import analyze
 from reports.build import build_run_report, build_session_report, session_runs
 from reports.collect import ReportInputError, is_run_folder
 from reports.compare import compare, load_side, render
-from reports.grading import EXIT_USAGE, parse_grade
+from reports.grading import parse_grade
 
 PROG = "python -m reports"
 
@@ -27,7 +28,7 @@ class _Parser(argparse.ArgumentParser):
     """argparse, but a usage error is one line and exit code 2."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        self.exit(ExitCode.USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def _grade(text: str) -> str:
@@ -138,7 +139,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return handler(args, cfg)
     except (ConfigError, ReportInputError) as exc:
         print(f"{PROG} {args.command}: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return ExitCode.USAGE
 
 
 if __name__ == "__main__":

@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from common.config import Config
+from common.exitcodes import ExitCode, worst
 from reports.charts import render_charts
 from reports.collect import ReportInputError, is_run_folder, read_run
-from reports.grading import EXIT_FAILED, NA, overall, parse_grade, rank, worst_exit_code
+from reports.grading import NA, overall, parse_grade, rank
 from reports.markdown import render_run, render_session
 from reports.results import (
     CHARTS_DIR,
@@ -139,7 +140,7 @@ def _failed_entry(run_dir: Path, session_dir: Path, error: str) -> dict[str, Any
         "results": None,
         "report": None,
         "overall_grade": NA,
-        "exit_code": EXIT_FAILED,
+        "exit_code": ExitCode.FAILED,
         "verdict_passed": False,
         "partial": True,
         "interrupted": False,
@@ -176,7 +177,7 @@ def build_session_report(
     codes = [e["exit_code"] for e in entries]
     grades = [e["overall_grade"] for e in entries]
     worst_grade = max(grades, key=_rank_or_minus_one) if grades else NA
-    code = worst_exit_code(codes)
+    code = worst(codes)
     failed = [e["scenario"] for e in entries if not e["verdict_passed"]]
     reason = (
         f"{len(failed)} of {len(entries)} runs failed: {', '.join(failed)}"

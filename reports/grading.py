@@ -21,15 +21,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from common.config import GRADES, Config, PerformanceThresholds, Threshold
+from common.exitcodes import STOP_CODES, ExitCode, worst
 from reports.fmt import with_unit
 
 NA = "n/a"
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_TARGET, EXIT_SAFETY, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
-SEVERITY = (EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_TARGET, EXIT_SAFETY, EXIT_INTERRUPTED)
-"""Exit codes from least to most severe (the runner's order)."""
-STOP_CODES = frozenset({EXIT_USAGE, EXIT_TARGET, EXIT_SAFETY, EXIT_INTERRUPTED})
-"""Codes a run records in run_meta.json that take precedence over the verdict's 0/1."""
 
 LABELS = {
     "response_time": ("mean cycle time", "s"),
@@ -177,14 +172,14 @@ def verdict(grades: list[Grade], fail_on: str) -> Verdict:
             f"{len(failed)} grade{'s' if len(failed) > 1 else ''} below {fail_on}: "
             + "; ".join(failed)
         )
-        return Verdict(False, fail_on, ov, failed, EXIT_FAILED, reason)
+        return Verdict(False, fail_on, ov, failed, ExitCode.FAILED, reason)
     graded = sum(g.rank is not None for g in grades)
     reason = (
         f"every graded metric is {fail_on} or better"
         if graded
         else "nothing could be graded (no metric available)"
     )
-    return Verdict(True, fail_on, ov, (), EXIT_OK, reason)
+    return Verdict(True, fail_on, ov, (), ExitCode.OK, reason)
 
 
 def run_exit_code(verdict_code: int, recorded: int | None) -> int:
@@ -196,11 +191,6 @@ def run_exit_code(verdict_code: int, recorded: int | None) -> int:
     """
     if recorded in STOP_CODES:
         return recorded
-    if recorded and recorded != EXIT_FAILED:
-        return worst_exit_code([verdict_code, EXIT_FAILED])
+    if recorded and recorded != ExitCode.FAILED:
+        return worst([verdict_code, ExitCode.FAILED])
     return verdict_code
-
-
-def worst_exit_code(codes: Iterable[int]) -> int:
-    known = [c if c in SEVERITY else EXIT_FAILED for c in codes]
-    return max(known, key=SEVERITY.index, default=EXIT_OK)

@@ -18,6 +18,7 @@ from typing import Any
 from rich.console import Console
 
 from common.config import ROOT, Config
+from common.exitcodes import ExitCode, worst
 from common.runfiles import new_run_dir
 from common.target import TargetClient, TargetError
 from runner.progress import Snapshot, make_progress, read_snapshot
@@ -25,17 +26,8 @@ from runner.service import ManagedService
 
 log = logging.getLogger("memstress")
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_TARGET, EXIT_SAFETY, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
-SEVERITY = (EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_TARGET, EXIT_SAFETY, EXIT_INTERRUPTED)
-"""Exit codes from least to most severe: a session exits with its most severe run's code."""
-
 GRACE_S = 60.0
 """Past its planned length (plus this) a Locust run is asked to stop, then killed."""
-
-
-def worst(codes: list[int]) -> int:
-    known = [c if c in SEVERITY else EXIT_FAILED for c in codes]
-    return max(known, key=SEVERITY.index, default=EXIT_OK)
 
 
 @dataclass
@@ -238,7 +230,7 @@ def run_scenario(
     except TargetError as exc:
         log.error("%s", exc)
         reason = f"target unreachable: {exc}"
-        code = EXIT_TARGET
+        code = ExitCode.TARGET_LOST
     else:
         log.info("scenario %s: %g s of stages against %s", scenario, duration_s, host)
         view = make_progress(console)
@@ -258,7 +250,7 @@ def run_scenario(
             view.close()
         if code < 0:
             reason = f"Locust was killed by {signal.Signals(-code).name}; its figures are partial"
-        elif code not in SEVERITY:
+        elif code not in list(ExitCode):
             reason = f"Locust exited with unexpected code {code} (see locust.log)"
         if service is not None and not service.alive():
             reason = f"reference service exited with code {service.proc.returncode}"
@@ -266,7 +258,7 @@ def run_scenario(
         if service is not None:
             service.stop()
     if stop.requested:
-        code, reason = EXIT_INTERRUPTED, f"interrupted by {stop.signal_name or 'the user'}"
+        code, reason = ExitCode.INTERRUPTED, f"interrupted by {stop.signal_name or 'the user'}"
     write_meta(
         run_dir,
         ended=time.time(),
@@ -284,7 +276,7 @@ def _report(scenario: str, run_dir: Path, code: int, s: RunSettings) -> RunOutco
         rep = build_run_report(run_dir, s.config, s.fail_on)
     except Exception:
         log.exception("building the report of %s failed", run_dir)
-        return RunOutcome(scenario, run_dir, code or EXIT_FAILED, notes=["report failed"])
+        return RunOutcome(scenario, run_dir, code or ExitCode.FAILED, notes=["report failed"])
     return RunOutcome(scenario, run_dir, rep.exit_code, rep.overall_grade, rep.report_path)
 
 
@@ -310,15 +302,16 @@ def run_session(
             f"[{i}/{len(plan)}] {scenario}: grade {out.grade}, exit code {out.exit_code}",
             highlight=False,
         )
-        if out.exit_code == EXIT_TARGET and s.host is not None:
+        if out.exit_code == ExitCode.TARGET_LOST and s.host is not None:
             break  # an external target that is gone will not come back for the next scenario
-    code = worst([o.exit_code for o in outcomes])
+    # A session exits with its most severe run's code.
+    code: int = worst(o.exit_code for o in outcomes)
     try:
         rep = build_session_report(session, [o.run_dir for o in outcomes], s.config, s.fail_on)
         code = worst([code, rep.exit_code])
     except Exception:
         log.exception("building the session report of %s failed", session)
-        code = worst([code, EXIT_FAILED])
+        code = worst([code, ExitCode.FAILED])
     if stop.requested:
-        code = EXIT_INTERRUPTED
+        code = ExitCode.INTERRUPTED
     return outcomes, code

@@ -14,6 +14,7 @@ from typing import Any
 import locust  # noqa: F401 - first: gevent must patch before anything imports ssl
 
 from common.config import ConfigError, load_config
+from common.exitcodes import ExitCode
 from scenarios.registry import all_scenarios, get_scenario
 from shapes.plan import PlanError
 
@@ -59,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
             )
     except (ConfigError, PlanError) as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return ExitCode.USAGE
     if args.json:
         print(json.dumps(out, indent=1))
         return 0

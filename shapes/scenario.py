@@ -37,6 +37,7 @@ from common.context import (
     Stage,
     resolve_settings,
 )
+from common.exitcodes import ExitCode
 from common.target import check_loopback
 from scenarios.registry import get_scenario
 from scenarios.spec import Scenario, sweep_run_data
@@ -47,11 +48,6 @@ if TYPE_CHECKING:
     from locust.env import Environment
 
 log = logging.getLogger(__name__)
-
-EXIT_SAFETY = 4
-"""DESIGN exit code for a run stopped by a safety limit (here max_test_duration)."""
-
-EXIT_USAGE = 2
 
 
 class ScenarioShape(StagedShape):
@@ -99,7 +95,7 @@ class ScenarioShape(StagedShape):
             ctx.stop_reason = str(exc)
             headless = bool(getattr(env.parsed_options, "headless", False))
             if headless and env.process_exit_code is None:
-                env.process_exit_code = EXIT_USAGE
+                env.process_exit_code = ExitCode.USAGE
             return False
         ctx.apply(settings)
         ctx.host = host
@@ -157,7 +153,7 @@ class ScenarioShape(StagedShape):
             ctx.stop_reason = reason
             log.warning("memstress: %s; stopping", reason)
             if self.environment.process_exit_code is None:
-                self.environment.process_exit_code = EXIT_SAFETY
+                self.environment.process_exit_code = ExitCode.SAFETY
         else:
             ctx.plan_complete = True
             log.info("memstress: %s after %.1f s", reason, elapsed_s)

@@ -15,7 +15,8 @@ import gevent
 import pytest
 
 from common.config import load_config
-from monitors.safety import EXIT_SAFETY, EXIT_TARGET_LOST, SafetyGuard
+from common.exitcodes import ExitCode
+from monitors.safety import SafetyGuard
 from monitors.sampler import GreenletCpuMeter, Sampler
 from monitors.sources import (
     SOURCE_NAMES,
@@ -231,7 +232,7 @@ def test_safety_host_memory_stops_at_once() -> None:
     g = SafetyGuard(CFG.safety)
     assert g.check(0, 0, 98.9, None, True) is None
     stop = g.check(1, 1, 99.0, None, True)
-    assert stop is not None and stop.exit_code == EXIT_SAFETY and stop.kind == "emergency_stop"
+    assert stop is not None and stop.exit_code == ExitCode.SAFETY and stop.kind == "emergency_stop"
     assert stop.reason == "host memory 99.0% >= emergency_shutdown_threshold 99%"
 
 
@@ -244,7 +245,7 @@ def test_safety_pressure_must_be_held() -> None:
     assert g.check(13, 13, 1, 99.9, True) is None
     assert g.check(20, 20, 1, None, True) is None  # no reading: neither resets nor counts
     stop = g.check(28, 28, 1, 100.0, True)
-    assert stop is not None and stop.exit_code == EXIT_SAFETY
+    assert stop is not None and stop.exit_code == ExitCode.SAFETY
     assert "target pressure 100.0 > target_pressure_limit 99.5 for 15.0 s" in stop.reason
 
 
@@ -257,14 +258,16 @@ def test_safety_target_lost_after_consecutive_failures() -> None:
         assert g.check(5 + i, 5 + i, 1, None, False) is None
     assert g.check(9, 9, 1, None, None) is None  # nothing to judge: no change
     stop = g.check(10, 10, 1, None, False)
-    assert stop is not None and stop.kind == "target_lost" and stop.exit_code == EXIT_TARGET_LOST
+    assert (
+        stop is not None and stop.kind == "target_lost" and stop.exit_code == ExitCode.TARGET_LOST
+    )
 
 
 def test_safety_max_duration() -> None:
     g = SafetyGuard(CFG.safety)
     assert g.check(0, 3599, 1, 1, True) is None
     stop = g.check(0, 3600, 1, 1, True)
-    assert stop is not None and stop.exit_code == EXIT_SAFETY
+    assert stop is not None and stop.exit_code == ExitCode.SAFETY
     assert stop.reason == "run time 3600 s reached max_test_duration 3600 s"
 
 

@@ -8,6 +8,7 @@ import itertools
 import pytest
 
 from common.config import Config, load_config
+from common.exitcodes import worst
 from reports.business import business_value
 from reports.grading import (
     Grade,
@@ -17,7 +18,6 @@ from reports.grading import (
     run_exit_code,
     thresholds,
     verdict,
-    worst_exit_code,
 )
 from reports.metrics import (
     CostMetrics,
@@ -125,10 +125,10 @@ def test_stop_codes_take_precedence_over_the_verdict() -> None:
     assert run_exit_code(0, 1) == 0  # Locust's own 1 is not a verdict
     assert run_exit_code(1, None) == 1
     assert run_exit_code(0, -9) == 1  # Locust killed: the figures cannot pass
-    assert worst_exit_code([0, 1, 3, 4]) == 4
-    assert worst_exit_code([0, 130, 4]) == 130
-    assert worst_exit_code([0, -9]) == 1  # an unknown code counts as a failure
-    assert worst_exit_code([]) == 0
+    assert worst([0, 1, 3, 4]) == 4
+    assert worst([0, 130, 4]) == 130
+    assert worst([0, -9]) == 1  # an unknown code counts as a failure
+    assert worst([]) == 0
 
 
 def metrics(**over: object) -> RunMetrics:
