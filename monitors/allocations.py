@@ -73,6 +73,7 @@ BACKSTOP_S = 60.0  # the target stops tracking this long after the window, whate
 COMMAND_TIMEOUT_S = 60.0  # for one memray attach or detach (gdb and the injection)
 ATTACH_ALLOWANCE_S = 3.0  # what an attach and a detach take, kept out of a stage's window
 MIN_WINDOW_S = 2.0
+MIN_WAIT_S = 1.0  # a slow attach may eat into the window, never all of it
 MB = 1024 * 1024
 _OWN_FRAMES = ("_memray_attach_hook.py", f"{os.sep}memray{os.sep}")
 
@@ -132,6 +133,17 @@ def is_python_process(pid: int, proc: Path = Path("/proc")) -> bool | None:
     return "libpython3" in maps
 
 
+def _tracer(pid: int) -> int:
+    """PID of the process already tracing ``pid`` (0: none); a process has one tracer."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("TracerPid:"):
+                return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
 def _ptrace_scope() -> int | None:
     try:
         return int(Path("/proc/sys/kernel/yama/ptrace_scope").read_text().strip())
@@ -158,6 +170,8 @@ def attach_blocker(pid: int) -> str | None:
         return f"cannot read /proc/{pid} to tell whether {name} runs Python"
     if shutil.which("gdb") is None:
         return "gdb is not installed (apt-get install gdb)"
+    if tracer := _tracer(pid):
+        return f"process {pid} is already traced by process {tracer} (a debugger or profiler)"
     me = os.geteuid()
     if me != 0 and uids.real != me:
         return f"process {pid} belongs to another user (uid {uids.real}); tracing it needs root"
@@ -213,10 +227,16 @@ def capture(
     native: bool = False,
     trigger: str = "",
     top: int = 20,
+    deadline: float | None = None,
     sleep: Callable[[float], Any] = time.sleep,
 ) -> CaptureResult:
     """Capture ``pid``'s allocations for ``window_s`` seconds into ``folder``; never raises
-    for a target that cannot be profiled (the result's ``reason`` says why)."""
+    for a target that cannot be profiled (the result's ``reason`` says why).
+
+    ``deadline`` (``time.monotonic()``) is when tracking must have stopped (the end of
+    the stage captured: the next one may free what this one leaked). The window is
+    shortened so the detach, reckoned to take as long as the attach did, ends by then.
+    """
     result = CaptureResult(
         "unavailable", pid=pid, trigger=trigger, native=native, requested_window_s=window_s
     )
@@ -235,9 +255,12 @@ def capture(
     if code != 0:
         result.status, result.reason = "failed", f"memray attach failed: {last or code}"
         return result
+    wait = window_s
+    if deadline is not None:
+        wait = max(min(wait, deadline - time.monotonic() - result.attach_s), MIN_WAIT_S)
     cut: BaseException | None = None
     try:
-        sleep(window_s)
+        sleep(wait)
     except BaseException as exc:  # the run quits (GreenletExit) or Ctrl-C: detach first
         cut = exc
     result.rss_end_bytes = _rss(pid)
@@ -431,13 +454,20 @@ class AllocationProfiler:
         detail = {"state": "started", "trigger": trigger, "window_s": round(window, 2)}
         self.record("allocation_capture", {**detail, "pid": self.pid})
         log.info("allocation capture: %s; tracking PID %d for %.1f s", trigger, self.pid, window)
-        self.running = self.spawn(self._run, self.pid, window, trigger)
+        deadline = time.monotonic() + left
+        self.running = self.spawn(self._run, self.pid, window, trigger, deadline)
 
-    def _run(self, pid: int, window: float, trigger: str) -> None:
+    def _run(self, pid: int, window: float, trigger: str, deadline: float) -> None:
         assert self.run_dir is not None
         try:
             result = capture(
-                pid, self.run_dir, window, native=self.native, trigger=trigger, top=self.top
+                pid,
+                self.run_dir,
+                window,
+                native=self.native,
+                trigger=trigger,
+                top=self.top,
+                deadline=deadline,
             )
         finally:
             self.running = None

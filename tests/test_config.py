@@ -116,6 +116,16 @@ BAD: list[tuple[str, Callable[[dict[str, Any]], None], str]] = [
         _set("monitor.leak_detection.significance", 0.9),
         r"leak_detection.significance",
     ),
+    (
+        "unknown profiling mode",
+        _set("monitor.leak_profiling.mode", "sometimes"),
+        r"^monitor.leak_profiling.mode: 'sometimes' is not a mode \(valid: off, auto, on\)",
+    ),
+    (
+        "capture window too short",
+        _set("monitor.leak_profiling.window_s", 1),
+        r"^monitor.leak_profiling.window_s: 1 is out of range \(valid: 2 to 600\)",
+    ),
 ]
 
 
