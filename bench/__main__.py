@@ -1,4 +1,4 @@
-"""``python -m bench [load|monitor|report|leak|service ...] [--small] [--out DIR]``.
+"""``python -m bench [load|monitor|report|leak|service|capture ...] [--small] [--out DIR]``.
 
 With no name, every benchmark runs in turn (that is ``make bench``). Results go
 to ``DIR/results.json`` (a benchmark run alone replaces its own entry) and
@@ -33,6 +33,7 @@ TITLES = {
     "report": "Report scale: build time of 6- and 60-minute run folders",
     "leak": "Leak detection: recall, delay and false alarms",
     "service": "The reference service: cycle and search latency, RSS per stored vector",
+    "capture": "Capture cost: target requests/s with memray tracking vs without",
 }
 
 
@@ -81,6 +82,7 @@ MODULES = {
     "report": "bench.report_scale",
     "leak": "bench.leak_detection",
     "service": "bench.service_bench",
+    "capture": "bench.capture_cost",
 }
 
 

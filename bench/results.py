@@ -19,7 +19,7 @@ from typing import Any
 SCHEMA = 1
 RESULTS_JSON = "results.json"
 RESULTS_MD = "RESULTS.md"
-ORDER = ("load", "monitor", "report", "leak", "service")
+ORDER = ("load", "monitor", "report", "leak", "service", "capture")
 
 OPS = {
     ">=": lambda v, t: v >= t,
@@ -65,7 +65,7 @@ class Table:
 
 @dataclass
 class BenchResult:
-    name: str  # load | monitor | report | leak | service
+    name: str  # load | monitor | report | leak | service | capture
     title: str
     mode: str  # full | small
     what: str  # what exactly is measured, in words

@@ -294,6 +294,11 @@ def _check_range(path: str, value: float, meta: Any) -> None:
 
 def _scalar(path: str, tp: Any, value: Any, meta: Any) -> Any:
     if tp is str:
+        if isinstance(value, bool):
+            raise ConfigError(
+                f"{path}: {value!r} has the wrong type (valid: a string; YAML reads a bare "
+                "off/on/yes/no as false/true, so quote it)"
+            )
         if not isinstance(value, str):
             raise ConfigError(f"{path}: {value!r} has the wrong type (valid: a string)")
         return value

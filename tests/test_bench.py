@@ -20,7 +20,7 @@ import pytest
 
 from tests.locust_helpers import ROOT, assert_no_traceback, locust_env
 
-NAMES = ("load", "monitor", "report", "leak", "service")
+NAMES = ("load", "monitor", "report", "leak", "service", "capture")
 NUMBER = (int, float)
 
 

@@ -410,3 +410,47 @@ def test_a_target_that_is_not_python_runs_on_with_the_reason(runs: Runs) -> None
     log = (run.run_dir / "locust.log").read_text()
     assert log.count("allocation sites: not available for a non-Python target") == 1
     assert doc["stages"] and doc["stages"][-1]["name"] == "cleanup"  # the run went on
+
+
+# --- which runs profile ---------------------------------------------------------------
+
+
+def _settings(mode: str, **kw: Any) -> Any:
+    import dataclasses
+
+    from common.config import load_config
+    from runner.session import RunSettings
+
+    cfg = load_config()
+    profiling = dataclasses.replace(cfg.monitor.leak_profiling, mode=mode)
+    cfg = dataclasses.replace(
+        cfg, monitor=dataclasses.replace(cfg.monitor, leak_profiling=profiling)
+    )
+    return RunSettings(
+        config=cfg, config_path=ROOT / "stress_test_config.yml", stress_level=1, **kw
+    )
+
+
+@pytest.mark.parametrize(
+    ("mode", "flag", "host", "expected"),
+    [
+        ("off", False, None, "off"),
+        ("off", True, "http://127.0.0.1:1", "on"),  # the flag wins, any target
+        ("auto", False, None, "marked"),  # the bundled service: the marked stage only
+        ("auto", False, "http://127.0.0.1:1", "off"),  # a foreign target: never by default
+        ("on", False, "http://127.0.0.1:1", "on"),
+    ],
+)
+def test_which_runs_profile(mode: str, flag: bool, host: str | None, expected: str) -> None:
+    s = _settings(mode, profile_leaks=flag, host=host)
+    assert s.profile_mode() == expected
+
+
+def test_locust_refuses_a_bad_profile_mode_naming_the_valid_ones() -> None:
+    from tests.locust_helpers import run_cli
+
+    r = run_cli("--headless", "--profile-leaks", "sometimes", "--host", "http://127.0.0.1:9")
+    assert r.returncode == 2
+    expected = "--profile-leaks: invalid choice: 'sometimes' (choose from 'off', 'marked', 'on')"
+    assert expected in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
