@@ -18,6 +18,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -30,7 +31,10 @@ import pytest
 import requests
 
 from monitors.allocations import (
+    CAPTURE_NAME,
+    CAPTURE_PARAM,
     SITES_NAME,
+    AllocationProfiler,
     attach_blocker,
     capture,
     write_capture,
@@ -454,3 +458,61 @@ def test_locust_refuses_a_bad_profile_mode_naming_the_valid_ones() -> None:
     expected = "--profile-leaks: invalid choice: 'sometimes' (choose from 'off', 'marked', 'on')"
     assert expected in r.stderr, r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_the_profiler_captures_once_when_a_leak_is_called(leaky: Target, tmp_path: Path) -> None:
+    """The monitor's part: ``on`` captures at a called leak, ``marked`` does not; one capture."""
+    need_gdb()
+    events: list[tuple[str, Any]] = []
+
+    def make(mode: str) -> AllocationProfiler:
+        return AllocationProfiler(
+            run_dir=tmp_path,
+            pid=leaky.proc.pid,
+            mode=mode,
+            window_s=3,
+            top=5,
+            native=False,
+            spawn=lambda fn, *args: fn(*args),  # the greenlet, run in place
+            record=lambda kind, detail: events.append((kind, detail)),
+        )
+
+    marked = make("marked")
+    marked.consider({}, 30, True, 30)
+    assert marked.result is None and not events
+    prof = make("on")
+    prof.consider({}, 30, False, 30)  # no leak called, no marked stage: nothing
+    assert prof.result is None
+    drive = threading.Thread(target=load(leaky.url), args=(12.0,))
+    drive.start()
+    try:
+        prof.consider({}, 30, True, 30)
+    finally:
+        drive.join(30)
+    assert prof.result is not None and prof.result.status == "captured", prof.result
+    assert prof.result.trigger == "leak detected"
+    assert prof.result.sites[0].function == "remember_request"
+    assert [d["state"] for k, d in events] == ["started", "captured"]
+    assert json.loads((tmp_path / CAPTURE_NAME).read_text())["status"] == "captured"
+    prof.consider({CAPTURE_PARAM: True}, 30, True, 30)  # one capture per run
+    assert len(events) == 2
+
+
+def test_too_little_stage_left_is_said_not_attempted(tmp_path: Path) -> None:
+    events: list[tuple[str, Any]] = []
+    prof = AllocationProfiler(
+        run_dir=tmp_path,
+        pid=os.getpid(),
+        mode="marked",
+        window_s=30,
+        top=5,
+        native=False,
+        spawn=lambda fn, *args: pytest.fail("no capture should start"),
+        record=lambda kind, detail: events.append((kind, detail)),
+    )
+    prof.consider({CAPTURE_PARAM: True}, 2.0, False, 2.0)
+    assert prof.result is not None and prof.result.status == "unavailable"
+    assert "only 2.0 s of it were left" in prof.result.reason
+    doc = json.loads((tmp_path / CAPTURE_NAME).read_text())
+    assert doc["status"] == "unavailable" and "only 2.0 s" in doc["reason"]
