@@ -22,10 +22,11 @@ from typing import Any
 from locust import events
 
 from common.config import DEFAULT_CONFIG_PATH, ConfigError
-from common.context import build_context, resolve_settings
+from common.context import build_context
 from common.exitcodes import ExitCode
 from monitors.monitor import MemoryMonitor, add_monitor_options
 from reports.live import LiveVerdict
+from scenarios.options import resolve_settings
 from scenarios.registry import get_scenario, user_classes
 from scenarios.registry import names as registered_names
 from shapes.plan import PlanError

@@ -21,18 +21,12 @@ from typing import NoReturn
 from rich.console import Console
 from rich.table import Table
 
-from common.config import (
-    GRADES,
-    Config,
-    ConfigError,
-    load_config,
-    scenario_name,
-)
+from common.config import GRADES, Config, ConfigError, load_config
 from common.exitcodes import ExitCode
 from common.runfiles import RESULTS_DIR, new_run_dir
 from common.target import check_loopback
 from runner.preflight import PreflightError, check_out_dir
-from scenarios.registry import all_scenarios, get_scenario, names
+from scenarios.registry import all_scenarios, check_config, get_scenario, names, scenario_name
 
 log = logging.getLogger("memstress")
 
@@ -216,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
             "say what to run: --scenario NAME, --quick, --comprehensive or --list-scenarios"
         )
     try:
-        config = load_config(args.config)
+        config = check_config(load_config(args.config))
         level = (
             config.stress_levels.default_level if args.stress_level is None else args.stress_level
         )

@@ -6,6 +6,10 @@ a bad value is refused with one line naming the key path, the value and what is
 valid::
 
     ConfigError: stress_levels.memory_pressure_targets[2]: 140 is out of range (valid: 0 to 100)
+
+This module knows no scenario: the keys of ``test_duration`` and the names in
+``scenarios.quick`` are checked against the registered scenarios by
+:func:`scenarios.registry.check_config`.
 """
 
 from __future__ import annotations
@@ -25,49 +29,9 @@ DEFAULT_CONFIG_PATH = ROOT / "stress_test_config.yml"
 GRADES = ("excellent", "good", "acceptable", "marginal", "poor")
 """Grades from best to worst. Marginal lies between the acceptable and poor bounds."""
 
-SEED_KEYS = {
-    "baseline": "baseline_performance",
-    "memory_leak": "memory_leak_simulation",
-    "high_memory": "high_memory_usage",
-    "rapid_growth": "rapid_memory_growth",
-    "vector_store": "vector_store_stress",
-    "concurrent_agents": "concurrent_agent_stress",
-    "optimization_overload": "optimization_overload",
-    "memory_pressure_crisis": "memory_pressure_crisis",
-    "recovery": "recovery_capabilities",
-    "endurance": "endurance_limits",
-}
-"""Scenario name -> the seed's config key for the same scenario."""
-
-SCENARIO_NAMES = tuple(SEED_KEYS)
-"""The design's ten scenarios, in its order."""
-
 
 class ConfigError(ValueError):
     """A configuration problem, as one line naming the key and what is valid."""
-
-
-def scenario_name(name: str) -> str:
-    """Resolve a scenario name or its seed key to the scenario name.
-
-    The design's ten resolve by name or seed key; a scenario added to
-    ``scenarios/registry.py`` resolves by its name.
-
-    >>> scenario_name("memory_leak_simulation")
-    'memory_leak'
-    """
-    if name in SEED_KEYS:
-        return name
-    for short, seed in SEED_KEYS.items():
-        if seed == name:
-            return short
-    from scenarios.registry import names  # here: the scenario modules import this one
-
-    registered = names()
-    if name in registered:
-        return name
-    valid = ", ".join(registered)
-    raise ConfigError(f"unknown scenario {name!r} (valid: {valid}, or their seed keys)")
 
 
 def _num(lo: float | None = None, hi: float | None = None, *, above: bool = False) -> Any:
@@ -75,41 +39,18 @@ def _num(lo: float | None = None, hi: float | None = None, *, above: bool = Fals
     return {"lo": lo, "hi": hi, "above": above}
 
 
-def _f(lo: float | None = None, hi: float | None = None, *, above: bool = False) -> Any:
+def _ranged(lo: float | None = None, hi: float | None = None, *, above: bool = False) -> Any:
+    """A dataclass field whose value (each item, for a list or mapping) lies in [lo, hi]."""
     return field(metadata=_num(lo, hi, above=above))
 
 
 @dataclass(frozen=True)
-class TestDuration:
-    __test__ = False  # not a pytest class, whatever its name
-
-    baseline_performance: float = _f(0, above=True)
-    memory_leak_simulation: float = _f(0, above=True)
-    high_memory_usage: float = _f(0, above=True)
-    rapid_memory_growth: float = _f(0, above=True)
-    vector_store_stress: float = _f(0, above=True)
-    concurrent_agent_stress: float = _f(0, above=True)
-    optimization_overload: float = _f(0, above=True)
-    memory_pressure_crisis: float = _f(0, above=True)
-    recovery_capabilities: float = _f(0, above=True)
-    endurance_limits: float = _f(0, above=True)
-
-    def of(self, scenario: str) -> float:
-        """Default duration in seconds of one of the design's ten (name or seed key).
-
-        A scenario added outside the ten has no key here: ask its
-        :meth:`scenarios.spec.Scenario.default_duration`, which falls back to its own.
-        """
-        return float(getattr(self, SEED_KEYS[scenario_name(scenario)]))
-
-
-@dataclass(frozen=True)
 class StressLevels:
-    default_level: int = _f(0, 4)
-    memory_multiplication_factors: tuple[float, ...] = _f(0, above=True)
-    memory_pressure_targets: tuple[float, ...] = _f(1, 100)
-    concurrent_agents: tuple[int, ...] = _f(1, 1000)
-    optimization_requests_per_cycle: tuple[int, ...] = _f(1, 10000)
+    default_level: int = _ranged(0, 4)
+    memory_multiplication_factors: tuple[float, ...] = _ranged(0, above=True)
+    memory_pressure_targets: tuple[float, ...] = _ranged(1, 100)
+    concurrent_agents: tuple[int, ...] = _ranged(1, 1000)
+    optimization_requests_per_cycle: tuple[int, ...] = _ranged(1, 10000)
 
     def count(self) -> int:
         return len(self.memory_multiplication_factors)
@@ -119,18 +60,18 @@ class StressLevels:
 class Threshold:
     """Bounds of one metric's grades; ``higher_is_better`` for stability."""
 
-    excellent: float = _f()
-    good: float = _f()
-    acceptable: float = _f()
-    poor: float = _f()
+    excellent: float = _ranged()
+    good: float = _ranged()
+    acceptable: float = _ranged()
+    poor: float = _ranged()
 
 
 @dataclass(frozen=True)
 class PerformanceThresholds:
-    response_time: Threshold = _f()
-    stability_score: Threshold = _f()
-    memory_growth: Threshold = _f()
-    error_rate: Threshold = _f()
+    response_time: Threshold = _ranged()
+    stability_score: Threshold = _ranged()
+    memory_growth: Threshold = _ranged()
+    error_rate: Threshold = _ranged()
 
     HIGHER_IS_BETTER: typing.ClassVar[frozenset[str]] = frozenset({"stability_score"})
 
@@ -140,34 +81,34 @@ class PerformanceThresholds:
 
 @dataclass(frozen=True)
 class BusinessValue:
-    memory_optimization_per_mb: float = _f(0)
-    performance_improvement_per_second: float = _f(0)
-    stability_improvement_per_point: float = _f(0)
-    error_reduction_per_error: float = _f(0)
-    reference_cycle_time_s: float = _f(0, above=True)
-    stability_floor: float = _f(0, 100)
-    acceptable_error_rate: float = _f(0, 100)
+    memory_optimization_per_mb: float = _ranged(0)
+    performance_improvement_per_second: float = _ranged(0)
+    stability_improvement_per_point: float = _ranged(0)
+    error_reduction_per_error: float = _ranged(0)
+    reference_cycle_time_s: float = _ranged(0, above=True)
+    stability_floor: float = _ranged(0, 100)
+    acceptable_error_rate: float = _ranged(0, 100)
 
 
 @dataclass(frozen=True)
 class Safety:
-    emergency_shutdown_threshold: float = _f(1, 100)
-    max_test_duration: float = _f(0, above=True)
-    memory_cleanup_interval: float = _f(0, above=True)
-    system_health_check_interval: float = _f(0, above=True)
-    target_pressure_limit: float = _f(1, 1000)
-    target_pressure_limit_s: float = _f(0)
-    target_lost_after: int = _f(1, 1000)
+    emergency_shutdown_threshold: float = _ranged(1, 100)
+    max_test_duration: float = _ranged(0, above=True)
+    memory_cleanup_interval: float = _ranged(0, above=True)
+    system_health_check_interval: float = _ranged(0, above=True)
+    target_pressure_limit: float = _ranged(1, 1000)
+    target_pressure_limit_s: float = _ranged(0)
+    target_lost_after: int = _ranged(1, 1000)
 
 
 @dataclass(frozen=True)
 class LeakDetection:
-    warmup_s: float = _f(0)
-    window_s: float = _f(0, above=True)
-    lookback_s: float = _f(0, above=True)
-    min_windows: int = _f(4, 10000)
-    min_slope_mb_per_min: float = _f(0)
-    significance: float = _f(0, 0.5, above=True)
+    warmup_s: float = _ranged(0)
+    window_s: float = _ranged(0, above=True)
+    lookback_s: float = _ranged(0, above=True)
+    min_windows: int = _ranged(4, 10000)
+    min_slope_mb_per_min: float = _ranged(0)
+    significance: float = _ranged(0, 0.5, above=True)
 
 
 PROFILE_MODES = ("off", "auto", "on")
@@ -177,61 +118,63 @@ target is the bundled service; whenever the detector calls a leak or a stage is 
 
 @dataclass(frozen=True)
 class LeakProfiling:
-    mode: str = _f()
-    window_s: float = _f(2, 600)
-    top_sites: int = _f(1, 1000)
+    mode: str = _ranged()
+    window_s: float = _ranged(2, 600)
+    top_sites: int = _ranged(1, 1000)
 
 
 @dataclass(frozen=True)
 class Monitor:
-    interval: float = _f(0.05, 3600)
-    http_timeout: float = _f(0, 60, above=True)
-    leak_detection: LeakDetection = _f()
-    leak_profiling: LeakProfiling = _f()
+    interval: float = _ranged(0.05, 3600)
+    http_timeout: float = _ranged(0, 60, above=True)
+    leak_detection: LeakDetection = _ranged()
+    leak_profiling: LeakProfiling = _ranged()
 
 
 @dataclass(frozen=True)
 class Service:
-    budget_mb: float = _f(16, 1_048_576)
-    max_body_bytes: int = _f(1024, 1 << 30)
-    optimization_queue_size: int = _f(1, 100_000)
-    embedding_cache_mb: float = _f(0, above=True)
-    conversation_cache_mb: float = _f(0, above=True)
-    vector_cache_mb: float = _f(0, above=True)
+    budget_mb: float = _ranged(16, 1_048_576)
+    max_body_bytes: int = _ranged(1024, 1 << 30)
+    optimization_queue_size: int = _ranged(1, 100_000)
+    embedding_cache_mb: float = _ranged(0, above=True)
+    conversation_cache_mb: float = _ranged(0, above=True)
+    vector_cache_mb: float = _ranged(0, above=True)
 
 
 @dataclass(frozen=True)
 class Scenarios:
-    quick: tuple[str, ...] = _f()
-    quick_duration_scale: float = _f(0, 1, above=True)
-    leak_rate_mb_per_min: float = _f(0, above=True)
-    rapid_growth_mb_per_cycle: float = _f(0, above=True)
-    document_kb: float = _f(0, 512, above=True)
-    recovery_object_mb: float = _f(0, above=True)
-    recovery_tolerance_pct: float = _f(0, 100, above=True)
-    pressure_tolerance: float = _f(0, 50, above=True)
+    quick: tuple[str, ...] = _ranged()
+    quick_duration_scale: float = _ranged(0, 1, above=True)
+    leak_rate_mb_per_min: float = _ranged(0, above=True)
+    rapid_growth_mb_per_cycle: float = _ranged(0, above=True)
+    document_kb: float = _ranged(0, 512, above=True)
+    recovery_object_mb: float = _ranged(0, above=True)
+    recovery_tolerance_pct: float = _ranged(0, 100, above=True)
+    pressure_tolerance: float = _ranged(0, 50, above=True)
 
 
 @dataclass(frozen=True)
 class Compare:
-    response_time_pct: float = _f(0)
-    memory_growth_mb: float = _f(0)
-    error_rate_points: float = _f(0)
-    stability_points: float = _f(0)
+    response_time_pct: float = _ranged(0)
+    memory_growth_mb: float = _ranged(0)
+    error_rate_points: float = _ranged(0)
+    stability_points: float = _ranged(0)
 
 
 @dataclass(frozen=True)
 class Config:
-    test_duration: TestDuration = _f()
-    stress_levels: StressLevels = _f()
-    performance_thresholds: PerformanceThresholds = _f()
-    fail_on: str = _f()
-    business_value: BusinessValue = _f()
-    safety: Safety = _f()
-    monitor: Monitor = _f()
-    service: Service = _f()
-    scenarios: Scenarios = _f()
-    compare: Compare = _f()
+    test_duration: dict[str, float] = _ranged(0, above=True)
+    """Seconds of a run without ``--duration``, by the scenario's config key. Which keys
+    are valid is the scenario registry's business (``scenarios.registry.check_config``)."""
+    stress_levels: StressLevels = _ranged()
+    performance_thresholds: PerformanceThresholds = _ranged()
+    fail_on: str = _ranged()
+    business_value: BusinessValue = _ranged()
+    safety: Safety = _ranged()
+    monitor: Monitor = _ranged()
+    service: Service = _ranged()
+    scenarios: Scenarios = _ranged()
+    compare: Compare = _ranged()
     source: str = field(default="", compare=False, metadata={"internal": True})
 
     def stress(self, level: int) -> StressLevel:
@@ -274,6 +217,8 @@ def _type_name(tp: Any) -> str:
         return f"a non-empty list of {_type_name(typing.get_args(tp)[0]).removeprefix('a ')}s"
     if dataclasses.is_dataclass(tp):
         return "a mapping"
+    if typing.get_origin(tp) is dict:
+        return f"a mapping of names to {_type_name(typing.get_args(tp)[1]).removeprefix('a ')}s"
     return str(tp)
 
 
@@ -340,6 +285,16 @@ def _value(path: str, tp: Any, value: Any, meta: Any) -> Any:
             raise ConfigError(f"{path}: the list is empty (valid: {_type_name(tp)})")
         inner = typing.get_args(tp)[0]
         return tuple(_scalar(f"{path}[{i}]", inner, v, meta) for i, v in enumerate(value))
+    if typing.get_origin(tp) is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path}: {value!r} has the wrong type (valid: {_type_name(tp)})")
+        inner = typing.get_args(tp)[1]
+        out = {}
+        for key, v in value.items():
+            if not isinstance(key, str) or not key:
+                raise ConfigError(f"{path}: {key!r} is not a key (valid: a name)")
+            out[key] = _scalar(f"{path}.{key}", inner, v, meta)
+        return out
     if isinstance(tp, types.UnionType):  # pragma: no cover - no optional keys today
         raise TypeError(path)
     return _scalar(path, tp, value, meta)
@@ -376,11 +331,6 @@ def _cross_checks(cfg: Config) -> None:
                 f"performance_thresholds.{name}: bounds {bounds} are not in order "
                 f"(valid: {way} from excellent to poor)"
             )
-    for i, name in enumerate(cfg.scenarios.quick):
-        try:
-            scenario_name(name)
-        except ConfigError as exc:
-            raise ConfigError(f"scenarios.quick[{i}]: {exc}") from None
 
 
 def parse_config(data: Any, source: str = "<memory>") -> Config:

@@ -2,35 +2,25 @@
 
 The locustfile builds a :class:`RunContext` in its ``init`` listener and puts it
 on the environment as ``environment.memstress``; nothing lives in module
-globals. On workers the context has no run folder writers (only the master
-writes files) and its stage is updated from the master's broadcast.
+globals. On the master (or a local runner) the context holds the run folder's
+writers (:class:`common.runfiles.RunFolder`); on workers it has none, and its
+stage is updated from the master's broadcast.
 
-The run's settings come from the custom Locust options (``--scenario``,
-``--stress-level``, ...). :func:`resolve_settings` turns parsed options into a
-checked :class:`RunSettings`, or raises :class:`~common.config.ConfigError`
-with one line that names the option and lists what is valid. It reads the
-options by attribute and accepts strings, because the web UI hands values
-back as typed text and a worker gets the master's options as plain data.
+The settings it takes (:class:`RunSettings`) are read from the suite's Locust
+options by :func:`scenarios.options.resolve_settings`.
 """
 
 from __future__ import annotations
 
-import json
-import math
+import itertools
 import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from common.config import (
-    Config,
-    ConfigError,
-    StressLevel,
-    load_config,
-    scenario_name,
-)
-from common.runfiles import STAGE_COLUMNS, CsvAppender, EventLog, is_writable_dir, new_run_dir
+from common.config import Config, ConfigError, StressLevel
+from common.runfiles import RunFolder, make_run_dir
 from common.target import check_loopback
 
 STAGE_MESSAGE = "memstress_stage"
@@ -86,7 +76,7 @@ class Stage:
 
 @dataclass(frozen=True)
 class RunSettings:
-    """What the options ask for, checked against the config."""
+    """What the options ask for, checked against the config (see :mod:`scenarios.options`)."""
 
     scenario: str
     config: Config
@@ -97,88 +87,6 @@ class RunSettings:
     monitor_interval: float
 
 
-def _text(value: Any) -> str | None:
-    """None for an option left empty (None or a blank web-form field)."""
-    if value is None:
-        return None
-    text = str(value).strip()
-    return text or None
-
-
-def _number(option: str, value: Any, valid: str, *, lo: float, hi: float = math.inf) -> float:
-    """A number in (lo, hi], or a one-line error."""
-    text = _text(value)
-    try:
-        number = float(text) if text is not None else math.nan
-    except ValueError:
-        number = math.nan
-    if not (math.isfinite(number) and lo < number <= hi):
-        raise ConfigError(f"{option}: {value!r} is not valid (valid: {valid})")
-    return number
-
-
-def _whole(option: str, value: Any, valid: str) -> int:
-    try:
-        return int(_text(value) or "")
-    except ValueError:
-        raise ConfigError(f"{option}: {value!r} is not a whole number (valid: {valid})") from None
-
-
-def _default_duration(scenario: str, config: Config) -> float:
-    from scenarios.registry import get_scenario  # here: the registry imports every scenario
-
-    return get_scenario(scenario).default_duration(config)
-
-
-def resolve_settings(options: Any) -> RunSettings:
-    """Check the custom options (``None`` options: all defaults) against the config."""
-
-    def get(name: str) -> Any:
-        return getattr(options, name, None)
-
-    raw = get("scenario")
-    try:
-        scenario = scenario_name(_text(raw) or "baseline")
-    except ConfigError as exc:
-        raise ConfigError(f"--scenario: {exc}") from None
-    config = load_config(_text(get("memstress_config")))
-    levels = config.stress_levels
-    level_raw = get("stress_level")
-    level = (
-        levels.default_level
-        if _text(level_raw) is None
-        else _whole("--stress-level", level_raw, f"0 to {levels.count() - 1}")
-    )
-    stress = config.stress(level)
-    duration_raw = get("duration")
-    base = (
-        _default_duration(scenario, config)
-        if _text(duration_raw) is None
-        else _number("--duration", duration_raw, "seconds above 0, e.g. 60", lo=0)
-    )
-    scale_raw = get("duration_scale")
-    scale = (
-        1.0
-        if _text(scale_raw) is None
-        else _number("--duration-scale", scale_raw, "a number above 0, e.g. 0.2", lo=0)
-    )
-    pid_raw = get("target_pid")
-    pid = None if _text(pid_raw) is None else _whole("--target-pid", pid_raw, "a process id")
-    if pid is not None and pid <= 0:
-        raise ConfigError(f"--target-pid: {pid_raw!r} is not valid (valid: a process id above 0)")
-    interval_raw = get("monitor_interval")
-    interval = (
-        config.monitor.interval
-        if _text(interval_raw) is None
-        else _number("--monitor-interval", interval_raw, "0.05 to 3600 seconds", lo=0, hi=3600)
-    )
-    if interval < 0.05:
-        raise ConfigError(
-            f"--monitor-interval: {interval_raw!r} is not valid (valid: 0.05 to 3600 seconds)"
-        )
-    return RunSettings(scenario, config, stress, base * scale, scale, pid, interval)
-
-
 @dataclass
 class RunContext:
     config: Config
@@ -187,18 +95,22 @@ class RunContext:
     duration_s: float  # total seconds of the stage plan
     run_id: str  # namespaces test data on the target (agents, vector namespaces)
     host: str  # the target's base URL
-    run_dir: Path | None = None  # None on workers
-    events: EventLog | None = None  # None on workers
+    folder: RunFolder | None = None  # the run folder's writers; None on workers
     target_pid: int | None = None
     monitor_interval: float = 1.0
     is_worker: bool = False
     stage: Stage = field(default_factory=Stage)
     started: float = field(default_factory=time.time)
     stop_reason: str = ""  # why the run ended early, if it did
-    extras: dict[str, Any] = field(default_factory=dict)  # per-run scratch of a component
     duration_scale: float = 1.0
     plan_complete: bool = False  # the shape played its last stage to the end
-    stage_log: CsvAppender | None = None  # stages.csv, opened at the first stage (master/local)
+    user_slots: itertools.count[int] = field(default_factory=itertools.count)
+    """This process's next user slot (see :meth:`scenarios.base.MemstressUser.claim_slot`)."""
+
+    @property
+    def run_dir(self) -> Path | None:
+        """The run folder (None on workers)."""
+        return self.folder.path if self.folder is not None else None
 
     @classmethod
     def from_settings(
@@ -217,8 +129,7 @@ class RunContext:
             duration_s=settings.duration_s,
             run_id=run_id,
             host=host,
-            run_dir=run_dir,
-            events=EventLog(run_dir) if run_dir is not None else None,
+            folder=RunFolder(run_dir) if run_dir is not None else None,
             is_worker=is_worker,
         )
         ctx.apply(settings)
@@ -253,10 +164,8 @@ class RunContext:
         now = time.time() if now is None else now
         stage = Stage(index, name, dict(params), now, duration_s, users)
         self.set_stage(stage)
-        if self.run_dir is not None:
-            if self.stage_log is None:
-                self.stage_log = CsvAppender(Path(self.run_dir) / "stages.csv", STAGE_COLUMNS)
-            self.stage_log.write(
+        if self.folder is not None:
+            self.folder.write_stage(
                 {
                     "time": now,
                     "elapsed_s": elapsed_s,
@@ -265,7 +174,7 @@ class RunContext:
                     "users": users,
                     "spawn_rate": spawn_rate,
                     "duration_s": duration_s,
-                    "params": json.dumps(params, sort_keys=True),
+                    "params": params,
                 }
             )
         self.record("stage", {"index": index, "name": name, "users": users})
@@ -273,15 +182,13 @@ class RunContext:
 
     def record(self, kind: str, detail: str | dict[str, Any] = "") -> None:
         """Write an event when this process keeps the run folder (master or local)."""
-        if self.events is not None:
-            text = detail if isinstance(detail, str) else json.dumps(detail, sort_keys=True)
-            self.events.record(kind, text)
+        if self.folder is not None:
+            self.folder.record(kind, detail)
 
     def close(self) -> None:
         """Close the run folder files this context opened."""
-        for f in (self.stage_log, self.events):
-            if f is not None:
-                f.close()
+        if self.folder is not None:
+            self.folder.close()
 
 
 def new_run_id() -> str:
@@ -289,25 +196,7 @@ def new_run_id() -> str:
     return f"ms{uuid.uuid4().hex[:10]}"
 
 
-def make_run_dir(given: Any, scenario: str) -> Path:
-    """``--run-dir`` as given (created if missing), else a new folder under ``results/``."""
-    text = _text(given)
-    if text is None:
-        try:
-            return new_run_dir(scenario)
-        except OSError as exc:
-            raise ConfigError(
-                f"--run-dir: cannot create a run folder under results/ ({exc})"
-            ) from None
-    path = Path(text).expanduser()
-    if not is_writable_dir(path):
-        raise ConfigError(
-            f"--run-dir: {text} is not a folder this user can write (valid: a writable path)"
-        )
-    return path
-
-
-def build_context(environment: Any, settings: RunSettings | None = None) -> RunContext:
+def build_context(environment: Any, settings: RunSettings) -> RunContext:
     """The run's context from the environment's parsed options (the locustfile's ``init``).
 
     On the master or a local runner this creates the run folder and a run id and
@@ -316,7 +205,6 @@ def build_context(environment: Any, settings: RunSettings | None = None) -> RunC
     master's at ``test_start`` (see :func:`shapes.scenario.wire_stages`).
     """
     opts = environment.parsed_options
-    settings = settings or resolve_settings(opts)
     host = environment.host or ""
     if host:
         try:

@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import json
 import os
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
-from common.config import ROOT
+from common.config import ROOT, ConfigError
 
 RESULTS_DIR = ROOT / "results"
 
@@ -121,6 +122,24 @@ def new_run_dir(scenario: str, root: str | Path | None = None) -> Path:
     raise FileExistsError(f"{base}: too many run folders named {stamp}_{scenario}")
 
 
+def make_run_dir(given: str | Path | None, scenario: str) -> Path:
+    """``--run-dir`` as given (created if missing), else a new folder under ``results/``."""
+    text = str(given).strip() if given is not None else ""
+    if not text:
+        try:
+            return new_run_dir(scenario)
+        except OSError as exc:
+            raise ConfigError(
+                f"--run-dir: cannot create a run folder under results/ ({exc})"
+            ) from None
+    path = Path(text).expanduser()
+    if not is_writable_dir(path):
+        raise ConfigError(
+            f"--run-dir: {text} is not a folder this user can write (valid: a writable path)"
+        )
+    return path
+
+
 class CsvAppender:
     """Append rows to a CSV file, flushing after each one.
 
@@ -190,3 +209,30 @@ def is_writable_dir(path: Path) -> bool:
     except OSError:
         return False
     return os.access(path, os.W_OK | os.X_OK)
+
+
+class RunFolder:
+    """The files a Locust run writes into its folder as it goes: ``events.csv`` from the
+    start, ``stages.csv`` from the first stage. Only the master (or a local runner) has one.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.events = EventLog(self.path)
+        self._stages: CsvAppender | None = None
+
+    def record(self, kind: str, detail: str | Mapping[str, Any] = "") -> None:
+        """One ``events.csv`` row; a mapping detail is written as JSON."""
+        text = detail if isinstance(detail, str) else json.dumps(detail, sort_keys=True)
+        self.events.record(kind, text)
+
+    def write_stage(self, row: Mapping[str, Any]) -> None:
+        """One ``stages.csv`` row (:data:`STAGE_COLUMNS`; ``params`` as a mapping)."""
+        if self._stages is None:
+            self._stages = CsvAppender(self.path / "stages.csv", STAGE_COLUMNS)
+        self._stages.write({**row, "params": json.dumps(row["params"], sort_keys=True)})
+
+    def close(self) -> None:
+        if self._stages is not None:
+            self._stages.close()
+        self.events.close()

@@ -200,7 +200,6 @@ class MemoryMonitor:
         self._closed = False
         self._stopping = False
         self.host = context.host
-        context.extras["monitor"] = self
 
         events = environment.events
         if isinstance(environment.runner, WorkerRunner) or context.is_worker:

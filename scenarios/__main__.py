@@ -15,7 +15,7 @@ import locust  # noqa: F401 - first: gevent must patch before anything imports s
 
 from common.config import ConfigError, load_config
 from common.exitcodes import ExitCode
-from scenarios.registry import all_scenarios, get_scenario
+from scenarios.registry import all_scenarios, check_config, get_scenario
 from shapes.plan import PlanError
 
 
@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = parser.parse_args(argv)
     try:
-        config = load_config(args.config)
+        config = check_config(load_config(args.config))
         level = (
             config.stress_levels.default_level if args.stress_level is None else args.stress_level
         )

@@ -21,7 +21,6 @@ whose message names the status and the endpoint.
 
 from __future__ import annotations
 
-import itertools
 import random
 import time
 from dataclasses import dataclass
@@ -97,8 +96,7 @@ class MemstressUser(FastHttpUser):
         index = int(getattr(runner, "worker_index", 0) or 0)
         opts = self.environment.parsed_options
         workers = max(1, int(getattr(opts, "expect_workers", 1) or 1)) if self.ctx.is_worker else 1
-        counter: itertools.count[int] = self.ctx.extras.setdefault("slots", itertools.count())
-        return index + workers * next(counter)
+        return index + workers * next(self.ctx.user_slots)
 
     def active(self) -> bool:
         """False (after a short idle) before the first stage, in cleanup, or when

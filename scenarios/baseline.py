@@ -47,6 +47,7 @@ def users() -> tuple[type, ...]:
 
 SCENARIO = Scenario(
     name="baseline",
+    seed_key="baseline_performance",
     purpose="Steady agent traffic plus a management cycle about every second: the reference run.",
     expected=(
         "memory growth < 50 MB",

@@ -97,6 +97,7 @@ def users() -> tuple[type, ...]:
 
 SCENARIO = Scenario(
     name="concurrent_agents",
+    seed_key="concurrent_agent_stress",
     purpose="N concurrent agents (the stress level's 1/3/5/10/20), each with its own memory.",
     expected=(
         "eviction is fair across agents",

@@ -51,6 +51,7 @@ def users() -> tuple[type, ...]:
 
 SCENARIO = Scenario(
     name="endurance",
+    seed_key="endurance_limits",
     purpose="Sustained mixed load, stepping the users up to find the endurance limit.",
     expected=(
         "long-term memory slope about 0",

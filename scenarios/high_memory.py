@@ -50,6 +50,7 @@ def users() -> tuple[type, ...]:
 
 SCENARIO = Scenario(
     name="high_memory",
+    seed_key="high_memory_usage",
     purpose="Ballast ramps the target's pressure to 80 % of its budget in steps and holds it.",
     expected=(
         "the strategy turns aggressive",

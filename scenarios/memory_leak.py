@@ -67,6 +67,7 @@ def users() -> tuple[type, ...]:
 
 SCENARIO = Scenario(
     name="memory_leak",
+    seed_key="memory_leak_simulation",
     purpose="Agent traffic while the target leaks at a configured rate; the last stage stops "
     "leaking and resets.",
     expected=(

@@ -52,6 +52,7 @@ def users() -> tuple[type, ...]:
 
 SCENARIO = Scenario(
     name="memory_pressure_crisis",
+    seed_key="memory_pressure_crisis",
     purpose="Ballast drives the target to 95 % of its budget, holds it there, then lets go.",
     expected=(
         "the emergency strategy engages",

@@ -72,6 +72,7 @@ def users() -> tuple[type, ...]:
 
 SCENARIO = Scenario(
     name="optimization_overload",
+    seed_key="optimization_overload",
     purpose="N optimization requests per cycle (the stress level's 1/5/10/20/50), mixed "
     "priorities.",
     expected=(

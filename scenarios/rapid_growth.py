@@ -72,6 +72,7 @@ def users() -> tuple[type, ...]:
 
 SCENARIO = Scenario(
     name="rapid_growth",
+    seed_key="rapid_memory_growth",
     purpose="Ballast in spikes (50 MB times the stress factor), each followed by a "
     "management cycle.",
     expected=(

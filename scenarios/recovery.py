@@ -80,6 +80,7 @@ def users() -> tuple[type, ...]:
 
 SCENARIO = Scenario(
     name="recovery",
+    seed_key="recovery_capabilities",
     purpose="Large objects under load, then the load stops and memory is watched until it settles.",
     expected=(
         "recovery time to the pre-stress memory (within the recovery tolerance)",

@@ -8,8 +8,9 @@ classes to Locust and its shape picks the chosen scenario's at run time.
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 
-from common.config import SEED_KEYS
+from common.config import Config, ConfigError
 from scenarios.spec import Scenario
 
 MODULES: tuple[str, ...] = (
@@ -39,16 +40,15 @@ def _load(module: str) -> Scenario:
 
 def _load_all() -> tuple[Scenario, ...]:
     loaded = tuple(_load(m) for m in MODULES)
-    seen: set[str] = set()
+    seen: dict[str, str] = {}  # a name or seed key -> the scenario it stands for
     for s in loaded:
-        if s.name in seen:
-            raise ValueError(f"scenarios/registry.py: two scenarios are named {s.name!r}")
-        if s.seed_key is None and s.name in SEED_KEYS.values():
-            raise ValueError(
-                f"scenarios/registry.py: {s.name!r} is a config key of another scenario "
-                "(valid: any other name)"
-            )
-        seen.add(s.name)
+        for alias in dict.fromkeys((s.name, s.seed_key or s.name)):
+            if alias in seen:
+                raise ValueError(
+                    f"scenarios/registry.py: {s.name!r} and {seen[alias]!r} are both called "
+                    f"{alias!r} (valid: a name no other scenario uses as its name or seed key)"
+                )
+            seen[alias] = s.name
     return loaded
 
 
@@ -65,15 +65,51 @@ def names() -> tuple[str, ...]:
 
 
 def get_scenario(name: str) -> Scenario:
-    """A scenario by name or seed key; a one-line ConfigError listing the valid names."""
-    from common.config import scenario_name
+    """A scenario by name or seed key; a one-line ConfigError listing the valid names.
 
-    wanted = scenario_name(name)
+    >>> get_scenario("memory_leak_simulation").name
+    'memory_leak'
+    """
     for s in SCENARIOS:
-        if s.name == wanted:
+        if name in (s.name, s.seed_key):
             return s
-    valid = ", ".join(names())  # pragma: no cover - scenario_name checked the registry
-    raise KeyError(f"scenario {wanted!r} is not registered (valid: {valid})")
+    valid = ", ".join(names())
+    raise ConfigError(f"unknown scenario {name!r} (valid: {valid}, or their seed keys)")
+
+
+def scenario_name(name: str) -> str:
+    """A scenario name or seed key resolved to the scenario's name (ConfigError if neither)."""
+    return get_scenario(name).name
+
+
+def check_config(config: Config) -> Config:
+    """The config's scenario keys against the registry; returns ``config`` when they hold.
+
+    ``test_duration`` has a key for every scenario with a seed key and no other;
+    ``scenarios.quick`` names registered scenarios. A ConfigError is one line that
+    starts with the config file's name, as :func:`common.config.load_config` does.
+    """
+    problem = _config_problem(config)
+    if problem:
+        where = Path(config.source).name if config.source else "config"
+        raise ConfigError(f"{where}: {problem}")
+    return config
+
+
+def _config_problem(config: Config) -> str | None:
+    keys = [s.seed_key for s in SCENARIOS if s.seed_key is not None]
+    for key in config.test_duration:
+        if key not in keys:
+            return f"test_duration.{key}: unknown key (valid keys here: {', '.join(keys)})"
+    for key in keys:
+        if key not in config.test_duration:
+            return f"test_duration.{key}: missing (every key of the shipped file is required)"
+    for i, name in enumerate(config.scenarios.quick):
+        try:
+            get_scenario(name)
+        except ConfigError as exc:
+            return f"scenarios.quick[{i}]: {exc}"
+    return None
 
 
 def user_classes() -> dict[str, type]:

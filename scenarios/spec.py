@@ -28,7 +28,7 @@ from typing import Any
 
 import requests
 
-from common.config import SEED_KEYS, Config, StressLevel
+from common.config import Config, StressLevel
 from common.target import TargetClient
 from scenarios.api import AGENT_DELETE, NAMESPACE_DELETE, Endpoint
 from shapes.plan import MIN_STAGE_S, PlanError, StageSpec, check_plan, plan_length, split
@@ -54,7 +54,7 @@ def namespace(run_id: str, k: int) -> str:
 
 @dataclass(frozen=True)
 class Scenario:
-    """One scenario: the design's ten (DESIGN section 4) or one added to the registry."""
+    """One scenario: the design's ten or one added to the registry."""
 
     name: str
     purpose: str
@@ -62,14 +62,12 @@ class Scenario:
     endpoints: tuple[Endpoint, ...]  # every endpoint its users send to
     users: Callable[[], tuple[type, ...]]  # the module's cached factory of its Locust users
     plan: PlanFn
+    seed_key: str | None = None
+    """The scenario's key under ``test_duration`` in the config, which ``--scenario``
+    also accepts (the seed's name for it); None for a scenario with no key there."""
     default_s: float = 300.0
     """Length of a run without ``--duration`` when the config has no ``test_duration``
-    key for this scenario, i.e. for a scenario added outside the design's ten."""
-
-    @property
-    def seed_key(self) -> str | None:
-        """The config's ``test_duration`` key (None for a scenario outside the ten)."""
-        return SEED_KEYS.get(self.name)
+    for this scenario (a scenario with no ``seed_key``)."""
 
     @property
     def user_classes(self) -> tuple[type, ...]:
@@ -80,7 +78,7 @@ class Scenario:
         """Seconds of a run without ``--duration``: the config's, else ``default_s``."""
         if self.seed_key is None:
             return self.default_s
-        return config.test_duration.of(self.name)
+        return config.test_duration.get(self.seed_key, self.default_s)
 
     def build_plan(self, config: Config, stress: StressLevel, duration_s: float) -> list[StageSpec]:
         """The checked stage plan; a one-line :class:`PlanError` when it cannot be played."""

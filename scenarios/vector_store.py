@@ -93,6 +93,7 @@ def users() -> tuple[type, ...]:
 
 SCENARIO = Scenario(
     name="vector_store",
+    seed_key="vector_store_stress",
     purpose="Large documents upserted and searched in several namespaces.",
     expected=(
         "search latency",

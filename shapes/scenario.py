@@ -29,16 +29,10 @@ from typing import TYPE_CHECKING, Any
 from locust.runners import MasterRunner, WorkerRunner
 
 from common.config import ConfigError
-from common.context import (
-    RUN_ID_OPTION,
-    STAGE_MESSAGE,
-    STAGE_OPTION,
-    RunContext,
-    Stage,
-    resolve_settings,
-)
+from common.context import RUN_ID_OPTION, STAGE_MESSAGE, STAGE_OPTION, RunContext, Stage
 from common.exitcodes import ExitCode
 from common.target import check_loopback
+from scenarios.options import resolve_settings
 from scenarios.registry import get_scenario
 from scenarios.spec import Scenario, sweep_run_data
 from shapes.plan import PlanError, StagePlayer, StageSpec

@@ -11,21 +11,17 @@ from typing import Any
 import pytest
 import yaml
 
-from common.config import (
-    DEFAULT_CONFIG_PATH,
-    ConfigError,
-    load_config,
-    parse_config,
-    scenario_name,
-)
+from common.config import DEFAULT_CONFIG_PATH, ConfigError, load_config, parse_config
+from scenarios.registry import check_config, get_scenario, scenario_name
 
 SHIPPED: dict[str, Any] = yaml.safe_load(DEFAULT_CONFIG_PATH.read_text())
 
 
 def test_shipped_file_is_the_documented_default() -> None:
-    cfg = load_config()
-    assert cfg.test_duration.of("baseline") == 300
-    assert cfg.test_duration.of("endurance_limits") == 600
+    cfg = check_config(load_config())
+    assert get_scenario("baseline").default_duration(cfg) == 300
+    assert get_scenario("endurance_limits").default_duration(cfg) == 600
+    assert cfg.test_duration["memory_leak_simulation"] == 180
     assert cfg.stress_levels.memory_pressure_targets == (70, 80, 90, 95, 99)
     assert cfg.stress(3).concurrent_agents == 10
     assert cfg.stress(4).optimization_requests == 50
@@ -71,6 +67,17 @@ BAD: list[tuple[str, Callable[[dict[str, Any]], None], str]] = [
     ("wrong type", _set("monitor.interval", "fast"), r"^monitor.interval: 'fast' has the wrong"),
     ("bool is no number", _set("safety.max_test_duration", True), r"wrong type"),
     ("negative duration", _set("test_duration.baseline_performance", -5), r"out of range"),
+    (
+        "unknown duration key",
+        _set("test_duration.warp_drive", 60),
+        r"^test_duration.warp_drive: unknown key \(valid keys here: baseline_performance, ",
+    ),
+    (
+        "missing duration key",
+        _drop("test_duration.endurance_limits"),
+        r"^test_duration.endurance_limits: missing",
+    ),
+    ("durations not a mapping", _set("test_duration", [300]), r"valid: a mapping of names"),
     ("zero duration", _set("safety.max_test_duration", 0), r"valid: above 0"),
     ("percent over 100", _set("safety.emergency_shutdown_threshold", 140), r"valid: 1 to 100"),
     (
@@ -145,7 +152,7 @@ def test_bad_values_are_one_line_naming_the_key(
     path = tmp_path / "bad.yml"
     path.write_text(yaml.safe_dump(data))
     with pytest.raises(ConfigError) as err:
-        load_config(path)
+        check_config(load_config(path))  # the scenario keys are the registry's to check
     message = str(err.value)
     assert "\n" not in message
     assert message.startswith("bad.yml: ")

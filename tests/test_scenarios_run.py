@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import pytest
 import requests
 
-from common.config import SCENARIO_NAMES, load_config
+from common.config import load_config
 from scenarios.registry import get_scenario
 from tests.conftest import ServiceProcess, start_service
 from tests.locust_helpers import ROOT, LocustRun, assert_no_traceback, start_locust
@@ -124,7 +124,7 @@ def planned_stage_names(name: str) -> list[str]:
     return [s.name for s in scenario.build_plan(config, stress, RUNS[name][0])]
 
 
-@pytest.mark.parametrize("name", SCENARIO_NAMES)
+@pytest.mark.parametrize("name", list(RUNS))
 def test_scenario_runs_headless_and_ends_by_itself(ten: TenRuns, name: str) -> None:
     out = ten.outcomes[name]
     log = out.run.log()
@@ -140,7 +140,7 @@ def test_scenario_runs_headless_and_ends_by_itself(ten: TenRuns, name: str) -> N
     assert ("run_end", "stage plan complete") in [(e["kind"], e["detail"]) for e in events]
 
 
-@pytest.mark.parametrize("name", SCENARIO_NAMES)
+@pytest.mark.parametrize("name", list(RUNS))
 def test_scenario_reaches_every_endpoint_it_declares_and_no_other(ten: TenRuns, name: str) -> None:
     run = ten.outcomes[name].run
     declared = {e.name for e in get_scenario(name).endpoints}
@@ -151,7 +151,7 @@ def test_scenario_reaches_every_endpoint_it_declares_and_no_other(ten: TenRuns, 
     assert run.failures() == 0, run.failure_rows()
 
 
-@pytest.mark.parametrize("name", SCENARIO_NAMES)
+@pytest.mark.parametrize("name", list(RUNS))
 def test_only_the_chosen_scenarios_users_run(ten: TenRuns, name: str) -> None:
     log = ten.outcomes[name].run.log()
     spawned = re.findall(r"All users spawned: (\{[^}]*\})", log)

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from common.config import load_config
-from common.context import RunContext, Stage, resolve_settings
+from common.context import RunContext, Stage
 from common.runfiles import STAGE_COLUMNS
+from scenarios.options import resolve_settings
 from shapes.plan import (
     MIN_STAGE_S,
     PLAN_COMPLETE,
