@@ -16,7 +16,11 @@
    (the run quits) detaches too: the detach is in a ``finally``.
 4. :func:`read_sites` opens the file with ``memray.FileReader`` and groups
    ``get_leaked_allocation_records()`` (allocations made in the window and not
-   freed when tracking stopped) by their innermost frame.
+   freed when tracking stopped) by their innermost frame, heap allocations
+   (malloc and kin) apart from mappings (``mmap``): a mapping counts in RSS only
+   as far as it is touched, and libraries map large buffers once and keep them
+   (the reference service's numpy matrix product left 32 MB mapped, and RSS
+   never saw it).
 
 It never raises for a target that cannot be profiled: the result says why.
 Subprocesses are plain :mod:`subprocess` calls, so under Locust (gevent
@@ -53,13 +57,14 @@ CAPTURE_NAME = "leak_capture.json"
 CAPTURE_FILE = "leak_capture.memray"
 SITE_COLUMNS = (
     "rank",
+    "kind",  # heap (malloc and kin) or mapping (mmap: resident only as far as touched)
     "function",  # innermost Python frame of the allocations
     "location",  # its file:line
     "frames",  # the first 3 frames, innermost first, " <- " between them
     "retained_bytes",  # allocated in the window, not freed at its end
     "retained_mb_per_min",  # retained_bytes over the window's length
     "allocations",  # how many allocations those bytes are
-    "share_pct",  # of all bytes retained in the window
+    "share_pct",  # of all bytes of its kind retained in the window
 )
 
 CAPTURE_PARAM = "capture_allocations"
@@ -73,6 +78,7 @@ BACKSTOP_S = 60.0  # the target stops tracking this long after the window, whate
 COMMAND_TIMEOUT_S = 60.0  # for one memray attach or detach (gdb and the injection)
 ATTACH_ALLOWANCE_S = 3.0  # what an attach and a detach take, kept out of a stage's window
 MIN_WINDOW_S = 2.0
+DETACH_ALLOWANCE_S = 4.0
 MIN_WAIT_S = 1.0  # a slow attach may eat into the window, never all of it
 MB = 1024 * 1024
 _OWN_FRAMES = ("_memray_attach_hook.py", f"{os.sep}memray{os.sep}")
@@ -80,6 +86,7 @@ _OWN_FRAMES = ("_memray_attach_hook.py", f"{os.sep}memray{os.sep}")
 
 @dataclass(frozen=True)
 class Site:
+    kind: str  # heap | mapping
     function: str
     location: str
     frames: tuple[str, ...]
@@ -102,7 +109,8 @@ class CaptureResult:
     window_s: float | None = None
     rss_start_bytes: int | None = None
     rss_end_bytes: int | None = None
-    retained_bytes: int | None = None
+    retained_bytes: int | None = None  # heap bytes
+    mapped_bytes: int | None = None  # mmap bytes
     attach_s: float | None = None  # wall time of the attach command
     detach_s: float | None = None
     sites: list[Site] = field(default_factory=list)
@@ -235,7 +243,8 @@ def capture(
 
     ``deadline`` (``time.monotonic()``) is when tracking must have stopped (the end of
     the stage captured: the next one may free what this one leaked). The window is
-    shortened so the detach, reckoned to take as long as the attach did, ends by then.
+    shortened so the detach, reckoned at twice the attach (at least
+    :data:`DETACH_ALLOWANCE_S`), ends by then.
     """
     result = CaptureResult(
         "unavailable", pid=pid, trigger=trigger, native=native, requested_window_s=window_s
@@ -256,8 +265,9 @@ def capture(
         result.status, result.reason = "failed", f"memray attach failed: {last or code}"
         return result
     wait = window_s
-    if deadline is not None:
-        wait = max(min(wait, deadline - time.monotonic() - result.attach_s), MIN_WAIT_S)
+    if deadline is not None:  # a detach has taken twice an attach on a busy machine
+        detach = max(2 * result.attach_s, DETACH_ALLOWANCE_S)
+        wait = max(min(wait, deadline - time.monotonic() - detach), MIN_WAIT_S)
     cut: BaseException | None = None
     try:
         sleep(wait)
@@ -275,7 +285,7 @@ def capture(
         result.status, result.reason = "failed", f"memray detach failed: {last or code}"
         return result
     try:
-        sites, total, started, ended = read_sites(path, top, _cwd(pid))
+        sites, total, mapped, started, ended = read_sites(path, top, _cwd(pid))
     except Exception as exc:  # a file memray could not finish or read: say so, go on
         result.status = "failed"
         result.reason = f"cannot read the capture {path.name}: {type(exc).__name__}: {exc}"
@@ -283,7 +293,7 @@ def capture(
     result.status = "captured"
     if not sites:
         result.reason = result.reason or "nothing allocated in the window was still held at its end"
-    result.sites, result.retained_bytes = sites, total
+    result.sites, result.retained_bytes, result.mapped_bytes = sites, total, mapped
     result.started, result.ended = started, ended
     result.window_s = max(ended - started, 1e-3)
     return result
@@ -309,8 +319,9 @@ def _own(stack: list[tuple[str, str, int]]) -> bool:
 
 def read_sites(
     path: Path, top: int = 20, base: str | None = None
-) -> tuple[list[Site], int, float, float]:
-    """Sites by retained bytes, all bytes retained, and tracking start and end (Unix s).
+) -> tuple[list[Site], int, int, float, float]:
+    """Heap sites then mapping sites (``top`` of each) by retained bytes; the heap and
+    mapped bytes retained in all; and tracking's start and end (Unix s).
 
     Allocations made by memray's own attach code are left out. An allocation
     with no Python frame (the interpreter or a C library on its own) is
@@ -322,31 +333,35 @@ def read_sites(
     reader = memray.FileReader(str(path))
     meta = reader.metadata
     native = bool(meta.has_native_traces)
-    by_site: dict[tuple[str, str], list[Any]] = {}
-    total = 0
+    by_site: dict[tuple[str, str, str], list[Any]] = {}
+    totals = {"heap": 0, "mapping": 0}
+    mmap = int(memray.AllocatorType.MMAP)
     for rec in reader.get_leaked_allocation_records(merge_threads=True):
         stack = rec.stack_trace(FRAMES)
         if _own(stack):
             continue
         if not stack and native:
             stack = rec.hybrid_stack_trace(FRAMES)
-        total += rec.size
+        kind = "mapping" if rec.allocator == mmap else "heap"
+        totals[kind] += rec.size
         frames = tuple(f"{fn} {_short(file, base)}:{line}" for fn, file, line in stack)
         top_frame = (stack[0][0], f"{_short(stack[0][1], base)}:{stack[0][2]}") if stack else None
-        key = top_frame or ("(no Python frame)", "")
+        key = (kind, *(top_frame or ("(no Python frame)", "")))
         entry = by_site.setdefault(key, [0, 0, 0, ()])
         entry[0] += rec.size
         entry[1] += rec.n_allocations
         if rec.size > entry[2]:  # the frames of the site's largest record stand for it
             entry[2], entry[3] = rec.size, frames
     sites = [
-        Site(fn, loc, frames, size, count)
-        for (fn, loc), (size, count, _, frames) in by_site.items()
+        Site(kind, fn, loc, frames, size, count)
+        for (kind, fn, loc), (size, count, _, frames) in by_site.items()
     ]
-    sites.sort(key=lambda s: (-s.retained_bytes, s.function))
+    sites.sort(key=lambda s: (s.kind != "heap", -s.retained_bytes, s.function))
+    heap = [s for s in sites if s.kind == "heap"][:top]
     return (
-        sites[:top],
-        total,
+        heap + [s for s in sites if s.kind == "mapping"][:top],
+        totals["heap"],
+        totals["mapping"],
         meta.start_time.timestamp(),
         meta.end_time.timestamp(),
     )
@@ -361,7 +376,7 @@ def write_capture(folder: Path, result: CaptureResult) -> None:
     if result.status != "captured":
         return
     minutes = (result.window_s or 0) / 60
-    total = result.retained_bytes or 0
+    totals = {"heap": result.retained_bytes or 0, "mapping": result.mapped_bytes or 0}
     with open(folder / SITES_NAME, "w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
         w.writerow(SITE_COLUMNS)
@@ -369,13 +384,14 @@ def write_capture(folder: Path, result: CaptureResult) -> None:
             w.writerow(
                 [
                     rank,
+                    s.kind,
                     s.function,
                     s.location,
                     " <- ".join(s.frames),
                     s.retained_bytes,
                     round(s.retained_bytes / MB / minutes, 4) if minutes else "",
                     s.allocations,
-                    round(100 * s.retained_bytes / total, 2) if total else "",
+                    round(100 * s.retained_bytes / totals[s.kind], 2) if totals[s.kind] else "",
                 ]
             )
 
@@ -478,8 +494,10 @@ class AllocationProfiler:
         if result.status == "captured":
             top = result.sites[0] if result.sites else None
             log.info(
-                "allocation capture: %.1f MB retained in %.1f s; top site %s",
+                "allocation capture: %.1f MB of heap and %.1f MB of mappings retained in %.1f s; "
+                "top site %s",
                 (result.retained_bytes or 0) / MB,
+                (result.mapped_bytes or 0) / MB,
                 result.window_s or 0,
                 f"{top.function} {top.location}" if top else "none",
             )

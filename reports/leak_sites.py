@@ -43,6 +43,7 @@ SHOWN_SITES = 10
 @dataclass
 class Site:
     rank: int
+    kind: str  # heap | mapping
     function: str
     location: str
     frames: str
@@ -58,8 +59,9 @@ class Capture:
     reason: str
     trigger: str
     window_s: float | None
-    retained_mb: float | None
+    retained_mb: float | None  # heap
     retained_mb_per_min: float | None
+    mapped_mb: float | None  # mmap: resident only as far as touched
     rss_slope_mb_min: float | None  # Theil-Sen over the samples inside the window
     agreement: str | None  # agree | disagree | flat; None without a slope
     agreement_note: str
@@ -117,6 +119,7 @@ def _sites(path: Path) -> list[Site]:
         out.append(
             Site(
                 rank=int(_f(r.get("rank")) or len(out) + 1),
+                kind=r.get("kind") or "heap",
                 function=r.get("function") or "",
                 location=r.get("location") or "",
                 frames=r.get("frames") or "",
@@ -178,6 +181,7 @@ def _capture(run_dir: Path, samples: pd.DataFrame) -> Capture | None:
     retained_b = _f(doc.get("retained_bytes"))
     retained = retained_b / MB if retained_b is not None else None
     rate = retained / (window / 60) if retained is not None and window else None
+    mapped_b = _f(doc.get("mapped_bytes"))
     slope: float | None = None
     agreement, note = None, ""
     sites: list[Site] = []
@@ -194,6 +198,7 @@ def _capture(run_dir: Path, samples: pd.DataFrame) -> Capture | None:
         window_s=window,
         retained_mb=retained,
         retained_mb_per_min=rate,
+        mapped_mb=mapped_b / MB if mapped_b is not None else None,
         rss_slope_mb_min=slope,
         agreement=agreement,
         agreement_note=note,
@@ -287,15 +292,27 @@ def _render_capture(cap: dict[str, Any]) -> list[str]:
         f"({cap['trigger'] or 'on request'}"
         + ("; native frames" if cap["native"] else "")
         + f"): {with_unit(cap['retained_mb'], 'MB')} allocated in the window were still "
-        f"held at its end ({with_unit(cap['retained_mb_per_min'], 'MB/min')}). "
+        f"held on the heap at its end ({with_unit(cap['retained_mb_per_min'], 'MB/min')}). "
         f"RSS slope over the same window: {with_unit(cap['rss_slope_mb_min'], 'MB/min')}"
         + (f"; {cap['agreement_note']}." if cap["agreement_note"] else ".")
     ]
+    mappings = [s for s in cap["sites"] if s["kind"] == "mapping"]
+    if mappings:
+        named = "; ".join(
+            f"`{s['function']}` {s['location']} {with_unit(s['retained_mb'], 'MB')} "
+            f"({num(s['allocations'])} mappings)"
+            for s in mappings[:3]
+        )
+        out.append(
+            f"\nApart from the heap, {with_unit(cap['mapped_mb'], 'MB')} were mapped (mmap) in "
+            f"the window and still mapped at its end, which count in RSS only as far as they "
+            f"are touched (libraries map buffers once and keep them): {named}."
+        )
     if cap["agreement"] == "disagree":
         out[-1] = "**The capture and RSS disagree.** " + out[-1]
     if cap["reason"]:
         out.append(f"\nNote: {cap['reason']}.")
-    sites = cap["sites"][:SHOWN_SITES]
+    sites = [s for s in cap["sites"] if s["kind"] == "heap"][:SHOWN_SITES]
     if not sites:
         return out
     out.append("")
@@ -317,7 +334,8 @@ def _render_capture(cap: dict[str, Any]) -> list[str]:
     top = sites[0]
     out.append(
         f"\nTop site: `{top['function']}` at {top['location'] or 'n/a'}, "
-        f"{with_unit(top['share_pct'], '%')} of the retained bytes. All sites: leak_sites.csv; "
+        f"{with_unit(top['share_pct'], '%')} of the heap bytes retained. All sites: "
+        "leak_sites.csv; "
         "the capture itself: leak_capture.memray (memray flamegraph --leaks reads it)."
     )
     return out
