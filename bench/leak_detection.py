@@ -55,6 +55,7 @@ from bench.procs import (
     start_service,
 )
 from bench.results import BenchResult, Goal, Table
+from common.units import MB
 
 RATES = (0.5, 1.0, 2.0, 5.0, 20.0)
 GOAL_S = {0.5: 600.0, 1.0: 300.0, 2.0: 120.0, 5.0: 120.0, 20.0: 120.0}
@@ -65,7 +66,6 @@ FREE_SCENARIOS = ("baseline", "vector_store", "concurrent_agents")
 FREE_S = 600.0
 BACKGROUND_PERIOD_S = 0.2  # read-only traffic during a drip recording: 5 requests/s
 LOCUSTFILE = ROOT / "locustfile.py"
-MB = 1 << 20
 
 Series = list[tuple[float, float]]
 Points = Sequence[tuple[float, float | None]]  # a series that may miss values

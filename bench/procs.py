@@ -30,7 +30,8 @@ from typing import Any
 import psutil
 import requests
 
-from runner.service import clean_env, free_port
+from common.target import TargetError
+from runner.service import ManagedService, clean_env, free_port, pin, spawn
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH_DIR = ROOT / "bench"
@@ -56,20 +57,6 @@ def cpus() -> list[int]:
         return sorted(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - not Linux
         return list(range(os.cpu_count() or 1))
-
-
-def pin(pid: int, cpu: int | None) -> None:
-    """Pin a process (and the threads it has now) to one CPU; a no-op for None."""
-    if cpu is None:
-        return
-    try:
-        proc = psutil.Process(pid)
-        proc.cpu_affinity([cpu])
-        for t in proc.threads():
-            with suppress(OSError):
-                os.sched_setaffinity(t.id, {cpu})
-    except (psutil.Error, OSError, AttributeError):
-        pass
 
 
 def cpu_seconds(pid: int) -> float | None:
@@ -105,22 +92,10 @@ def _kill_group(proc: subprocess.Popen[bytes]) -> None:
 
 
 @dataclass
-class Service:
-    """A running ``python -m service`` on a free loopback port."""
+class Service(ManagedService):
+    """The reference service with an HTTP session and the figures a benchmark reads."""
 
-    proc: subprocess.Popen[bytes]
-    port: int
-    data_dir: Path
-    log_path: Path
     session: requests.Session = field(default_factory=requests.Session)
-
-    @property
-    def url(self) -> str:
-        return f"http://{LOOPBACK}:{self.port}"
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
 
     def rss(self) -> int:
         return int(psutil.Process(self.pid).memory_info().rss)
@@ -140,14 +115,11 @@ class Service:
         return r.json()
 
     def log_tail(self, n: int = 2000) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-n:]
-        except OSError:
-            return ""
+        return self.log()[-n:]
 
-    def stop(self) -> None:
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int | None:
         self.session.close()
-        stop_process(self.proc)
+        return super().stop(sig, timeout)
 
 
 def start_service(
@@ -161,39 +133,22 @@ def start_service(
 ) -> Service:
     """Start the reference service with its data in ``workdir`` and wait for /health."""
     port = free_port()
-    data_dir = workdir / f"service-{port}"
-    data_dir.mkdir(parents=True, exist_ok=True)
-    log_path = workdir / f"service-{port}.log"
-    args = [PYTHON, "-m", "service", "--port", str(port), "--data-dir", str(data_dir)]
-    args += ["--bind", LOOPBACK, "--log-level", log_level]
-    if faults:
-        args.append("--enable-faults")
-    if budget_mb is not None:
-        args += ["--budget-mb", f"{budget_mb:g}"]
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            args,
-            cwd=ROOT,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
+    try:
+        return Service.start(
+            workdir / f"service-{port}",
+            workdir / f"service-{port}.log",
+            port=port,
+            budget_mb=budget_mb,
+            faults=faults,
+            bind=LOOPBACK,
+            log_level=log_level,
             env=clean_env(),
-            start_new_session=True,
+            cpu=cpu,
+            ready="answering",
+            timeout=timeout,
         )
-    svc = Service(proc, port, data_dir, log_path)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise BenchError(f"service exited with {proc.returncode}: {svc.log_tail()}")
-        try:
-            if svc.session.get(svc.url + "/health", timeout=1).status_code in (200, 503):
-                pin(proc.pid, cpu)
-                return svc
-        except requests.RequestException:
-            pass
-        time.sleep(0.1)
-    svc.stop()
-    raise BenchError(f"service did not answer /health within {timeout:g} s: {svc.log_tail()}")
+    except TargetError as exc:
+        raise BenchError(str(exc)) from None
 
 
 @contextmanager
@@ -322,16 +277,7 @@ def start_locust(
     out_dir.mkdir(parents=True, exist_ok=True)
     cmd = [PYTHON, "-m", "locust", "-f", str(locustfile), "--host", host, *args]
     cmd += ["--json-file", str(out_dir / "locust")]
-    with open(out_dir / log_name, "wb") as log:
-        proc = subprocess.Popen(
-            cmd,
-            cwd=ROOT,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env=clean_env(env),
-            start_new_session=True,
-        )
+    proc = spawn(cmd, out_dir / log_name, env=clean_env(env), mode="w")
     pin(proc.pid, cpu)
     return proc
 

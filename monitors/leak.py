@@ -71,8 +71,8 @@ import numpy as np
 from scipy.stats import kendalltau, theilslopes
 
 from common.config import LeakDetection
+from common.units import MB
 
-MB = 1 << 20
 """Bytes in one MB as the detector reports it."""
 
 SCALE_STEP = 0.9

@@ -18,7 +18,6 @@ Sources are plain objects: no greenlets, no clocks, no Locust. The names in
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ import psutil
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
+from common.cgroup import find_memory_cgroup
 from common.target import TargetClient
 
 SOURCE_NAMES = ("process", "smaps", "prometheus", "stats", "host", "psi", "cgroup")
@@ -365,55 +365,6 @@ def _limit(text: str) -> int | None:
         return None
     value = int(text)
     return None if value >= UNLIMITED else value
-
-
-def _mount_points(mountinfo: str) -> list[tuple[str, str, str, str]]:
-    """(fstype, root, mount point, super options) of each cgroup mount."""
-    out = []
-    for line in mountinfo.splitlines():
-        left, sep, right = line.partition(" - ")
-        if not sep:
-            continue
-        fields, tail = left.split(), right.split()
-        if len(fields) >= 5 and len(tail) >= 3 and tail[0] in ("cgroup", "cgroup2"):
-            out.append((tail[0], fields[3], fields[4], tail[2]))
-    return out
-
-
-def find_memory_cgroup(cgroups: str, mountinfo: str) -> tuple[Path, int] | None:
-    """The directory and version of a process's memory cgroup, preferring v2.
-
-    ``cgroups`` is ``/proc/PID/cgroup``, ``mountinfo`` ``/proc/PID/mountinfo``;
-    the cgroup path is taken relative to the mount's root (as in a container).
-    """
-    mounts = _mount_points(mountinfo)
-    v2_path = v1_path = None
-    for line in cgroups.splitlines():
-        parts = line.split(":", 2)
-        if len(parts) != 3:
-            continue
-        _, controllers, path = parts
-        if controllers == "" and parts[0] == "0":
-            v2_path = path
-        elif "memory" in controllers.split(","):
-            v1_path = path
-    candidates: list[tuple[Path, int]] = []
-    for fstype, root, point, opts in mounts:
-        if fstype == "cgroup2" and v2_path is not None:
-            candidates.append((_join(point, root, v2_path), 2))
-        elif fstype == "cgroup" and v1_path is not None and "memory" in opts.split(","):
-            candidates.append((_join(point, root, v1_path), 1))
-    candidates.sort(key=lambda c: -c[1])
-    for d, version in candidates:
-        probe = "memory.current" if version == 2 else "memory.usage_in_bytes"
-        if os.access(d / probe, os.R_OK):
-            return d, version
-    return None
-
-
-def _join(point: str, root: str, path: str) -> Path:
-    rel = os.path.relpath(path, root) if path.startswith(root) else path.lstrip("/")
-    return Path(point) / ("" if rel == "." else rel)
 
 
 def find_listening_pid(url: str) -> int | None:

@@ -33,9 +33,9 @@ import pandas as pd
 from scipy import stats as sps
 
 from common.config import Config
+from common.units import MB
 from reports.collect import CYCLE_REQUEST, SHED_TYPE, RunData
 
-MB = float(1 << 20)
 FEW = 5
 """Samples whose median is the start or end level of memory."""
 

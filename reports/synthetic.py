@@ -16,9 +16,9 @@ import numpy as np
 import pandas as pd
 
 from common.runfiles import EVENT_COLUMNS, SAMPLE_COLUMNS, STAGE_COLUMNS, WORKER_COLUMNS
+from common.units import MB
 from reports.collect import LOCUST_HISTORY_COLUMNS, LOCUST_STATS_COLUMNS, SHED_TYPE
 
-MB = 1 << 20
 PCTS = ("50%", "66%", "75%", "80%", "90%", "95%", "98%", "99%", "99.9%", "99.99%", "100%")
 
 

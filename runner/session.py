@@ -22,7 +22,7 @@ from common.exitcodes import ExitCode, worst
 from common.runfiles import new_run_dir
 from common.target import TargetClient, TargetError
 from runner.progress import Snapshot, make_progress, read_snapshot
-from runner.service import ManagedService
+from runner.service import ManagedService, spawn
 
 log = logging.getLogger("memstress")
 
@@ -153,12 +153,8 @@ def _run_locust(
     stop: StopFlag,
     on_tick: Callable[[float], None],
 ) -> int:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    with open(run_dir / "locust.log", "ab") as out:
-        # Its own session, so a terminal Ctrl-C reaches only us; we forward it once.
-        proc = subprocess.Popen(
-            cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
-        )
+    # Its own session, so a terminal Ctrl-C reaches only us; we forward it once.
+    proc = spawn(cmd, run_dir / "locust.log", env={**os.environ, "PYTHONUNBUFFERED": "1"})
     start = time.monotonic()
     asked_at: float | None = None
     limit = min(planned_s + GRACE_S, cap_s)
@@ -217,7 +213,12 @@ def run_scenario(
     reason = ""
     try:
         if s.host is None:
-            service = ManagedService.start(run_dir, s.config_path, s.budget_mb)
+            service = ManagedService.start(
+                run_dir / "service-data",
+                run_dir / "service.log",
+                config_path=s.config_path,
+                budget_mb=s.budget_mb,
+            )
             host, pid = service.url, service.pid
             write_meta(run_dir, host=host)
         else:

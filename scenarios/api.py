@@ -83,7 +83,6 @@ SHED_STATUSES = frozenset({429, 503})
 SHED_TYPE = "SHED"
 """Request type of the extra event fired for each shed answer (reports count it apart)."""
 
-MB = 1024 * 1024
 
 WORDS = tuple(
     """

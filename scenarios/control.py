@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from scenarios.api import MB
+from common.units import MB
 
 
 def ballast_step(

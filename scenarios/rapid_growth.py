@@ -14,8 +14,8 @@ import functools
 from typing import TYPE_CHECKING
 
 from common.config import Config, StressLevel
+from common.units import MB
 from scenarios import api
-from scenarios.api import MB
 from scenarios.spec import Part, Scenario, staged_plan, with_params
 from shapes.plan import StageSpec
 

@@ -11,7 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-MB = 1024 * 1024
+from common.cgroup import own_cgroup_paths
+from common.units import MB
+
 AUTO_HOST_SHARE = 0.5
 """Without a cgroup limit, ``auto`` budgets this share of host RAM."""
 
@@ -38,21 +40,6 @@ def _read_limit(path: Path) -> int | None:
     return value if value > 0 else None
 
 
-def _own_cgroup_paths(proc_cgroup: str) -> tuple[str | None, str | None]:
-    """(v2 path, v1 memory path) of this process from ``/proc/self/cgroup`` text."""
-    v2 = v1 = None
-    for line in proc_cgroup.splitlines():
-        parts = line.split(":", 2)
-        if len(parts) != 3:
-            continue
-        hier, controllers, path = parts
-        if hier == "0" and controllers == "":
-            v2 = path
-        elif "memory" in controllers.split(","):
-            v1 = path
-    return v2, v1
-
-
 def cgroup_limit(
     sys_root: Path = Path("/"), proc_cgroup: str | None = None
 ) -> tuple[int, str] | None:
@@ -62,7 +49,7 @@ def cgroup_limit(
             proc_cgroup = (sys_root / "proc/self/cgroup").read_text()
         except OSError:
             proc_cgroup = ""
-    v2_path, v1_path = _own_cgroup_paths(proc_cgroup)
+    v2_path, v1_path = own_cgroup_paths(proc_cgroup)
     base = sys_root / "sys/fs/cgroup"
     candidates: list[tuple[Path, str]] = []
     # Inside a container the cgroup namespace root is mounted at the top, so the

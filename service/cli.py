@@ -16,7 +16,8 @@ from pathlib import Path
 from types import FrameType
 from typing import NoReturn
 
-from service.budget import MB, Budget, auto_budget, cgroup_limit
+from common.units import MB
+from service.budget import Budget, auto_budget, cgroup_limit
 from service.settings import Settings
 
 LOG_FORMAT = "%(asctime)s.%(msecs)03d %(levelname)s %(name)s: %(message)s"

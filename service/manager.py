@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass
 
 import psutil
 
+from common.units import MB
 from service.conversations import ConversationMemory
 from service.embedding import EmbeddingCache
 from service.faults import TOTAL_CAP_BUDGETS, Faults
@@ -33,7 +34,6 @@ from service.vectors import VectorStore
 
 log = logging.getLogger("service.manager")
 
-MB = 1024 * 1024
 AGGRESSIVE_AT = 80.0
 EMERGENCY_AT = 95.0
 RECOVER_BELOW = 90.0  # emergency (and write shedding) lasts until pressure is under this

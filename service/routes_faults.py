@@ -16,6 +16,7 @@ from fastapi import APIRouter, Body
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
+from common.units import MB
 from service.errors import ApiError, error_responses
 from service.faults import REQUEST_CAP_BUDGETS
 from service.routes_memory import Rt, Strategy
@@ -23,7 +24,6 @@ from service.routes_memory import Rt, Strategy
 log = logging.getLogger("service.faults")
 
 HOST_RESERVE = 512 * 1024 * 1024  # never leave the host with less available than this
-MB = 1024 * 1024
 
 
 BYTES_DOC = "at most 2 x budget per request; leak and ballast together at most 4 x budget"

@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from runner.service import clean_env
+from runner.service import clean_env, spawn
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCUSTFILE = ROOT / "locustfile.py"
@@ -114,16 +114,7 @@ def start_locust(
         if csv_files:
             cmd += ["--csv", str(run_dir / "locust")]
     log_path = run_dir / log_name
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            cmd,
-            cwd=locustfile.parent,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env=locust_env(),
-            start_new_session=True,
-        )
+    proc = spawn(cmd, log_path, env=locust_env(), mode="w", cwd=locustfile.parent)
     return LocustRun(proc, run_dir, log_path, time.monotonic())
 
 

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 import requests
 
+from runner.service import ManagedService
 from scenarios import api
-from tests.conftest import ServiceProcess
 from tests.locust_helpers import ROOT, locust_env, start_locust
 
 NAME = "cache_churn"
@@ -77,7 +77,7 @@ def test_the_cli_lists_and_plans_the_added_scenario(checkout: Path) -> None:
 
 @pytest.mark.slow
 def test_the_added_scenario_runs_headless_and_cleans_up(
-    checkout: Path, service: ServiceProcess, tmp_path: Path
+    checkout: Path, service: ManagedService, tmp_path: Path
 ) -> None:
     run = start_locust(
         tmp_path / "run",

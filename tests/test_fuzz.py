@@ -31,9 +31,10 @@ from typing import Any
 import pytest
 import requests
 
-from tests.conftest import PYTHON, ServiceProcess, start_service
+from common.units import MB
+from runner.service import ManagedService
+from tests.conftest import PYTHON, start_service
 
-MB = 1024 * 1024
 BUDGET_MB = 256
 FAULT_CAP = 4 * BUDGET_MB * MB  # leak plus ballast, whatever the requests ask for
 SLACK = 64 * MB  # allocator, SQLite and the fuzzed requests themselves
@@ -66,7 +67,7 @@ def peak_rss(pid: int) -> int:
     raise AssertionError(f"no VmHWM in /proc/{pid}/status")
 
 
-def rss(svc: ServiceProcess) -> int:
+def rss(svc: ManagedService) -> int:
     r = requests.get(f"{svc.url}/memory/stats", timeout=TIMEOUT)
     assert r.status_code == 200, r.text
     return int(r.json()["rss_bytes"])
@@ -77,7 +78,7 @@ def tail(text: str, lines: int = 80, width: int = 300) -> str:
 
 
 def schemathesis_run(
-    svc: ServiceProcess, workdir: Path, name: str, *filters: str, workers: int
+    svc: ManagedService, workdir: Path, name: str, *filters: str, workers: int
 ) -> dict[str, Any]:
     """One ``schemathesis run`` pass; returns its JSON report after asserting it found nothing."""
     workdir.mkdir(parents=True, exist_ok=True)
@@ -119,7 +120,7 @@ def schemathesis_run(
 
 
 @pytest.fixture(scope="module")
-def fuzzed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
+def fuzzed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ManagedService]:
     """The service the fuzzer talks to: faults on, a 256 MB budget."""
     if not Path("/proc/self/status").exists():
         pytest.skip("peak RSS is read from /proc/<pid>/status (Linux only)")
@@ -128,7 +129,7 @@ def fuzzed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]
     svc.stop()
 
 
-def schema(svc: ServiceProcess) -> dict[str, Any]:
+def schema(svc: ManagedService) -> dict[str, Any]:
     r = requests.get(f"{svc.url}/openapi.json", timeout=TIMEOUT)
     assert r.status_code == 200 and r.headers["content-type"] == "application/json"
     data: dict[str, Any] = r.json()
@@ -138,7 +139,7 @@ def schema(svc: ServiceProcess) -> dict[str, Any]:
 # --- the schema tells the truth ----------------------------------------------------
 
 
-def test_the_schema_documents_errors_retry_after_and_the_fault_cap(fuzzed: ServiceProcess) -> None:
+def test_the_schema_documents_errors_retry_after_and_the_fault_cap(fuzzed: ManagedService) -> None:
     paths = schema(fuzzed)["paths"]
     add = paths["/agents/{agent_id}/messages"]["post"]["responses"]
     assert {"201", "413", "422", "503"} <= set(add)
@@ -154,7 +155,7 @@ def test_the_schema_documents_errors_retry_after_and_the_fault_cap(fuzzed: Servi
 # --- what the fuzzer found, pinned ---------------------------------------------------
 
 
-def test_a_body_that_is_not_utf8_gets_422_naming_the_body(fuzzed: ServiceProcess) -> None:
+def test_a_body_that_is_not_utf8_gets_422_naming_the_body(fuzzed: ManagedService) -> None:
     r = requests.post(
         f"{fuzzed.url}/vectors/search",
         data=b"\xff\xfe{",
@@ -165,14 +166,14 @@ def test_a_body_that_is_not_utf8_gets_422_naming_the_body(fuzzed: ServiceProcess
     assert r.json()["field"] == "body"
 
 
-def test_a_405_allows_every_method_of_the_path(fuzzed: ServiceProcess) -> None:
+def test_a_405_allows_every_method_of_the_path(fuzzed: ManagedService) -> None:
     r = requests.put(f"{fuzzed.url}/agents/a1/messages", timeout=TIMEOUT)
     assert r.status_code == 405
     assert r.headers["Allow"] == "GET, POST"
     assert r.json() == {"error": "Method Not Allowed"}
 
 
-def test_a_context_query_of_the_documented_maximum_is_served(fuzzed: ServiceProcess) -> None:
+def test_a_context_query_of_the_documented_maximum_is_served(fuzzed: ManagedService) -> None:
     longest = "\U0010ffff" * 10_000  # 12 bytes a character once percent-encoded
     url = f"{fuzzed.url}/agents/a1/context"
     r = requests.get(url, params={"query": longest, "k": "3"}, timeout=TIMEOUT)
@@ -184,7 +185,7 @@ def test_a_context_query_of_the_documented_maximum_is_served(fuzzed: ServiceProc
 # --- the fuzz passes ----------------------------------------------------------------
 
 
-def test_fuzzing_every_operation_finds_nothing(fuzzed: ServiceProcess, tmp_path: Path) -> None:
+def test_fuzzing_every_operation_finds_nothing(fuzzed: ManagedService, tmp_path: Path) -> None:
     report = schemathesis_run(
         fuzzed, tmp_path, "api", "--exclude-path-regex", FAULT_OPERATIONS, workers=2
     )
@@ -195,7 +196,7 @@ def test_fuzzing_every_operation_finds_nothing(fuzzed: ServiceProcess, tmp_path:
 
 
 def test_fuzzing_the_fault_instruments_stays_within_their_caps(
-    fuzzed: ServiceProcess, tmp_path: Path
+    fuzzed: ManagedService, tmp_path: Path
 ) -> None:
     before_peak = peak_rss(fuzzed.pid)
     before = rss(fuzzed)

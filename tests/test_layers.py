@@ -1,4 +1,5 @@
-"""The packages' layering: ``common/`` is the bottom layer and imports none of the others.
+"""The packages' layering: ``common/`` is the bottom layer and imports none of the others;
+the reference service (``service/``) imports only ``common/``, so it runs without the suite.
 
 Read from the source (every import statement, lazy ones inside functions too), so an
 import cycle cannot come back hidden in a function body.
@@ -29,15 +30,24 @@ def imported_modules(path: Path) -> list[tuple[int, str]]:
     return out
 
 
-def test_common_imports_none_of_the_suites_other_packages() -> None:
-    files = sorted((ROOT / "common").glob("*.py"))
-    assert files, "common/ has no modules"
-    bad = [
+def imports_of(package: str, forbidden: tuple[str, ...]) -> list[str]:
+    files = sorted((ROOT / package).glob("*.py"))
+    assert files, f"{package}/ has no modules"
+    return [
         f"{path.relative_to(ROOT)}:{line} imports {module}"
         for path in files
         for line, module in imported_modules(path)
-        if module.split(".")[0] in SUITE
+        if module.split(".")[0] in forbidden
     ]
+
+
+def test_common_imports_none_of_the_suites_other_packages() -> None:
+    bad = imports_of("common", SUITE)
+    assert not bad, "; ".join(bad)
+
+
+def test_the_service_imports_only_common_of_the_suite() -> None:
+    bad = imports_of("service", tuple(p for p in SUITE if p != "service"))
     assert not bad, "; ".join(bad)
 
 

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.conftest import ServiceProcess, free_port
+from runner.service import ManagedService
+from tests.conftest import free_port
 from tests.locust_helpers import (
     ROOT,
     LocustRun,
@@ -105,7 +106,7 @@ def template_args(html: str) -> dict[str, object]:
 
 
 def test_web_ui_shows_the_options_and_plays_the_scenario_chosen_in_its_form(
-    tmp_path: Path, service: ServiceProcess
+    tmp_path: Path, service: ManagedService
 ) -> None:
     port = free_port()
     run = start_locust(
@@ -161,7 +162,7 @@ def test_web_ui_shows_the_options_and_plays_the_scenario_chosen_in_its_form(
 
 
 def test_max_test_duration_caps_the_run_and_the_master_cleans_up(
-    tmp_path: Path, fresh_service: ServiceProcess
+    tmp_path: Path, fresh_service: ManagedService
 ) -> None:
     config = tmp_path / "short.yml"
     text = (ROOT / "stress_test_config.yml").read_text()
@@ -204,7 +205,7 @@ def test_max_test_duration_caps_the_run_and_the_master_cleans_up(
 
 
 def test_a_plain_headless_run_sets_the_verdicts_exit_code(
-    tmp_path: Path, fresh_service: ServiceProcess
+    tmp_path: Path, fresh_service: ManagedService
 ) -> None:
     """Graded at quit with the config's thresholds: a cycle-time bound no target meets fails."""
     strict = config_copy(

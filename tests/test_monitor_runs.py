@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 
 from common.runfiles import SAMPLE_COLUMNS, WORKER_COLUMNS
-from tests.conftest import ServiceProcess, free_port, start_service
+from runner.service import ManagedService
+from tests.conftest import free_port, start_service
 from tests.locust_helpers import LocustRun, assert_no_traceback, config_copy, start_locust
 
 pytestmark = pytest.mark.slow
@@ -60,15 +61,15 @@ class Runs:
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runs]:
     base = tmp_path_factory.mktemp("monitor_runs")
-    services: list[ServiceProcess] = []
+    services: list[ManagedService] = []
     started: list[LocustRun] = []
 
-    def service(name: str) -> ServiceProcess:
+    def service(name: str) -> ManagedService:
         svc = start_service(base / name / "data")
         services.append(svc)
         return svc
 
-    def locust(name: str, svc: ServiceProcess, *args: str) -> LocustRun:
+    def locust(name: str, svc: ManagedService, *args: str) -> LocustRun:
         if "--processes" in args:  # two at once: each its own master port
             port = str(free_port())
             args = (*args, "--master-bind-host", "127.0.0.1", "--master-bind-port", port)

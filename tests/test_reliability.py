@@ -12,11 +12,12 @@ from typing import Any
 import pytest
 import requests
 
-from tests.conftest import ServiceProcess, start_service
+from runner.service import ManagedService
+from tests.conftest import start_service
 from tests.locust_helpers import assert_no_traceback, config_copy, start_locust
 
 
-def stats(svc: ServiceProcess) -> dict[str, Any]:
+def stats(svc: ManagedService) -> dict[str, Any]:
     data: dict[str, Any] = requests.get(f"{svc.url}/memory/stats", timeout=5).json()
     return data
 
@@ -30,7 +31,7 @@ def small_service(tmp_path: Path) -> Any:
 
 @pytest.mark.slow
 def test_emergency_stop_fires_just_above_the_current_pressure_and_leaves_faults_reset(
-    tmp_path: Path, small_service: ServiceProcess
+    tmp_path: Path, small_service: ManagedService
 ) -> None:
     before = stats(small_service)["pressure"]
     limit = round(before + 8, 1)  # just above where the target is now
@@ -68,7 +69,7 @@ def test_emergency_stop_fires_just_above_the_current_pressure_and_leaves_faults_
 
 @pytest.mark.slow
 def test_every_message_acknowledged_during_the_crisis_scenario_is_listed_afterwards(
-    tmp_path: Path, small_service: ServiceProcess
+    tmp_path: Path, small_service: ManagedService
 ) -> None:
     """A probe writes to its own agent while memory_pressure_crisis drives the target
     into emergency; every write that got 201 must be listed afterwards."""
@@ -135,7 +136,7 @@ def test_every_message_acknowledged_during_the_crisis_scenario_is_listed_afterwa
 
 @pytest.mark.slow
 def test_a_run_removes_the_agents_and_namespaces_it_created(
-    tmp_path: Path, small_service: ServiceProcess
+    tmp_path: Path, small_service: ManagedService
 ) -> None:
     run = start_locust(
         tmp_path / "run",

@@ -9,8 +9,8 @@ import math
 import pytest
 
 from common.config import Config, load_config
+from common.units import MB
 from scenarios import api, concurrent_agents, high_memory, memory_pressure_crisis
-from scenarios.api import MB
 from scenarios.control import ballast_step, leak_bytes, within
 from scenarios.registry import all_scenarios, get_scenario, names
 from scenarios.spec import MAX_SPAWN_RATE, Scenario

@@ -21,8 +21,9 @@ import pytest
 import requests
 
 from common.config import load_config
+from runner.service import ManagedService
 from scenarios.registry import get_scenario
-from tests.conftest import ServiceProcess, start_service
+from tests.conftest import start_service
 from tests.locust_helpers import ROOT, LocustRun, assert_no_traceback, start_locust
 
 pytestmark = pytest.mark.slow
@@ -77,7 +78,7 @@ def user_class_names() -> dict[str, list[str]]:
 @pytest.fixture(scope="module")
 def ten(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TenRuns]:
     base = tmp_path_factory.mktemp("ten")
-    services: dict[str, ServiceProcess] = {}
+    services: dict[str, ManagedService] = {}
     runs: dict[str, LocustRun] = {}
     try:
         for group, budget in BUDGETS_MB.items():

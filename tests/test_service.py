@@ -21,39 +21,40 @@ import pytest
 import requests
 import yaml
 
-from tests.conftest import ROOT, ServiceProcess, start_service
+from common.units import MB
+from runner.service import ManagedService
+from tests.conftest import ROOT, start_service
 
-MB = 1024 * 1024
 TIMEOUT = 10
 
 
-def get(svc: ServiceProcess, path: str, **params: Any) -> requests.Response:
+def get(svc: ManagedService, path: str, **params: Any) -> requests.Response:
     return requests.get(f"{svc.url}{path}", params=params or None, timeout=TIMEOUT)
 
 
-def post(svc: ServiceProcess, path: str, body: Any = None) -> requests.Response:
+def post(svc: ManagedService, path: str, body: Any = None) -> requests.Response:
     return requests.post(f"{svc.url}{path}", json=body, timeout=TIMEOUT)
 
 
-def delete(svc: ServiceProcess, path: str) -> requests.Response:
+def delete(svc: ManagedService, path: str) -> requests.Response:
     return requests.delete(f"{svc.url}{path}", timeout=TIMEOUT)
 
 
-def stats(svc: ServiceProcess) -> dict[str, Any]:
+def stats(svc: ManagedService) -> dict[str, Any]:
     r = get(svc, "/memory/stats")
     assert r.status_code == 200, r.text
     data: dict[str, Any] = r.json()
     return data
 
 
-def cycle(svc: ServiceProcess) -> dict[str, Any]:
+def cycle(svc: ManagedService) -> dict[str, Any]:
     r = post(svc, "/memory/cycle")
     assert r.status_code == 200, r.text
     data: dict[str, Any] = r.json()
     return data
 
 
-def say(svc: ServiceProcess, agent: str, content: str, role: str = "user") -> requests.Response:
+def say(svc: ManagedService, agent: str, content: str, role: str = "user") -> requests.Response:
     return post(svc, f"/agents/{agent}/messages", {"role": role, "content": content})
 
 
@@ -69,7 +70,7 @@ def wait_for(what: str, check: Any, deadline_s: float = 10.0, every_s: float = 0
     pytest.fail(f"{what}: not reached within {deadline_s} s (last: {last!r})")
 
 
-def ballast_to(svc: ServiceProcess, pct: float, ttl_s: float | None = None) -> dict[str, Any]:
+def ballast_to(svc: ManagedService, pct: float, ttl_s: float | None = None) -> dict[str, Any]:
     """Add ballast that brings pressure to about ``pct`` percent of the budget."""
     s = stats(svc)
     need = int(pct / 100 * s["budget_bytes"] - s["rss_bytes"])
@@ -81,7 +82,7 @@ def ballast_to(svc: ServiceProcess, pct: float, ttl_s: float | None = None) -> d
 
 
 @pytest.fixture(scope="module")
-def quiet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
+def quiet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ManagedService]:
     """A service for this module alone, so no other test file's load or faults show here."""
     svc = start_service(tmp_path_factory.mktemp("quiet") / "data")
     yield svc
@@ -91,14 +92,14 @@ def quiet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
 # --- health, stats, cycle, metrics ---------------------------------------------------
 
 
-def test_health_answers_ok_with_uptime(quiet: ServiceProcess) -> None:
+def test_health_answers_ok_with_uptime(quiet: ManagedService) -> None:
     r = get(quiet, "/health")
     assert r.status_code == 200
     body = r.json()
     assert body["status"] == "ok" and body["uptime_s"] > 0
 
 
-def test_stats_carry_every_contract_field(quiet: ServiceProcess) -> None:
+def test_stats_carry_every_contract_field(quiet: ManagedService) -> None:
     s = stats(quiet)
     for key in (
         "rss_bytes",
@@ -121,7 +122,7 @@ def test_stats_carry_every_contract_field(quiet: ServiceProcess) -> None:
     assert s["tiers"]["embedding_cache"]["limit_bytes"] == 64 * MB
 
 
-def test_cycle_reports_its_work_and_is_fast_without_pressure(quiet: ServiceProcess) -> None:
+def test_cycle_reports_its_work_and_is_fast_without_pressure(quiet: ManagedService) -> None:
     walls = []
     for _ in range(30):
         t0 = time.perf_counter()
@@ -133,7 +134,7 @@ def test_cycle_reports_its_work_and_is_fast_without_pressure(quiet: ServiceProce
     assert statistics.median(walls) < 0.1
 
 
-def test_metrics_expose_process_rss_and_the_managers_gauges(quiet: ServiceProcess) -> None:
+def test_metrics_expose_process_rss_and_the_managers_gauges(quiet: ManagedService) -> None:
     r = get(quiet, "/metrics")
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
     lines = r.text.splitlines()
@@ -152,7 +153,7 @@ def test_metrics_expose_process_rss_and_the_managers_gauges(quiet: ServiceProces
         assert any(ln.startswith(name) for ln in lines), name
 
 
-def test_queued_optimization_runs_in_the_background(quiet: ServiceProcess) -> None:
+def test_queued_optimization_runs_in_the_background(quiet: ManagedService) -> None:
     before = stats(quiet)
     r = post(quiet, "/memory/optimize", {"priority": "critical", "reason": "background test"})
     assert r.status_code == 202
@@ -167,7 +168,7 @@ def test_queued_optimization_runs_in_the_background(quiet: ServiceProcess) -> No
     assert after["optimizations_failed"] == 0
 
 
-def test_optimize_without_a_body_takes_the_defaults(quiet: ServiceProcess) -> None:
+def test_optimize_without_a_body_takes_the_defaults(quiet: ManagedService) -> None:
     r = requests.post(f"{quiet.url}/memory/optimize", timeout=TIMEOUT)
     assert r.status_code == 202 and r.json()["priority"] == "normal"
 
@@ -175,7 +176,7 @@ def test_optimize_without_a_body_takes_the_defaults(quiet: ServiceProcess) -> No
 # --- agents ------------------------------------------------------------------------
 
 
-def test_messages_are_listed_oldest_first_with_paging(quiet: ServiceProcess) -> None:
+def test_messages_are_listed_oldest_first_with_paging(quiet: ManagedService) -> None:
     for i in range(5):
         r = say(quiet, "paging-agent", f"turn number {i}", role="user" if i % 2 else "assistant")
         assert r.status_code == 201, r.text
@@ -191,7 +192,7 @@ def test_messages_are_listed_oldest_first_with_paging(quiet: ServiceProcess) -> 
     assert fresh["total"] == 0 and fresh["messages"] == []
 
 
-def test_context_has_recent_turns_and_the_most_relevant_ones(quiet: ServiceProcess) -> None:
+def test_context_has_recent_turns_and_the_most_relevant_ones(quiet: ManagedService) -> None:
     agent = "context-agent"
     topics = [
         "the database index makes the orders query fast",
@@ -212,7 +213,7 @@ def test_context_has_recent_turns_and_the_most_relevant_ones(quiet: ServiceProce
     assert body["relevant"][0]["score"] >= body["relevant"][1]["score"]
 
 
-def test_deleting_an_agent_forgets_it_and_unknown_agents_are_404(quiet: ServiceProcess) -> None:
+def test_deleting_an_agent_forgets_it_and_unknown_agents_are_404(quiet: ManagedService) -> None:
     assert say(quiet, "forget-me", "secret").status_code == 201
     r = delete(quiet, "/agents/forget-me")
     assert r.status_code == 200 and r.json()["deleted_messages"] == 1
@@ -228,7 +229,7 @@ def _document(topic: str, n: int = 60) -> str:
     return " ".join(f"{topic} sentence {i} about {topic} and its details." for i in range(n))
 
 
-def test_documents_are_chunked_searched_replaced_and_dropped(quiet: ServiceProcess) -> None:
+def test_documents_are_chunked_searched_replaced_and_dropped(quiet: ManagedService) -> None:
     ns = "docs-basic"
     r = post(
         quiet,
@@ -294,7 +295,7 @@ BAD_INPUT = [
 
 @pytest.mark.parametrize(("method", "path", "body", "field"), BAD_INPUT)
 def test_bad_input_gets_422_naming_the_field(
-    quiet: ServiceProcess, method: str, path: str, body: Any, field: str
+    quiet: ManagedService, method: str, path: str, body: Any, field: str
 ) -> None:
     r = requests.request(method, f"{quiet.url}{path}", json=body, timeout=TIMEOUT)
     assert r.status_code == 422, r.text
@@ -302,7 +303,7 @@ def test_bad_input_gets_422_naming_the_field(
     assert err["field"] == field and field in err["error"]
 
 
-def test_a_body_that_is_not_json_gets_422_naming_the_body(quiet: ServiceProcess) -> None:
+def test_a_body_that_is_not_json_gets_422_naming_the_body(quiet: ManagedService) -> None:
     r = requests.post(
         f"{quiet.url}/vectors/search",
         data=b"{not json",
@@ -330,7 +331,7 @@ def test_fault_memory_over_the_caps_is_refused_and_nothing_is_kept(tmp_path: Pat
         svc.stop()
 
 
-def test_oversized_bodies_get_413_and_store_nothing(quiet: ServiceProcess) -> None:
+def test_oversized_bodies_get_413_and_store_nothing(quiet: ManagedService) -> None:
     big = "x" * (1024 * 1024 + 10)
     r = post(quiet, "/vectors/documents", {"namespace": "too-big", "doc_id": "d", "text": big})
     assert r.status_code == 413 and r.json()["field"] == "body"
@@ -355,7 +356,7 @@ def test_oversized_bodies_get_413_and_store_nothing(quiet: ServiceProcess) -> No
 # --- process behaviour -------------------------------------------------------------
 
 
-def test_binds_loopback_by_default(quiet: ServiceProcess) -> None:
+def test_binds_loopback_by_default(quiet: ManagedService) -> None:
     listening = [
         c.laddr
         for c in psutil.Process(quiet.pid).net_connections(kind="inet")

@@ -21,33 +21,34 @@ import psutil
 import pytest
 import requests
 
-from tests.conftest import ServiceProcess, start_service
+from common.units import MB
+from runner.service import ManagedService
+from tests.conftest import start_service
 
-MB = 1024 * 1024
 LIMIT = 1024 * 1024  # the shipped config's service.max_body_bytes
 TIMEOUT = 10
 
 
-def get(svc: ServiceProcess, path: str, **params: Any) -> requests.Response:
+def get(svc: ManagedService, path: str, **params: Any) -> requests.Response:
     return requests.get(f"{svc.url}{path}", params=params or None, timeout=TIMEOUT)
 
 
-def post(svc: ServiceProcess, path: str, body: Any = None) -> requests.Response:
+def post(svc: ManagedService, path: str, body: Any = None) -> requests.Response:
     return requests.post(f"{svc.url}{path}", json=body, timeout=TIMEOUT)
 
 
-def say(svc: ServiceProcess, agent: str, content: str) -> requests.Response:
+def say(svc: ManagedService, agent: str, content: str) -> requests.Response:
     return post(svc, f"/agents/{agent}/messages", {"role": "user", "content": content})
 
 
-def stats(svc: ServiceProcess) -> dict[str, Any]:
+def stats(svc: ManagedService) -> dict[str, Any]:
     r = get(svc, "/memory/stats")
     assert r.status_code == 200, r.text
     data: dict[str, Any] = r.json()
     return data
 
 
-def contents(svc: ServiceProcess, agent: str) -> list[str]:
+def contents(svc: ManagedService, agent: str) -> list[str]:
     """Every stored turn of ``agent``, oldest first (one page: the tests stay under 1000)."""
     body = get(svc, f"/agents/{agent}/messages", limit=1000).json()
     assert body["total"] == len(body["messages"])
@@ -62,7 +63,7 @@ def document(topic: str, sentences: int = 12) -> str:
     )
 
 
-def top_hit(svc: ServiceProcess, namespace: str, query: str) -> dict[str, Any]:
+def top_hit(svc: ManagedService, namespace: str, query: str) -> dict[str, Any]:
     r = post(svc, "/vectors/search", {"namespace": namespace, "query": query, "k": 3})
     assert r.status_code == 200, r.text
     hits: list[dict[str, Any]] = r.json()["hits"]
@@ -71,7 +72,7 @@ def top_hit(svc: ServiceProcess, namespace: str, query: str) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def plain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
+def plain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ManagedService]:
     """A service started the way a user would: no --enable-faults, no --bind."""
     svc = start_service(tmp_path_factory.mktemp("plain") / "data", faults=False)
     yield svc
@@ -96,7 +97,7 @@ def document_body(namespace: str, doc_id: str, size: int) -> bytes:
 
 
 def test_a_body_of_exactly_the_limit_is_stored_and_one_byte_more_is_not(
-    plain: ServiceProcess,
+    plain: ManagedService,
 ) -> None:
     url = f"{plain.url}/agents/at-limit/messages"
     headers = {"Content-Type": "application/json"}
@@ -120,7 +121,7 @@ def chunked(body: bytes, piece: int = 64 * 1024) -> Iterator[bytes]:
 
 @pytest.mark.parametrize("transfer", ["content-length", "chunked"])
 def test_an_oversized_body_gets_413_and_leaves_nothing_half_written(
-    plain: ServiceProcess, transfer: str
+    plain: ManagedService, transfer: str
 ) -> None:
     agent, ns = f"limit-{transfer}", f"limit-{transfer}"
     before = [f"turn {i} before the big one" for i in range(2)]
@@ -166,7 +167,7 @@ def test_an_oversized_body_gets_413_and_leaves_nothing_half_written(
 @pytest.mark.parametrize("path", ["/faults/leak", "/faults/ballast", "/faults/reset", "/faults"])
 @pytest.mark.parametrize("method", ["POST", "GET", "DELETE"])
 def test_without_enable_faults_every_fault_path_is_404(
-    plain: ServiceProcess, path: str, method: str
+    plain: ManagedService, path: str, method: str
 ) -> None:
     r = requests.request(
         method, f"{plain.url}{path}", json={"bytes": 64 * MB, "ttl_s": 60}, timeout=TIMEOUT
@@ -176,7 +177,7 @@ def test_without_enable_faults_every_fault_path_is_404(
 
 
 def test_without_enable_faults_no_fault_memory_is_held_or_documented(
-    plain: ServiceProcess,
+    plain: ManagedService,
 ) -> None:
     for path in ("/faults/leak", "/faults/ballast"):
         assert post(plain, path, {"bytes": 64 * MB}).status_code == 404
@@ -186,7 +187,7 @@ def test_without_enable_faults_no_fault_memory_is_held_or_documented(
     assert paths and not [p for p in paths if p.startswith("/faults")]
 
 
-def test_listens_on_loopback_only_by_default(plain: ServiceProcess) -> None:
+def test_listens_on_loopback_only_by_default(plain: ManagedService) -> None:
     listening = [
         c.laddr
         for c in psutil.Process(plain.pid).net_connections(kind="inet")
@@ -209,7 +210,7 @@ def other_addresses() -> list[str]:
     return found
 
 
-def test_is_not_reachable_on_the_machines_other_addresses(plain: ServiceProcess) -> None:
+def test_is_not_reachable_on_the_machines_other_addresses(plain: ManagedService) -> None:
     addresses = other_addresses()
     if not addresses:
         pytest.skip("this machine has no address but loopback")
@@ -282,7 +283,7 @@ MAX_WRITES = 3000  # a bound on the crisis loops; a crisis takes about 600 write
 DEADLINE_S = 30.0
 
 
-def ballast_to(svc: ServiceProcess, pct: float, ttl_s: float | None) -> None:
+def ballast_to(svc: ManagedService, pct: float, ttl_s: float | None) -> None:
     """Ballast that brings pressure to about ``pct`` percent of the budget for ``ttl_s``."""
     s = stats(svc)
     need = int(pct / 100 * s["budget_bytes"] - s["rss_bytes"])
@@ -294,7 +295,7 @@ def ballast_to(svc: ServiceProcess, pct: float, ttl_s: float | None) -> None:
 class Writer:
     """Numbered writes to three agents and a namespace; what got 201, what got 503."""
 
-    def __init__(self, svc: ServiceProcess) -> None:
+    def __init__(self, svc: ManagedService) -> None:
         self.svc = svc
         self.n = 0
         self.acked: dict[str, list[str]] = {a: [] for a in AGENTS}
@@ -337,7 +338,7 @@ class Writer:
         pytest.fail(f"no {CALM} writes in a row were accepted within {MAX_WRITES}")
 
 
-def check_stored(svc: ServiceProcess, w: Writer) -> None:
+def check_stored(svc: ManagedService, w: Writer) -> None:
     """Exactly the acknowledged writes are stored: in order, whole, all of them, nothing else."""
     assert {a: contents(svc, a) for a in AGENTS} == w.acked
     r = post(svc, "/vectors/search", {"namespace": "crisis", "query": "write", "k": 100})

@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from service.budget import MB, auto_budget, cgroup_limit
+from common.units import MB
+from service.budget import auto_budget, cgroup_limit
 from service.embedding import CHUNK_CHARS, DIMS, EmbeddingCache, chunk_text, embed
 from service.optqueue import OptimizationQueue
 from service.vectors import NamespaceIndex

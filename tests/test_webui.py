@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.conftest import ServiceProcess, free_port
+from runner.service import ManagedService
+from tests.conftest import free_port
 from tests.locust_helpers import LocustRun, start_locust
 
 pytestmark = pytest.mark.slow
@@ -51,7 +52,7 @@ class WebRun:
 
 
 @pytest.fixture(scope="module")
-def web(tmp_path_factory: pytest.TempPathFactory, service: ServiceProcess) -> Iterator[WebRun]:
+def web(tmp_path_factory: pytest.TempPathFactory, service: ManagedService) -> Iterator[WebRun]:
     base = tmp_path_factory.mktemp("webui")
     port = free_port()
     run = start_locust(
