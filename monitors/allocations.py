@@ -50,6 +50,8 @@ from typing import Any
 
 import psutil
 
+from common.units import MB
+
 log = logging.getLogger(__name__)
 
 SITES_NAME = "leak_sites.csv"
@@ -80,7 +82,6 @@ ATTACH_ALLOWANCE_S = 3.0  # what an attach and a detach take, kept out of a stag
 MIN_WINDOW_S = 2.0
 DETACH_ALLOWANCE_S = 4.0
 MIN_WAIT_S = 1.0  # a slow attach may eat into the window, never all of it
-MB = 1024 * 1024
 _OWN_FRAMES = ("_memray_attach_hook.py", f"{os.sep}memray{os.sep}")
 
 

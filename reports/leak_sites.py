@@ -24,9 +24,9 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from common.units import MB
 from reports.fmt import num, with_unit
 
-MB = 1024 * 1024
 AGREE = (0.5, 2.0)
 """Retained MB/min over RSS MB/min within this range: the capture explains the growth."""
 FLAT_MB_MIN = 0.5

@@ -29,6 +29,7 @@ import pandas as pd
 import pytest
 import requests
 
+from common.units import MB
 from monitors.allocations import (
     CAPTURE_NAME,
     CAPTURE_PARAM,
@@ -39,10 +40,10 @@ from monitors.allocations import (
     write_capture,
 )
 from monitors.sources import SmapsSource, SourceFailed, SourceMissing, parse_smaps_rollup
-from reports.leak_sites import MB, kinds, where_memory_went
+from reports.leak_sites import kinds, where_memory_went
 from reports.results import SCHEMA_PATH
-from runner.service import free_port
-from tests.conftest import ROOT, ServiceProcess, start_service
+from runner.service import ManagedService, free_port
+from tests.conftest import ROOT, start_service
 
 TARGET = ROOT / "tests" / "fixtures" / "leaky_target.py"
 CLI = [sys.executable, str(ROOT / "run_stress_test.py")]
@@ -321,7 +322,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runs]:
     whose --target-pid is a `sleep` (not Python), side by side."""
     need_gdb()
     base = tmp_path_factory.mktemp("profile")
-    service: ServiceProcess = start_service(base / "svc" / "data")
+    service: ManagedService = start_service(base / "svc" / "data")
     sleeper = subprocess.Popen(["sleep", "300"])
     procs: dict[str, subprocess.Popen[str]] = {}
     try:
