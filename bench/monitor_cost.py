@@ -146,7 +146,7 @@ def _profile(svc: Service, workdir: Path, cpu: int | None) -> dict[str, Any] | N
             proc.wait(10)
     if raw is None:
         return None
-    take = children_of(raw, "Sampler.take")
+    take = children_of(raw, "Sampler._read")  # each source's read, in a greenlet of its own
     lines = children_of(raw, "MemoryMonitor.sample_once")["top"]
     lines += [""] + take["top"]
     lines += [""] + summarize_collapsed(raw, top=12, within="sample_once")["top"]
@@ -172,7 +172,8 @@ def run(workdir: Path, small: bool) -> BenchResult:
             "none after; its health check and cleanup cycle run the same in both, so the "
             "difference is the sampler). Requests/s: Locust's per-second counts over the "
             "steady stage. Sampler CPU: `sample_cpu_ms` of every sample in that stage (CPU "
-            "time of the sampler greenlet only, from the monitor's greenlet-switch tracer), "
+            "time of the sampler greenlet and its source reads only, from the monitor's "
+            "greenlet-switch tracer), "
             "scaled to an hour at one sample a second; cross-checked against the Locust "
             "process's CPU on minus off over the same seconds."
         ),
@@ -325,7 +326,7 @@ def _aggregate(result: BenchResult, runs: list[dict[str, Any]], profile: Any) ->
     if profile and profile.get("sources"):
         top = list(profile["sources"].items())[:3]
         reading.append(
-            "Where the sampler's CPU goes (py-spy, busy samples under `Sampler.take`): "
+            "Where the sampler's CPU goes (py-spy, busy samples under `Sampler._read`): "
             + ", ".join(f"{name.split(' (')[0]} {100 * share:.0f}%" for name, share in top)
             + (
                 ": the HTTP sources cost most, a requests round trip each (and /metrics is "

@@ -33,7 +33,7 @@ EXTRA_NAMES = (
     ("POST", "POST /vectors/search", 15.0, 1.0),
     ("POST", "POST /vectors/documents", 40.0, 1.0),
 )
-PHASES = ("read_run", "analyse", "to_results", "render_charts", "render_run")
+PHASES = ("read_run", "aggregate", "to_results", "render_charts", "render_run")
 
 
 def make_folder(run_dir: Path, minutes: float) -> dict[str, Any]:

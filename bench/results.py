@@ -1,6 +1,6 @@
 """A benchmark's result, ``bench/results.json`` and ``bench/RESULTS.md`` built from it.
 
-Collect, aggregate, render (STYLE point 5): each benchmark module measures and
+Collect, aggregate, render (as reports/ does): each benchmark module measures and
 returns a :class:`BenchResult` (raw figures, ratios, goals, tables, a short
 reading); :func:`write_results` merges it into ``results.json``, and
 :func:`render_markdown` builds ``RESULTS.md`` from that JSON alone, so the

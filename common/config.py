@@ -139,6 +139,9 @@ class Service:
     embedding_cache_mb: float = _ranged(0, above=True)
     conversation_cache_mb: float = _ranged(0, above=True)
     vector_cache_mb: float = _ranged(0, above=True)
+    aggressive_at: float = _ranged(1, 1000)
+    emergency_at: float = _ranged(1, 1000)
+    recover_below: float = _ranged(1, 1000)
 
 
 @dataclass(frozen=True)
@@ -318,6 +321,13 @@ def _cross_checks(cfg: Config) -> None:
         raise ConfigError(
             f"monitor.leak_profiling.mode: {mode!r} is not a mode "
             f"(valid: {', '.join(PROFILE_MODES)})"
+        )
+    svc = cfg.service
+    if not svc.aggressive_at <= svc.recover_below <= svc.emergency_at:
+        raise ConfigError(
+            f"service: aggressive_at {svc.aggressive_at:g}, recover_below {svc.recover_below:g}, "
+            f"emergency_at {svc.emergency_at:g} are not in order "
+            "(valid: aggressive_at <= recover_below <= emergency_at)"
         )
     if cfg.fail_on not in GRADES:
         raise ConfigError(f"fail_on: {cfg.fail_on!r} is not a grade (valid: {', '.join(GRADES)})")

@@ -50,7 +50,10 @@ EVENT_KINDS = (
     "health_failed",
     "health_ok",
     "cleanup",
-    "source_missing",
+    "source_missing",  # a sample source that is not there: dropped for the run
+    "source_degraded",  # a source answered badly (JSON: source, reason, example)
+    "source_recovered",  # ... and answers well again (JSON: source, degraded_s, failed_reads)
+    "source_disabled",  # a source failed with a bug: off for the rest of the run
     "allocation_capture",  # --profile-leaks: a capture started, ended, or could not be taken
     "run_end",
 )
@@ -94,7 +97,7 @@ SAMPLE_COLUMNS = (
     "leak_slope_mb_min",  # the online detector's current slope estimate
     "leak_state",  # warmup | clear | leak
     "sample_cost_ms",  # wall time spent taking this sample
-    "sample_cpu_ms",  # CPU time of the sampler greenlet for this sample
+    "sample_cpu_ms",  # CPU time of the sampler greenlet and its source reads for this sample
 )
 
 WORKER_COLUMNS = ("time", "worker_id", "rss_bytes", "cpu_percent", "user_count")

@@ -1,4 +1,4 @@
-"""A small blocking client for the target API (DESIGN section 3).
+"""A small blocking client for the target API (docs/design.md, The target).
 
 Used outside the users' own HTTP clients: the monitor's sampler, the safety
 guard, cleanup and the CLI's health wait. It uses ``requests`` (shipped with
@@ -56,19 +56,14 @@ class TargetClient:
 
     def health(self) -> dict[str, Any]:
         r = self.session.get(self._url("/health"), timeout=self.timeout)
-        data: dict[str, Any] = r.json()
+        body = r.json()
+        data: dict[str, Any] = dict(body) if isinstance(body, dict) else {"status": None}
         data["http_status"] = r.status_code
         return data
 
     def memory_stats(self) -> dict[str, Any]:
         data: dict[str, Any] = self.get_json("/memory/stats")
         return data
-
-    def metrics_text(self) -> str:
-        r = self.session.get(self._url("/metrics"), timeout=self.timeout)
-        if r.status_code != 200:
-            raise TargetError(f"GET /metrics: HTTP {r.status_code}")
-        return r.text
 
     def cycle(self) -> dict[str, Any]:
         r = self.post_json("/memory/cycle")

@@ -73,8 +73,6 @@ from scipy.stats import kendalltau, theilslopes
 from common.config import LeakDetection
 from common.units import MB
 
-"""Bytes in one MB as the detector reports it."""
-
 SCALE_STEP = 0.9
 """Each scale is this share of the next longer one: a fine grid, so a leak is
 judged soon after it has made the required rise, whatever its rate."""

@@ -1,4 +1,4 @@
-"""The memory monitor: a Locust listener object (STYLE point 1).
+"""The memory monitor: a Locust listener object.
 
 ``MemoryMonitor(environment)`` subscribes its handlers in its constructor;
 nothing is registered on import. The locustfile calls it once in its
@@ -10,7 +10,11 @@ runner's greenlet group (linked to Locust's exception handler, as Locust does
 for its own CPU monitor):
 
 - the **sampler**, every ``context.monitor_interval`` seconds: one row of
-  ``memory_samples.csv`` (flushed), the online leak detector, the safety guard;
+  ``memory_samples.csv`` (flushed), the online leak detector, the safety guard.
+  Its sources are read concurrently and fail alone (:mod:`monitors.sampler`):
+  an HTTP source times out below the interval (:func:`read_timeouts`), and a
+  source that answers badly is degraded (``source_degraded`` /
+  ``source_recovered`` events), never the end of sampling or of the run;
 - the **health check** (``GET /health``) every ``system_health_check_interval``;
 - the **cleanup cycle** (``POST /memory/cycle``) every ``memory_cleanup_interval``.
 
@@ -48,7 +52,7 @@ from common.runfiles import SAMPLE_COLUMNS, WORKER_COLUMNS, CsvAppender
 from common.target import TargetClient, TargetError
 from monitors.allocations import MODES, AllocationProfiler
 from monitors.leak import LEAK, LeakDetector, LeakVerdict, on_run_clock
-from monitors.safety import SafetyGuard, Stop
+from monitors.safety import SafetyGuard, Seen, Stop
 from monitors.sampler import GreenletCpuMeter, Sampler, Source
 from monitors.sources import TIERS, build_sources, find_listening_pid, parse_source_names
 from scenarios.registry import get_scenario
@@ -63,6 +67,17 @@ WORKER_KEY = "memstress_worker"
 
 HISTORY = 20_000
 """Samples kept in memory for the live view (about 5.5 h at 1 s)."""
+
+HTTP_SHARE = 0.6
+"""An HTTP source's timeout, as a share of the interval (at most monitor.http_timeout)."""
+
+DEADLINE_SHARE = 0.8
+"""How long a sample waits for its sources, as a share of the interval."""
+
+
+def read_timeouts(interval: float, http_timeout: float) -> tuple[float, float]:
+    """(HTTP timeout of a source, deadline of a sample): both below the interval."""
+    return min(http_timeout, HTTP_SHARE * interval), DEADLINE_SHARE * interval
 
 
 def add_monitor_options(parser: Any) -> None:
@@ -148,6 +163,29 @@ class Point:
     leak_state: str
 
 
+@dataclass(frozen=True)
+class Snapshot:
+    """What the monitor knows now, for readers such as the live view: the last sample's
+    figures, the peak, the leak verdict, the stage and why the run stopped (if it did)."""
+
+    scenario: str
+    stage: str
+    samples: int
+    interval_s: float
+    rss_bytes: float | None
+    peak_rss_bytes: float | None
+    rss_source: str | None
+    budget_bytes: float | None
+    pressure: float | None
+    strategy: str | None
+    host_percent: float | None
+    leak_slope_mb_min: float | None
+    leak_state: str
+    stop_reason: str
+    samples_csv: Path | None
+    """``memory_samples.csv`` of the run (None on a worker)."""
+
+
 class MemoryMonitor:
     """Samples the target's memory, detects leaks, stops unsafe runs; see the module doc.
 
@@ -188,6 +226,7 @@ class MemoryMonitor:
         self.stop: Stop | None = None
         self.started: float | None = None  # time.time() of the first sample
         self.samples_taken = 0
+        self.slots_skipped = 0  # sampling slots a slow sample overran
         self.cpu_seconds = 0.0  # spent in the sampler greenlet, over all samples
         self.wall_seconds = 0.0
         self.sampler: Sampler | None = None
@@ -209,12 +248,39 @@ class MemoryMonitor:
             events.test_start.add_listener(self.on_test_start)
             events.worker_report.add_listener(self.on_worker_report)
             events.quitting.add_listener(self.on_quitting)
-            if getattr(environment, "web_ui", None) is not None:
+            web_ui = getattr(environment, "web_ui", None)
+            if web_ui is not None:
                 from monitors.webui import MemoryView  # Flask bits only where there is a UI
 
-                self.view: MemoryView | None = MemoryView(self)
-            else:
-                self.view = None
+                MemoryView(web_ui, self)
+
+    # --- what readers see --------------------------------------------------------------
+
+    def snapshot(self) -> Snapshot:
+        """The monitor's figures now, as one frozen value."""
+        row, verdict, ctx = self.latest, self.detector.verdict, self.context
+        run_dir = ctx.run_dir
+        return Snapshot(
+            scenario=ctx.scenario,
+            stage=ctx.stage.name,
+            samples=self.samples_taken,
+            interval_s=self.interval,
+            rss_bytes=row.get("rss_bytes"),
+            peak_rss_bytes=self.peak_rss,
+            rss_source=row.get("rss_source"),
+            budget_bytes=row.get("budget_bytes"),
+            pressure=row.get("pressure"),
+            strategy=row.get("strategy"),
+            host_percent=row.get("host_percent"),
+            leak_slope_mb_min=verdict.slope_mb_min,
+            leak_state=verdict.state,
+            stop_reason=ctx.stop_reason,
+            samples_csv=None if run_dir is None else Path(run_dir) / "memory_samples.csv",
+        )
+
+    def points(self) -> list[Point]:
+        """The samples kept for the live view (the last :data:`HISTORY`), oldest first."""
+        return list(self.history)
 
     # --- Locust event handlers ------------------------------------------------------
 
@@ -251,10 +317,11 @@ class MemoryMonitor:
             g.link_exception(locust_exception_handler(environment))
             self._greenlets.append(g)
         log.info(
-            "memory monitor: sampling %s every %g s (sources: %s)",
+            "memory monitor: sampling %s every %g s (sources: %s; HTTP timeout %g s)",
             self.host,
             self.interval,
             ", ".join(s.name for s in self.sampler.sources) or "none",
+            read_timeouts(self.interval, cfg.monitor.http_timeout)[0],
         )
 
     def on_quitting(self, environment: Environment, **_: Any) -> None:
@@ -269,8 +336,10 @@ class MemoryMonitor:
                 f.close()
         if self.samples_taken:
             log.info(
-                "memory monitor: %d samples, %.2f ms wall and %.2f ms CPU per sample",
+                "memory monitor: %d samples (%d slots skipped), %.2f ms wall and %.2f ms CPU "
+                "per sample",
                 self.samples_taken,
+                self.slots_skipped,
                 1000 * self.wall_seconds / self.samples_taken,
                 1000 * self.cpu_seconds / self.samples_taken,
             )
@@ -327,13 +396,15 @@ class MemoryMonitor:
 
         A cache that fills is memory the target knows about; a leak is memory it
         does not. When the target's /memory/stats is not there (another
-        platform), plain RSS; when it is there but missed this sample, nothing.
+        platform) or has not answered well yet (junk from the start), plain RSS;
+        when it has answered but missed this sample, nothing (switching back to
+        plain RSS would look like growth by the cache bytes).
         """
         rss = row.get("rss_bytes")
         if rss is None:
             return None
         assert self.sampler is not None
-        if not any(s.name == "stats" for s in self.sampler.sources):
+        if not self.sampler.answered("stats"):
             return float(rss)
         if "stats_rss_bytes" not in row:  # the stats source did not answer this time
             return None
@@ -349,12 +420,12 @@ class MemoryMonitor:
                 pid = None
             if pid is not None:
                 log.info("memory monitor: target PID %d found listening at %s", pid, self.host)
-        timeout = ctx.config.monitor.http_timeout
+        timeout, deadline = read_timeouts(self.interval, ctx.config.monitor.http_timeout)
         sources: list[Source] = build_sources(
             self.source_names, pid, lambda: TargetClient(self.host, timeout=timeout)
         )
         self.target_pid = pid
-        return Sampler(sources, self._source_missing)
+        return Sampler(sources, self._source_event, deadline=deadline)
 
     def _make_profiler(self, runner: Any) -> AllocationProfiler | None:
         ctx = self.context
@@ -381,9 +452,18 @@ class MemoryMonitor:
             record=self.context.record,
         )
 
-    def _source_missing(self, name: str, reason: str) -> None:
-        log.warning("memory monitor: source %s is not available: %s", name, reason)
-        self.context.record("source_missing", f"{name}: {reason}")
+    def _source_event(self, kind: str, name: str, detail: dict[str, Any]) -> None:
+        """A source_* event from the sampler: the log and events.csv."""
+        if kind == "source_missing":
+            log.warning("memory monitor: source %s is not available: %s", name, detail["reason"])
+            self.context.record(kind, f"{name}: {detail['reason']}")
+            return
+        if kind == "source_degraded":
+            got = f" (got: {detail['example']})" if detail.get("example") else ""
+            log.warning("memory monitor: source %s degraded: %s%s", name, detail["reason"], got)
+        elif kind == "source_recovered":
+            log.info("memory monitor: source %s recovered after %.1f s", name, detail["degraded_s"])
+        self.context.record(kind, {"source": name, **detail})
 
     def _sample_loop(self) -> None:
         next_at = time.monotonic()
@@ -392,7 +472,9 @@ class MemoryMonitor:
             next_at += self.interval
             now = time.monotonic()
             if next_at <= now:  # a slow sample: skip the slots it overran
-                next_at += self.interval * (1 + int((now - next_at) // self.interval))
+                skipped = 1 + int((now - next_at) // self.interval)
+                self.slots_skipped += skipped
+                next_at += self.interval * skipped
             gevent.sleep(next_at - now)
 
     def sample_once(self) -> dict[str, Any]:
@@ -403,7 +485,7 @@ class MemoryMonitor:
             self.started = now
         t0 = time.perf_counter()
         with GreenletCpuMeter() as cpu:
-            sample = self.sampler.take()
+            sample = self.sampler.take(cpu)
             row = sample.row
             verdict = self.detector.add(now, self._judged_value(row))
             runner = self.environment.runner
@@ -437,7 +519,7 @@ class MemoryMonitor:
                 row["elapsed_s"],
                 row.get("host_percent"),
                 row.get("pressure"),
-                sample.target_ok,
+                Seen(sample.process_alive, sample.memory_read),
             )
             if stop is not None:
                 self.stop_run(stop)
@@ -483,16 +565,22 @@ class MemoryMonitor:
         try:
             while True:
                 gevent.sleep(every)
+                answered = True
                 try:
                     h = client.health()
                     status, code = h.get("status"), h.get("http_status")
                     ok = code == 200 and status in ("ok", "degraded")
-                    detail = f"status {status}, HTTP {code}"
-                except (requests.RequestException, ValueError) as exc:
-                    ok, detail = False, f"no answer ({type(exc).__name__})"
+                    detail = f"status {status!r:.40}, HTTP {code}"
+                except requests.RequestException as exc:
+                    answered, ok, detail = False, False, f"no answer ({type(exc).__name__})"
+                except ValueError:
+                    ok, detail = False, "an answer that is not JSON"
                 if not ok:
                     log.warning("memory monitor: health check failed: %s", detail)
                 self.context.record("health_ok" if ok else "health_failed", detail)
+                stop = None if self._stopping else self.guard.health(answered)
+                if stop is not None:
+                    self.stop_run(stop)
         finally:
             client.close()
 
@@ -503,6 +591,8 @@ class MemoryMonitor:
                 gevent.sleep(every)
                 try:
                     r = client.cycle()
+                    if not isinstance(r, dict):
+                        raise TargetError(f"POST /memory/cycle: not a JSON object: {r!r:.100}")
                     detail: dict[str, Any] = {
                         k: r.get(k) for k in ("freed_bytes", "duration_ms", "strategy", "pressure")
                     }

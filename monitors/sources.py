@@ -7,10 +7,16 @@ its figures, or raises:
 - :class:`SourceMissing` when the source is not there at all (no PID, a 404,
   no ``/proc/pressure``, an unreadable cgroup). The sampler notes that once
   and stops asking; the source's columns stay empty.
-- :class:`SourceFailed` when it is there but did not answer this time (the
-  target refused the connection, timed out, or its process is gone). A target
-  source failing on consecutive samples is how the safety guard sees a lost
-  target.
+- :class:`SourceFailed` when it is there but did not answer well this time:
+  the target refused the connection, reset it, answered 5xx, sent a body too
+  large or one that does not parse, or figures of the wrong type. It carries
+  an example of what came back, for the ``source_degraded`` event.
+  :class:`TargetGone` (a SourceFailed) when the target process itself is gone.
+
+Every reading is checked again by :func:`junk_values` (NaN, negative figures,
+an RSS above the host's memory, a pressure outside 0-100) before a sample
+uses it; see :class:`monitors.sampler.Sampler`, which also bounds how long a
+read may take.
 
 Sources are plain objects: no greenlets, no clocks, no Locust. The names in
 :data:`SOURCE_NAMES` are what ``--monitor-sources`` accepts.
@@ -18,6 +24,8 @@ Sources are plain objects: no greenlets, no clocks, no Locust. The names in
 
 from __future__ import annotations
 
+import json
+import math
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -52,7 +60,31 @@ class SourceMissing(Exception):
 
 
 class SourceFailed(Exception):
-    """The source did not answer this time."""
+    """The source did not answer well this time; ``example`` is what came back, if anything."""
+
+    def __init__(self, reason: str, example: str = "") -> None:
+        super().__init__(reason)
+        self.example = example
+
+
+class TargetGone(SourceFailed):
+    """The target process (known by its PID) is not there any more."""
+
+
+EXAMPLE_CHARS = 120
+"""How much of a bad answer an event quotes."""
+
+MAX_BODY_BYTES = 4 << 20
+"""A /metrics or /memory/stats body larger than this is refused unread (the
+reference service's are a few kB; a Prometheus page of a big process, some 100 kB)."""
+
+
+def example_of(text: str | bytes) -> str:
+    """The start of a bad answer, printable, for an event's ``example``."""
+    if isinstance(text, bytes):
+        text = text[: 4 * EXAMPLE_CHARS].decode("utf-8", errors="replace")
+    short = text[:EXAMPLE_CHARS]
+    return repr(short)[1:-1] + (" ..." if len(text) > EXAMPLE_CHARS else "")
 
 
 Reading = dict[str, Any]
@@ -81,6 +113,8 @@ class ProcessSource:
                 self._proc.cpu_percent(None)  # primes the CPU counter; the first call says 0.0
             p = self._proc
             with p.oneshot():
+                if p.status() == psutil.STATUS_ZOMBIE:  # dead, its parent has not reaped it
+                    raise psutil.ZombieProcess(self.pid)
                 mem = p.memory_info()
                 return {
                     "proc_rss_bytes": mem.rss,
@@ -89,8 +123,8 @@ class ProcessSource:
                     "num_threads": p.num_threads(),
                     "open_files": p.num_fds(),
                 }
-        except psutil.NoSuchProcess:
-            raise SourceFailed(f"target process {self.pid} is gone") from None
+        except psutil.NoSuchProcess:  # a zombie too: killed, not yet reaped
+            raise TargetGone(f"target process {self.pid} is gone") from None
         except psutil.AccessDenied:
             raise SourceMissing(f"no permission to read process {self.pid}") from None
 
@@ -125,9 +159,9 @@ class SmapsSource:
         except FileNotFoundError:
             if (self.proc / str(self.pid)).exists():
                 raise SourceMissing(f"{path}: not there (a kernel before 4.14)") from None
-            raise SourceFailed(f"target process {self.pid} is gone") from None
+            raise TargetGone(f"target process {self.pid} is gone") from None
         except ProcessLookupError:
-            raise SourceFailed(f"target process {self.pid} is gone") from None
+            raise TargetGone(f"target process {self.pid} is gone") from None
         except PermissionError:
             raise SourceMissing(f"no permission to read {path}") from None
         except OSError as exc:
@@ -158,17 +192,51 @@ def parse_smaps_rollup(text: str) -> Reading | None:
     }
 
 
-def _get(client: TargetClient, path: str) -> requests.Response:
-    """``GET path`` on the target: 200, else SourceMissing (404) or SourceFailed."""
+def _get(client: TargetClient, path: str) -> str:
+    """``GET path`` on the target: its body as text, else SourceMissing (404) or SourceFailed.
+
+    The body is streamed and refused past :data:`MAX_BODY_BYTES`, so a huge
+    answer costs at most that much memory and reading time.
+    """
+    what = f"GET {path}"
     try:
-        r = client.session.get(f"{client.base_url}{path}", timeout=client.timeout)
+        with client.session.get(
+            f"{client.base_url}{path}", timeout=client.timeout, stream=True
+        ) as r:
+            if r.status_code == 404:
+                raise SourceMissing(f"the target has no {path} (HTTP 404)")
+            declared = r.headers.get("Content-Length", "")
+            if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+                raise SourceFailed(
+                    f"{what}: body of {int(declared) / 2**20:.1f} MB "
+                    f"(valid: up to {MAX_BODY_BYTES >> 20} MB)",
+                    example_of(next(r.iter_content(EXAMPLE_CHARS + 1), b"")),
+                )
+            body = bytearray()
+            for chunk in r.iter_content(64 * 1024):
+                body += chunk
+                if len(body) > MAX_BODY_BYTES:
+                    raise SourceFailed(
+                        f"{what}: body over {MAX_BODY_BYTES >> 20} MB", example_of(bytes(body))
+                    )
+            text = bytes(body).decode(r.encoding or "utf-8", errors="replace")
+            if r.status_code != 200:
+                raise SourceFailed(f"{what}: HTTP {r.status_code}", example_of(text))
+            return text
+    except requests.Timeout:
+        raise SourceFailed(f"{what}: no answer within {client.timeout:g} s") from None
     except requests.RequestException as exc:
-        raise SourceFailed(f"GET {path}: {type(exc).__name__}") from None
-    if r.status_code == 404:
-        raise SourceMissing(f"the target has no {path} (HTTP 404)")
-    if r.status_code != 200:
-        raise SourceFailed(f"GET {path}: HTTP {r.status_code}")
-    return r
+        raise SourceFailed(f"{what}: {type(exc).__name__}", _cause(exc)) from None
+
+
+def _cause(exc: BaseException) -> str:
+    """The innermost error text of a requests failure (e.g. 'Connection reset by peer')."""
+    while exc.__context__ is not None and exc.__context__ is not exc:
+        exc = exc.__context__
+    for arg in exc.args:
+        if isinstance(arg, BaseException):
+            exc = arg
+    return example_of(str(exc))
 
 
 class PrometheusSource:
@@ -180,8 +248,7 @@ class PrometheusSource:
         self.client = client
 
     def read(self) -> Reading:
-        r = _get(self.client, "/metrics")
-        value = parse_prometheus_rss(r.text)
+        value = parse_prometheus_rss(_get(self.client, "/metrics"))
         if value is None:
             raise SourceMissing(f"/metrics has no {PROM_RSS}")
         return {"prom_rss_bytes": value}
@@ -191,21 +258,36 @@ def parse_prometheus_rss(text: str) -> float | None:
     """The ``process_resident_memory_bytes`` value in a Prometheus text page, if any.
 
     Only the metric's own lines (with its HELP and TYPE) are parsed, so a large
-    page of other metrics costs a substring scan, not a full parse.
+    page of other metrics costs a substring scan, not a full parse. Lines that
+    do not parse raise :class:`SourceFailed`, quoting the first of them.
     """
     lines = [ln for ln in text.splitlines() if PROM_RSS in ln]
     if not lines:
         return None
-    for family in text_string_to_metric_families("\n".join(lines) + "\n"):
-        if family.name == PROM_RSS:
-            for sample in family.samples:
-                if sample.name == PROM_RSS:
-                    return float(sample.value)
+    try:
+        for family in text_string_to_metric_families("\n".join(lines) + "\n"):
+            if family.name == PROM_RSS:
+                for sample in family.samples:
+                    if sample.name == PROM_RSS:
+                        return float(sample.value)
+    except Exception as exc:  # the parser's own errors on text it cannot read, whatever type
+        bad = next((ln for ln in lines if not _parses(ln)), lines[0])
+        raise SourceFailed(
+            f"GET /metrics: not Prometheus text ({type(exc).__name__})", example_of(bad)
+        ) from None
     return None
 
 
+def _parses(line: str) -> bool:
+    try:
+        list(text_string_to_metric_families(line + "\n"))
+    except Exception:  # as above: whatever the parser raises on this line
+        return False
+    return True
+
+
 class StatsSource:
-    """The target's own view from ``GET /memory/stats`` (DESIGN section 3)."""
+    """The target's own view from ``GET /memory/stats``."""
 
     name = "stats"
 
@@ -213,43 +295,106 @@ class StatsSource:
         self.client = client
 
     def read(self) -> Reading:
-        r = _get(self.client, "/memory/stats")
+        text = _get(self.client, "/memory/stats")
         try:
-            data = r.json()
-        except ValueError:
-            raise SourceFailed("GET /memory/stats: not JSON") from None
+            data = json.loads(text)
+        except ValueError as exc:
+            raise SourceFailed(
+                f"GET /memory/stats: not JSON ({type(exc).__name__})", example_of(text)
+            ) from None
         return stats_row(data)
 
 
+STATS_NUMBERS = (
+    "budget_bytes",
+    "pressure",
+    "optimizations_total",
+    "optimizations_failed",
+    "bytes_freed_total",
+    "unaccounted_bytes",
+)
+
+
 def stats_row(data: Any) -> Reading:
-    """Map a ``/memory/stats`` body to sample columns; unknown or odd fields stay empty."""
+    """Map a ``/memory/stats`` body to sample columns.
+
+    A field that is absent or null stays empty (another platform may not know
+    it); a field of the wrong type (a string where the contract has a number)
+    makes the whole answer junk: :class:`SourceFailed` naming the fields.
+    """
     if not isinstance(data, dict):
-        raise SourceFailed("GET /memory/stats: not a JSON object")
-    row: Reading = {"stats_rss_bytes": _number(data.get("rss_bytes"))}
-    for key in (
-        "budget_bytes",
-        "pressure",
-        "optimizations_total",
-        "optimizations_failed",
-        "bytes_freed_total",
-        "unaccounted_bytes",
-    ):
-        row[key] = _number(data.get(key))
+        raise SourceFailed(
+            "GET /memory/stats: not a JSON object", example_of(json.dumps(data)[:EXAMPLE_CHARS])
+        )
+    wrong: list[str] = []
+
+    def number(where: dict[str, Any], key: str, label: str) -> float | int | None:
+        value = where.get(key)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            wrong.append(f"{label}={value!r}"[:60])
+            return None
+        return value
+
+    row: Reading = {"stats_rss_bytes": number(data, "rss_bytes", "rss_bytes")}
+    for key in STATS_NUMBERS:
+        row[key] = number(data, key, key)
     strategy = data.get("strategy")
+    if strategy is not None and not isinstance(strategy, str):
+        wrong.append(f"strategy={strategy!r}"[:60])
     row["strategy"] = strategy if isinstance(strategy, str) else None
     suspected = data.get("leak_suspected")
+    if suspected is not None and not isinstance(suspected, bool | int):
+        wrong.append(f"leak_suspected={suspected!r}"[:60])
     row["leak_suspected"] = int(suspected) if isinstance(suspected, bool | int) else None
     tiers = data.get("tiers") if isinstance(data.get("tiers"), dict) else data
     for tier in TIERS:
         info = tiers.get(tier) if isinstance(tiers, dict) else None
-        row[f"{tier}_bytes"] = _number(info.get("bytes")) if isinstance(info, dict) else None
+        row[f"{tier}_bytes"] = (
+            number(info, "bytes", f"tiers.{tier}.bytes") if isinstance(info, dict) else None
+        )
+    if wrong:
+        raise SourceFailed(
+            f"GET /memory/stats: wrong types ({', '.join(wrong[:4])}; valid: numbers)",
+            example_of(json.dumps(data, default=str)),
+        )
     return row
 
 
-def _number(value: Any) -> float | int | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return value
+RSS_COLUMNS = ("proc_rss_bytes", "prom_rss_bytes", "stats_rss_bytes")
+"""Readings of the target's resident memory, one per source that has one."""
+
+PERCENT_COLUMNS = ("pressure", "host_percent", "psi_some_avg10", "psi_full_avg10")
+
+
+def junk_values(reading: Reading, host_total_bytes: float | None) -> list[str]:
+    """What in a reading cannot be true: each as ``column=value (why)``; empty when sound.
+
+    Every figure of a sample is a finite quantity at or above zero. An RSS
+    cannot exceed the host's memory (the target runs on this host: targets are
+    on loopback). A percentage is 0-100, except the target's own ``pressure``
+    (100 x RSS / budget), which may exceed 100 when the same answer puts its
+    RSS above its budget.
+    """
+    bad: list[str] = []
+    for key, value in reading.items():
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            continue
+        if not math.isfinite(value):
+            bad.append(f"{key}={value} (not a number)")
+        elif value < 0:
+            bad.append(f"{key}={value:g} (negative)")
+        elif key in RSS_COLUMNS and host_total_bytes and value > host_total_bytes:
+            bad.append(f"{key}={value:.4g} (above the host's {host_total_bytes / 2**30:.1f} GiB)")
+        elif key in PERCENT_COLUMNS and value > 100 and not _over_budget(key, reading):
+            bad.append(f"{key}={value:g} (valid: 0-100)")
+    return bad
+
+
+def _over_budget(key: str, reading: Reading) -> bool:
+    rss, budget = reading.get("stats_rss_bytes"), reading.get("budget_bytes")
+    return key == "pressure" and bool(rss and budget and rss > budget)
 
 
 class HostSource:

@@ -21,11 +21,13 @@ from typing import TYPE_CHECKING, Any
 
 from flask import Response, request, send_file
 
-from monitors.leak import MB
+from common.units import MB
 from monitors.page import PAGE_HTML
 
 if TYPE_CHECKING:
-    from monitors.monitor import MemoryMonitor, Point
+    from locust.web import WebUI
+
+    from monitors.monitor import MemoryMonitor, Point, Snapshot
 
 TAB_KEY = "memstress_memory"
 MAX_POINTS = 3000
@@ -36,27 +38,26 @@ def _mb(value: float | None) -> str:
     return "-" if value is None else f"{value / MB:.1f} MB"
 
 
-def summary(monitor: MemoryMonitor) -> dict[str, Any]:
+SUMMARY_FIELDS = (
+    "rss_bytes",
+    "peak_rss_bytes",
+    "rss_source",
+    "budget_bytes",
+    "pressure",
+    "strategy",
+    "host_percent",
+    "leak_slope_mb_min",
+    "leak_state",
+    "stage",
+    "samples",
+    "stop_reason",
+    "scenario",
+)
+
+
+def summary(snap: Snapshot) -> dict[str, Any]:
     """The figures the tab and the page head show, JSON-ready."""
-    row = monitor.latest
-    verdict = monitor.detector.verdict
-    rss = row.get("rss_bytes")
-    budget = row.get("budget_bytes")
-    return {
-        "rss_bytes": rss,
-        "peak_rss_bytes": monitor.peak_rss,
-        "rss_source": row.get("rss_source"),
-        "budget_bytes": budget,
-        "pressure": row.get("pressure"),
-        "strategy": row.get("strategy"),
-        "host_percent": row.get("host_percent"),
-        "leak_slope_mb_min": verdict.slope_mb_min,
-        "leak_state": verdict.state,
-        "stage": monitor.context.stage.name,
-        "samples": monitor.samples_taken,
-        "stop_reason": monitor.context.stop_reason,
-        "scenario": monitor.context.scenario,
-    }
+    return {k: getattr(snap, k) for k in SUMMARY_FIELDS}
 
 
 def tab_rows(s: dict[str, Any]) -> list[dict[str, str]]:
@@ -98,16 +99,15 @@ def _num(v: float | None, digits: int) -> float | None:
     return None if v is None or not math.isfinite(v) else round(v, digits)
 
 
-def samples_payload(monitor: MemoryMonitor, since: float = -1.0) -> dict[str, Any]:
+def samples_payload(snap: Snapshot, history: list[Point], since: float = -1.0) -> dict[str, Any]:
     """Points after ``since`` (elapsed seconds), stage bands and the summary."""
-    history = list(monitor.history)
     new = [p for p in history if round(p.elapsed_s, 3) > since]  # as the client saw them
     if len(new) > MAX_POINTS:
         step = math.ceil(len(new) / MAX_POINTS)
         new = new[-1::-step][::-1]
     return {
-        "summary": summary(monitor),
-        "interval_s": monitor.interval,
+        "summary": summary(snap),
+        "interval_s": snap.interval_s,
         "columns": ["elapsed_s", "rss_mb", "pressure", "host_percent", "leak_slope_mb_min"],
         "points": [
             [
@@ -124,12 +124,11 @@ def samples_payload(monitor: MemoryMonitor, since: float = -1.0) -> dict[str, An
 
 
 class MemoryView:
-    """Installs the Memory tab and the chart page on ``environment.web_ui``."""
+    """Installs the Memory tab and the chart page on Locust's web UI; it reads the
+    monitor's :meth:`~monitors.monitor.MemoryMonitor.snapshot` and ``points()``."""
 
-    def __init__(self, monitor: MemoryMonitor) -> None:
+    def __init__(self, web_ui: WebUI, monitor: MemoryMonitor) -> None:
         self.monitor = monitor
-        web_ui = monitor.environment.web_ui
-        assert web_ui is not None
         args = web_ui.template_args
         args.setdefault("extended_tabs", []).append({"title": "Memory", "key": TAB_KEY})
         args.setdefault("extended_tables", []).append(
@@ -158,7 +157,7 @@ class MemoryView:
         body = response.get_json(silent=True)
         if not isinstance(body, dict):
             return response
-        rows = tab_rows(summary(self.monitor))
+        rows = tab_rows(summary(self.monitor.snapshot()))
         body["extended_stats"] = [{"key": TAB_KEY, "data": rows}]
         response.set_data(json.dumps(body))
         return response
@@ -175,13 +174,11 @@ class MemoryView:
                 status=400,
                 mimetype="application/json",
             )
-        return Response(
-            json.dumps(samples_payload(self.monitor, since)), mimetype="application/json"
-        )
+        payload = samples_payload(self.monitor.snapshot(), self.monitor.points(), since)
+        return Response(json.dumps(payload), mimetype="application/json")
 
     def csv(self) -> Response:
-        run_dir = self.monitor.context.run_dir
-        path = None if run_dir is None else run_dir / "memory_samples.csv"
+        path = self.monitor.snapshot().samples_csv
         if path is None or not path.exists():
             return Response("no memory_samples.csv yet\n", status=404, mimetype="text/plain")
         return send_file(path, mimetype="text/csv", as_attachment=True)

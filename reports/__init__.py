@@ -1,7 +1,8 @@
 """Post-processing of run folders: metrics, grades, business value, JSON, Markdown, charts.
 
-Three steps in three places (STYLE point 5): :mod:`reports.collect` reads a run
-folder, :mod:`reports.metrics`, :mod:`reports.scores`, :mod:`reports.grading`,
+Three steps in three places (docs/design.md, From the CLI to the report):
+:mod:`reports.collect` reads a run folder, :mod:`reports.metrics`,
+:mod:`reports.scores`, :mod:`reports.grading`,
 :mod:`reports.business` and :mod:`reports.findings` aggregate it into plain
 dataclasses, and :mod:`reports.results` (JSON, written first),
 :mod:`reports.markdown` (from that JSON) and :mod:`reports.charts` render it.

@@ -16,7 +16,7 @@ from common.config import Config
 from reports.charts import render_charts
 from reports.collect import ReportInputError, read_locust_export
 from reports.markdown import render_run
-from reports.results import CHARTS_DIR, REPORT_NAME, RESULTS_NAME, analyse, to_results, write_json
+from reports.results import CHARTS_DIR, REPORT_NAME, RESULTS_NAME, aggregate, to_results, write_json
 
 SUFFIXES = ("_stats.csv", "_stats_history.csv", "_failures.csv", "_exceptions.csv", ".json")
 
@@ -49,7 +49,7 @@ def analyze(
             "so that PREFIX_stats.csv exists)"
         )
     data = read_locust_export(prefix)
-    a = analyse(data, cfg, fail_on)
+    a = aggregate(data, cfg, fail_on)
     doc = to_results(a, cfg)
     charts: list[str] = []
     errors: list[str] = []

@@ -22,7 +22,7 @@ from reports.results import (
     REPORT_NAME,
     RESULTS_NAME,
     SCHEMA_VERSION,
-    analyse,
+    aggregate,
     summary,
     to_results,
     write_json,
@@ -81,7 +81,7 @@ def build_run_report(run_dir: Path, config: Config, fail_on: str | None = None) 
             "memory_samples.csv or locust_stats.csv)"
         )
     data = read_run(run_dir)
-    analysis = analyse(data, config, fail)
+    analysis = aggregate(data, config, fail)
     doc = to_results(analysis, config)
     results_path = write_json(doc, run_dir / RESULTS_NAME)
     charts, chart_errors = render_charts(

@@ -1,4 +1,4 @@
-"""Aggregate: business value in dollars (DESIGN section 5), each term with its inputs.
+"""Aggregate: business value in dollars, each term with its inputs.
 
 Rates and references come from ``config.business_value``::
 

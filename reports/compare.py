@@ -16,7 +16,7 @@ from common.config import Config
 from reports.collect import ReportInputError, is_run_folder, read_run
 from reports.fmt import num
 from reports.markdown import table
-from reports.results import RESULTS_NAME, analyse, load_results, summary, to_results
+from reports.results import RESULTS_NAME, aggregate, load_results, summary, to_results
 
 Summary = dict[str, float | None]
 
@@ -73,7 +73,7 @@ def _side_of_folder(folder: Path, cfg: Config) -> dict[str, Summary]:
     if results.is_file():
         return _side_of_doc(load_results(results))
     if is_run_folder(folder):
-        doc = to_results(analyse(read_run(folder), cfg), cfg)
+        doc = to_results(aggregate(read_run(folder), cfg), cfg)
         return _side_of_doc(doc)
     runs = sorted(p for p in folder.iterdir() if is_run_folder(p))
     if not runs:

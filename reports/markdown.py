@@ -335,6 +335,38 @@ def render_run(
         )
     )
 
+    # --- monitor sources that answered badly
+    if degraded := doc.get("degraded_sources"):
+        add("\n## Degraded monitor sources\n")
+        add("Their columns are empty while degraded; the other sources' figures stand.\n")
+        add(
+            table(
+                [
+                    "source",
+                    "degraded for",
+                    "spells",
+                    "at the end",
+                    "first reason",
+                    "what came back",
+                ],
+                [
+                    [
+                        d["source"],
+                        duration(d["degraded_s"]),
+                        d["spells"],
+                        "disabled"
+                        if d["disabled"]
+                        else "recovered"
+                        if d["recovered"]
+                        else "degraded",
+                        d["reason"],
+                        d["example"] or "nothing",
+                    ]
+                    for d in degraded
+                ],
+            )
+        )
+
     # --- inputs
     add("\n## Inputs\n")
     if doc["missing_inputs"]:

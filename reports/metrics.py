@@ -1,4 +1,4 @@
-"""Aggregate: the metrics of DESIGN section 5 from a :class:`RunData`, as plain dataclasses.
+"""Aggregate: the metrics of a run from a :class:`RunData`, as plain dataclasses.
 
 Units: memory in MB (2**20 bytes), times in seconds, rates in percent.
 Every figure that cannot be computed from the inputs is ``None`` (shown as

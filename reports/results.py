@@ -22,6 +22,7 @@ import numpy as np
 from common.config import Config
 from reports.business import BusinessValue, business_value
 from reports.collect import CYCLE_REQUEST, ReportInputError, RunData
+from reports.degraded import as_json, degraded_sources
 from reports.findings import Limit, limits, recommendations, stage_grades
 from reports.grading import Grade, Verdict, grade_all, run_exit_code, verdict
 from reports.leak_sites import where_memory_went
@@ -61,7 +62,7 @@ class Analysis:
     exit_code: int
 
 
-def analyse(data: RunData, cfg: Config, fail_on: str | None = None) -> Analysis:
+def aggregate(data: RunData, cfg: Config, fail_on: str | None = None) -> Analysis:
     """Aggregate a run: metrics, scores, grades, verdict, business value, findings."""
     fail = fail_on or cfg.fail_on
     m = compute(data, cfg)
@@ -202,6 +203,7 @@ def to_results(a: Analysis, cfg: Config) -> dict[str, Any]:
         "unavailable": a.unavailable,
         "notes": a.data.notes,
         "stop": plain(stop),
+        "degraded_sources": as_json(degraded_sources(a.data.events, m.t_end)),
         "config": _config_summary(cfg, a.verdict.fail_on),
         "metrics": metrics,
         "stages": stages,

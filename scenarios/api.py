@@ -1,4 +1,4 @@
-"""The target API as the scenarios speak it (DESIGN section 3), and their test data.
+"""The target API as the scenarios speak it, and their test data.
 
 Each :class:`Endpoint` knows its Locust request name, so every user reports a
 request under the same name (``POST /agents/[id]/messages``, never one row

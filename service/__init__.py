@@ -1,4 +1,4 @@
-"""The reference memory-management service (DESIGN section 3).
+"""The reference memory-management service: the target the suite is tried on.
 
 Run it as ``python -m service --port P --data-dir D``. RAM is a cache over a
 durable SQLite store; a memory manager scores pressure against a budget and

@@ -88,7 +88,7 @@ def _interval(text: str) -> float:
 def build_parser() -> OneLineParser:
     p = OneLineParser(
         prog="python -m service",
-        description="The memstress reference memory-management service (DESIGN section 3).",
+        description="The memstress reference memory-management service.",
     )
     p.add_argument("--port", type=_port, default=8000, help="TCP port (default 8000)")
     p.add_argument(
@@ -156,6 +156,9 @@ def settings_from_args(argv: list[str] | None = None) -> tuple[Settings, Budget]
         embedding_cache_bytes=int(cfg.embedding_cache_mb * MB),
         conversation_cache_bytes=int(cfg.conversation_cache_mb * MB),
         vector_cache_bytes=int(cfg.vector_cache_mb * MB),
+        aggressive_at=cfg.aggressive_at,
+        emergency_at=cfg.emergency_at,
+        recover_below=cfg.recover_below,
         cycle_interval_s=args.cycle_interval,
         log_level=args.log_level,
         config_source=str(args.config or "the shipped config"),

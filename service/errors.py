@@ -70,7 +70,8 @@ _ERRORS: dict[int, str] = {
     413: "Request body over the size limit (``limit_bytes``); nothing was stored",
     422: "Bad input; ``field`` names the offending field",
     429: "The optimization queue is full; retry after ``Retry-After`` seconds",
-    503: "Memory pressure is critical: writes are shed until it is under 90%; "
+    503: "Memory pressure is critical: writes are shed until it is under recover_below "
+    "(90% by default); "
     "nothing was stored; retry after ``Retry-After`` seconds",
 }
 

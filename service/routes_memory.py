@@ -96,7 +96,12 @@ router = APIRouter()
 @router.get(
     "/health",
     response_model=HealthOut,
-    responses={503: {"model": HealthOut, "description": "critical: pressure at or over 95%"}},
+    responses={
+        503: {
+            "model": HealthOut,
+            "description": "critical: pressure at or over emergency_at (95% by default)",
+        }
+    },
 )
 async def health(rt: Rt) -> JSONResponse:
     rt.manager.measure()

@@ -19,6 +19,9 @@ class Settings:
     embedding_cache_bytes: int = 64 * 1024 * 1024
     conversation_cache_bytes: int = 64 * 1024 * 1024
     vector_cache_bytes: int = 128 * 1024 * 1024
+    aggressive_at: float = 80.0  # pressure thresholds of the strategies (config: service.*)
+    emergency_at: float = 95.0
+    recover_below: float = 90.0
     cycle_interval_s: float = 1.0
     log_level: str = "info"
     config_source: str = ""

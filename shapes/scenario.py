@@ -12,7 +12,7 @@ How the chosen scenario's users, and only those, run (checked on Locust 2.47):
   tick. This works the same headless, in the web UI (where the options, the
   scenario too, may be edited before each start) and distributed.
 - Every stage keeps the same classes; what changes per stage are parameters
-  the users read from ``environment.memstress.stage`` (DESIGN section 7).
+  the users read from ``environment.memstress.stage``.
 
 The shape runs only on the master (or the local runner). On each stage change
 it sets the context's stage, writes ``stages.csv`` and an event, and

@@ -28,6 +28,7 @@ def test_shipped_file_is_the_documented_default() -> None:
     assert cfg.performance_thresholds.response_time.good == 1.0
     assert cfg.safety.emergency_shutdown_threshold == 99
     assert cfg.service.budget_mb == 512
+    assert (cfg.service.aggressive_at, cfg.service.emergency_at) == (80, 95)
     assert cfg.business_value.memory_optimization_per_mb == pytest.approx(0.10)
 
 
@@ -117,6 +118,11 @@ BAD: list[tuple[str, Callable[[dict[str, Any]], None], str]] = [
         "unknown quick scenario",
         _set("scenarios.quick", ["baseline", "warp"]),
         r"^scenarios.quick\[1\]: unknown scenario",
+    ),
+    (
+        "strategy thresholds out of order",
+        _set("service.recover_below", 97),
+        r"^service: aggressive_at 80, recover_below 97, emergency_at 95 are not in order",
     ),
     (
         "significance over 0.5",

@@ -7,16 +7,18 @@ No Locust here (it would monkey-patch pytest's process); the real runs are in
 from __future__ import annotations
 
 import os
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
 import gevent
+import psutil
 import pytest
 
 from common.config import load_config
 from common.exitcodes import ExitCode
-from monitors.safety import SafetyGuard
+from monitors.safety import SafetyGuard, Seen
 from monitors.sampler import GreenletCpuMeter, Sampler
 from monitors.sources import (
     SOURCE_NAMES,
@@ -26,7 +28,9 @@ from monitors.sources import (
     PsiSource,
     SourceFailed,
     SourceMissing,
+    TargetGone,
     find_memory_cgroup,
+    junk_values,
     parse_prometheus_rss,
     parse_psi,
     parse_source_names,
@@ -49,6 +53,9 @@ process_virtual_memory_bytes 2.6370048e+08
 def test_prometheus_rss_is_parsed_from_its_own_lines() -> None:
     assert parse_prometheus_rss(PROM_PAGE) == 67633152.0
     assert parse_prometheus_rss("# nothing here\nup 1\n") is None
+    with pytest.raises(SourceFailed, match="not Prometheus text") as junk:
+        parse_prometheus_rss(f"{PROM_PAGE}process_resident_memory_bytes NaN-ish {{\n")
+    assert junk.value.example == "process_resident_memory_bytes NaN-ish {"
 
 
 def test_psi_some_and_full_avg10() -> None:
@@ -93,11 +100,14 @@ def test_stats_row_maps_the_contract_fields() -> None:
         33,
     ]
     assert row["ballast_bytes"] == 44
-    # Another platform's partial answer: what is missing or odd stays empty.
-    partial = stats_row({"rss_bytes": "lots", "pressure": 50})
+    # Another platform's partial answer: what is missing or null stays empty ...
+    partial = stats_row({"rss_bytes": None, "pressure": 50})
     assert partial["stats_rss_bytes"] is None and partial["pressure"] == 50
     assert partial["strategy"] is None and partial["vectors_bytes"] is None
-    with pytest.raises(SourceFailed):
+    # ... but a figure of the wrong type makes the answer junk, named.
+    with pytest.raises(SourceFailed, match=r"wrong types \(rss_bytes='lots', tiers.vectors"):
+        stats_row({"rss_bytes": "lots", "tiers": {"vectors": {"bytes": True}}})
+    with pytest.raises(SourceFailed, match="not a JSON object"):
         stats_row(["not", "an", "object"])
 
 
@@ -108,6 +118,23 @@ def test_process_source_reads_a_live_process_and_fails_when_it_is_gone() -> None
         ProcessSource(None).read()
     with pytest.raises(SourceFailed, match="is gone"):
         ProcessSource(2**22 + 12345).read()  # above pid_max: never a live process
+
+
+def test_a_killed_target_not_yet_reaped_is_gone_not_a_process_of_0_bytes() -> None:
+    child = subprocess.Popen(["sleep", "30"])
+    try:
+        source = ProcessSource(child.pid)
+        assert source.read()["proc_rss_bytes"] > 0
+        child.kill()
+        deadline = time.monotonic() + 5
+        while psutil.Process(child.pid).status() != psutil.STATUS_ZOMBIE:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        with pytest.raises(TargetGone, match=f"target process {child.pid} is gone"):
+            source.read()
+    finally:
+        child.kill()
+        child.wait()
 
 
 def test_host_source() -> None:
@@ -194,44 +221,162 @@ class FakeSource:
         return dict(r)
 
 
+Events = list[tuple[str, str, dict[str, Any]]]
+
+
+def _sampler(*sources: Any, deadline: float | None = None) -> tuple[Sampler, Events]:
+    events: Events = []
+    sampler = Sampler(
+        sources,
+        lambda kind, name, detail: events.append((kind, name, detail)),
+        deadline=deadline,
+        host_total_bytes=16 << 30,
+    )
+    return sampler, events
+
+
 def test_sampler_picks_the_best_rss_and_drops_a_missing_source_once() -> None:
-    noted: list[tuple[str, str]] = []
     process = FakeSource("process", SourceMissing("no target PID"))
     prom = FakeSource("prometheus", {"prom_rss_bytes": 200.0})
     stats = FakeSource("stats", {"stats_rss_bytes": 300, "pressure": 5.0})
-    sampler = Sampler([process, prom, stats], lambda n, r: noted.append((n, r)))
+    sampler, events = _sampler(process, prom, stats)
     for _ in range(3):
         s = sampler.take()
         assert s.row["rss_bytes"] == 200.0 and s.row["rss_source"] == "prometheus"
-        assert s.target_ok is True
-    assert noted == [("process", "no target PID")] and process.calls == 1
-    assert sampler.missing == {"process": "no target PID"}
+        assert s.process_alive is None and s.memory_read is True
+    assert events == [("source_missing", "process", {"reason": "no target PID"})]
+    assert process.calls == 1 and sampler.missing == {"process": "no target PID"}
+    assert sampler.answered("stats") and not sampler.answered("process")
 
 
-def test_sampler_target_reachability() -> None:
-    down = SourceFailed("ConnectionError")
-    # HTTP sources decide when there are any ...
-    s = Sampler(
-        [
-            FakeSource("process", {"proc_rss_bytes": 1}),
-            FakeSource("stats", down),
-            FakeSource("prometheus", down),
-        ]
-    ).take()
-    assert s.target_ok is False and s.row["rss_source"] == "psutil"
-    assert s.failures == ["stats: ConnectionError", "prometheus: ConnectionError"]
-    # ... else the process does; with neither there is nothing to judge.
-    assert Sampler([FakeSource("process", down)]).take().target_ok is False
-    assert Sampler([FakeSource("host", {"host_percent": 1.0})]).take().target_ok is None
+def test_sampler_what_it_saw_of_the_target() -> None:
+    down = SourceFailed("GET /memory/stats: ConnectionError")
+    s, _ = _sampler(
+        FakeSource("process", {"proc_rss_bytes": 1}),
+        FakeSource("stats", down),
+        FakeSource("prometheus", down),
+    )
+    sample = s.take()
+    # HTTP sources down, the process there: alive, its memory read (by psutil)
+    assert sample.process_alive is True and sample.memory_read is True
+    assert sample.row["rss_source"] == "psutil" and sample.failures == ["stats", "prometheus"]
+    gone, _ = _sampler(FakeSource("process", TargetGone("target process 7 is gone")))
+    assert gone.take().process_alive is False
+    blind, _ = _sampler(FakeSource("stats", down))
+    assert blind.take().memory_read is False and blind.take().process_alive is None
+    host, _ = _sampler(FakeSource("host", {"host_percent": 1.0}))
+    assert host.take().memory_read is None  # no source reads the target: nothing to judge
+
+
+def test_a_source_failing_alone_is_degraded_once_then_recovers() -> None:
+    bad = SourceFailed("GET /metrics: HTTP 500", "Internal Server Error")
+    prom = FakeSource("prometheus", bad, bad, bad, {"prom_rss_bytes": 5.0}, {"prom_rss_bytes": 6.0})
+    process = FakeSource("process", {"proc_rss_bytes": 10})
+    sampler, events = _sampler(process, prom)
+    rows = [sampler.take().row for _ in range(5)]
+    assert [r["rss_bytes"] for r in rows] == [10] * 5  # the other source's figures go on
+    assert [r.get("prom_rss_bytes") for r in rows] == [None, None, None, 5.0, 6.0]
+    (kind, name, detail), (kind2, name2, detail2) = events
+    assert (kind, name) == ("source_degraded", "prometheus")
+    assert detail == {"reason": "GET /metrics: HTTP 500", "example": "Internal Server Error"}
+    assert (kind2, name2) == ("source_recovered", "prometheus")
+    assert detail2["failed_reads"] == 3 and detail2["degraded_s"] >= 0
+
+
+@pytest.mark.parametrize(
+    ("reading", "why"),
+    [
+        ({"prom_rss_bytes": float("nan")}, "prom_rss_bytes=nan (not a number)"),
+        ({"proc_rss_bytes": -1}, "proc_rss_bytes=-1 (negative)"),
+        ({"stats_rss_bytes": 32 << 30}, "stats_rss_bytes=3.436e+10 (above the host's 16.0 GiB)"),
+        ({"pressure": 100.5, "stats_rss_bytes": 5, "budget_bytes": 10}, "pressure=100.5"),
+        ({"host_percent": 101.0}, "host_percent=101 (valid: 0-100)"),
+        ({"psi_some_avg10": float("inf")}, "psi_some_avg10=inf (not a number)"),
+    ],
+)
+def test_figures_that_cannot_be_true_are_junk(reading: dict[str, Any], why: str) -> None:
+    assert junk_values(reading, 16 << 30)[0].startswith(why)
+    sampler, events = _sampler(FakeSource("stats", reading))
+    assert not any(sampler.take().row.get(k) for k in reading)  # not plotted, not graded
+    assert events[0][0] == "source_degraded" and why in events[0][2]["reason"]
+
+
+def test_pressure_above_100_is_sound_when_the_same_answer_is_over_budget() -> None:
+    over = {"pressure": 120.0, "stats_rss_bytes": 12, "budget_bytes": 10}
+    assert junk_values(over, 16 << 30) == []
+    assert junk_values({"pressure": 0.0, "cpu_percent": 350.0, "strategy": "normal"}, None) == []
+
+
+def test_missing_after_good_answers_is_a_failure_not_a_drop() -> None:
+    gone = SourceMissing("the target has no /metrics (HTTP 404)")
+    sampler, events = _sampler(FakeSource("prometheus", {"prom_rss_bytes": 1.0}, gone))
+    sampler.take()
+    sampler.take()
+    assert [s.name for s in sampler.sources] == ["prometheus"] and sampler.missing == {}
+    assert [e[0] for e in events] == ["source_degraded"]
+
+
+class BuggySource:
+    name = "stats"
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def read(self) -> dict[str, Any]:
+        self.calls += 1
+        return {"stats_rss_bytes": 1 / 0}
+
+
+def test_a_bug_in_a_source_disables_it_and_the_sample_goes_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    buggy = BuggySource()
+    sampler, events = _sampler(FakeSource("process", {"proc_rss_bytes": 7}), buggy)
+    for _ in range(3):
+        assert sampler.take().row["rss_bytes"] == 7
+    assert buggy.calls == 1 and [s.name for s in sampler.sources] == ["process"]
+    assert events == [
+        ("source_disabled", "stats", {"error": "ZeroDivisionError: division by zero"})
+    ]
+    tracebacks = [r for r in caplog.records if r.exc_info]
+    assert len(tracebacks) == 1 and "stats" in tracebacks[0].getMessage()
+
+
+class SlowSource:
+    name = "stats"
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def read(self) -> dict[str, Any]:
+        gevent.sleep(self.seconds)
+        return {"stats_rss_bytes": 1}
+
+
+def test_a_slow_source_does_not_hold_the_sample_past_its_deadline() -> None:
+    process = FakeSource("process", {"proc_rss_bytes": 3})
+    sampler, events = _sampler(process, SlowSource(5.0), deadline=0.1)
+
+    def take() -> tuple[float, Any]:
+        t0 = time.monotonic()
+        sample = sampler.take()
+        return time.monotonic() - t0, sample
+
+    spent, sample = gevent.spawn(take).get()
+    assert spent < 0.5 and sample.row["rss_bytes"] == 3 and "stats_rss_bytes" not in sample.row
+    assert events == [
+        ("source_degraded", "stats", {"reason": "no answer within 0.1 s", "example": ""})
+    ]
 
 
 CFG = load_config()
+UP = Seen(process=True, memory=True)
 
 
 def test_safety_host_memory_stops_at_once() -> None:
     g = SafetyGuard(CFG.safety)
-    assert g.check(0, 0, 98.9, None, True) is None
-    stop = g.check(1, 1, 99.0, None, True)
+    assert g.check(0, 0, 98.9, None, UP) is None
+    stop = g.check(1, 1, 99.0, None, UP)
     assert stop is not None and stop.exit_code == ExitCode.SAFETY and stop.kind == "emergency_stop"
     assert stop.reason == "host memory 99.0% >= emergency_shutdown_threshold 99%"
 
@@ -239,34 +384,63 @@ def test_safety_host_memory_stops_at_once() -> None:
 def test_safety_pressure_must_be_held() -> None:
     s = CFG.safety  # 99.5 for 15 s
     g = SafetyGuard(s)
-    assert g.check(0, 0, 1, 99.9, True) is None
-    assert g.check(10, 10, 1, 99.9, True) is None
-    assert g.check(12, 12, 1, 99.0, True) is None  # a dip resets the clock
-    assert g.check(13, 13, 1, 99.9, True) is None
-    assert g.check(20, 20, 1, None, True) is None  # no reading: neither resets nor counts
-    stop = g.check(28, 28, 1, 100.0, True)
+    assert g.check(0, 0, 1, 99.9, UP) is None
+    assert g.check(10, 10, 1, 99.9, UP) is None
+    assert g.check(12, 12, 1, 99.0, UP) is None  # a dip resets the clock
+    assert g.check(13, 13, 1, 99.9, UP) is None
+    assert g.check(20, 20, 1, None, UP) is None  # no reading: neither resets nor counts
+    stop = g.check(28, 28, 1, 100.0, UP)
     assert stop is not None and stop.exit_code == ExitCode.SAFETY
     assert "target pressure 100.0 > target_pressure_limit 99.5 for 15.0 s" in stop.reason
 
 
 def test_safety_target_lost_after_consecutive_failures() -> None:
     g = SafetyGuard(CFG.safety)  # 5
+    blind = Seen(memory=False)  # no PID: no source read the target's memory
     for i in range(4):
-        assert g.check(i, i, 1, None, False) is None
-    assert g.check(4, 4, 1, None, True) is None  # one answer resets the count
+        assert g.check(i, i, 1, None, blind) is None
+    assert g.check(4, 4, 1, None, Seen(memory=True)) is None  # one reading resets the count
     for i in range(4):
-        assert g.check(5 + i, 5 + i, 1, None, False) is None
-    assert g.check(9, 9, 1, None, None) is None  # nothing to judge: no change
-    stop = g.check(10, 10, 1, None, False)
+        assert g.check(5 + i, 5 + i, 1, None, blind) is None
+    assert g.check(9, 9, 1, None, Seen()) is None  # nothing to judge: no change
+    stop = g.check(10, 10, 1, None, blind)
     assert (
         stop is not None and stop.kind == "target_lost" and stop.exit_code == ExitCode.TARGET_LOST
     )
+    assert stop.reason == (
+        "no source could read the target's memory on 5 consecutive samples (target_lost_after 5)"
+    )
+
+
+def test_with_a_pid_only_the_process_going_means_lost() -> None:
+    g = SafetyGuard(CFG.safety)
+    for i in range(20):  # every memory source junk or silent, the process there: degraded
+        assert g.check(i, i, 1, None, Seen(process=True, memory=False)) is None
+        assert g.health(answered=False) is None  # nor does a silent /health count
+    for i in range(4):
+        assert g.check(20 + i, 20 + i, 1, None, Seen(process=False, memory=False)) is None
+    stop = g.check(24, 24, 1, None, Seen(process=False, memory=False))
+    assert stop is not None and stop.exit_code == ExitCode.TARGET_LOST
+    assert stop.reason.startswith("target process gone on 5 consecutive samples")
+
+
+def test_without_a_pid_a_silent_health_check_means_lost() -> None:
+    g = SafetyGuard(CFG.safety)
+    g.check(0, 0, 1, None, Seen(memory=True))
+    for _ in range(4):
+        assert g.health(answered=False) is None
+    assert g.health(answered=True) is None  # any answer, even a 500, resets the count
+    for _ in range(4):
+        assert g.health(answered=False) is None
+    stop = g.health(answered=False)
+    assert stop is not None and stop.kind == "target_lost"
+    assert stop.reason == "no answer to /health on 5 consecutive checks (target_lost_after 5)"
 
 
 def test_safety_max_duration() -> None:
     g = SafetyGuard(CFG.safety)
-    assert g.check(0, 3599, 1, 1, True) is None
-    stop = g.check(0, 3600, 1, 1, True)
+    assert g.check(0, 3599, 1, 1, UP) is None
+    stop = g.check(0, 3600, 1, 1, UP)
     assert stop is not None and stop.exit_code == ExitCode.SAFETY
     assert stop.reason == "run time 3600 s reached max_test_duration 3600 s"
 

@@ -1,4 +1,4 @@
-"""The reference service as a real process: every endpoint of DESIGN section 3.
+"""The reference service as a real process: every endpoint of the target API.
 
 Endpoint success and bad input run against this module's ``quiet`` service
 (other test files may load the session-wide one); tests that change memory
@@ -587,6 +587,30 @@ def test_ballast_drives_aggressive_then_emergency_and_back(tmp_path: Path) -> No
         assert s["tiers"]["ballast"]["items"] == 0 and s["pressure"] < 90
         assert s["optimizations_total"] > 0 and s["optimizations_failed"] == 0
         assert s["bytes_freed_total"] > 0
+    finally:
+        svc.stop()
+
+
+@pytest.mark.parametrize(
+    ("thresholds", "strategy", "health", "write_status"),
+    [
+        ({"aggressive_at": 1, "recover_below": 1.5, "emergency_at": 1000}, "aggressive", 200, 201),
+        ({"aggressive_at": 1, "recover_below": 1.5, "emergency_at": 2}, "emergency", 503, 503),
+    ],
+    ids=["aggressive", "emergency"],
+)
+def test_the_strategy_thresholds_come_from_the_config(
+    tmp_path: Path, thresholds: dict[str, float], strategy: str, health: int, write_status: int
+) -> None:
+    # An idle service sits at a few percent of its budget: with the shipped thresholds
+    # (80, 95) it is normal; with these it is not.
+    cfg_path = config_copy(tmp_path, **thresholds)
+    svc = start_service(tmp_path / "data", "--config", str(cfg_path), "--cycle-interval", "600")
+    try:
+        c = cycle(svc)
+        assert c["strategy"] == strategy and 2 < c["pressure"] < 80, c
+        assert get(svc, "/health").status_code == health
+        assert say(svc, "a1", "hello").status_code == write_status
     finally:
         svc.stop()
 
