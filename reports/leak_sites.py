@@ -25,7 +25,7 @@ import pandas as pd
 from scipy import stats
 
 from common.units import MB
-from reports.fmt import num, with_unit
+from reports.fmt import num, utc, with_unit
 
 AGREE = (0.5, 2.0)
 """Retained MB/min over RSS MB/min within this range: the capture explains the growth."""
@@ -58,6 +58,8 @@ class Capture:
     status: str  # captured | unavailable | failed | not_triggered
     reason: str
     trigger: str
+    started: float | None  # Unix seconds, memray's clock
+    ended: float | None
     window_s: float | None
     retained_mb: float | None  # heap
     retained_mb_per_min: float | None
@@ -185,8 +187,8 @@ def _capture(run_dir: Path, samples: pd.DataFrame) -> Capture | None:
     slope: float | None = None
     agreement, note = None, ""
     sites: list[Site] = []
+    start, end = _f(doc.get("started")), _f(doc.get("ended"))
     if status == "captured":
-        start, end = _f(doc.get("started")), _f(doc.get("ended"))
         if start is not None and end is not None:
             slope = _window_slope(samples, start, end)
         agreement, note = _agreement(rate, slope)
@@ -195,6 +197,8 @@ def _capture(run_dir: Path, samples: pd.DataFrame) -> Capture | None:
         status=status,
         reason=str(doc.get("reason") or ""),
         trigger=str(doc.get("trigger") or ""),
+        started=start,
+        ended=end,
         window_s=window,
         retained_mb=retained,
         retained_mb_per_min=rate,
@@ -288,7 +292,8 @@ def _render_capture(cap: dict[str, Any]) -> list[str]:
         why = cap["reason"] or cap["status"]
         return [f"Allocation sites: {why}."]
     out = [
-        f"Allocations captured with memray for {with_unit(cap['window_s'], 's')} "
+        f"Allocations captured with memray for {with_unit(cap['window_s'], 's')}, "
+        f"{utc(cap['started'])} to {utc(cap['ended'])} "
         f"({cap['trigger'] or 'on request'}"
         + ("; native frames" if cap["native"] else "")
         + f"): {with_unit(cap['retained_mb'], 'MB')} allocated in the window were still "
@@ -310,6 +315,11 @@ def _render_capture(cap: dict[str, Any]) -> list[str]:
         )
     if cap["agreement"] == "disagree":
         out[-1] = "**The capture and RSS disagree.** " + out[-1]
+    out.append(
+        "\nThe target runs slower while tracked, and gdb stops it for part of the attach "
+        f"({with_unit(cap['attach_s'], 's')}) and the detach ({with_unit(cap['detach_s'], 's')}): "
+        "response times around the window include that."
+    )
     if cap["reason"]:
         out.append(f"\nNote: {cap['reason']}.")
     sites = [s for s in cap["sites"] if s["kind"] == "heap"][:SHOWN_SITES]
