@@ -328,7 +328,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runs]:
     try:
         common = ["--scenario", "memory_leak", "--profile-leaks", "--monitor-interval", "0.5"]
         procs["bundled"] = subprocess.Popen(
-            [*CLI, *common, "--duration", "36", "--out", str(base / "bundled")],
+            [*CLI, *common, "--duration", "48", "--out", str(base / "bundled")],
             cwd=ROOT,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -373,6 +373,7 @@ def test_memory_leak_names_the_fault_injection_as_top_site(runs: Runs) -> None:
     run = runs.bundled
     assert run.code == 0, run.out
     assert "Traceback" not in run.out
+    assert (run.run_dir / SITES_NAME).exists(), (run.run_dir / CAPTURE_NAME).read_text()
     with open(run.run_dir / SITES_NAME, newline="") as fh:
         rows = list(csv.DictReader(fh))
     top = rows[0]
@@ -381,7 +382,7 @@ def test_memory_leak_names_the_fault_injection_as_top_site(runs: Runs) -> None:
     assert top["function"] == "touched_block", (rows[:3], capture_json)
     assert top["location"].startswith("service/faults.py:"), top
     assert "routes_faults.py" in top["frames"]
-    assert float(top["share_pct"]) >= 80, rows[:3]
+    assert float(top["share_pct"]) >= 80, (rows[:3], capture_json)
     doc = run.results()
     jsonschema.validate(doc, json.loads(SCHEMA_PATH.read_text()))
     cap = doc["where_memory_went"]["capture"]
