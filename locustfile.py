@@ -25,7 +25,7 @@ from common.config import DEFAULT_CONFIG_PATH, ConfigError
 from common.context import build_context
 from common.exitcodes import ExitCode
 from monitors.monitor import MemoryMonitor, add_monitor_options
-from reports.live import LiveVerdict
+from reports.quit_verdict import QuitVerdict
 from scenarios.options import resolve_settings
 from scenarios.registry import get_scenario, user_classes
 from scenarios.registry import names as registered_names
@@ -123,6 +123,6 @@ def on_init(environment: Any, runner: Any, web_ui: Any = None, **_: Any) -> None
     environment.events.quit.add_listener(lambda **_kw: ctx.close())
 
     # --- the memory monitor: MemoryMonitor(environment) goes here (monitors/) ---
-    MemoryMonitor(environment)
-    # --- the verdict of a run started with plain `locust`: exit code 1 below fail_on ---
-    LiveVerdict(environment, settings.config)
+    monitor = MemoryMonitor(environment)
+    # --- the verdict of a run started with plain `locust`: exit code 1 when it fails ---
+    QuitVerdict(environment, settings.config, monitor=monitor)

@@ -5,6 +5,8 @@
     python run_stress_test.py --scenario memory_leak  # one scenario at its full length
     python run_stress_test.py --comprehensive         # every registered scenario
     python run_stress_test.py --list-scenarios
+    python run_stress_test.py --locustfile mine.py --host redis://127.0.0.1:6379 \
+        --target-cmd "redis-server --port 6379" --duration 60 --recovery-s 20   # your own
 
 Exit codes: 0 passed, 1 failed (a grade below --fail-on), 2 bad usage or config,
 3 target unreachable or lost, 4 stopped by a safety limit, 130 interrupted.
@@ -93,6 +95,12 @@ def build_parser() -> Parser:
         help="run the config's critical set (scenarios.quick) at scaled durations",
     )
     what.add_argument("--list-scenarios", action="store_true", help="list the scenarios and exit")
+    what.add_argument(
+        "--locustfile",
+        type=Path,
+        metavar="FILE",
+        help="run your own locustfile (no memstress import needed) with the memory monitor",
+    )
     p.add_argument(
         "--duration",
         type=_positive,
@@ -102,13 +110,40 @@ def build_parser() -> Parser:
     p.add_argument(
         "--host",
         metavar="URL",
-        help="test this service instead of starting the bundled one (loopback only)",
+        help="test this service instead of starting the bundled one (loopback only); with "
+        "--locustfile any URL (redis://..., http://...; only http(s) is health-checked)",
     )
-    p.add_argument(
+    target = p.add_mutually_exclusive_group()
+    target.add_argument(
         "--target-pid",
         type=_count,
         metavar="PID",
         help="PID of the --host service, to sample its memory with psutil",
+    )
+    target.add_argument(
+        "--target-cmd",
+        metavar='"CMD ..."',
+        help="with --locustfile: start the target with this command (output to service.log), "
+        "sample its memory, stop it at the end",
+    )
+    p.add_argument(
+        "--recovery-s",
+        type=_positive,
+        metavar="S",
+        help="with --locustfile: after the load, stop the users and watch memory S seconds",
+    )
+    p.add_argument(
+        "--users",
+        type=_count,
+        default=1,
+        metavar="N",
+        help="with --locustfile and no shape in it: Locust users (default 1)",
+    )
+    p.add_argument(
+        "--health-path",
+        metavar="PATH",
+        help="with --locustfile and an http(s) --host: a path that answers 2xx while the "
+        "target is healthy (failing repeatedly is a lost target, exit 3)",
     )
     p.add_argument(
         "--processes",
@@ -142,7 +177,8 @@ def build_parser() -> Parser:
     p.add_argument(
         "--budget-mb",
         metavar="MB",
-        help="memory budget of the bundled service (a number or 'auto')",
+        help="memory budget of the bundled service (a number or 'auto'); with --locustfile, "
+        "the target's budget in MB (pressure is judged against it)",
     )
     p.add_argument(
         "--monitor-interval",
@@ -205,10 +241,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.list_scenarios:
         list_scenarios(console)
         return ExitCode.OK
-    if not (args.scenario or args.comprehensive or args.quick):
+    if not (args.scenario or args.comprehensive or args.quick or args.locustfile):
         parser.error(
-            "say what to run: --scenario NAME, --quick, --comprehensive or --list-scenarios"
+            "say what to run: --scenario NAME, --quick, --comprehensive, --locustfile FILE "
+            "or --list-scenarios"
         )
+    if args.locustfile:
+        return run_own(parser, args, console)
+    for option in ("target_cmd", "recovery_s", "health_path"):
+        if getattr(args, option):
+            parser.error(f"--{option.replace('_', '-')} goes with --locustfile FILE")
     try:
         config = check_config(load_config(args.config))
         level = (
@@ -294,6 +336,74 @@ def main(argv: list[str] | None = None) -> int:
         highlight=False,
     )
     return code
+
+
+def run_own(parser: Parser, args: argparse.Namespace, console: Console) -> int:
+    """``--locustfile FILE``: the user's own load test, one run folder, one report."""
+    from runner.own import OwnLoad, check_host, is_http
+
+    path: Path = args.locustfile
+    if path.suffix != ".py" or not path.is_file():
+        parser.error(f"--locustfile: {str(path)!r} is not a .py file (valid: a locustfile)")
+    try:
+        config = load_config(args.config)
+        level = (
+            config.stress_levels.default_level if args.stress_level is None else args.stress_level
+        )
+        config.stress(level)
+        host = check_host(args.host) if args.host else None
+        budget = None
+        if args.budget_mb is not None:
+            budget = _positive(args.budget_mb)
+    except (ConfigError, ValueError, argparse.ArgumentTypeError) as exc:
+        print(f"run_stress_test.py: error: {exc}", file=sys.stderr)
+        return 2
+    if args.health_path and not (is_http(host) and args.health_path.startswith("/")):
+        parser.error("--health-path: a path such as /healthz, on an http(s) --host")
+    out: Path = args.out
+    try:
+        check_out_dir(out)
+        folder = new_run_dir(path.stem, out)
+    except (PreflightError, OSError) as exc:
+        print(f"run_stress_test.py: error: --out {out}: {exc}", file=sys.stderr)
+        return 2
+    setup_logging(folder / "memory_stress_test.log", args.debug)
+
+    from runner.own import run_locustfile
+    from runner.session import RunSettings, StopFlag
+
+    settings = RunSettings(
+        config=config,
+        config_path=(args.config or Path(config.source)).resolve(),
+        stress_level=level,
+        host=host,
+        target_pid=args.target_pid,
+        processes=args.processes,
+        fail_on=args.fail_on,
+        debug=args.debug,
+        monitor_interval=args.monitor_interval,
+    )
+    own = OwnLoad(
+        locustfile=path.resolve(),
+        host=host,
+        target_pid=args.target_pid,
+        target_cmd=args.target_cmd,
+        duration_s=args.duration,
+        recovery_s=args.recovery_s or 0.0,
+        users=args.users,
+        health_path=args.health_path,
+        budget_mb=budget,
+    )
+    stop = StopFlag()
+    stop.install()
+    console.print(f"memstress: {path.name} -> {folder}", highlight=False)
+    outcome = run_locustfile(own, folder, settings, stop, console)
+    console.print(
+        f"memstress: {path.name}: grade {outcome.grade}, exit code {outcome.exit_code}; "
+        f"report {outcome.report or folder}",
+        highlight=False,
+    )
+    return outcome.exit_code
 
 
 def check_plans(plan: list[tuple[str, float]], config: Config, level: int) -> None:

@@ -72,6 +72,7 @@ class PerformanceThresholds:
     stability_score: Threshold = _ranged()
     memory_growth: Threshold = _ranged()
     error_rate: Threshold = _ranged()
+    leak: Threshold = _ranged()
 
     HIGHER_IS_BETTER: typing.ClassVar[frozenset[str]] = frozenset({"stability_score"})
 
@@ -153,7 +154,67 @@ class Scenarios:
     document_kb: float = _ranged(0, 512, above=True)
     recovery_object_mb: float = _ranged(0, above=True)
     recovery_tolerance_pct: float = _ranged(0, 100, above=True)
+    recovery_min_observed_s: float = _ranged(0)
     pressure_tolerance: float = _ranged(0, 50, above=True)
+
+
+@dataclass(frozen=True)
+class CheckSetting:
+    """One scenario expectation's bound and whether failing it fails the verdict."""
+
+    required: bool
+    bound: float | None = None
+
+
+@dataclass(frozen=True)
+class Checks:
+    """``checks``: scenario name -> check id -> :class:`CheckSetting`.
+
+    Which ids a scenario has is the scenario's own declaration (its ``expected``);
+    the scenarios' registry refuses a config that names an id its scenario lacks.
+    """
+
+    table: tuple[tuple[str, tuple[tuple[str, CheckSetting], ...]], ...] = ()
+
+    def of(self, scenario: str) -> dict[str, CheckSetting]:
+        return dict(dict(self.table).get(scenario, ()))
+
+    def scenarios(self) -> list[str]:
+        return [name for name, _ in self.table]
+
+    @classmethod
+    def parse(cls, path: str, data: Any) -> Checks:
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: expected a mapping of scenario names, got {data!r}")
+        table = []
+        for scenario, checks in data.items():
+            where = f"{path}.{scenario}"
+            if not isinstance(checks, dict):
+                raise ConfigError(f"{where}: expected a mapping of check ids, got {checks!r}")
+            rows = []
+            for cid, setting in checks.items():
+                at = f"{where}.{cid}"
+                if not isinstance(setting, dict):
+                    raise ConfigError(
+                        f"{at}: expected a mapping with required (true/false) and an optional "
+                        f"bound, got {setting!r}"
+                    )
+                unknown = set(setting) - {"required", "bound"}
+                if unknown:
+                    raise ConfigError(
+                        f"{at}.{sorted(unknown)[0]}: unknown key (valid keys here: required, bound)"
+                    )
+                req = setting.get("required")
+                if not isinstance(req, bool):
+                    raise ConfigError(
+                        f"{at}.required: {req!r} has the wrong type (valid: true, false)"
+                    )
+                bound = setting.get("bound")
+                if bound is not None:
+                    bound = _scalar(f"{at}.bound", float, bound, _num(0))
+                rows.append((str(cid), CheckSetting(req, bound)))
+            table.append((str(scenario), tuple(rows)))
+        return cls(tuple(table))
 
 
 @dataclass(frozen=True)
@@ -177,6 +238,7 @@ class Config:
     monitor: Monitor = _ranged()
     service: Service = _ranged()
     scenarios: Scenarios = _ranged()
+    checks: Checks = _ranged()
     compare: Compare = _ranged()
     source: str = field(default="", compare=False, metadata={"internal": True})
 
@@ -279,6 +341,8 @@ def _build(path: str, cls: Any, data: Any) -> Any:
 
 
 def _value(path: str, tp: Any, value: Any, meta: Any) -> Any:
+    if tp is Checks:
+        return Checks.parse(path, value)
     if dataclasses.is_dataclass(tp):
         return _build(path, tp, value)
     if typing.get_origin(tp) is tuple:

@@ -43,6 +43,7 @@ EVENT_COLUMNS = ("time", "kind", "detail")
 EVENT_KINDS = (
     "run_start",  # the run id its test data on the target is named by
     "stage",
+    "leak_settings",  # the leak detector's settings for this run (scaled for a short run)
     "leak_detected",
     "leak_cleared",
     "emergency_stop",
@@ -64,7 +65,7 @@ SAMPLE_COLUMNS = (
     "stage",  # name of the current stage ('' before the first)
     "users",  # Locust user count
     "rss_bytes",  # target RSS: psutil by PID, else Prometheus, else /memory/stats
-    "rss_source",  # psutil | prometheus | stats
+    "rss_source",  # psutil | prometheus | stats | custom
     "vms_bytes",
     "cpu_percent",  # target process CPU percent (psutil)
     "num_threads",
@@ -74,7 +75,9 @@ SAMPLE_COLUMNS = (
     "smaps_shmem_bytes",  # ... shared memory (Pss_Shmem) ...
     "smaps_swap_bytes",  # ... and swapped out
     "prom_rss_bytes",  # process_resident_memory_bytes from /metrics
-    "budget_bytes",  # from /memory/stats
+    "custom_rss_bytes",  # RSS from a registered source (monitors.registry), e.g. redis
+    "accounted_bytes",  # what a registered source says the target holds on purpose
+    "budget_bytes",  # from /memory/stats, a registered source, or the configured budget
     "pressure",  # 0-100, the target's own score
     "strategy",  # normal | aggressive | emergency
     "optimizations_total",

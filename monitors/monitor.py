@@ -32,14 +32,17 @@ changed it.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
+import statistics
 import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import gevent
 import psutil
@@ -48,13 +51,25 @@ from locust.runners import WorkerRunner, locust_exception_handler
 
 from common.config import ConfigError, LeakDetection
 from common.context import RunContext
+from common.exitcodes import ExitCode
 from common.runfiles import SAMPLE_COLUMNS, WORKER_COLUMNS, CsvAppender
 from common.target import TargetClient, TargetError
+from common.units import MB
 from monitors.allocations import MODES, AllocationProfiler
-from monitors.leak import LEAK, LeakDetector, LeakVerdict, on_run_clock
+from monitors.leak import LEAK, WARMUP, LeakDetector, LeakVerdict, on_run_clock
+from monitors.redis_source import REDIS_SCHEMES
+from monitors.registry import REGISTRY, SourceTarget
 from monitors.safety import SafetyGuard, Seen, Stop
 from monitors.sampler import GreenletCpuMeter, Sampler, Source
-from monitors.sources import TIERS, build_sources, find_listening_pid, parse_source_names
+from monitors.sources import (
+    HTTP_SOURCES,
+    SOURCE_NAMES,
+    TIERS,
+    SourceMissing,
+    build_sources,
+    find_listening_pid,
+    parse_source_names,
+)
 from scenarios.registry import get_scenario
 
 if TYPE_CHECKING:
@@ -150,6 +165,28 @@ def _option_sources(options: Any) -> tuple[str, ...]:
 
 
 @dataclass(frozen=True)
+class TargetProfile:
+    """What the monitor may assume about the target.
+
+    The suite's own scenarios drive a target of the memstress API (the default).
+    A user's own load test (``memstress.plugin``, ``run_stress_test.py
+    --locustfile``) says ``api="auto"``: health checks and cleanup cycles run
+    only once the target has answered ``/memory/stats`` (it speaks the API), or
+    against the ``health_path`` the user gave, whose repeated failure is a lost
+    target; pressure is judged only against a known budget; and the leak
+    detector keeps the config's clock (there is no scenario length to scale by).
+    """
+
+    api: str = "memstress"  # memstress | auto
+    health_path: str | None = None  # a user's health check: any 2xx is healthy
+    budget_bytes: float | None = None  # a configured budget (pressure = 100 x RSS / budget)
+
+    @property
+    def own_load(self) -> bool:
+        return self.api != "memstress"
+
+
+@dataclass(frozen=True)
 class Point:
     """One sample, as the live view shows it."""
 
@@ -203,8 +240,10 @@ class MemoryMonitor:
         *,
         sources: Sequence[str] | None = None,
         interval: float | None = None,
+        profile: TargetProfile | None = None,
     ) -> None:
         self.environment = environment
+        self.profile = profile or TargetProfile()
         context = getattr(environment, "memstress", None)
         if not isinstance(context, RunContext):
             raise RuntimeError(
@@ -221,6 +260,10 @@ class MemoryMonitor:
         self.detector = LeakDetector(context.config.monitor.leak_detection)
         self.guard = SafetyGuard(context.config.safety)
         self.history: deque[Point] = deque(maxlen=HISTORY)
+        self._first_rss: list[float] = []  # the first few RSS samples: start memory
+        self._last_rss: deque[float] = deque(maxlen=5)  # the last few: end memory
+        self._injected_leak = False  # a stage declared injects: leak
+        self._t0 = 0.0  # Unix time the monitor started (elapsed_s 0)
         self.latest: dict[str, Any] = {}
         self.peak_rss: float | None = None
         self.stop: Stop | None = None
@@ -238,6 +281,10 @@ class MemoryMonitor:
         self._process = psutil.Process()
         self._closed = False
         self._stopping = False
+        self._speaks_api = False  # the target answered /memory/stats (auto profile)
+        self._accounting = False  # a registered source reports accounted bytes
+        self._health_failures = 0  # consecutive failures of a user-given health check
+        self.extra_columns: tuple[str, ...] = ()  # registered sources' figures
         self.host = context.host
 
         events = environment.events
@@ -298,13 +345,19 @@ class MemoryMonitor:
         if self._sources_override is None:
             self.source_names = _option_sources(environment.parsed_options)
         self.detector = LeakDetector(self._leak_settings())
+        # The settings the detector judges with (scaled for a short run): the report
+        # replays the detector with them to say whether the run was long enough to judge.
+        self.context.record(
+            "leak_settings",
+            {**dataclasses.asdict(self.detector.settings), "interval_s": self.interval},
+        )
         self.guard = SafetyGuard(cfg.safety)
         self.host = (environment.host or ctx.host).rstrip("/")
         self.sampler = self._make_sampler()
         self.started = time.time()
         if ctx.run_dir is not None:
             self._samples_csv = CsvAppender(
-                Path(ctx.run_dir) / "memory_samples.csv", SAMPLE_COLUMNS
+                Path(ctx.run_dir) / "memory_samples.csv", SAMPLE_COLUMNS + self.extra_columns
             )
         self.profiler = self._make_profiler(runner)
         loops = [
@@ -330,6 +383,8 @@ class MemoryMonitor:
         self._greenlets.clear()
         if self.profiler is not None:
             self.profiler.close()
+        if self.sampler is not None:
+            self.sampler.close()
         self._closed = True
         for f in (self._samples_csv, self._workers_csv):
             if f is not None:
@@ -345,6 +400,34 @@ class MemoryMonitor:
             )
         if self.stop is not None:
             environment.process_exit_code = self.stop.exit_code
+
+    def verdict_inputs(self) -> dict[str, Any] | None:
+        """What the verdict at quit needs from the monitor (``reports.quit_verdict``):
+        memory growth (MB) and the leak the detector holds now, as the report judges it."""
+        if not self._first_rss:
+            return None
+        growth = (statistics.median(self._last_rss) - statistics.median(self._first_rss)) / MB
+        v = self.detector.verdict
+        tr = v.trend
+        if v.state == WARMUP:
+            slope, note, headline = None, "run too short for the leak detector", ""
+        elif v.state == LEAK and tr is not None:
+            called = (self.detector.detected_at or 0.0) - self._t0
+            headline = (
+                f"leak {tr.slope:.2f} MB/min (CI {tr.ci_low:.2f}–{tr.ci_high:.2f}) "
+                f"detected at {called:.0f} s"
+            )
+            slope, note = tr.slope, ""
+        else:
+            slope, note, headline = 0.0, "", "no leak"
+        if self._injected_leak:
+            slope, note = None, "the scenario injects its leak: its checks judge it"
+        return {
+            "growth_mb": growth,
+            "leak_slope_mb_min": slope,
+            "leak_note": note,
+            "leak_headline": headline,
+        }
 
     def on_report_to_master(self, client_id: str, data: dict[str, Any], **_: Any) -> None:
         """On a worker: add this process's RSS, CPU and user count to the report."""
@@ -373,6 +456,8 @@ class MemoryMonitor:
         """The config's leak settings, on a faster clock for a shortened run."""
         ctx = self.context
         settings = ctx.config.monitor.leak_detection
+        if self.profile.own_load:
+            return settings
         try:
             planned = get_scenario(ctx.scenario).default_duration(ctx.config)
         except (ConfigError, KeyError):
@@ -404,6 +489,11 @@ class MemoryMonitor:
         if rss is None:
             return None
         assert self.sampler is not None
+        if row.get("accounted_bytes") is not None:
+            self._accounting = True
+        if self._accounting:  # a registered source (redis ...) says what it holds on purpose
+            accounted = row.get("accounted_bytes")
+            return None if accounted is None else float(rss) - float(accounted)
         if not self.sampler.answered("stats"):
             return float(rss)
         if "stats_rss_bytes" not in row:  # the stats source did not answer this time
@@ -421,11 +511,37 @@ class MemoryMonitor:
             if pid is not None:
                 log.info("memory monitor: target PID %d found listening at %s", pid, self.host)
         timeout, deadline = read_timeouts(self.interval, ctx.config.monitor.http_timeout)
+        names = list(self.source_names)
+        scheme = urlsplit(self.host).scheme if self.host else ""
+        auto = set(names) >= set(SOURCE_NAMES)
+        if auto:  # every source a user registered; redis for a redis:// host
+            names += [n for n in REGISTRY.users() if n not in names]
+            if self.profile.own_load and scheme in REDIS_SCHEMES:
+                names.append("redis")
+        skipped = []
+        if scheme not in ("http", "https"):  # redis://..., or no --host at all
+            skipped = [n for n in names if n in HTTP_SOURCES]
+            names = [n for n in names if n not in HTTP_SOURCES]
         sources: list[Source] = build_sources(
-            self.source_names, pid, lambda: TargetClient(self.host, timeout=timeout)
+            [n for n in names if n in SOURCE_NAMES],
+            pid,
+            lambda: TargetClient(self.host, timeout=timeout),
         )
         self.target_pid = pid
-        return Sampler(sources, self._source_event, deadline=deadline)
+        registered = []
+        for name in names:
+            if name in SOURCE_NAMES:
+                continue
+            try:
+                registered.append(REGISTRY.make(name, SourceTarget(self.host, pid, timeout)))
+            except SourceMissing as exc:
+                self._source_event("source_missing", name, {"reason": str(exc)})
+        self.extra_columns = tuple(c for src in registered for c in src.columns)
+        sampler = Sampler([*sources, *registered], self._source_event, deadline=deadline)
+        for name in skipped:  # noted once, never a lost target
+            sampler.missing[name] = f"--host {self.host or '(none)'} is not an HTTP URL"
+            self._source_event("source_missing", name, {"reason": sampler.missing[name]})
+        return sampler
 
     def _make_profiler(self, runner: Any) -> AllocationProfiler | None:
         ctx = self.context
@@ -487,6 +603,8 @@ class MemoryMonitor:
         with GreenletCpuMeter() as cpu:
             sample = self.sampler.take(cpu)
             row = sample.row
+            if self.profile.own_load:
+                self._judge_budget(row)
             verdict = self.detector.add(now, self._judged_value(row))
             runner = self.environment.runner
             row.update(
@@ -525,9 +643,39 @@ class MemoryMonitor:
                 self.stop_run(stop)
         return row
 
+    def _judge_budget(self, row: dict[str, Any]) -> None:
+        """A user's target: pressure only against a known budget, never its own cap.
+
+        A source's own pressure stands. Otherwise pressure is RSS against the
+        configured budget, else the cgroup limit, else a budget a source reported
+        that the target does not enforce itself. A budget the target enforces (an
+        LRU cache at ``maxmemory``) is shown, not judged: a full cache is normal.
+        """
+        if "stats_rss_bytes" in row:
+            self._speaks_api = True  # it answered /memory/stats: the memstress API
+        enforced = bool(row.pop("budget_enforced", False))
+        if row.get("pressure") is not None:
+            return
+        rss = row.get("rss_bytes")
+        budget = self.profile.budget_bytes or row.get("cgroup_max_bytes")
+        if budget is None and not enforced:
+            budget = row.get("budget_bytes")
+        if row.get("budget_bytes") is None and budget is not None:
+            row["budget_bytes"] = budget
+        if rss is not None and budget:
+            row["pressure"] = 100.0 * float(rss) / float(budget)
+
     def _remember(self, row: dict[str, Any], verdict: LeakVerdict) -> None:
         self.latest = row
         rss = row.get("rss_bytes")
+        if not self._first_rss and not self.history:
+            self._t0 = float(row["time"]) - float(row["elapsed_s"])
+        if rss is not None:
+            if len(self._first_rss) < 5:
+                self._first_rss.append(float(rss))
+            self._last_rss.append(float(rss))
+        if self.context.stage.params.get("injects") == "leak":
+            self._injected_leak = True
         if rss is not None and (self.peak_rss is None or rss > self.peak_rss):
             self.peak_rss = float(rss)
         self.history.append(
@@ -561,10 +709,17 @@ class MemoryMonitor:
         self.context.record(verdict.changed, detail)
 
     def _health_loop(self, every: float) -> None:
+        if self.profile.health_path:
+            self._user_health_loop(every, self.profile.health_path)
+            return
+        if urlsplit(self.host).scheme not in ("http", "https"):
+            return  # only an HTTP target has a /health to ask
         client = TargetClient(self.host, timeout=self.context.config.monitor.http_timeout)
         try:
             while True:
                 gevent.sleep(every)
+                if self.profile.own_load and not self._speaks_api:
+                    continue  # not (yet) seen speaking the memstress API: no /health to ask
                 answered = True
                 try:
                     h = client.health()
@@ -584,11 +739,43 @@ class MemoryMonitor:
         finally:
             client.close()
 
+    def _user_health_loop(self, every: float, path: str) -> None:
+        """GET the user's health path; ``target_lost_after`` failures in a row lose the target."""
+        client = TargetClient(self.host, timeout=self.context.config.monitor.http_timeout)
+        limit = self.context.config.safety.target_lost_after
+        try:
+            while True:
+                gevent.sleep(every)
+                try:
+                    r = client.session.get(f"{client.base_url}{path}", timeout=client.timeout)
+                    ok, detail = 200 <= r.status_code < 300, f"GET {path}: HTTP {r.status_code}"
+                except requests.RequestException as exc:
+                    ok, detail = False, f"GET {path}: no answer ({type(exc).__name__})"
+                self._health_failures = 0 if ok else self._health_failures + 1
+                if not ok:
+                    log.warning("memory monitor: health check failed: %s", detail)
+                self.context.record("health_ok" if ok else "health_failed", detail)
+                if self._health_failures >= limit and not self._stopping:
+                    self.stop_run(
+                        Stop(
+                            "target_lost",
+                            f"health check {path} failed {self._health_failures} times in a "
+                            f"row (target_lost_after {limit}): {detail}",
+                            ExitCode.TARGET_LOST,
+                        )
+                    )
+        finally:
+            client.close()
+
     def _cleanup_loop(self, every: float) -> None:
+        if urlsplit(self.host).scheme not in ("http", "https"):
+            return
         client = TargetClient(self.host, timeout=self.context.config.monitor.http_timeout)
         try:
             while True:
                 gevent.sleep(every)
+                if self.profile.own_load and not self._speaks_api:
+                    continue  # a cleanup cycle is the memstress API's; this target lacks it
                 try:
                     r = client.cycle()
                     if not isinstance(r, dict):

@@ -56,6 +56,7 @@ RSS_ORDER = (
     ("proc_rss_bytes", "psutil"),
     ("prom_rss_bytes", "prometheus"),
     ("stats_rss_bytes", "stats"),
+    ("custom_rss_bytes", "custom"),  # a registered source's rss_bytes (monitors.registry)
 )
 """Where the target RSS of a row comes from, best first (the ``rss_source`` value)."""
 
@@ -163,7 +164,8 @@ class Sampler:
                 late.append(name)
                 failures.append(name)
                 continue
-            outcome: Outcome = g.value
+            # a read that raised all the same (a bug in reporting): gevent logs it
+            outcome: Outcome = g.value if g.successful() else Outcome()
             outcomes[name] = outcome
             if outcome.reading is not None:
                 row.update(outcome.reading)
@@ -180,6 +182,10 @@ class Sampler:
         reads_memory = bool(active & TARGET_SOURCES)
         memory = any(row.get(k) is not None for k in RSS_COLUMNS) if reads_memory else None
         return Sample(row, alive, memory, failures, late)
+
+    def close(self) -> None:
+        """Stop the reads still running (a slow source's), so none reports after the run."""
+        gevent.killall([f.busy for f in self.feeds if f.busy is not None], block=True)
 
     def _read(self, feed: Feed, now: float) -> Outcome:
         """Read one source (in a greenlet of its own) and move its state; never raises."""

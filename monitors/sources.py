@@ -529,7 +529,8 @@ def find_listening_pid(url: str) -> int | None:
 def build_sources(
     names: Iterable[str], pid: int | None, client_factory: Callable[[], TargetClient]
 ) -> list[Any]:
-    """Source objects for the given names, in :data:`SOURCE_NAMES` order."""
+    """Source objects for the given built-in names, in :data:`SOURCE_NAMES` order
+    (registered ones are made by :mod:`monitors.registry`)."""
     wanted = set(check_source_names(names))
     make: dict[str, Callable[[], Any]] = {
         "process": lambda: ProcessSource(pid),
@@ -552,12 +553,15 @@ def parse_source_names(spec: str | None) -> tuple[str, ...]:
 
 def check_source_names(names: Iterable[str]) -> tuple[str, ...]:
     """The names, or ValueError naming the first unknown one and the valid ones."""
+    from monitors.registry import REGISTRY  # registered sources (redis, a user's own)
+
     out = tuple(names)
+    valid = SOURCE_NAMES + REGISTRY.names()
     for n in out:
-        if n not in SOURCE_NAMES:
+        if n not in valid:
             raise ValueError(
                 f"--monitor-sources: unknown source {n!r} "
-                f"(valid: auto, or a comma-separated list of {', '.join(SOURCE_NAMES)})"
+                f"(valid: auto, or a comma-separated list of {', '.join(valid)})"
             )
     if not out:
         raise ValueError("--monitor-sources: no source named (valid: auto, or e.g. process,host)")

@@ -12,8 +12,26 @@ The runner calls :func:`build_run_report` after each scenario and
 By hand: ``python -m reports build|compare|analyze``.
 """
 
-from reports.build import RunReport, SessionReport, build_run_report, build_session_report
-from reports.collect import ReportInputError
+from typing import Any
+
+_LAZY = {
+    "RunReport": "reports.build",
+    "SessionReport": "reports.build",
+    "build_run_report": "reports.build",
+    "build_session_report": "reports.build",
+    "ReportInputError": "reports.collect",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Imported on first use: a Locust process loads ``reports.quit_verdict``, which needs
+    neither pandas nor matplotlib, and must not pay for them (lean workers)."""
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'reports' has no attribute {name!r}")
+
 
 __all__ = [
     "ReportInputError",

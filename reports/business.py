@@ -32,6 +32,7 @@ class ValueTerm:
     inputs: dict[str, Any]
     quantity: float | None  # what the rate multiplies
     value_usd: float | None
+    why_na: str = ""  # why the term could not be computed from the inputs
 
 
 @dataclass
@@ -54,9 +55,12 @@ def business_value(m: RunMetrics, stability: float | None, cfg: Config) -> Busin
             {"freed_mb": freed},
             freed,
             None if freed is None else bv.memory_optimization_per_mb * freed,
+            "" if freed is not None else "the target reports no bytes freed by optimizations",
         )
     )
 
+    # Only management cycles are worth "cycle time saved": a run that sent none (a Redis
+    # locustfile, say) has no such term, whatever its other requests took.
     mean, cycles = m.cycle.mean_s, m.cycle.count
     saved = None if mean is None or not cycles else (bv.reference_cycle_time_s - mean) * cycles
     terms.append(
@@ -72,6 +76,11 @@ def business_value(m: RunMetrics, stability: float | None, cfg: Config) -> Busin
             },
             saved,
             None if saved is None else bv.performance_improvement_per_second * saved,
+            ""
+            if saved is not None
+            else "no management cycles were sent"
+            if not cycles
+            else "no cycle time",
         )
     )
 

@@ -16,7 +16,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from reports.collect import CYCLE_REQUEST, SHED_TYPE, RunData
-from reports.metrics import MB, budget_mb, pressure_series
+from reports.metrics.base import MB, budget_mb
+from reports.metrics.pressure import pressure_series
 
 DPI = 100
 SIZE = (11.0, 4.2)

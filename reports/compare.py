@@ -12,13 +12,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from common.config import Config
+from common.config import GRADES, Config
 from reports.collect import ReportInputError, is_run_folder, read_run
 from reports.fmt import num
 from reports.markdown import table
 from reports.results import RESULTS_NAME, aggregate, load_results, summary, to_results
 
-Summary = dict[str, float | None]
+Summary = dict[str, Any]
 
 LABELS = {
     "cycle_mean_s": ("mean cycle time", "s"),
@@ -152,6 +152,55 @@ def _check(scenario: str, metric: str, old: float | None, new: float | None, cfg
     return d
 
 
+def _verdict_regressions(scenario: str, o: Summary, n: Summary) -> list[Delta]:
+    """A verdict that got worse: a new leak, a check that now fails, a grade below the gate."""
+    out = []
+    if o.get("leak_detected") == 0.0 and n.get("leak_detected") == 1.0:
+        out.append(
+            Delta(
+                scenario,
+                "leak_detected",
+                0.0,
+                1.0,
+                True,
+                "no leak",
+                f"{scenario}: NEW LEAK: {n.get('leak_headline') or 'leak detected'} "
+                "(the old run had none)",
+            )
+        )
+    for key in sorted(k for k in n if k.startswith("check:")):
+        if o.get(key) == 1.0 and n.get(key) == 0.0:
+            out.append(
+                Delta(
+                    scenario,
+                    key,
+                    1.0,
+                    0.0,
+                    True,
+                    "passes",
+                    f"{scenario}: check {key.removeprefix('check:')} passed before and fails now",
+                )
+            )
+    gate = n.get("fail_on") or o.get("fail_on")
+    old_rank, new_rank = o.get("overall_rank"), n.get("overall_rank")
+    if gate in GRADES and old_rank is not None and new_rank is not None:
+        limit = GRADES.index(gate)
+        if old_rank <= limit < new_rank:
+            out.append(
+                Delta(
+                    scenario,
+                    "overall_grade",
+                    old_rank,
+                    new_rank,
+                    True,
+                    f"{gate} or better",
+                    f"{scenario}: overall grade {GRADES[int(old_rank)]} -> "
+                    f"{GRADES[int(new_rank)]}, below the gate ({gate})",
+                )
+            )
+    return out
+
+
 def compare(old: dict[str, Summary], new: dict[str, Summary], cfg: Config) -> Comparison:
     out = Comparison()
     pairs: list[tuple[str, Summary, Summary]]
@@ -164,6 +213,7 @@ def compare(old: dict[str, Summary], new: dict[str, Summary], cfg: Config) -> Co
         pairs = [(k, old[k], new[k]) for k in old if k in new]
         out.unmatched = sorted(set(old) ^ set(new))
     for scenario, o, n in pairs:
+        out.deltas.extend(_verdict_regressions(scenario, o, n))
         for metric in LABELS:
             out.deltas.append(_check(scenario, metric, o.get(metric), n.get(metric), cfg))
     return out
@@ -171,12 +221,19 @@ def compare(old: dict[str, Summary], new: dict[str, Summary], cfg: Config) -> Co
 
 def render(c: Comparison, old: Path, new: Path) -> str:
     lines = [f"# Comparison\n\nold: {old}\nnew: {new}\n"]
+    if c.regressions:
+        # Verdict regressions (new leak, failed check, grade below the gate) come first.
+        lines.append(f"{len(c.regressions)} regression(s):")
+        lines += [f"- {d.message}" for d in c.regressions]
+        lines.append("")
     for n in c.notes:
         lines.append(f"Note: {n}.")
     if c.unmatched:
         lines.append("Only on one side (not compared): " + ", ".join(c.unmatched) + ".")
     rows = []
     for d in c.deltas:
+        if d.metric not in LABELS:
+            continue  # a verdict regression: listed above
         label, unit = LABELS.get(d.metric, (d.metric, ""))
         ch = d.change
         pct = f"{num(100 * ch / d.old)}%" if ch is not None and d.old not in (None, 0) else "n/a"
@@ -197,9 +254,9 @@ def render(c: Comparison, old: Path, new: Path) -> str:
         table(["scenario", "metric", "old", "new", "change", "change %", "limit", ""], rows)
     )
     lines.append("")
-    if c.regressions:
-        lines.append(f"{len(c.regressions)} regression(s):")
-        lines += [f"- {d.message}" for d in c.regressions]
-    else:
-        lines.append("No regression beyond the config.compare tolerances.")
+    if not c.regressions:
+        lines.append(
+            "No regression: no new leak, no check newly failed, no grade fell below the gate, "
+            "and no figure beyond the config.compare tolerances."
+        )
     return "\n".join(lines) + "\n"

@@ -123,7 +123,6 @@ def recommendations(
     missing: list[str],
 ) -> list[str]:
     out: list[str] = []
-    ld = cfg.monitor.leak_detection
     limit = GRADES.index(fail_on)
     by = {g.metric: g for g in grades}
     if missing:
@@ -142,41 +141,39 @@ def recommendations(
         out.append(f"Reduce errors: {err.message}.{hint}")
     rt = by.get("response_time")
     if rt and rt.rank is not None and rt.rank > GRADES.index("good"):
-        out.append(
-            f"Speed up the memory-management cycle: {rt.message}; profile the optimize path "
-            "(gc.collect, malloc_trim) and the tiers it walks."
-        )
-    c = m.cycle
+        if m.cycle.count:
+            out.append(
+                f"Speed up the memory-management cycle: {rt.message}; profile the optimize path "
+                "(gc.collect, malloc_trim) and the tiers it walks."
+            )
+        else:
+            out.append(f"Response times are slow: {rt.message}.")
+    c = m.latency
+    what = "Cycle" if m.cycle.count else "Response"
     if c.p50_s and c.p99_s and c.p99_s > 5 * c.p50_s and c.p99_s > 0.1:
         out.append(
-            f"Cycle latency has a long tail (p99 {with_unit(c.p99_s, 's')} vs p50 "
-            f"{with_unit(c.p50_s, 's')}): look for stop-the-world work in the slow cycles."
+            f"{what} latency has a long tail (p99 {with_unit(c.p99_s, 's')} vs p50 "
+            f"{with_unit(c.p50_s, 's')}): look for stop-the-world work in the slow requests."
         )
-    slope = m.leak.slope_mb_min
-    injected = m.leak.injected_start_s is not None
-    if (
-        slope is not None
-        and slope >= ld.min_slope_mb_per_min
-        and m.leak.trend_leak
-        and not injected
-    ):
+    lk = m.leak
+    injected = lk.injected_start_s is not None
+    if lk.verdict == "leak" and not injected:
         out.append(
-            f"Memory keeps growing at {num(slope)} MB/min (lower envelope, p = "
-            f"{num(m.leak.trend_p_value)}) with no leak injected: look for unbounded caches or "
-            "retained references."
+            f"The target leaks: {lk.headline()}, and the detector still held it at the end of "
+            "the run: look for unbounded caches or retained references."
         )
-    if injected and m.leak.detected is False:
+    if injected and lk.detection_delay_s is None and lk.verdict != "not judged":
         out.append(
             "A leak was injected but the online detector never flagged it: lower "
             "monitor.leak_detection.min_slope_mb_per_min or lookback_s."
         )
-    if injected and m.leak.target_flagged is False:
+    if injected and lk.target_flagged is False:
         out.append(
             "The target never set leak_suspected while a leak was injected: check its accounting."
         )
-    if m.leak.detections_before_injection and injected:
+    if lk.false_alarms and injected:
         out.append(
-            f"{m.leak.detections_before_injection} leak alarm(s) before any leak was injected: "
+            f"{lk.false_alarms} leak alarm(s) before the scenario injected its leak: "
             "raise warmup_s or min_slope_mb_per_min to cut false alarms."
         )
     if m.recovery.recovered is False:

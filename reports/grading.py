@@ -27,7 +27,8 @@ from reports.fmt import with_unit
 NA = "n/a"
 
 LABELS = {
-    "response_time": ("mean cycle time", "s"),
+    "response_time": ("mean response time", "s"),
+    "leak": ("leak at the end of the run", "MB/min"),
     "stability_score": ("stability score", ""),
     "memory_growth": ("memory growth", "MB"),
     "error_rate": ("error rate", "%"),
@@ -154,32 +155,80 @@ def overall(grades: Iterable[Grade]) -> str:
 
 
 @dataclass(frozen=True)
+class CheckResult:
+    """One scenario expectation, judged (``reports.checks``): pass, fail or not judged."""
+
+    id: str
+    text: str
+    required: bool
+    bound: float | None
+    status: str  # pass | fail | not judged
+    message: str
+
+
+@dataclass(frozen=True)
 class Verdict:
     passed: bool
     fail_on: str
     overall: str
-    failed: tuple[str, ...]  # messages of the grades worse than fail_on
+    failed: tuple[str, ...]  # what failed it: grades worse than fail_on, failed required checks
     exit_code: int  # 0 passed, 1 failed
     reason: str
+    leak: str = ""  # the leak verdict's headline, whatever the outcome
 
 
-def verdict(grades: list[Grade], fail_on: str) -> Verdict:
+def leak_grade(g: Grade, headline: str, fail_on: str) -> Grade:
+    """The leak grade worded as the detector's finding ("leak 2.6 MB/min (CI ...) detected at
+    76 s -> Poor"), so the verdict's reason names the leak itself."""
+    if g.rank is None or not headline.startswith("leak "):
+        return g
+    return Grade(
+        g.metric, g.label, g.value, g.unit, g.grade, f"{headline} -> {g.grade.capitalize()}"
+    )
+
+
+def verdict(
+    grades: list[Grade],
+    fail_on: str,
+    checks: Iterable[CheckResult] = (),
+    leak: str = "",
+) -> Verdict:
+    """The one verdict: grades against ``fail_on`` and the required checks.
+
+    Both ``run_stress_test.py`` (through ``reports.results``) and a plain Locust run
+    at quit (``reports.quit_verdict``) make it here; ``leak`` is the leak verdict's
+    headline, carried into the reason.
+    """
     limit = GRADES.index(parse_grade(fail_on))
-    failed = tuple(g.message for g in grades if g.rank is not None and g.rank > limit)
+    failed_grades = [g.message for g in grades if g.rank is not None and g.rank > limit]
+    failed_checks = [
+        f"check failed: {c.text}: {c.message}" for c in checks if c.required and c.status == "fail"
+    ]
+    failed = tuple(failed_grades + failed_checks)
     ov = overall(grades)
     if failed:
-        reason = (
-            f"{len(failed)} grade{'s' if len(failed) > 1 else ''} below {fail_on}: "
-            + "; ".join(failed)
-        )
-        return Verdict(False, fail_on, ov, failed, ExitCode.FAILED, reason)
+        parts = []
+        if failed_grades:
+            n = len(failed_grades)
+            parts.append(
+                f"{n} grade{'s' if n > 1 else ''} below {fail_on}: " + "; ".join(failed_grades)
+            )
+        if failed_checks:
+            parts.append("; ".join(failed_checks))
+        return Verdict(False, fail_on, ov, failed, ExitCode.FAILED, "; ".join(parts), leak)
     graded = sum(g.rank is not None for g in grades)
-    reason = (
-        f"every graded metric is {fail_on} or better"
-        if graded
-        else "nothing could be graded (no metric available)"
-    )
-    return Verdict(True, fail_on, ov, (), ExitCode.OK, reason)
+    if not graded:
+        # A run that measured nothing (a load generator that died on start, say) must
+        # not pass a CI gate.
+        why = "nothing could be graded: the run measured nothing (no requests, no memory)"
+        return Verdict(False, fail_on, ov, (why,), ExitCode.FAILED, why, leak)
+    reason = f"every graded metric is {fail_on} or better"
+    judged = [c for c in checks if c.status != "not judged"]
+    if judged:
+        reason += f"; {len(judged)} check(s) judged, none required failed"
+    if leak:
+        reason += f"; {leak}"
+    return Verdict(True, fail_on, ov, (), ExitCode.OK, reason, leak)
 
 
 def run_exit_code(verdict_code: int, recorded: int | None) -> int:

@@ -56,21 +56,103 @@ def _verdict_line(doc: dict[str, Any]) -> str:
     )
 
 
+def _leak_line(lk: dict[str, Any]) -> str:
+    """The leak verdict in one line, from the detector the monitor ran."""
+    v = lk.get("verdict", "not judged")
+    if v == "leak":
+        ci = (
+            f" (CI {num(lk['ci_low_mb_min'])}–{num(lk['ci_high_mb_min'])})"
+            if lk.get("ci_low_mb_min") is not None
+            else ""
+        )
+        eps = lk.get("episodes") or []
+        held = bool(eps) and eps[-1]["cleared_at_s"] is None
+        own = lk.get("injected_start_s") is not None
+        return (
+            f"**LEAK** {num(lk['slope_mb_min'])} MB/min{ci}, called at "
+            f"{duration(lk['called_at_s'])}"
+            + (" and still held at the end of the run" if held else "")
+            + (" (the leak the scenario injected)" if own else "")
+        )
+    if v == "no leak":
+        ended = [e for e in lk.get("episodes", []) if e["cleared_at_s"] is not None]
+        return "no leak at the end of the run" + (
+            f" ({len(ended)} growth episode(s) called and then cleared: see below)" if ended else ""
+        )
+    return f"not judged ({lk.get('reason') or 'no data'})"
+
+
+def _leak_section(lk: dict[str, Any]) -> str:
+    out = [
+        f"Verdict: {_leak_line(lk)}. Source: {lk.get('basis') or 'n/a'}. One detector judges "
+        "the run, online (the monitor) or replayed over the samples; nothing else here calls "
+        "a leak.\n"
+    ]
+    if lk.get("injected_start_s") is not None:
+        delay = lk.get("detection_delay_s")
+        when = "never" if delay is None else f"after {duration(delay)}"
+        out.append(
+            f"The scenario injects a leak from {duration(lk['injected_start_s'])}: detected "
+            f"{when}; false alarms before it: {lk.get('false_alarms', 0)}.\n"
+        )
+    eps = lk.get("episodes") or []
+    if eps:
+        out.append(
+            table(
+                [
+                    "called at",
+                    "cleared at",
+                    "slope MB/min",
+                    "CI",
+                    "scale",
+                    "why called",
+                    "why cleared",
+                ],
+                [
+                    [
+                        duration(e["called_at_s"]),
+                        duration(e["cleared_at_s"]) if e["cleared_at_s"] is not None else "held",
+                        e["slope_mb_min"],
+                        f"{num(e['ci_low_mb_min'])}–{num(e['ci_high_mb_min'])}",
+                        duration(e["scale_s"]),
+                        e["reason"]
+                        + (" (before injection: false alarm)" if e["before_injection"] else ""),
+                        e["cleared_because"] or "-",
+                    ]
+                    for e in eps
+                ],
+            )
+        )
+    if lk.get("whole_run_slope_mb_min") is not None:
+        out.append(
+            f"\nWhole-run slope, for context only (no score, grade or verdict uses it): "
+            f"{num(lk['whole_run_slope_mb_min'])} MB/min."
+        )
+    return "\n".join(out)
+
+
 def _definition_rows(doc: dict[str, Any]) -> list[list[str]]:
     rows = []
     defs: dict[str, dict[str, str]] = doc.get("definitions", {})
     no_memory = doc.get("source_kind") == "locust"
+    no_cycles = not (doc["metrics"].get("cycle") or {}).get("count")
     for key, d in defs.items():
         if no_memory and key.split(".")[0] in MEMORY_SECTIONS:
             continue
+        if no_cycles and key.startswith("cycle."):
+            continue  # the run sent no management cycles: no cycle figures at all
         value = _get(doc["metrics"], key)
         if isinstance(value, dict | list):
             continue
         shown = with_unit(value, d["unit"])
         if key == "recovery.recovery_time_s" and value is None:
             rec = doc["metrics"]["recovery"]
-            shown = "not recovered" if rec["recovered"] is False else "n/a"
-            shown += f" ({rec['note']})" if rec.get("note") else ""
+            if rec["recovered"] is False:
+                shown = "not recovered" + (f" ({rec['note']})" if rec.get("note") else "")
+            elif rec.get("note", "").startswith("not judged"):
+                shown = rec["note"]
+            else:
+                shown = "n/a" + (f" ({rec['note']})" if rec.get("note") else "")
         rows.append([d["label"], shown, d["definition"]])
     return rows
 
@@ -187,10 +269,10 @@ def render_run(
                 else f"NOT back within {num(m['memory']['tolerance_pct'])}%"
             )
         )
+    if doc.get("source_kind") != "locust":
+        add(f"- **Leak:** {_leak_line(m['leak'])}")
     if run.get("purpose"):
         add(f"- **Purpose:** {run['purpose']}")
-    if run.get("expected"):
-        add("- **Expected:** " + "; ".join(str(e) for e in run["expected"]))
     add("")
     add(
         table(
@@ -202,12 +284,31 @@ def render_run(
         )
     )
 
+    if doc.get("checks"):
+        add("\n### Checks: what this scenario expects\n")
+        add(
+            "Each expectation judged from the run's figures (bounds and `required` from the "
+            "config's `checks`). A failed required check fails the verdict.\n"
+        )
+        add(
+            table(
+                ["expectation", "required", "result", "figures"],
+                [
+                    [c["text"], "yes" if c["required"] else "no", c["status"].upper(), c["message"]]
+                    for c in doc["checks"]
+                ],
+            )
+        )
+    if doc.get("source_kind") != "locust":
+        add("\n## Memory leak\n")
+        add(_leak_section(m["leak"]))
+
     # --- detailed results
     add("\n## Detailed results\n")
     add(
         "Every figure with its definition. MB = 2^20 bytes; n/a = not computable from the "
-        "inputs. Response-time figures are for "
-        f"`{m.get('latency_basis', 'POST /memory/cycle')}`.\n"
+        "inputs. The response-time grade is on "
+        f"`{m.get('latency_basis', 'all requests')}`.\n"
     )
     add(table(["metric", "value", "definition"], _definition_rows(doc)))
     cost = m.get("cost", {})
@@ -218,54 +319,72 @@ def render_run(
     ]
     if bases:
         add("\nMemory cost bases: " + "; ".join(bases) + ".")
+    if figures := m.get("source_figures"):
+        add("\n### Memory source figures\n")
+        add("Each registered source's own figures, as memory_samples.csv has them.\n")
+        add(
+            table(
+                ["figure", "first", "last", "min", "max"],
+                [
+                    [f"`{f['column']}`", *(num(f[k]) for k in ("first", "last", "min", "max"))]
+                    for f in figures
+                ],
+            )
+        )
     if doc.get("source_kind") == "locust":
         add(
             "\nMemory, optimization, leak, pressure, recovery and cost figures: unavailable "
             "(a Locust CSV export has no memory samples)."
         )
     if doc["stages"]:
+        cycles = bool((m.get("cycle") or {}).get("count"))
         add("\n### Per stage\n")
         add(
-            "Cut by the stage times in stages.csv. Stage cycle percentiles are the median of "
-            "Locust's rolling-window percentiles in the stage (approximate); counts and means "
-            "are exact.\n"
-        )
-        add(
-            table(
-                [
-                    "stage",
-                    "phase",
-                    "start",
-                    "length",
-                    "users",
-                    "growth MB",
-                    "peak MB",
-                    "peak pressure %",
-                    "leak slope MB/min",
-                    "requests",
-                    "error %",
-                    "shed",
-                    "req/s",
-                    "cycle mean s",
-                    "cycle p95 s",
-                    "grades",
-                ],
-                _stage_rows(doc),
+            "Cut by the stage times in stages.csv. Counts and means are exact"
+            + (
+                "; stage cycle percentiles are the median of Locust's rolling-window "
+                "percentiles in the stage (approximate).\n"
+                if cycles
+                else ".\n"
             )
         )
+        headers = [
+            "stage",
+            "phase",
+            "start",
+            "length",
+            "users",
+            "growth MB",
+            "peak MB",
+            "peak pressure %",
+            "slope MB/min",
+            "requests",
+            "error %",
+            "shed",
+            "req/s",
+            "cycle mean s",
+            "cycle p95 s",
+            "grades",
+        ]
+        rows = _stage_rows(doc)
+        if not cycles:  # no management cycles: no cycle columns
+            headers = headers[:13] + headers[15:]
+            rows = [r[:13] + r[15:] for r in rows]
+        add(table(headers, rows))
     if figures := _charts(charts, ["memory.png", "pressure.png"]):
         add("\n" + "\n".join(figures))
     out.extend(render_where_memory_went(doc.get("where_memory_went")))
 
     # --- performance analysis
     add("\n## Performance analysis\n")
-    c = m["cycle"]
+    c = m.get("latency") or m["cycle"]
+    by_name = m.get("latency_by_name") or []
     add(
         table(
-            ["response time", "count", "mean", "p50", "p95", "p99", "max", "source"],
+            ["requests", "count", "mean", "p50", "p95", "p99", "max", "source"],
             [
                 [
-                    m.get("latency_basis", "POST /memory/cycle"),
+                    f"{m.get('latency_basis', 'all requests')} (graded)",
                     c["count"],
                     with_unit(c["mean_s"], "s"),
                     with_unit(c["p50_s"], "s"),
@@ -273,7 +392,22 @@ def render_run(
                     with_unit(c["p99_s"], "s"),
                     with_unit(c["max_s"], "s"),
                     c["source"],
-                ]
+                ],
+                *[
+                    [
+                        n["name"]
+                        if n["name"].startswith(f"{n['method']} ")
+                        else f"{n['method']} {n['name']}",
+                        n["latency"]["count"],
+                        with_unit(n["latency"]["mean_s"], "s"),
+                        with_unit(n["latency"]["p50_s"], "s"),
+                        with_unit(n["latency"]["p95_s"], "s"),
+                        with_unit(n["latency"]["p99_s"], "s"),
+                        with_unit(n["latency"]["max_s"], "s"),
+                        n["latency"]["source"],
+                    ]
+                    for n in by_name
+                ],
             ],
         )
     )
@@ -328,7 +462,8 @@ def render_run(
                     t["formula"],
                     f"{num(t['rate'])} {t['rate_unit']}",
                     ", ".join(f"{k} = {num(v)}" for k, v in t["inputs"].items()),
-                    money(t["value_usd"]),
+                    money(t["value_usd"])
+                    + (f" ({t['why_na']})" if t.get("why_na") and t["value_usd"] is None else ""),
                 ]
                 for t in bv["terms"]
             ],

@@ -19,17 +19,29 @@ from typing import Any
 
 import numpy as np
 
-from common.config import Config
+from common.config import GRADES, Config
 from reports.business import BusinessValue, business_value
-from reports.collect import CYCLE_REQUEST, ReportInputError, RunData
+from reports.checks import run_checks
+from reports.collect import ReportInputError, RunData
 from reports.degraded import as_json, degraded_sources
 from reports.findings import Limit, limits, recommendations, stage_grades
-from reports.grading import Grade, Verdict, grade_all, run_exit_code, verdict
+from reports.grading import (
+    CheckResult,
+    Grade,
+    Verdict,
+    grade_all,
+    leak_grade,
+    run_exit_code,
+    verdict,
+)
 from reports.leak_sites import where_memory_went
-from reports.metrics import DEFINITIONS, RunMetrics, aggregated_latency, compute, health_failures
+from reports.metrics import DEFINITIONS, RunMetrics, compute, health_failures
 from reports.scores import Score, health, stability
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""2: one leak verdict from the online detector (``metrics.leak``), a graded ``leak``
+metric, ``checks``, ``metrics.latency`` (what response time is graded on) and
+``metrics.latency_by_name``; the whole-run Kendall trend is gone."""
 RESULTS_NAME = "stress_test_results.json"
 REPORT_NAME = "stress_test_report.md"
 CHARTS_DIR = "stress_test_charts"
@@ -50,6 +62,7 @@ class Analysis:
     stability: Score
     health: Score
     grades: list[Grade]
+    checks: list[CheckResult]
     stage_grades: list[list[Grade]]
     verdict: Verdict
     business: BusinessValue
@@ -63,16 +76,16 @@ class Analysis:
 
 
 def aggregate(data: RunData, cfg: Config, fail_on: str | None = None) -> Analysis:
-    """Aggregate a run: metrics, scores, grades, verdict, business value, findings."""
+    """Aggregate a run: metrics, scores, grades, checks, verdict, business value, findings."""
     fail = fail_on or cfg.fail_on
     m = compute(data, cfg)
-    basis = CYCLE_REQUEST
-    labels: dict[str, str] = {}
+    labels = {"response_time": f"mean response time ({m.latency_basis})"}
     missing_why = {
-        "response_time": f"no {CYCLE_REQUEST!r} requests",
+        "response_time": "no requests",
         "stability_score": "no error or memory data",
         "memory_growth": "no memory samples",
         "error_rate": "no requests",
+        "leak": m.leak.graded_note or "not judged",
     }
     unavailable: list[str] = []
     if data.kind == "locust":
@@ -81,24 +94,25 @@ def aggregate(data: RunData, cfg: Config, fail_on: str | None = None) -> Analysi
             "so the memory, leak, pressure and recovery figures are unavailable"
         )
         missing_why["memory_growth"] = "no memory data in a Locust CSV export"
-        if not m.cycle.count:
-            basis = "all requests"
-            m.cycle = aggregated_latency(data)
-            labels["response_time"] = "mean response time (all requests)"
+        missing_why["leak"] = "no memory data in a Locust CSV export"
     st = stability(m, cfg)
     he = health(m, cfg, health_failures(data))
     grades = grade_all(
         cfg,
         {
-            "response_time": m.cycle.mean_s,
+            "response_time": m.latency.mean_s,
             "stability_score": st.value,
             "memory_growth": m.memory.growth_mb,
             "error_rate": m.requests.error_rate_pct,
+            "leak": m.leak.graded_slope_mb_min,
         },
         labels=labels,
         missing=missing_why,
     )
-    v = verdict(grades, fail)
+    headline = m.leak.headline() if data.kind == "run" else ""
+    grades = [leak_grade(g, headline, fail) if g.metric == "leak" else g for g in grades]
+    checks = run_checks(m, data, cfg, scenario_of(data), st.value)
+    v = verdict(grades, fail, checks, headline)
     per_stage = [stage_grades(s, cfg) for s in m.stages]
     missing = data.missing
     meta = data.meta or {}
@@ -108,10 +122,11 @@ def aggregate(data: RunData, cfg: Config, fail_on: str | None = None) -> Analysi
     return Analysis(
         data=data,
         metrics=m,
-        latency_basis=basis,
+        latency_basis=m.latency_basis,
         stability=st,
         health=he,
         grades=grades,
+        checks=checks,
         stage_grades=per_stage,
         verdict=v,
         business=business_value(m, st.value, cfg),
@@ -123,6 +138,22 @@ def aggregate(data: RunData, cfg: Config, fail_on: str | None = None) -> Analysi
         unavailable=unavailable,
         exit_code=run_exit_code(v.exit_code, m.stop.meta_exit_code),
     )
+
+
+def scenario_of(data: RunData) -> str | None:
+    """The run's scenario: run_meta.json's, else the run_start event's (a plain Locust run)."""
+    named = (data.meta or {}).get("scenario")
+    if isinstance(named, str) and named:
+        return named
+    ev = data.events
+    for detail in ev.loc[ev["kind"] == "run_start", "detail"]:
+        try:
+            found = json.loads(detail).get("scenario")
+        except (ValueError, TypeError, AttributeError):
+            continue
+        if isinstance(found, str) and found:
+            return found
+    return None
 
 
 def plain(x: Any) -> Any:
@@ -209,6 +240,7 @@ def to_results(a: Analysis, cfg: Config) -> dict[str, Any]:
         "stages": stages,
         "scores": {"stability": plain(a.stability), "health": plain(a.health)},
         "grades": plain(a.grades),
+        "checks": plain(a.checks),
         "overall_grade": a.verdict.overall,
         "business_value": plain(a.business),
         "limits": plain(a.limits),
@@ -258,8 +290,13 @@ def load_results(path: Path) -> dict[str, Any]:
     return doc
 
 
-def summary(doc: dict[str, Any]) -> dict[str, float | None]:
-    """The flat figures of a run document that ``compare`` and the session table use."""
+def summary(doc: dict[str, Any]) -> dict[str, Any]:
+    """The flat figures of a run document that ``compare`` and the session table use.
+
+    Besides figures: ``leak_detected`` (1/0, None when not judged) with ``leak_headline``,
+    ``overall_rank`` (0 excellent .. 4 poor) with ``fail_on``, and ``check:<id>`` (1 pass,
+    0 fail, None not judged) for each check, so ``compare`` can judge verdicts too.
+    """
     m = doc.get("metrics", {})
 
     def g(section: str, key: str) -> float | None:
@@ -271,15 +308,32 @@ def summary(doc: dict[str, Any]) -> dict[str, float | None]:
         "cycle_mean_s": g("cycle", "mean_s"),
         "cycle_p95_s": g("cycle", "p95_s"),
         "cycle_p99_s": g("cycle", "p99_s"),
+        "latency_mean_s": g("latency", "mean_s"),
         "memory_growth_mb": g("memory", "growth_mb"),
         "peak_mb": g("memory", "peak_mb"),
         "error_rate_pct": g("requests", "error_rate_pct"),
         "shed": g("requests", "shed"),
         "rps": g("requests", "rps"),
         "leak_slope_mb_min": g("leak", "slope_mb_min"),
+        "leak_detected": (
+            None
+            if (m.get("leak") or {}).get("verdict") in (None, "not judged")
+            else float(m["leak"]["verdict"] == "leak")
+        ),
         "pressure_peak": g("pressure", "peak"),
         "recovery_time_s": g("recovery", "recovery_time_s"),
         "stability": (scores.get("stability") or {}).get("value"),
         "health": (scores.get("health") or {}).get("value"),
         "business_value_usd": (doc.get("business_value") or {}).get("total_usd"),
+        "leak_headline": (doc.get("verdict") or {}).get("leak", ""),
+        "overall_rank": (
+            float(GRADES.index(doc["overall_grade"]))
+            if doc.get("overall_grade") in GRADES
+            else None
+        ),
+        "fail_on": (doc.get("verdict") or {}).get("fail_on"),
+        **{
+            f"check:{c['id']}": {"pass": 1.0, "fail": 0.0}.get(c["status"])
+            for c in doc.get("checks", [])
+        },
     }

@@ -10,8 +10,8 @@ Stability (does the service behave consistently under the load)::
 
     stability = 100 - errors - latency_spread - leak - pressure - stop
       errors         = min(40, 4 * error rate %)
-      latency_spread = min(20, 20 * (p95 - p50 cycle time) / business_value.reference_cycle_time_s)
-      leak           = min(20, 2 * max(0, leak slope MB/min - leak_detection.min_slope_mb_per_min))
+      latency_spread = min(20, 20 * (p95 - p50 response time) / reference_cycle_time_s)
+      leak           = min(20, 2 * slope of the leak the detector holds at the end, MB/min)
       pressure       = min(10, 0.5 * max(0, peak pressure - 80))
       stop           = 25 if a safety stop or a lost target ended the run, else 0
 
@@ -20,7 +20,7 @@ System health (the state the target's memory was left in)::
     health = 100 - pressure - growth - leak - optimizations - health_checks - recovery - stop
       pressure      = min(30, max(0, peak pressure - 70))
       growth        = min(20, 20 * max(0, memory growth MB) / memory_growth.poor bound)
-      leak          = min(20, 4 * max(0, leak slope MB/min - leak_detection.min_slope_mb_per_min))
+      leak          = min(20, 4 * slope of the leak the detector holds at the end, MB/min)
       optimizations = min(10, 0.1 * (100 - optimization success rate %))
       health_checks = min(10, 5 * health_failed events)
       recovery      = 10 if memory did not recover after the stress, else 0
@@ -79,25 +79,24 @@ def _total(name: str, formula: str, terms: list[ScoreTerm]) -> Score:
 
 
 def _spread(m: RunMetrics) -> float | None:
-    c = m.cycle
+    c = m.latency
     if c.p95_s is None or c.p50_s is None:
         return None
     return max(0.0, c.p95_s - c.p50_s)
 
 
 def stability(m: RunMetrics, cfg: Config) -> Score:
-    min_slope = cfg.monitor.leak_detection.min_slope_mb_per_min
     ref = cfg.business_value.reference_cycle_time_s
     err = m.requests.error_rate_pct
     spread = _spread(m)
-    slope = m.leak.slope_mb_min
+    slope = m.leak.graded_slope_mb_min
     peak = m.pressure.peak
     stopped = m.stop.kind in ("safety", "target_lost")
     terms = [
         _term("errors", "min(40, 4 * error rate %)", err, "%", 40, 4 * (err or 0)),
         _term(
             "latency_spread",
-            f"min(20, 20 * (p95 - p50 cycle time) / {ref:g} s)",
+            f"min(20, 20 * (p95 - p50 response time) / {ref:g} s)",
             spread,
             "s",
             20,
@@ -105,11 +104,11 @@ def stability(m: RunMetrics, cfg: Config) -> Score:
         ),
         _term(
             "leak",
-            f"min(20, 2 * max(0, leak slope - {min_slope:g} MB/min))",
+            "min(20, 2 * slope of the leak held at the end)",
             slope,
             "MB/min",
             20,
-            2 * ((slope or 0) - min_slope),
+            2 * (slope or 0),
         ),
         _term(
             "pressure",
@@ -135,11 +134,10 @@ def stability(m: RunMetrics, cfg: Config) -> Score:
 
 
 def health(m: RunMetrics, cfg: Config, health_failures: int | None) -> Score:
-    min_slope = cfg.monitor.leak_detection.min_slope_mb_per_min
     poor_growth = cfg.performance_thresholds.memory_growth.poor
     peak = m.pressure.peak
     growth = m.memory.growth_mb
-    slope = m.leak.slope_mb_min
+    slope = m.leak.graded_slope_mb_min
     success = m.optimization.success_rate_pct
     rec = m.recovery.recovered
     stop_pen = 15.0 if m.stop.kind == "target_lost" else 10.0 if m.stop.kind == "safety" else 0.0
@@ -155,11 +153,11 @@ def health(m: RunMetrics, cfg: Config, health_failures: int | None) -> Score:
         ),
         _term(
             "leak",
-            f"min(20, 4 * max(0, leak slope - {min_slope:g} MB/min))",
+            "min(20, 4 * slope of the leak held at the end)",
             slope,
             "MB/min",
             20,
-            4 * ((slope or 0) - min_slope),
+            4 * (slope or 0),
         ),
         _term(
             "optimizations",

@@ -50,9 +50,14 @@ def write_run(run_dir: Path, s: Synthetic | None = None) -> Path:
     run_dir.mkdir(parents=True, exist_ok=True)
     t0, dur = s.start, s.duration_s
     stages = [
-        ("warmup", 0.0, 0.1 * dur, {}),
-        ("leak", 0.1 * dur, 0.6 * dur, {"leak_mb_per_min": s.leak_mb_min}),
-        ("recovery", 0.7 * dur, 0.3 * dur, {"leak_mb_per_min": 0}),
+        ("warmup", 0.0, 0.1 * dur, {"phase": "warmup"}),
+        (
+            "leak",
+            0.1 * dur,
+            0.6 * dur,
+            {"leak_mb_per_min": s.leak_mb_min, "phase": "stress", "injects": "leak"},
+        ),
+        ("recovery", 0.7 * dur, 0.3 * dur, {"leak_mb_per_min": 0, "phase": "recovery"}),
     ]
     pd.DataFrame(
         [
@@ -105,8 +110,15 @@ def write_run(run_dir: Path, s: Synthetic | None = None) -> Path:
         (t0 + off, "stage", json.dumps({"index": i, "name": name}))
         for i, (name, off, _, _) in enumerate(stages)
     ]
-    events.append((t0 + leak_start + 60, "leak_detected", "slope 6.0 MB/min"))
-    events.append((t0 + leak_end + 40, "leak_cleared", ""))
+    detected = {
+        "reason": f"rising {s.leak_mb_min:g} MB/min",
+        "slope_mb_min": s.leak_mb_min,
+        "ci_low_mb_min": 0.9 * s.leak_mb_min,
+        "ci_high_mb_min": 1.1 * s.leak_mb_min,
+        "scale_s": 60.0,
+    }
+    events.append((t0 + leak_start + 60, "leak_detected", json.dumps(detected)))
+    events.append((t0 + leak_end + 40, "leak_cleared", json.dumps({"reason": "fell"})))
     events.append((t0 + dur, "run_end", "completed"))
     pd.DataFrame(events, columns=list(EVENT_COLUMNS)).to_csv(run_dir / "events.csv", index=False)
 

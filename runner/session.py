@@ -100,13 +100,8 @@ def write_meta(run_dir: Path, **updates: Any) -> dict[str, Any]:
 def locust_command(
     scenario: str, duration_s: float, run_dir: Path, host: str, pid: int | None, s: RunSettings
 ) -> list[str]:
-    cmd = [
-        sys.executable,
-        "-m",
-        "locust",
-        "-f",
-        str(ROOT / "locustfile.py"),
-        "--headless",
+    cmd = locust_base_args(str(ROOT / "locustfile.py"), run_dir, s)
+    cmd += [
         "--host",
         host,
         "--scenario",
@@ -115,6 +110,21 @@ def locust_command(
         str(s.stress_level),
         "--duration",
         f"{duration_s:g}",
+    ]
+    if pid:
+        cmd += ["--target-pid", str(pid)]
+    return cmd
+
+
+def locust_base_args(locustfiles: str, run_dir: Path, s: RunSettings) -> list[str]:
+    """Headless Locust writing into ``run_dir``, with the suite's config and monitor settings."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "locust",
+        "-f",
+        locustfiles,
+        "--headless",
         # Locust's own --config reads a Locust conf file; ours has its own name.
         "--memstress-config",
         str(s.config_path),
@@ -133,8 +143,6 @@ def locust_command(
         "--loglevel",
         "DEBUG" if s.debug else "INFO",
     ]
-    if pid:
-        cmd += ["--target-pid", str(pid)]
     if s.processes > 1:
         cmd += ["--processes", str(s.processes)]
     if s.monitor_interval:
@@ -152,9 +160,10 @@ def _run_locust(
     cap_s: float,
     stop: StopFlag,
     on_tick: Callable[[float], None],
+    cwd: Path = ROOT,
 ) -> int:
     # Its own session, so a terminal Ctrl-C reaches only us; we forward it once.
-    proc = spawn(cmd, run_dir / "locust.log", env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    proc = spawn(cmd, run_dir / "locust.log", env={**os.environ, "PYTHONUNBUFFERED": "1"}, cwd=cwd)
     start = time.monotonic()
     asked_at: float | None = None
     limit = min(planned_s + GRACE_S, cap_s)
@@ -203,7 +212,7 @@ def run_scenario(
         interrupted=False,
         config_path=str(s.config_path),
         purpose=info.purpose,
-        expected=list(info.expected),
+        expected=[e.describe(e.setting(s.config, info.name).bound) for e in info.expected],
         budget_bytes=None,
         processes=s.processes,
     )

@@ -1,4 +1,5 @@
-"""Show the scenarios' stage plans: ``python -m scenarios [--scenario N] [--duration S] [--json]``.
+"""Show the scenarios' stage plans: ``python -m scenarios [--scenario N] [--duration S] [--json]``,
+or what the verdict checks for each: ``python -m scenarios --checks``.
 
 Plans are pure functions of (config, stress level, total seconds); this prints
 them without starting Locust or a target.
@@ -16,6 +17,7 @@ import locust  # noqa: F401 - first: gevent must patch before anything imports s
 from common.config import ConfigError, load_config
 from common.exitcodes import ExitCode
 from scenarios.registry import all_scenarios, check_config, get_scenario
+from scenarios.spec import checks_text
 from shapes.plan import PlanError
 
 
@@ -26,6 +28,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stress-level", type=int, help="0-4 (default: the config's)")
     parser.add_argument("--config", help="config file (default: the shipped one)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument(
+        "--checks",
+        action="store_true",
+        help="print each scenario's checks (what the verdict checks, with the config's bounds; "
+        "the README's scenario table shows the same) and exit",
+    )
     args = parser.parse_args(argv)
     try:
         config = check_config(load_config(args.config))
@@ -34,6 +42,10 @@ def main(argv: list[str] | None = None) -> int:
         )
         stress = config.stress(level)
         chosen = [get_scenario(args.scenario)] if args.scenario else list(all_scenarios())
+        if args.checks:
+            for s in chosen:
+                print(f"{s.name}: {checks_text(s, config)}")
+            return 0
         out: list[dict[str, Any]] = []
         for s in chosen:
             duration = args.duration or s.default_duration(config)

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from common.config import Config, StressLevel
 from scenarios import api
-from scenarios.spec import Part, Scenario, staged_plan
+from scenarios.spec import Expect, Part, Scenario, staged_plan
 from shapes.plan import StageSpec
 
 if TYPE_CHECKING:
@@ -100,9 +100,11 @@ SCENARIO = Scenario(
     seed_key="concurrent_agent_stress",
     purpose="N concurrent agents (the stress level's 1/3/5/10/20), each with its own memory.",
     expected=(
-        "eviction is fair across agents",
-        "latency per agent",
-        "total memory growth",
+        Expect(
+            "agent_latency_spread_max",
+            "the slowest agent's mean response time < {bound} × the fastest's",
+        ),
+        Expect("memory_growth_max_mb", "memory growth < {bound} MB"),
     ),
     endpoints=(api.MESSAGE_ADD, api.MESSAGES, api.CONTEXT, api.STATS, api.AGENT_DELETE),
     users=users,

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from common.config import Config, StressLevel
 from scenarios import api
-from scenarios.spec import Part, Scenario, staged_plan
+from scenarios.spec import Expect, Part, Scenario, staged_plan
 from shapes.plan import StageSpec
 
 if TYPE_CHECKING:
@@ -54,9 +54,8 @@ SCENARIO = Scenario(
     seed_key="endurance_limits",
     purpose="Sustained mixed load, stepping the users up to find the endurance limit.",
     expected=(
-        "long-term memory slope about 0",
-        "stability holds",
-        "endurance limit: the highest step that still meets the thresholds",
+        Expect("late_slope_max_mb_min", "memory slope over the last half < {bound} MB/min"),
+        Expect("stability_min", "stability score > {bound}"),
     ),
     endpoints=(api.CYCLE, *api.AGENT_TRAFFIC, *api.CLEANUP),
     users=users,

@@ -11,7 +11,7 @@ import functools
 
 from common.config import Config, StressLevel
 from scenarios import api
-from scenarios.spec import Part, Scenario, pressure_plan
+from scenarios.spec import Expect, Part, Scenario, pressure_plan
 from shapes.plan import StageSpec
 
 
@@ -24,11 +24,11 @@ def plan(config: Config, stress: StressLevel, total_s: float) -> list[StageSpec]
     return pressure_plan(
         total_s,
         [
-            Part("baseline", 1, 3),
+            Part("baseline", 1, 3, phase="warmup"),
             Part("ramp_1", 1.5, 3, {"pressure_target": max(1.0, target - 20)}),
             Part("ramp_2", 1.5, 3, {"pressure_target": max(1.0, target - 10)}),
             Part("hold", 4, 3, {"pressure_target": target}),
-            Part("release", 2, 3, {"reset_faults": True}),
+            Part("release", 2, 3, {"reset_faults": True}, phase="recovery"),
         ],
         tolerance=config.scenarios.pressure_tolerance,
         common={"agents": 8, "namespaces": 1, "document_bytes": 2048},
@@ -53,9 +53,12 @@ SCENARIO = Scenario(
     seed_key="high_memory_usage",
     purpose="Ballast ramps the target's pressure to 80 % of its budget in steps and holds it.",
     expected=(
-        "the strategy turns aggressive",
-        "pressure scores and alerts appear",
-        "errors stay low",
+        Expect(
+            "pressure_held_pct",
+            "pressure holds at its target ± the tolerance for {bound} % of the hold or more",
+        ),
+        Expect("aggressive_reached", "the target's strategy reaches aggressive"),
+        Expect("error_rate_max_pct", "error rate < {bound} %"),
     ),
     endpoints=(api.STATS, api.BALLAST, api.RESET, *api.AGENT_TRAFFIC, *api.CLEANUP),
     users=users,

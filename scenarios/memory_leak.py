@@ -16,7 +16,7 @@ from common.config import Config, StressLevel
 from monitors.allocations import CAPTURE_PARAM
 from scenarios import api
 from scenarios.control import leak_bytes
-from scenarios.spec import Part, Scenario, staged_plan
+from scenarios.spec import Expect, Part, Scenario, staged_plan
 from shapes.plan import StageSpec
 
 if TYPE_CHECKING:
@@ -31,9 +31,9 @@ def plan(config: Config, stress: StressLevel, total_s: float) -> list[StageSpec]
     return staged_plan(
         total_s,
         [
-            Part("baseline", 2, 3, {"leak_mb_per_min": 0}),
-            Part("leak", 5, 3, {"leak_mb_per_min": rate, CAPTURE_PARAM: True}),
-            Part("stop_leak", 3, 3, {"leak_mb_per_min": 0, "reset_faults": True}),
+            Part("baseline", 2, 3, {"leak_mb_per_min": 0}, phase="warmup"),
+            Part("leak", 5, 3, {"leak_mb_per_min": rate, CAPTURE_PARAM: True}, injects="leak"),
+            Part("stop_leak", 3, 3, {"leak_mb_per_min": 0, "reset_faults": True}, phase="recovery"),
         ],
         common=common,
         faults=True,
@@ -71,9 +71,15 @@ SCENARIO = Scenario(
     purpose="Agent traffic while the target leaks at a configured rate; the last stage stops "
     "leaking and resets.",
     expected=(
-        "the monitor detects the leak (slope in MB/min, time to detect)",
-        "the target flags it (leak_suspected, unaccounted bytes)",
-        "memory returns after the reset",
+        Expect(
+            "leak_detected_within_s",
+            "the monitor detects the leak within {bound} s of its injection",
+        ),
+        Expect("target_flagged", "the target flags the leak (leak_suspected)"),
+        Expect(
+            "memory_back_after_reset_pct",
+            "memory comes back within {bound} % of its pre-leak level after the reset",
+        ),
     ),
     endpoints=(api.LEAK, api.RESET, *api.AGENT_TRAFFIC, *api.CLEANUP),
     users=users,

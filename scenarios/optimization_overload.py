@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from common.config import Config, StressLevel
 from scenarios import api
-from scenarios.spec import Part, Scenario, staged_plan
+from scenarios.spec import Expect, Part, Scenario, staged_plan
 from shapes.plan import StageSpec
 
 if TYPE_CHECKING:
@@ -29,10 +29,10 @@ def plan(config: Config, stress: StressLevel, total_s: float) -> list[StageSpec]
     return staged_plan(
         total_s,
         [
-            Part("warmup", 1, 3, {"optimize_per_cycle": 1}),
+            Part("warmup", 1, 3, {"optimize_per_cycle": 1}, phase="warmup"),
             Part("ramp", 2, 3, {"optimize_per_cycle": max(1, math.ceil(n / 2))}),
             Part("overload", 4, 3, {"optimize_per_cycle": n}),
-            Part("cooldown", 2, 3, {"optimize_per_cycle": 0}),
+            Part("cooldown", 2, 3, {"optimize_per_cycle": 0}, phase="recovery"),
         ],
         common=common,
     )
@@ -76,9 +76,9 @@ SCENARIO = Scenario(
     purpose="N optimization requests per cycle (the stress level's 1/5/10/20/50), mixed "
     "priorities.",
     expected=(
-        "requests queue and coalesce; higher priorities go first",
-        "429s are counted as shed, not as errors",
-        "cycle time stays bounded",
+        Expect("cycle_p95_max_s", "management-cycle p95 < {bound} s"),
+        Expect("overflow_shed_not_errors", "overflow is shed with 429 (counted apart), not failed"),
+        Expect("error_rate_max_pct", "error rate < {bound} %"),
     ),
     endpoints=(api.OPTIMIZE, api.CYCLE, *api.AGENT_TRAFFIC, *api.CLEANUP),
     users=users,

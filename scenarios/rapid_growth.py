@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from common.config import Config, StressLevel
 from common.units import MB
 from scenarios import api
-from scenarios.spec import Part, Scenario, staged_plan, with_params
+from scenarios.spec import Expect, Part, Scenario, staged_plan, with_params
 from shapes.plan import StageSpec
 
 if TYPE_CHECKING:
@@ -32,9 +32,9 @@ def plan(config: Config, stress: StressLevel, total_s: float) -> list[StageSpec]
     stages = staged_plan(
         total_s,
         [
-            Part("baseline", 1.5, 3, {"spike_bytes": 0}),
+            Part("baseline", 1.5, 3, {"spike_bytes": 0}, phase="warmup"),
             Part("spikes", 6, 3, {"spike_bytes": spike}),
-            Part("settle", 2, 3, {"spike_bytes": 0}),
+            Part("settle", 2, 3, {"spike_bytes": 0}, phase="recovery"),
         ],
         common=common,
         faults=True,
@@ -76,9 +76,8 @@ SCENARIO = Scenario(
     purpose="Ballast in spikes (50 MB times the stress factor), each followed by a "
     "management cycle.",
     expected=(
-        "an optimization follows each spike",
-        "time to respond to a spike",
-        "no crash",
+        Expect("optimization_after_spike_s", "an optimization follows each spike within {bound} s"),
+        Expect("target_stays_up", "the target stays up (no target lost)"),
     ),
     endpoints=(api.BALLAST, api.CYCLE, api.RESET, *api.AGENT_TRAFFIC, *api.CLEANUP),
     users=users,

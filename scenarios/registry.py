@@ -1,8 +1,10 @@
 """The scenarios, in the design's order. Adding one: a new module and one line here.
 
 Each module in :data:`MODULES` defines ``SCENARIO`` (a
-:class:`scenarios.spec.Scenario`); the locustfile exposes every scenario's user
-classes to Locust and its shape picks the chosen scenario's at run time.
+:class:`scenarios.spec.Scenario`), or, written the seed's way, subclasses of
+:class:`scenarios.seed.MemoryStressTest` whose ``test_<name>`` methods are
+scenarios; the locustfile exposes every scenario's user classes to Locust and
+its shape picks the chosen scenario's at run time.
 """
 
 from __future__ import annotations
@@ -28,18 +30,33 @@ MODULES: tuple[str, ...] = (
 """Modules of ``scenarios/``, one per scenario; a new scenario's module goes here."""
 
 
-def _load(module: str) -> Scenario:
-    found = getattr(importlib.import_module(f"scenarios.{module}"), "SCENARIO", None)
+def _load(module: str) -> list[Scenario]:
+    mod = importlib.import_module(f"scenarios.{module}")
+    found = getattr(mod, "SCENARIO", None)
+    if found is None:  # the seed's way: MemoryStressTest subclasses defined here
+        from scenarios.seed import MemoryStressTest, scenarios_of
+
+        seeded = [
+            s
+            for value in vars(mod).values()
+            if isinstance(value, type)
+            and issubclass(value, MemoryStressTest)
+            and value.__module__ == mod.__name__
+            for s in scenarios_of(value)
+        ]
+        if seeded:
+            return seeded
     if not isinstance(found, Scenario):
         raise TypeError(
             f"scenarios/{module}.py: SCENARIO must be a scenarios.spec.Scenario, "
-            f"not {type(found).__name__}"
+            f"not {type(found).__name__} (or define MemoryStressTest subclasses with "
+            "test_<name> methods)"
         )
-    return found
+    return [found]
 
 
 def _load_all() -> tuple[Scenario, ...]:
-    loaded = tuple(_load(m) for m in MODULES)
+    loaded = tuple(s for m in MODULES for s in _load(m))
     seen: dict[str, str] = {}  # a name or seed key -> the scenario it stands for
     for s in loaded:
         for alias in dict.fromkeys((s.name, s.seed_key or s.name)):
@@ -86,7 +103,8 @@ def check_config(config: Config) -> Config:
     """The config's scenario keys against the registry; returns ``config`` when they hold.
 
     ``test_duration`` has a key for every scenario with a seed key and no other;
-    ``scenarios.quick`` names registered scenarios. A ConfigError is one line that
+    ``scenarios.quick`` names registered scenarios; ``checks`` names registered
+    scenarios and checks they declare. A ConfigError is one line that
     starts with the config file's name, as :func:`common.config.load_config` does.
     """
     problem = _config_problem(config)
@@ -109,6 +127,17 @@ def _config_problem(config: Config) -> str | None:
             get_scenario(name)
         except ConfigError as exc:
             return f"scenarios.quick[{i}]: {exc}"
+    # checks: each entry names a registered scenario and one of its declared checks (a
+    # typo would otherwise leave a check judged on its declared defaults without a word)
+    known = {s.name: s for s in SCENARIOS}
+    for name in config.checks.scenarios():
+        if name not in known:
+            return f"checks.{name}: unknown scenario (valid: {', '.join(names())})"
+        declared = [e.id for e in known[name].expected]
+        for cid in config.checks.of(name):
+            if cid not in declared:
+                valid = ", ".join(declared)
+                return f"checks.{name}.{cid}: {name} has no such check (valid: {valid})"
     return None
 
 

@@ -1,8 +1,11 @@
 """What a scenario declares, the helpers its stage plan is built with, and cleanup.
 
-A scenario is a :class:`Scenario`: name, purpose, expected results, the target
-endpoints it needs, its Locust user classes, and a stage plan that is a pure
-function of ``(config, stress level, total seconds)``.
+A scenario is a :class:`Scenario`: name, purpose, expected results (each an
+:class:`Expect` the report judges as a check), the target endpoints it needs,
+its Locust user classes, and a stage plan that is a pure function of
+``(config, stress level, total seconds)``. Each stage declares its phase
+(warm-up, stress, recovery) and what it injects, in its parameters: the report
+reads them, it never guesses them from names.
 
 No Locust import here, nor at the top of a scenario module: ``import locust``
 monkey-patches the process with gevent, and after ``ssl`` was imported (by
@@ -28,7 +31,7 @@ from typing import Any
 
 import requests
 
-from common.config import Config, StressLevel
+from common.config import CheckSetting, Config, StressLevel
 from common.target import TargetClient
 from scenarios.api import AGENT_DELETE, NAMESPACE_DELETE, Endpoint
 from shapes.plan import MIN_STAGE_S, PlanError, StageSpec, check_plan, plan_length, split
@@ -52,13 +55,44 @@ def namespace(run_id: str, k: int) -> str:
     return f"{run_id}-ns-{k}"
 
 
+PHASES = ("warmup", "stress", "recovery")
+"""What a stage is for: the report measures recovery after the last ``stress`` stage."""
+
+INJECTS = ("leak",)
+"""What a stage may inject into the target on purpose. A leak detected before the first
+stage that injects one is a false alarm; one detected in a scenario that injects
+none is a finding about the target."""
+
+
+@dataclass(frozen=True)
+class Expect:
+    """One expectation of a scenario: a check the report judges (see ``reports.checks``).
+
+    ``text`` names the bound as ``{bound}``. The bound and whether the check is
+    required come from the config's ``checks`` section; a scenario the config does
+    not list (one added outside the ten) is judged on the defaults declared here.
+    """
+
+    id: str
+    text: str
+    bound: float | None = None
+    required: bool = True
+
+    def setting(self, config: Config, scenario: str) -> CheckSetting:
+        """The config's bound and requirement for this check, else the declared ones."""
+        return config.checks.of(scenario).get(self.id, CheckSetting(self.required, self.bound))
+
+    def describe(self, bound: float | None) -> str:
+        return self.text.format(bound="?" if bound is None else f"{bound:g}")
+
+
 @dataclass(frozen=True)
 class Scenario:
     """One scenario: the design's ten or one added to the registry."""
 
     name: str
     purpose: str
-    expected: tuple[str, ...]  # what the verdict checks, in words
+    expected: tuple[Expect, ...]  # what the verdict checks (reports.checks judges each)
     endpoints: tuple[Endpoint, ...]  # every endpoint its users send to
     users: Callable[[], tuple[type, ...]]  # the module's cached factory of its Locust users
     plan: PlanFn
@@ -121,6 +155,16 @@ class Scenario:
         return hi / 10
 
 
+def checks_text(scenario: Scenario, config: Config) -> str:
+    """What the verdict checks for a scenario, in words: each expectation with its bound,
+    '(info)' where it is not required. The README's scenario table shows exactly this."""
+    parts = []
+    for e in scenario.expected:
+        setting = e.setting(config, scenario.name)
+        parts.append(e.describe(setting.bound) + ("" if setting.required else " (info)"))
+    return "; ".join(parts)
+
+
 @dataclass(frozen=True)
 class Part:
     """A stage before the cleanup: its share of the time, users and parameters."""
@@ -129,6 +173,23 @@ class Part:
     weight: float
     users: int
     params: Mapping[str, Any] = field(default_factory=dict)
+    phase: str = "stress"  # one of PHASES
+    injects: str | None = None  # one of INJECTS, or nothing
+
+    def __post_init__(self) -> None:
+        if self.phase not in PHASES:
+            raise PlanError(f"stage {self.name}: phase {self.phase!r} (valid: {', '.join(PHASES)})")
+        if self.injects is not None and self.injects not in INJECTS:
+            raise PlanError(
+                f"stage {self.name}: injects {self.injects!r} (valid: {', '.join(INJECTS)})"
+            )
+
+    def declared(self) -> dict[str, Any]:
+        """The stage parameters that declare what the stage is for (read by the reports)."""
+        out: dict[str, Any] = {"phase": self.phase}
+        if self.injects:
+            out["injects"] = self.injects
+        return out
 
 
 def spawn_rate_for(users: int) -> float:
@@ -164,11 +225,15 @@ def staged_plan(
     for p, d in zip(parts, durations, strict=True):
         stages.append(
             StageSpec(
-                p.name, d, p.users, spawn_rate_for(max(p.users, before)), {**common, **p.params}
+                p.name,
+                d,
+                p.users,
+                spawn_rate_for(max(p.users, before)),
+                {**common, **p.params, **p.declared()},
             )
         )
         before = p.users
-    cleanup = {**common, "cleanup": True, "reset_faults": faults}
+    cleanup = {**common, "cleanup": True, "reset_faults": faults, "phase": "recovery"}
     stages.append(StageSpec("cleanup", tail, conductors, spawn_rate_for(before), cleanup))
     return stages
 

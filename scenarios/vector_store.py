@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from common.config import Config, StressLevel
 from scenarios import api
-from scenarios.spec import Part, Scenario, staged_plan
+from scenarios.spec import Expect, Part, Scenario, staged_plan
 from shapes.plan import StageSpec
 
 if TYPE_CHECKING:
@@ -96,9 +96,8 @@ SCENARIO = Scenario(
     seed_key="vector_store_stress",
     purpose="Large documents upserted and searched in several namespaces.",
     expected=(
-        "search latency",
-        "embedding-cache hit rate and bytes",
-        "memory per stored vector",
+        Expect("search_p95_max_s", "search p95 < {bound} s"),
+        Expect("memory_per_vector_max_kb", "memory per stored vector < {bound} KB"),
     ),
     endpoints=(api.DOCUMENT_ADD, api.SEARCH, api.STATS, api.NAMESPACE_DELETE),
     users=users,

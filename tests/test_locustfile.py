@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import re
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -233,4 +235,20 @@ def test_a_plain_headless_run_sets_the_verdicts_exit_code(
     assert_no_traceback(log)
     assert code == 1, log[-3000:]
     assert "memstress verdict: FAILED" in log
-    assert "mean cycle time" in log and "(Poor bound) -> Poor" in log
+    assert "mean response time (POST /memory/cycle)" in log and "(Poor bound) -> Poor" in log
+
+
+def test_loading_the_locustfile_imports_no_pandas_or_matplotlib() -> None:
+    """Every Locust process (master and each worker) loads locustfile.py: it stays lean.
+    The quit verdict needs neither; only the report (python -m reports) does."""
+    code = (
+        "import locust, sys, runpy\n"
+        "runpy.run_path('locustfile.py')\n"
+        "heavy = sorted({m.split('.')[0] for m in sys.modules} & {'pandas', 'matplotlib'})\n"
+        "print(','.join(heavy) or 'none')\n"
+    )
+    p = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert p.stdout.strip().splitlines()[-1] == "none", p.stdout

@@ -215,8 +215,13 @@ def test_a_target_answering_badly_degrades_its_sources_and_the_run_goes_on(
     spoiled = spoiled_sources(mode)
     assert spoiled and set(REASONS[mode]) == spoiled
     for source in spoiled:
-        (event,) = [d for d in degraded if d["source"] == source]
+        mine = [d for d in degraded if d["source"] == source]
+        event = mine[0]
         assert REASONS[mode][source] in event["reason"], event
+        # one for the spoiled answers (a good source may blip once on a loaded machine after
+        # it recovered, which is another event, for another reason)
+        assert [d for d in mine if REASONS[mode][source] in d["reason"]] == [event], mine
+        assert len(mine) == 1 or mode == RECOVERING, mine
         if mode != "slow":  # a slow answer has nothing to show
             assert event["example"], event
         # its columns are empty while it is degraded; nothing it said is plotted
@@ -237,7 +242,8 @@ def test_a_target_answering_badly_degrades_its_sources_and_the_run_goes_on(
     span = float(samples[-1]["elapsed_s"]) - float(samples[0]["elapsed_s"])
     for source in spoiled:
         entry = listed[source]
-        assert entry["spells"] == 1 and REASONS[mode][source] in entry["reason"]
+        assert REASONS[mode][source] in entry["reason"]
+        assert entry["spells"] == 1 or mode == RECOVERING, entry
         assert f"| {source} | " in markdown
         if mode != RECOVERING:
             assert entry["degraded_s"] >= 0.9 * span and not entry["recovered"], entry
@@ -246,7 +252,9 @@ def test_a_target_answering_badly_degrades_its_sources_and_the_run_goes_on(
 @pytest.mark.slow
 def test_sources_recover_when_the_target_answers_well_again(runs: dict[str, Done]) -> None:
     done = runs[RECOVERING]
-    recovered = {d["source"]: d for d in done.details("source_recovered")}
+    recovered: dict[str, dict[str, Any]] = {}
+    for d in done.details("source_recovered"):
+        recovered.setdefault(d["source"], d)  # the first: from the spoiled answers
     assert set(recovered) == spoiled_sources(RECOVERING), recovered
     samples = done.samples
     for source, column in COLUMN_OF.items():

@@ -12,6 +12,8 @@ from __future__ import annotations
 import csv
 import re
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,9 +21,10 @@ from pathlib import Path
 
 import pytest
 
+from common.config import load_config
 from common.runfiles import SAMPLE_COLUMNS, WORKER_COLUMNS
 from runner.service import ManagedService
-from tests.conftest import free_port, start_service
+from tests.conftest import ROOT, free_port, start_service
 from tests.locust_helpers import LocustRun, assert_no_traceback, config_copy, start_locust
 
 pytestmark = pytest.mark.slow
@@ -50,6 +53,9 @@ class Done:
 @dataclass
 class Runs:
     leak: Done
+    blind: Done
+    blind_config: Path
+    own_leak: Done
     baseline: Done
     host_limit: Done
     pressure_limit: Done
@@ -63,6 +69,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runs]:
     base = tmp_path_factory.mktemp("monitor_runs")
     services: list[ManagedService] = []
     started: list[LocustRun] = []
+    targets: list[subprocess.Popen[str]] = []
 
     def service(name: str) -> ManagedService:
         svc = start_service(base / name / "data")
@@ -92,8 +99,33 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runs]:
         safety__memory_cleanup_interval=1.5,
     )
     try:
-        leaky, plain, doomed, shared = (service(n) for n in ("leaky", "plain", "doomed", "shared"))
+        leaky, plain, doomed, shared, unseen = (
+            service(n) for n in ("leaky", "plain", "doomed", "shared", "unseen")
+        )
         leak = locust("leak", leaky, "--scenario", "memory_leak", "--duration", "30")
+        # A detector that cannot call the leak: its minimum slope far above the injected rate.
+        blind_config = config_copy(
+            base / "blind.yml", monitor__leak_detection__min_slope_mb_per_min=1000
+        )
+        blind = locust(
+            "blind", unseen, "--scenario", "memory_leak", "--duration", "30",
+            "--memstress-config", str(blind_config),
+        )  # fmt: skip
+        # A target of the tests' own that leaks 12 MB/min in its own code (nothing injected).
+        own = subprocess.Popen(
+            [sys.executable, str(ROOT / "tests" / "fixtures" / "target_api.py"),
+             "--leak-mb-per-min", "12"],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        )  # fmt: skip
+        targets.append(own)
+        assert own.stdout is not None
+        own_url = f"http://127.0.0.1:{int(own.stdout.readline())}"
+        own_leak = start_locust(
+            base / "own_leak", "--headless", "--monitor-interval", str(INTERVAL),
+            "--scenario", "baseline", "--duration", "30", "--target-pid", str(own.pid),
+            host=own_url,
+        )  # fmt: skip
+        started.append(own_leak)
         baseline = locust(
             "baseline",
             plain,
@@ -137,6 +169,9 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runs]:
 
         yield Runs(
             leak=Done(leak, leak.wait(90)),
+            blind=Done(blind, blind.wait(90)),
+            blind_config=blind_config,
+            own_leak=Done(own_leak, own_leak.wait(90)),
             baseline=Done(baseline, baseline.wait(90)),
             host_limit=Done(host_limit, host_limit.wait(60)),
             pressure_limit=Done(pressure_limit, pressure_limit.wait(60)),
@@ -145,6 +180,11 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runs]:
             processes=Done(processes, processes.wait(90)),
         )
     finally:
+        for proc in targets:
+            proc.kill()
+            proc.wait(10)
+            if proc.stdout is not None:
+                proc.stdout.close()
         for run in started:
             run.kill()
         for svc in services:
@@ -160,7 +200,11 @@ def test_samples_have_every_column_and_a_row_per_interval(runs: Runs) -> None:
     samples = done.samples
     elapsed = float(samples[-1]["elapsed_s"])
     assert len(samples) >= 0.8 * elapsed / INTERVAL
-    last = samples[-1]
+    # the last row every source answered in time (at 0.2 s an HTTP source times out at
+    # 0.12 s, so on a loaded machine one may miss a sample: its columns are then empty)
+    answered = [i for i, s in enumerate(samples) if s["prom_rss_bytes"] and s["budget_bytes"]]
+    assert len(answered) >= 0.8 * len(samples) and answered[-1] >= len(samples) - 10
+    last = samples[answered[-1]]
     numeric = (
         "rss_bytes", "vms_bytes", "num_threads", "open_files", "prom_rss_bytes",
         "budget_bytes", "pressure", "host_percent", "sample_cost_ms", "sample_cpu_ms",
@@ -196,6 +240,68 @@ def test_memory_leak_scenario_raises_leak_detected(runs: Runs) -> None:
     assert "leak" in {s["leak_state"] for s in done.samples}
     detail = next(e["detail"] for e in events if e["kind"] == "leak_detected")
     assert '"slope_mb_min"' in detail and '"ci_low_mb_min"' in detail
+
+
+def test_memory_leak_report_verdict_is_the_detectors_and_checks_every_expectation(
+    runs: Runs,
+) -> None:
+    from reports.build import build_run_report
+
+    rep = build_run_report(runs.leak.run.run_dir, load_config())
+    doc = rep.results
+    lk = doc["metrics"]["leak"]
+    kinds = [e["kind"] for e in runs.leak.run.events() if e["kind"].startswith("leak_")]
+    assert lk["verdict"] == "leak", lk  # the headline is the detector's: it found the leak
+    assert "leak_detected" in kinds
+    assert (
+        "leak " in doc["verdict"]["leak"] and "injected by the scenario" in doc["verdict"]["leak"]
+    )
+    # The leak stage's own slope is the injected rate (30 MB/min x factor 1.0), within 20 %.
+    (stage,) = [s for s in doc["stages"] if s["name"] == "leak"]
+    assert stage["leak"] and stage["params"]["injects"] == "leak"
+    assert stage["leak_slope_mb_min"] == pytest.approx(30.0, rel=0.2), stage
+    # Every expectation of the scenario is in the checks table with its result.
+    assert [c["id"] for c in doc["checks"]] == [
+        "leak_detected_within_s",
+        "target_flagged",
+        "memory_back_after_reset_pct",
+    ]
+    checks = {c["id"]: c for c in doc["checks"]}
+    assert checks["leak_detected_within_s"]["status"] == "pass", checks
+    assert all(
+        c["status"] in ("pass", "fail", "not judged") and c["message"] for c in checks.values()
+    )
+    md = rep.report_path.read_text()
+    assert "### Checks: what this scenario expects" in md
+    for c in doc["checks"]:
+        assert c["text"] in md
+
+
+def test_a_plain_locust_run_fails_at_quit_on_a_leak_of_the_targets_own(runs: Runs) -> None:
+    """The quit verdict (plain `locust --headless`) judges the leak as the report does."""
+    done = runs.own_leak
+    log = done.run.log()
+    assert_no_traceback(log)
+    assert done.code == 1, log[-3000:]
+    assert "memstress verdict: FAILED" in log
+    verdict = next(line for line in log.splitlines() if "memstress verdict: FAILED" in line)
+    assert re.search(r"leak \d+\.\d\d MB/min \(CI [\d.]+–[\d.]+\) detected at \d+ s", verdict), (
+        verdict
+    )
+    assert "false alarm" not in verdict
+
+
+def test_a_detector_that_cannot_call_the_leak_fails_the_run_on_its_check(runs: Runs) -> None:
+    from reports.build import build_run_report
+
+    assert runs.blind.code == 0, runs.blind.run.log()[-3000:]  # the run itself played out
+    kinds = [e["kind"] for e in runs.blind.run.events()]
+    assert "leak_detected" not in kinds
+    rep = build_run_report(runs.blind.run.run_dir, load_config(runs.blind_config))
+    assert rep.exit_code == 1
+    reason = rep.results["verdict"]["reason"]
+    assert "check failed: the monitor detects the leak within 60 s of its injection" in reason
+    assert rep.results["metrics"]["leak"]["verdict"] == "no leak"
 
 
 @pytest.mark.parametrize("which", ["host_limit", "pressure_limit"])

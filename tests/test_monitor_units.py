@@ -369,6 +369,29 @@ def test_a_slow_source_does_not_hold_the_sample_past_its_deadline() -> None:
     ]
 
 
+class StubbornSource:
+    """A read the deadline cannot interrupt (as one blocked outside gevent would be)."""
+
+    name = "stats"
+
+    def read(self) -> dict[str, Any]:
+        try:
+            gevent.sleep(5)
+        except gevent.Timeout:
+            gevent.sleep(5)
+        return {"stats_rss_bytes": 1}
+
+
+def test_closing_the_sampler_stops_a_read_still_running() -> None:
+    sampler, events = _sampler(StubbornSource(), deadline=0.05)
+    sample = gevent.spawn(sampler.take).get()
+    busy = sampler.feeds[0].busy
+    assert sample.late == ["stats"] and busy is not None and not busy.dead
+    assert gevent.spawn(sampler.take).get().late == ["stats"]  # not asked again meanwhile
+    sampler.close()  # nothing of it reports after the run
+    assert busy.dead and events == []
+
+
 CFG = load_config()
 UP = Seen(process=True, memory=True)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from reports.collect import read_csv
 from reports.markdown import render_run
 from reports.results import CHARTS_DIR, REPORT_NAME, RESULTS_NAME, SCHEMA_PATH, load_results
 from reports.synthetic import Synthetic, write_run
-from tests.fixtures.reports_builder import small_run
+from tests.fixtures.reports_builder import T0, small_run
 
 SCHEMA = json.loads(SCHEMA_PATH.read_text())
 VALIDATOR = jsonschema.Draft202012Validator(SCHEMA)
@@ -55,7 +56,7 @@ def test_build_writes_json_first_then_charts_and_markdown(small_report: RunRepor
     assert small_report.results_path.stat().st_mtime <= small_report.report_path.stat().st_mtime
     doc = load_results(small_report.results_path)
     assert_valid(doc)
-    assert doc["schema_version"] == 1 and doc["kind"] == "run"
+    assert doc["schema_version"] == 2 and doc["kind"] == "run"
     assert doc["partial"] is False and doc["missing_inputs"] == []
     assert doc["metrics"]["memory"]["growth_mb"] == 5.0
     assert doc["metrics"]["cycle"]["p95_s"] == 0.9
@@ -64,6 +65,7 @@ def test_build_writes_json_first_then_charts_and_markdown(small_report: RunRepor
         "stability_score",
         "memory_growth",
         "error_rate",
+        "leak",
     ]
     assert doc["exit_code"] == small_report.exit_code
 
@@ -80,7 +82,7 @@ def test_markdown_has_every_section_and_shows_definitions(small_report: RunRepor
     ):
         assert heading in md
     assert "| memory growth | 5.0 MB | end memory minus start memory |" in md
-    assert "mean cycle time 0.196 s <= 0.5 s (Excellent bound) -> Excellent" in md
+    assert "mean response time (POST /memory/cycle) 0.196 s <= 0.5 s (Excellent bound)" in md
     assert "stability = 100 - errors - latency_spread - leak - pressure - stop" in md
     assert "![memory](stress_test_charts/memory.png)" in md
     assert "| error_reduction |" in md and "requests = 400" in md
@@ -95,19 +97,27 @@ def test_markdown_rebuilds_from_the_json_alone(small_report: RunReport) -> None:
 
 def test_fail_on_override_and_recorded_stop_code(tmp_path: Path, cfg: Config) -> None:
     run = small_run(tmp_path / "run")
+    clean = build_run_report(run, cfg)
+    # stability 76 = 100 - 10 (2.5% errors) - 14 (0.7 s spread); no leak held at the end
+    assert clean.overall_grade == "acceptable"
+    assert clean.exit_code == 0
+    assert clean.results["metrics"]["leak"]["verdict"] == "no leak"
+    # The detector called a leak and still held it at the end: the run fails on it.
+    detail = {"reason": "rising", "slope_mb_min": 4.6, "ci_low_mb_min": 4.1, "ci_high_mb_min": 5.0}
+    with open(run / "events.csv", "a", encoding="utf-8", newline="") as f:
+        csv.writer(f).writerow([T0 + 40, "leak_detected", json.dumps(detail)])
     default = build_run_report(run, cfg)
-    # stability 67.6 = 100 - 10 (2.5% errors) - 14 (0.7 s spread) - 8.4 (leak slope 4.6 MB/min)
-    assert default.overall_grade == "marginal"
-    assert default.exit_code == 1  # marginal is below the config's fail_on: acceptable
-    assert (
-        "stability score 67.6 < 70 (Acceptable bound) -> Marginal"
-        in default.results["verdict"]["reason"]
-    )
-    lenient = build_run_report(run, cfg, fail_on="Marginal")
+    assert default.results["metrics"]["leak"]["verdict"] == "leak"
+    assert default.overall_grade == "poor"
+    assert default.exit_code == 1  # poor is below the config's fail_on: acceptable
+    reason = default.results["verdict"]["reason"]
+    assert "leak 4.60 MB/min (CI 4.10–5.00) detected at 40 s -> Poor" in reason
+    assert "false alarm" not in json.dumps(default.results["verdict"])
+    lenient = build_run_report(run, cfg, fail_on="Poor")
     assert lenient.exit_code == 0
-    assert lenient.results["verdict"]["fail_on"] == "marginal"
+    assert lenient.results["verdict"]["fail_on"] == "poor"
     stopped = build_run_report(small_run(tmp_path / "stopped", exit_code=3), cfg)
-    assert stopped.exit_code == 3  # target lost wins over the failed verdict
+    assert stopped.exit_code == 3  # target lost wins over the verdict
     assert stopped.results["stop"]["kind"] == "target_lost"
 
 
@@ -157,7 +167,7 @@ def test_a_folder_of_empty_and_garbage_files(tmp_path: Path, cfg: Config) -> Non
         "memory_samples.csv: unreadable",
     ):
         assert name in missing
-    assert doc["overall_grade"] == "n/a" and doc["exit_code"] == 0
+    assert doc["overall_grade"] == "n/a" and doc["exit_code"] == 1  # nothing measured: no pass
     assert doc["metrics"]["memory"]["growth_mb"] is None
     assert not (run / CHARTS_DIR / "memory.png").exists()
     assert "n/a" in rep.report_path.read_text()

@@ -42,13 +42,13 @@ def cfg() -> Config:
 @pytest.mark.parametrize(
     ("value", "grade", "message"),
     [
-        (0.3, "excellent", "mean cycle time 0.3 s <= 0.5 s (Excellent bound) -> Excellent"),
-        (0.5, "excellent", "mean cycle time 0.5 s <= 0.5 s (Excellent bound) -> Excellent"),
-        (0.8, "good", "mean cycle time 0.8 s > 0.5 s (Excellent bound) -> Good"),
-        (1.8, "acceptable", "mean cycle time 1.8 s > 1.0 s (Good bound) -> Acceptable"),
-        (3.0, "marginal", "mean cycle time 3.0 s > 2.0 s (Acceptable bound) -> Marginal"),
-        (5.0, "marginal", "mean cycle time 5.0 s > 2.0 s (Acceptable bound) -> Marginal"),
-        (5.5, "poor", "mean cycle time 5.5 s > 5.0 s (Poor bound) -> Poor"),
+        (0.3, "excellent", "mean response time 0.3 s <= 0.5 s (Excellent bound) -> Excellent"),
+        (0.5, "excellent", "mean response time 0.5 s <= 0.5 s (Excellent bound) -> Excellent"),
+        (0.8, "good", "mean response time 0.8 s > 0.5 s (Excellent bound) -> Good"),
+        (1.8, "acceptable", "mean response time 1.8 s > 1.0 s (Good bound) -> Acceptable"),
+        (3.0, "marginal", "mean response time 3.0 s > 2.0 s (Acceptable bound) -> Marginal"),
+        (5.0, "marginal", "mean response time 5.0 s > 2.0 s (Acceptable bound) -> Marginal"),
+        (5.5, "poor", "mean response time 5.5 s > 5.0 s (Poor bound) -> Poor"),
     ],
 )
 def test_lower_is_better_bands(cfg: Config, value: float, grade: str, message: str) -> None:
@@ -92,7 +92,8 @@ def test_missing_metric_is_na_and_never_fails(cfg: Config) -> None:
     v = verdict(grades, "excellent")
     assert v.passed and v.exit_code == 0 and v.overall == "excellent"
     nothing = verdict(grade_all(cfg, {}), "acceptable")
-    assert nothing.passed and nothing.overall == "n/a"
+    # a run that measured nothing fails: a gate must not pass what it never saw
+    assert not nothing.passed and nothing.exit_code == 1 and nothing.overall == "n/a"
     assert "nothing could be graded" in nothing.reason
 
 
@@ -139,8 +140,11 @@ def metrics(**over: object) -> RunMetrics:
         memory=MemoryMetrics(samples=100, growth_mb=125.0),
         optimization=OptimizationMetrics(count=20, failed=2, success_rate_pct=90.0, freed_mb=50.0),
         cycle=Latency(count=100, mean_s=0.196, p50_s=0.2, p95_s=0.9),
+        latency=Latency(count=100, mean_s=0.196, p50_s=0.2, p95_s=0.9),
+        latency_basis="POST /memory/cycle",
+        latency_by_name=[],
         requests=RequestMetrics(requests=400, failures=10, error_rate_pct=2.5),
-        leak=LeakMetrics(slope_mb_min=5.4),
+        leak=LeakMetrics(verdict="leak", slope_mb_min=5.0, graded_slope_mb_min=5.0),
         pressure=PressureMetrics(peak=90.0),
         recovery=RecoveryMetrics(recovered=False),
         cost=CostMetrics(),
@@ -153,7 +157,7 @@ def metrics(**over: object) -> RunMetrics:
 def test_stability_terms(cfg: Config) -> None:
     s = stability(metrics(), cfg)
     pen = {t.name: t.penalty for t in s.terms}
-    # errors 4 * 2.5; spread 20 * 0.7 / 1.0; leak 2 * (5.4 - 0.4); pressure 0.5 * 10
+    # errors 4 * 2.5; spread 20 * 0.7 / 1.0; leak 2 * 5.0 (held at the end); pressure 0.5 * 10
     assert pen == pytest.approx(
         {"errors": 10, "latency_spread": 14, "leak": 10, "pressure": 5, "stop": 0}
     )
@@ -190,8 +194,8 @@ def test_scores_are_monotone_and_clipped(cfg: Config) -> None:
     assert values[-1].terms[0].penalty == 40  # the errors term is clipped at its maximum
     worst = metrics(
         requests=RequestMetrics(requests=1, failures=1, error_rate_pct=100.0),
-        cycle=Latency(count=1, p50_s=0.1, p95_s=9.0),
-        leak=LeakMetrics(slope_mb_min=100.0),
+        latency=Latency(count=1, p50_s=0.1, p95_s=9.0),
+        leak=LeakMetrics(verdict="leak", slope_mb_min=100.0, graded_slope_mb_min=100.0),
         pressure=PressureMetrics(peak=100.0),
         stop=StopInfo("target_lost", "gone"),
     )
@@ -203,6 +207,7 @@ def test_a_score_without_inputs_is_none(cfg: Config) -> None:
         memory=MemoryMetrics(),
         optimization=OptimizationMetrics(),
         cycle=Latency(),
+        latency=Latency(),
         requests=RequestMetrics(),
         leak=LeakMetrics(),
         pressure=PressureMetrics(),
@@ -234,3 +239,5 @@ def test_business_value_skips_missing_inputs(cfg: Config) -> None:
     assert by["memory_optimization"] is None and by["performance"] is None
     assert by["stability"] is None
     assert bv.total_usd == pytest.approx(20.0)
+    why = {t.name: t.why_na for t in bv.terms}
+    assert why["performance"] == "no management cycles were sent"  # never built from other requests

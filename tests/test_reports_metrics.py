@@ -12,15 +12,9 @@ import pytest
 from common.config import Config, load_config
 from common.runfiles import EVENT_COLUMNS, SAMPLE_COLUMNS
 from reports.collect import read_run
-from reports.metrics import (
-    RunMetrics,
-    compute,
-    locust_percentile,
-    lower_envelope,
-    stage_leaks,
-    stage_phase,
-    trend,
-)
+from reports.metrics import RunMetrics, compute, locust_percentile
+from reports.metrics.base import stage_injects, stage_phase
+from reports.metrics.leak import judged_series, lower_envelope, stage_slope
 from tests.fixtures.reports_builder import MB, T0, small_run, write_csv
 
 
@@ -131,61 +125,111 @@ def test_per_stage_cut_by_stage_times(small: RunMetrics) -> None:
     assert idle.users == 1
 
 
-def test_leak_slope_on_linear_plus_sawtooth() -> None:
+def test_stage_slope_on_linear_plus_sawtooth() -> None:
     # 3 MB/min of leak under a 15 MB GC sawtooth of period 5 s.
     t = np.arange(0.0, 600.0, 1.0)
     y = 300.0 + 3.0 * t / 60.0 + 15.0 * ((t % 5.0) / 5.0)
     tw, _ = lower_envelope(t, y, 5.0)
     assert len(tw) == 120
     assert np.allclose(tw % 5.0, 0.0)  # the minimum of each window is its sawtooth floor
-    slope, p, windows = trend(t, y, 5.0, 6)
-    assert slope == pytest.approx(3.0)
-    assert p is not None and p < 1e-6
-    assert windows == 120
+    assert stage_slope(t, y, 5.0, 6) == pytest.approx(3.0)
     # The same sawtooth without the leak has no slope at all.
-    flat, p_flat, _ = trend(t, 300.0 + 15.0 * ((t % 5.0) / 5.0), 5.0, 6)
-    assert (flat, p_flat) == (0.0, 1.0)
-    # Too few windows for a verdict.
-    assert trend(t[:20], y[:20], 5.0, 6)[0] is None
+    assert stage_slope(t, 300.0 + 15.0 * ((t % 5.0) / 5.0), 5.0, 6) == 0.0
+    # Too few windows for a slope.
+    assert stage_slope(t[:20], y[:20], 5.0, 6) is None
+
+
+def _events(run: Path, rows: list[dict]) -> None:
+    write_csv(run / "events.csv", rows, EVENT_COLUMNS)
+
+
+def _detected(t: float, slope: float) -> dict:
+    detail = {
+        "reason": f"rising {slope} MB/min",
+        "slope_mb_min": slope,
+        "ci_low_mb_min": slope - 0.5,
+        "ci_high_mb_min": slope + 0.5,
+        "scale_s": 30.0,
+    }
+    return {"time": T0 + t, "kind": "leak_detected", "detail": json.dumps(detail)}
 
 
 def test_leak_detection_delay_and_false_alarms(tmp_path: Path, cfg: Config) -> None:
     run = small_run(tmp_path / "run")
     stages = pd.read_csv(run / "stages.csv")
-    stages.loc[1, "params"] = json.dumps({"leak_mb_per_min": 120})
+    stages.loc[1, "params"] = json.dumps({"leak_mb_per_min": 120, "injects": "leak"})
     stages.to_csv(run / "stages.csv", index=False)
-    write_csv(
-        run / "events.csv",
+    _events(
+        run,
         [
-            {"time": T0 + 10, "kind": "leak_detected", "detail": "early"},
-            {"time": T0 + 50, "kind": "leak_detected", "detail": "slope 120"},
-            {"time": T0 + 80, "kind": "leak_cleared", "detail": ""},
+            _detected(10, 5.0),
+            {"time": T0 + 15, "kind": "leak_cleared", "detail": "{}"},
+            _detected(50, 120.0),
+            {"time": T0 + 80, "kind": "leak_cleared", "detail": '{"reason": "fell"}'},
         ],
-        EVENT_COLUMNS,
     )
     m = compute(read_run(run), cfg)
     assert m.stages[1].leak
     assert m.leak.injected_start_s == 20.0
-    assert m.leak.detected is True
-    assert m.leak.first_detected_s == 10.0
+    assert [e.called_at_s for e in m.leak.episodes] == [10.0, 50.0]
+    assert [e.before_injection for e in m.leak.episodes] == [True, False]
     assert m.leak.detection_delay_s == 30.0
-    assert m.leak.detections_before_injection == 1
+    assert m.leak.false_alarms == 1
+    assert m.leak.verdict == "leak"  # the injected leak was found (and cleared after it)
+    assert m.leak.slope_mb_min == 120.0 and m.leak.called_at_s == 50.0
+    assert m.leak.graded_slope_mb_min is None  # the scenario's own leak: its checks judge it
     # the stage's own slope: +2 MB per 1 s sample = 120 MB/min
     assert m.stages[1].leak_slope_mb_min == pytest.approx(120.0)
 
 
-def test_stage_rules_read_the_scenarios_plans() -> None:
-    assert stage_phase("baseline", {"leak_mb_per_min": 0}) == "warmup"
-    assert stage_phase("leak", {"leak_mb_per_min": 30}) == "stress"
-    assert stage_phase("stop_leak", {"reset_faults": True}) == "recovery"
-    assert stage_phase("cleanup", {"cleanup": True, "reset_faults": False}) == "recovery"
-    assert stage_phase("idle", {"traffic": False}) == "recovery"
-    assert stage_phase("cooldown", {}) == "recovery"
-    assert stage_phase("step_3", {"step": 3}) == "stress"
-    assert stage_phase("anything", {"phase": "warmup"}) == "warmup"
-    assert stage_leaks("leak", {"leak_mb_per_min": 30})
-    assert not stage_leaks("stop_leak", {"leak_mb_per_min": 0})
-    assert stage_leaks("leak_fast", {})
+def test_a_leak_held_at_the_end_is_the_verdict_and_the_graded_slope(
+    tmp_path: Path, cfg: Config
+) -> None:
+    run = small_run(tmp_path / "run")
+    _events(run, [_detected(40, 2.6)])
+    m = compute(read_run(run), cfg)
+    assert m.leak.verdict == "leak"
+    assert m.leak.slope_mb_min == 2.6
+    assert m.leak.graded_slope_mb_min == 2.6  # no stage injects a leak: it is a finding
+    assert m.leak.false_alarms == 0
+    assert m.leak.headline() == "leak 2.60 MB/min (CI 2.10–3.10) detected at 40 s"
+
+
+def test_a_run_too_short_for_the_detector_is_not_judged(tmp_path: Path, cfg: Config) -> None:
+    run = small_run(tmp_path / "run")
+    _events(
+        run,
+        [
+            {
+                "time": T0,
+                "kind": "leak_settings",
+                "detail": json.dumps(
+                    {
+                        "warmup_s": 60,
+                        "window_s": 10,
+                        "lookback_s": 480,
+                        "min_windows": 6,
+                        "min_slope_mb_per_min": 0.4,
+                        "significance": 0.01,
+                        "interval_s": 1.0,
+                    }
+                ),
+            }
+        ],
+    )
+    m = compute(read_run(run), cfg)  # 100 s of samples; the detector needs 60 + 6 x 10 s
+    assert m.leak.verdict == "not judged"
+    assert "run too short" in m.leak.reason and "needs 120 s" in m.leak.reason
+    assert m.leak.graded_slope_mb_min is None
+
+
+def test_stage_phase_and_injects_are_declared_never_guessed() -> None:
+    assert stage_phase({"phase": "warmup"}) == "warmup"
+    assert stage_phase({"phase": "recovery", "leak_mb_per_min": 0}) == "recovery"
+    assert stage_phase({"cleanup": True, "reset_faults": False}) == "recovery"
+    assert stage_phase({"traffic": False}) == "stress"  # nothing declared: stress
+    assert stage_injects({"injects": "leak"}) == "leak"
+    assert stage_injects({"leak_mb_per_min": 30}) is None  # a parameter name is no declaration
 
 
 def test_pressure_prefers_the_targets_own_score(tmp_path: Path, cfg: Config) -> None:
@@ -225,8 +269,6 @@ def test_samples_columns_are_the_runfiles_contract() -> None:
 
 def test_leak_trend_is_judged_net_of_the_targets_accounted_tiers() -> None:
     """A cache that fills is memory the target accounts for: no trend once it is taken off."""
-    from reports.metrics import _judged
-
     mb = 1024 * 1024
     t = np.arange(0.0, 600.0, 1.0)
     cache = np.minimum(t, 300.0) * 0.2 * mb  # 60 MB of cache filling for 5 min, then flat
@@ -234,10 +276,12 @@ def test_leak_trend_is_judged_net_of_the_targets_accounted_tiers() -> None:
     samples = pd.DataFrame(
         {"time": t, "rss_bytes": 100 * mb + cache + leak, "vectors_bytes": cache}
     )
-    tj, net = _judged(samples)
+    tj, net = judged_series(samples)
+    net = net / mb
     assert len(tj) == len(t)
     slope = np.polyfit(tj / 60.0, net, 1)[0]
     assert slope == pytest.approx(2.0, rel=1e-6)  # only the leak is left
     plain = samples.drop(columns=["vectors_bytes"])
-    _, rss = _judged(plain)  # a target with no tiers: plain RSS
+    _, rss = judged_series(plain)
+    rss = rss / mb  # a target with no tiers: plain RSS
     assert rss[-1] - rss[0] == pytest.approx((cache[-1] + leak[-1]) / mb)

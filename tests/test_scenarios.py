@@ -5,16 +5,18 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+from pathlib import Path
 
 import pytest
 
-from common.config import Config, load_config
+from common.config import Config, ConfigError, load_config
 from common.units import MB
 from scenarios import api, concurrent_agents, high_memory, memory_pressure_crisis
 from scenarios.control import ballast_step, leak_bytes, within
 from scenarios.registry import all_scenarios, get_scenario, names
 from scenarios.spec import MAX_SPAWN_RATE, Scenario
 from shapes.plan import MIN_STAGE_S, PlanError, StageSpec
+from tests.conftest import ROOT
 
 REQUEST_NAMES = {
     "POST /memory/cycle",
@@ -252,3 +254,41 @@ def test_leak_bytes_follow_the_rate() -> None:
     assert leak_bytes(30, 2.0) == 2 * leak_bytes(30, 1.0)
     assert leak_bytes(30, 60.0) == leak_bytes(30, 5.0), "a stall does not dump a minute at once"
     assert leak_bytes(0, 1.0) == 0 and leak_bytes(30, 0) == 0
+
+
+def test_readme_scenario_table_shows_exactly_the_checks_the_verdict_makes() -> None:
+    """The README's "what the verdict checks" column is `python -m scenarios --checks`."""
+    import re
+
+    from reports.checks import CATALOGUE
+    from scenarios.spec import checks_text
+
+    config = load_config()
+    readme = (ROOT / "README.md").read_text()
+    rows = {
+        m.group(1): m.group(2)
+        for m in re.finditer(r"^\| `(\w+)` \|(?:[^|\n]*\|){3} ([^|\n]*) \|$", readme, re.M)
+    }
+    for s in all_scenarios():
+        assert rows.get(s.name) == checks_text(s, config), s.name
+        for e in s.expected:
+            assert e.id in CATALOGUE, f"{s.name}: no check named {e.id} in reports/checks.py"
+            assert e.id in config.checks.of(s.name), f"checks.{s.name}.{e.id} missing in config"
+
+
+def test_a_config_check_that_names_no_declared_check_is_refused(tmp_path: Path) -> None:
+    import yaml
+
+    from scenarios.registry import check_config
+
+    data = yaml.safe_load((ROOT / "stress_test_config.yml").read_text())
+    data["checks"]["baseline"]["no_such_check"] = {"required": True}
+    path = tmp_path / "bad.yml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError, match=r"checks\.baseline\.no_such_check: baseline has no"):
+        check_config(load_config(path))
+    data["checks"]["baseline"].pop("no_such_check")
+    data["checks"]["baseline"]["memory_growth_max_mb"] = {"required": "yes"}
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError, match=r"memory_growth_max_mb\.required: 'yes' has the wrong"):
+        load_config(path)

@@ -1,0 +1,107 @@
+"""Recovery: how long memory took to come back to its pre-stress level after the stress."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from reports.collect import RunData
+from reports.metrics.base import (
+    StageSpan,
+    few,
+    median,
+    rss_series,
+)
+
+
+@dataclass
+class RecoveryMetrics:
+    measured: bool = False
+    stress_end_s: float | None = None
+    pre_stress_mb: float | None = None
+    tolerance_pct: float = 0.0
+    recovered: bool | None = None
+    recovery_time_s: float | None = None
+    observed_s: float | None = None  # how long memory was watched after the stress ended
+    note: str = ""
+
+
+def recovery_metrics(
+    data: RunData, spans: list[StageSpan], t0: float, tol_pct: float, min_observed_s: float = 0.0
+) -> RecoveryMetrics:
+    m = RecoveryMetrics(tolerance_pct=tol_pct)
+    t, rss = rss_series(data.samples)
+    if not spans:
+        m.note = "no stages.csv: the stress period is unknown"
+        return m
+    stress = [s for s in spans if s.phase == "stress"]
+    if not stress:
+        m.note = "no stress stage"
+        return m
+    last_stress = max(i for i, s in enumerate(spans) if s.phase == "stress")
+    trailing = [s for s in spans[last_stress + 1 :] if s.phase == "recovery"]
+    if not trailing:
+        m.note = "no recovery stage after the last stress stage"
+        return m
+    stress_end = trailing[0].start
+    m.stress_end_s = stress_end - t0
+    if not len(rss):
+        m.note = "no memory samples"
+        return m
+    first_stress = stress[0].start
+    before = rss[t < first_stress]
+    m.pre_stress_mb = median(before) if len(before) else median(rss[: few(len(rss))])
+    after_t = t[t >= stress_end]
+    after = rss[t >= stress_end]
+    if not len(after):
+        m.note = "no memory samples after the stress ended"
+        return m
+    m.observed_s = float(after_t[-1] - stress_end)
+    if m.observed_s < min_observed_s:
+        m.note = (
+            f"not judged (watched {m.observed_s:.0f} s after the stress, needs "
+            f">= {min_observed_s:g} s: scenarios.recovery_min_observed_s)"
+        )
+        return m
+    m.measured = True
+    assert m.pre_stress_mb is not None
+    ok = np.nonzero(after <= m.pre_stress_mb * (1 + tol_pct / 100.0))[0]
+    if len(ok):
+        m.recovered = True
+        m.recovery_time_s = float(after_t[ok[0]] - stress_end)
+    else:
+        m.recovered = False
+        m.note = f"memory watched for {m.observed_s:.0f} s after the stress"
+    return m
+
+
+DEFINITIONS: dict[str, tuple[str, str, str]] = {
+    "recovery.pre_stress_mb": (
+        "pre-stress memory",
+        "MB",
+        "median RSS before the first stress stage",
+    ),
+    "recovery.stress_end_s": (
+        "stress ended at",
+        "s",
+        "run time the trailing recovery stages began",
+    ),
+    "recovery.recovery_time_s": (
+        "recovery time",
+        "s",
+        "from the end of stress to RSS <= pre-stress * (1 + recovery_tolerance_pct/100)",
+    ),
+    "recovery.recovered": (
+        "recovered",
+        "",
+        "RSS came back within tolerance of the pre-stress level",
+    ),
+    "recovery.observed_s": (
+        "observed after stress",
+        "s",
+        "time memory was sampled after the stress ended",
+    ),
+}
+"""Label, unit and one-line definition of each figure above, keyed by its path in the
+results' ``metrics``; the report prints them side by side."""
