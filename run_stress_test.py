@@ -382,6 +382,8 @@ def run_own(parser: Parser, args: argparse.Namespace, console: Console) -> int:
         fail_on=args.fail_on,
         debug=args.debug,
         monitor_interval=args.monitor_interval,
+        profile_leaks=args.profile_leaks,
+        profile_native=args.profile_native,
     )
     own = OwnLoad(
         locustfile=path.resolve(),

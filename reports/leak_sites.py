@@ -304,7 +304,8 @@ def _render_capture(cap: dict[str, Any]) -> list[str]:
     mappings = [s for s in cap["sites"] if s["kind"] == "mapping"]
     if mappings:
         named = "; ".join(
-            f"`{s['function']}` {s['location']} {with_unit(s['retained_mb'], 'MB')} "
+            f"`{s['function']}`{' ' + s['location'] if s['location'] else ''} "
+            f"{with_unit(s['retained_mb'], 'MB')} "
             f"({num(s['allocations'])} mappings)"
             for s in mappings[:3]
         )

@@ -185,7 +185,7 @@ def leaky(tmp_path: Path) -> Iterator[Target]:
 
 def load(url: str) -> Any:
     """A ``sleep`` for capture(): GET /work for that many seconds, at most 100 a second
-    (each keeps 64 KiB in the target)."""
+    (each keeps 16 KiB in the target)."""
 
     def drive(seconds: float) -> None:
         with requests.Session() as s:
@@ -513,3 +513,45 @@ def test_too_little_stage_left_is_said_not_attempted(tmp_path: Path) -> None:
     assert "only 2.0 s of it were left" in prof.result.reason
     doc = json.loads((tmp_path / CAPTURE_NAME).read_text())
     assert doc["status"] == "unavailable" and "only 2.0 s" in doc["reason"]
+
+
+@pytest.mark.slow
+def test_own_locustfile_run_names_the_leaking_function(leaky: Target, tmp_path: Path) -> None:
+    """``run_stress_test.py --locustfile ... --target-pid PID --profile-leaks`` against the
+    tests' own leaking server, unchanged: the detector calls the leak, the capture follows."""
+    need_gdb()
+    from tests.test_own_load import EXAMPLES, only_run_dir, run_cli, short_clock_config
+
+    out = tmp_path / "results"
+    proc = run_cli(
+        tmp_path,
+        "--locustfile",
+        str(EXAMPLES / "http_locustfile.py"),
+        "--host",
+        leaky.url,
+        "--target-pid",
+        str(leaky.proc.pid),
+        "--duration",
+        "40",
+        "--users",
+        "3",
+        "--monitor-interval",
+        "0.5",
+        "--profile-leaks",
+        "--config",
+        str(short_clock_config(tmp_path / "config.yml")),
+        "--out",
+        str(out),
+    )
+    run_dir = only_run_dir(out)
+    assert "Traceback" not in proc.stdout + proc.stderr
+    capture_json = (run_dir / CAPTURE_NAME).read_text()
+    assert json.loads(capture_json)["trigger"] == "leak detected", capture_json
+    with open(run_dir / SITES_NAME, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert rows[0]["function"] == "remember_request", (rows[:3], capture_json)
+    assert rows[0]["location"].startswith("tests/fixtures/leaky_target.py:")
+    assert float(rows[0]["share_pct"]) >= 80, rows[:3]
+    report = (run_dir / "stress_test_report.md").read_text()
+    assert "Top site: `remember_request` at tests/fixtures/leaky_target.py:" in report
+    assert tracking_stopped(leaky.proc.pid)
