@@ -431,6 +431,17 @@ class AllocationProfiler:
         self.result: CaptureResult | None = None
         self.running: Any = None
 
+    def check(self) -> None:
+        """At the run's start: a target that cannot be profiled is said now, once, and
+        never attached to (a non-Python target, no gdb, no permission)."""
+        if self.mode == "off" or self.result is not None:
+            return
+        why = "no target PID (pass --target-pid, or run the target on loopback)"
+        if self.pid is not None:
+            why = attach_blocker(self.pid) or ""
+        if why:
+            self._finish(CaptureResult("unavailable", why, pid=self.pid))
+
     def consider(
         self,
         stage_params: dict[str, Any],

@@ -360,6 +360,8 @@ class MemoryMonitor:
                 Path(ctx.run_dir) / "memory_samples.csv", SAMPLE_COLUMNS + self.extra_columns
             )
         self.profiler = self._make_profiler(runner)
+        if self.profiler is not None:
+            self.profiler.check()
         loops = [
             (self._sample_loop, ()),
             (self._health_loop, (cfg.safety.system_health_check_interval,)),

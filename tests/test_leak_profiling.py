@@ -26,6 +26,7 @@ from typing import Any
 
 import jsonschema
 import pandas as pd
+import psutil
 import pytest
 import requests
 
@@ -44,6 +45,7 @@ from reports.leak_sites import kinds, where_memory_went
 from reports.results import SCHEMA_PATH
 from runner.service import ManagedService, free_port
 from tests.conftest import ROOT, start_service
+from tests.test_own_load import redis_target  # noqa: F401 - a fixture this module uses
 
 TARGET = ROOT / "tests" / "fixtures" / "leaky_target.py"
 CLI = [sys.executable, str(ROOT / "run_stress_test.py")]
@@ -555,3 +557,48 @@ def test_own_locustfile_run_names_the_leaking_function(leaky: Target, tmp_path: 
     report = (run_dir / "stress_test_report.md").read_text()
     assert "Top site: `remember_request` at tests/fixtures/leaky_target.py:" in report
     assert tracking_stopped(leaky.proc.pid)
+
+
+@pytest.mark.slow
+def test_redis_is_not_python_said_once_and_the_run_goes_on(
+    tmp_path: Path,
+    redis_target: tuple[str, int],  # noqa: F811 - the fixture imported above
+) -> None:
+    """Redis with --profile-leaks: the smaps breakdown, and one line on why no sites."""
+    from tests.test_own_load import EXAMPLES, only_run_dir, run_cli, short_clock_config
+
+    url, pid = redis_target
+    out = tmp_path / "results"
+    proc = run_cli(
+        tmp_path,
+        "--locustfile",
+        str(EXAMPLES / "redis_locustfile.py"),
+        "--host",
+        url,
+        "--target-pid",
+        str(pid),
+        "--duration",
+        "10",
+        "--users",
+        "2",
+        "--monitor-interval",
+        "0.5",
+        "--profile-leaks",
+        "--config",
+        str(short_clock_config(tmp_path / "config.yml")),
+        "--out",
+        str(out),
+    )
+    run_dir = only_run_dir(out)
+    assert "Traceback" not in proc.stdout + proc.stderr
+    doc = json.loads((run_dir / "stress_test_results.json").read_text())
+    assert proc.returncode == doc["exit_code"] and doc["partial"] is False, proc.stderr[-2000:]
+    report = (run_dir / "stress_test_report.md").read_text()
+    name = psutil.Process(pid).name()  # redis-server (its executable: redis-check-rdb)
+    line = f"Allocation sites: not available for a non-Python target (process {pid} is {name})."
+    assert line in report
+    kinds = doc["where_memory_went"]["kinds"]
+    assert kinds["anon_mb"] is not None and kinds["anon_mb"] > 1, kinds  # Redis filled its heap
+    log = (run_dir / "locust.log").read_text()
+    assert log.count("allocation sites: not available for a non-Python target") == 1
+    assert not (run_dir / SITES_NAME).exists()
