@@ -34,15 +34,19 @@ pytest: $(STAMP) browser redis gdb
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # The live memory view is checked in headless Chromium (Debian's chromium). In CI
-# (CI set, root, apt-get there) it is installed when missing; elsewhere those two
-# tests skip, saying so, unless chromium is on PATH.
+# (CI set) it is installed when missing (root and apt-get needed), and a failed
+# install fails `make test` here; elsewhere those two tests skip, saying so,
+# unless chromium is on PATH.
 browser:
-	@if [ -n "$$CI" ] && ! command -v chromium >/dev/null 2>&1 \
-	    && command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	@if [ -n "$$CI" ] && ! command -v chromium >/dev/null 2>&1; then \
+	  if ! command -v apt-get >/dev/null 2>&1 || [ "$$(id -u)" != 0 ]; then \
+	    echo "make browser: CI is set and chromium is missing; installing it needs root and apt-get" >&2; \
+	    exit 1; \
+	  fi; \
 	  echo "installing chromium for the browser tests (CI)"; \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
 	    apt-get install -y -qq --no-install-recommends chromium >/dev/null) \
-	  || echo "chromium could not be installed; the browser tests will skip"; \
+	  || { echo "make browser: apt-get could not install chromium; the browser tests need it in CI" >&2; exit 1; }; \
 	fi
 
 # The Redis tests (tests/test_own_load.py) start Debian's redis-server on a loopback

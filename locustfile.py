@@ -24,6 +24,7 @@ from locust import events
 from common.config import DEFAULT_CONFIG_PATH, ConfigError
 from common.context import build_context
 from common.exitcodes import ExitCode
+from common.locustfix import stop_csv_writer_at_quit
 from monitors.monitor import MemoryMonitor, add_monitor_options
 from reports.quit_verdict import QuitVerdict
 from scenarios.options import resolve_settings
@@ -121,6 +122,7 @@ def on_init(environment: Any, runner: Any, web_ui: Any = None, **_: Any) -> None
         environment.user_classes = list(scenario.user_classes)
     wire_stages(environment)
     environment.events.quit.add_listener(lambda **_kw: ctx.close())
+    stop_csv_writer_at_quit(environment)  # a Locust 2.47 race; see common/locustfix.py
 
     # --- the memory monitor: MemoryMonitor(environment) goes here (monitors/) ---
     monitor = MemoryMonitor(environment)

@@ -42,6 +42,7 @@ from common.config import DEFAULT_CONFIG_PATH, Config, ConfigError, load_config
 from common.context import RunContext, new_run_id
 from common.exitcodes import ExitCode
 from common.runfiles import RunFolder, make_run_dir
+from common.units import MB
 from monitors.monitor import MemoryMonitor, TargetProfile, add_monitor_options
 from shapes.plan import PlanError, StageSpec
 from shapes.staged import StagedShape, TickResult
@@ -49,7 +50,6 @@ from shapes.staged import StagedShape, TickResult
 log = logging.getLogger("memstress")
 
 PHASES = ("warmup", "stress", "recovery")
-MB = 1 << 20
 RECOVERY_SPAWN_RATE = 1000.0
 """Users stopped per second when the load ends for the recovery stage."""
 
@@ -256,7 +256,7 @@ class OwnLoad:
             schema=1,
             scenario=self.name,
             kind="locustfile",
-            locustfile=str(getattr(self.environment, "locustfile", "") or ""),
+            locustfile=_first_locustfile(opts),
             run_id=self.run_dir.name,
             host=host,
             stress_level=ctx.stress.level,
@@ -352,6 +352,12 @@ class OwnLoad:
         w._exceptions_data_rows(w.exceptions_csv_writer)
         w.close_files()
         self._csv_writer = None
+
+
+def _first_locustfile(options: Any) -> str:
+    """The first ``-f`` file, as an absolute path (the user's, when the plugin is second)."""
+    first = str(getattr(options, "locustfile", "") or "").split(",")[0].strip()
+    return str(Path(first).resolve()) if first else ""
 
 
 def _users(options: Any) -> int:

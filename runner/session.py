@@ -22,7 +22,7 @@ from common.exitcodes import ExitCode, worst
 from common.runfiles import new_run_dir
 from common.target import TargetClient, TargetError
 from runner.progress import Snapshot, make_progress, read_snapshot
-from runner.service import ManagedService, spawn
+from runner.service import ManagedService, free_port, spawn
 
 log = logging.getLogger("memstress")
 
@@ -144,7 +144,11 @@ def locust_base_args(locustfiles: str, run_dir: Path, s: RunSettings) -> list[st
         "DEBUG" if s.debug else "INFO",
     ]
     if s.processes > 1:
-        cmd += ["--processes", str(s.processes)]
+        # The forked workers talk to their master on loopback, on a port of this run's own:
+        # Locust's default (5557 on every interface) collides with any other run on the host.
+        port = str(free_port())
+        cmd += ["--processes", str(s.processes), "--master-bind-host", "127.0.0.1"]
+        cmd += ["--master-bind-port", port, "--master-port", port]
     if s.monitor_interval:
         cmd += ["--monitor-interval", f"{s.monitor_interval:g}"]
     cmd += ["--profile-leaks", s.profile_mode()]

@@ -100,10 +100,8 @@ def start_locust(
     ``locustfile``: another checkout's (run from its folder, so its packages load).
 
     ``csv_files=False`` leaves out ``--csv`` (``--json-file`` has the exact totals
-    anyway): on Locust 2.47 the ``--processes`` parent closes the CSV files in
-    ``shutdown()`` and then, waiting for its children at exit, lets the CSV
-    writer greenlet run once more, which logs a ValueError traceback (the exit
-    code stays 0).
+    anyway). With ``--processes`` the CSV files stay on: the Locust exit race they
+    used to hit is worked around in the product (``common/locustfix.py``).
     """
     run_dir.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "locust", "-f", str(locustfile), *args]

@@ -50,7 +50,6 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Distributed]:
             "--duration",
             "12",
             host=svc.url,
-            csv_files=False,  # see start_locust: a Locust 2.47 exit race with --processes
         )
         started.append(processes)
         port = free_port()

@@ -88,7 +88,6 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runs]:
             str(INTERVAL),
             *args,
             host=svc.url,
-            csv_files="--processes" not in args,  # see start_locust
         )
         started.append(run)
         return run
