@@ -217,6 +217,10 @@ def _memray(*args: str, timeout: float = COMMAND_TIMEOUT_S) -> tuple[int, str]:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.communicate()
         return -1, f"memray {args[0]} did not finish within {timeout:g} s"
+    except BaseException:  # the run quits meanwhile: gdb must not outlive it
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        raise
     lines = [ln.strip() for ln in out.splitlines() if ln.strip()]
     return proc.returncode, lines[-1] if lines else ""
 
@@ -260,7 +264,11 @@ def capture(
     args += ["--native"] if native else []
     result.rss_start_bytes = _rss(pid)
     t0 = time.monotonic()
-    code, last = _memray(*args, str(pid))
+    try:
+        code, last = _memray(*args, str(pid))
+    except BaseException:  # cut while attaching: tracking may have begun, so detach
+        _memray("detach", str(pid))
+        raise
     result.attach_s = time.monotonic() - t0
     if code != 0:
         result.status, result.reason = "failed", f"memray attach failed: {last or code}"
@@ -487,6 +495,9 @@ class AllocationProfiler:
 
     def _run(self, pid: int, window: float, trigger: str, deadline: float) -> None:
         assert self.run_dir is not None
+        result = CaptureResult(
+            "failed", "the run ended while memray was attaching", pid=pid, trigger=trigger
+        )
         try:
             result = capture(
                 pid,
@@ -499,7 +510,7 @@ class AllocationProfiler:
             )
         finally:
             self.running = None
-        self._finish(result)
+            self._finish(result)
 
     def _finish(self, result: CaptureResult) -> None:
         self.result = result
