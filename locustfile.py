@@ -21,6 +21,7 @@ from typing import Any
 
 from locust import events
 
+from common.checkout import VersionCheck
 from common.config import DEFAULT_CONFIG_PATH, ConfigError
 from common.context import build_context
 from common.exitcodes import ExitCode
@@ -82,11 +83,19 @@ def add_options(parser: Any, **_: Any) -> None:
         "Default: the shipped stress_test_config.yml.",
     )
     parser.add_argument(
+        "--allow-remote-target",
+        action="store_true",
+        default=False,
+        env_var="MEMSTRESS_ALLOW_REMOTE_TARGET",
+        help="Let --host name another machine (a staging service, say). Without it only "
+        "127.0.0.0/8, localhost and [::1] are loaded; config: safety.allow_remote_targets.",
+    )
+    parser.add_argument(
         "--target-pid",
         default=None,
         env_var="MEMSTRESS_TARGET_PID",
-        help="PID of the target process, for the monitor's psutil readings. "
-        "Default: found from the port --host listens on, where possible.",
+        help="PID of the target process, for the monitor's psutil readings (loopback "
+        "targets only). Default: found from the port --host listens on, where possible.",
     )
     parser.add_argument(
         "--run-dir",
@@ -121,8 +130,19 @@ def on_init(environment: Any, runner: Any, web_ui: Any = None, **_: Any) -> None
     if not ctx.is_worker:
         environment.user_classes = list(scenario.user_classes)
     wire_stages(environment)
-    environment.events.quit.add_listener(lambda **_kw: ctx.close())
+    expected = [
+        e.describe(e.setting(settings.config, scenario.name).bound) for e in scenario.expected
+    ]
+    ctx.start_meta(opts, scenario.purpose, expected)
+
+    def on_quit(exit_code: int | None = None, **_kw: Any) -> None:
+        ctx.end_meta(exit_code)
+        ctx.close()
+
+    environment.events.quit.add_listener(on_quit)
     stop_csv_writer_at_quit(environment)  # a Locust 2.47 race; see common/locustfix.py
+    # --- distributed: every worker runs the master's checkout, or is refused ---
+    VersionCheck(environment)
 
     # --- the memory monitor: MemoryMonitor(environment) goes here (monitors/) ---
     monitor = MemoryMonitor(environment)

@@ -1,4 +1,4 @@
-"""``python -m bench [load|monitor|report|leak|service|capture ...] [--small] [--out DIR]``.
+"""``python -m bench [load|monitor|report|leak|service|selfrss|capture ...] [--small] [--out DIR]``.
 
 With no name, every benchmark runs in turn (that is ``make bench``). Results go
 to ``DIR/results.json`` (a benchmark run alone replaces its own entry) and
@@ -23,7 +23,7 @@ from pathlib import Path
 
 import psutil
 
-from bench.machine import machine_info, now_iso
+from bench.machine import git_state, machine_info, now_iso
 from bench.procs import BENCH_DIR
 from bench.results import ORDER, BenchResult, write_markdown, write_results
 
@@ -33,6 +33,7 @@ TITLES = {
     "report": "Report scale: build time of 6- and 60-minute run folders",
     "leak": "Leak detection: recall, delay and false alarms",
     "service": "The reference service: cycle and search latency, RSS per stored vector",
+    "selfrss": "memstress's own memory: master and worker RSS slope against plain Locust",
     "capture": "Capture cost: target requests/s with memray tracking vs without",
 }
 
@@ -82,6 +83,7 @@ MODULES = {
     "report": "bench.report_scale",
     "leak": "bench.leak_detection",
     "service": "bench.service_bench",
+    "selfrss": "bench.self_rss",
     "capture": "bench.capture_cost",
 }
 
@@ -144,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench {name}{' (small)' if args.small else ''}: running ...", flush=True)
         t0 = time.monotonic()
         started = now_iso()
+        commit, clean = git_state()
         host = HostLoad()
         try:
             result = _runner(name)(workdir, args.small)
@@ -158,6 +161,7 @@ def main(argv: list[str] | None = None) -> int:
                 notes=[f"the benchmark failed: {type(exc).__name__}: {exc}"],
             )
         result.started = started
+        result.git_commit, result.tree_clean = commit, clean
         result.wall_s = time.monotonic() - t0
         result.host = host.done()
         if not args.keep:
@@ -168,7 +172,10 @@ def main(argv: list[str] | None = None) -> int:
         write_markdown(out)
         for g in result.goals:
             state = {True: "met", False: "MISSED", None: "not measured"}[g.passed]
-            print(f"  {g.name}: {g.value} ({g.op} {g.target} {g.unit}) {state}".rstrip())
+            if g.passed is None and g.value is not None:
+                state = "not judged"
+            why = f" ({g.reason})" if g.reason and g.passed is not True else ""
+            print(f"  {g.id or g.name}: {g.value} ({g.op} {g.target} {g.unit}) {state}{why}")
         print(f"bench {name}: done in {result.wall_s:.0f} s", flush=True)
     print(f"results: {out / 'results.json'}, {out / 'RESULTS.md'}")
     return 1 if failed else 0

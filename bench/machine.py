@@ -60,6 +60,31 @@ def _git_commit() -> str | None:
     return out.stdout.strip() or None
 
 
+def git_state() -> tuple[str | None, bool | None]:
+    """(short commit, whether the work tree has no uncommitted change) of the checkout."""
+    commit = _git_commit()
+    try:
+        out = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return commit, None
+    if out.returncode != 0:
+        return commit, None
+    # results.json and RESULTS.md are what a benchmark writes: not a change it ran with.
+    changed = [
+        line
+        for line in out.stdout.splitlines()
+        if not line.endswith(("bench/results.json", "bench/RESULTS.md"))
+    ]
+    return commit, not changed
+
+
 def _wrk_version() -> str | None:
     exe = wrk_path()
     if exe is None:

@@ -12,16 +12,17 @@ from __future__ import annotations
 import os
 import random
 
-from locust import constant, task
+from locust import between, constant, task
 from locust.contrib.fasthttp import FastHttpUser
 
 from scenarios.api import WORDS
 
 NAMESPACE = os.environ.get("BENCH_NAMESPACE", "bench-ns-0")
+WAIT = os.environ.get("BENCH_WAIT", "")  # "LO,HI" seconds of think time; none by default
 
 
 class PlainSearchUser(FastHttpUser):
-    wait_time = constant(0)
+    wait_time = between(*map(float, WAIT.split(","))) if WAIT else constant(0)
 
     @task
     def search(self) -> None:

@@ -392,3 +392,56 @@ def _ms(text: str) -> float:
         if text.endswith(unit):
             return float(text[: -len(unit)]) * k
     return float(text)
+
+
+# --- the fast target -------------------------------------------------------------------
+
+
+@dataclass
+class FastTarget:
+    """``bench.fast_target``: answers every request at once (see its module doc)."""
+
+    proc: subprocess.Popen[bytes]
+    port: int
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    @property
+    def url(self) -> str:
+        return f"http://{LOOPBACK}:{self.port}"
+
+
+@contextmanager
+def fast_target(
+    workdir: Path, *, cpu: int | None = None, timeout: float = 20.0
+) -> Iterator[FastTarget]:
+    """Start ``python -m bench.fast_target``, pinned to ``cpu``; stopped on the way out."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    out = workdir / "fast-target.port"
+    with open(out, "wb") as fh:
+        proc = subprocess.Popen(
+            [PYTHON, "-m", "bench.fast_target"],
+            cwd=ROOT,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=clean_env(),
+            start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + timeout
+        port = 0
+        while time.monotonic() < deadline and proc.poll() is None:
+            first = out.read_text().split("\n", 1)
+            if len(first) > 1 and first[0].strip().isdigit():
+                port = int(first[0])
+                break
+            time.sleep(0.05)
+        if not port:
+            raise BenchError(f"the fast target did not start: {_tail(out)}")
+        pin(proc.pid, cpu)
+        yield FastTarget(proc, port)
+    finally:
+        stop_process(proc, 5.0)

@@ -16,10 +16,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-SCHEMA = 1
+SCHEMA = 2
 RESULTS_JSON = "results.json"
 RESULTS_MD = "RESULTS.md"
-ORDER = ("load", "monitor", "report", "leak", "service", "capture")
+ORDER = ("load", "monitor", "report", "leak", "service", "selfrss", "capture")
 
 OPS = {
     ">=": lambda v, t: v >= t,
@@ -30,9 +30,125 @@ OPS = {
 }
 
 
+@dataclass(frozen=True)
+class GoalSpec:
+    """A goal's fixed part: its stable id, what is measured, and the bar it must clear."""
+
+    id: str
+    bench: str
+    figure: str
+    op: str
+    target: float
+    unit: str = ""
+
+
+GOALS: dict[str, GoalSpec] = {
+    g.id: g
+    for g in (
+        GoalSpec(
+            "loadgen_cpu_per_request_ratio",
+            "load",
+            "generator CPU per request, scenario user path / plain FastHttpUser, same requests, "
+            "generator-bound (target served by wrk at >= 3x one generator core's rate)",
+            "<=",
+            1.10,
+            "x",
+        ),
+        GoalSpec(
+            "loadgen_saturated_rps_ratio",
+            "load",
+            "requests/s of one saturated generator core, scenario path / plain",
+            ">=",
+            0.90,
+            "x",
+        ),
+        GoalSpec(
+            "worker_rss_ratio",
+            "load",
+            "RSS of a memstress Locust worker / a plain Locust worker, same users, after 30 s",
+            "<=",
+            1.25,
+            "x",
+        ),
+        GoalSpec(
+            "sampler_cpu_pct_of_core",
+            "monitor",
+            "the monitor's process CPU (/proc), every source on, 1 s interval, on minus off "
+            "in one process, repeated",
+            "<=",
+            0.5,
+            "% of a core",
+        ),
+        GoalSpec(
+            "monitor_on_off_rps_ratio",
+            "monitor",
+            "requests/s with the monitor on / not attached, at generator saturation",
+            ">=",
+            0.98,
+            "x",
+        ),
+        GoalSpec(
+            "leak_recall_2mb_90s", "leak", "share of 2 MB/min leaks found within 90 s", ">=", 1.0
+        ),
+        GoalSpec(
+            "leak_recall_1mb_180s", "leak", "share of 1 MB/min leaks found within 180 s", ">=", 1.0
+        ),
+        GoalSpec(
+            "leak_recall_05mb_420s",
+            "leak",
+            "share of 0.5 MB/min leaks found within 420 s",
+            ">=",
+            1.0,
+        ),
+        GoalSpec(
+            "leak_false_final_verdicts",
+            "leak",
+            "leak-free runs whose final verdict is 'leak'",
+            "==",
+            0.0,
+            "runs",
+        ),
+        GoalSpec(
+            "self_rss_slope_mb_per_hour",
+            "selfrss",
+            "RSS slope of the memstress master and one worker over a 60-min endurance run, "
+            "minus plain Locust's master under the same load",
+            "<=",
+            1.0,
+            "MB/h over plain Locust",
+        ),
+        GoalSpec(
+            "leak_slope_error_pct",
+            "leak",
+            "worst slope error against the measured true rate, over detected leaks",
+            "<=",
+            20.0,
+            "%",
+        ),
+        GoalSpec(
+            "report_build_60min_s", "report", "build time of the 60-minute folder", "<", 10.0, "s"
+        ),
+        GoalSpec(
+            "report_build_scaling", "report", "build time 60 min / 6 min (10x data)", "<=", 12.0
+        ),
+        GoalSpec(
+            "service_bytes_per_vector",
+            "service",
+            "RSS per stored vector, embedding cache at its limit",
+            "<",
+            2000.0,
+            "B",
+        ),
+    )
+}
+"""Every goal by its stable id; results.json lists each one, measured or not."""
+
+
 @dataclass
 class Goal:
-    """One goal of the issue: ``value op target``; ``passed`` is None when not measured."""
+    """One goal: ``value op target``; ``passed`` is None when not measured (``reason`` says
+    why), and a measured goal whose setup did not hold (``reason`` set, ``valid`` False) is
+    not counted as met or missed either."""
 
     name: str
     value: float | None
@@ -40,16 +156,39 @@ class Goal:
     target: float
     unit: str = ""
     note: str = ""
+    id: str = ""
+    reason: str = ""
+    valid: bool = True
+
+    @classmethod
+    def of(
+        cls,
+        goal_id: str,
+        value: float | None,
+        *,
+        reason: str = "",
+        note: str = "",
+        valid: bool = True,
+    ) -> Goal:
+        spec = GOALS[goal_id]
+        return cls(
+            spec.figure, value, spec.op, spec.target, spec.unit, note, goal_id, reason, valid
+        )
 
     @property
     def passed(self) -> bool | None:
         if self.value is None or (isinstance(self.value, float) and math.isnan(self.value)):
             return None
+        if not self.valid:
+            return None
         return bool(OPS[self.op](self.value, self.target))
 
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
+        d["goal"] = f"{self.op} {self.target:g}"
         d["passed"] = self.passed
+        if self.passed is False and not self.reason:
+            d["reason"] = f"measured {self.value:g}, the goal is {self.op} {self.target:g}"
         return d
 
 
@@ -80,10 +219,14 @@ class BenchResult:
     notes: list[str] = field(default_factory=list)
     profile: dict[str, Any] | None = None
     host: dict[str, Any] = field(default_factory=dict)  # what else the machine was doing
+    git_commit: str | None = None  # the commit this benchmark ran at
+    tree_clean: bool | None = None  # whether the work tree had no uncommitted change
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,
+            "git_commit": self.git_commit,
+            "tree_clean": self.tree_clean,
             "title": self.title,
             "mode": self.mode,
             "what": self.what,
@@ -160,6 +303,7 @@ def write_results(
         "machine": machine,
         "benchmarks": ordered,
         "summary": summary(ordered),
+        "goals": goals_by_id(ordered),
     }
     path = out_dir / RESULTS_JSON
     tmp = path.with_suffix(".json.tmp")
@@ -178,6 +322,7 @@ def summary(benches: dict[str, Any]) -> list[dict[str, Any]]:
         for g in entry.get("goals", []):
             rows.append(
                 {
+                    "id": g.get("id", ""),
                     "benchmark": name,
                     "mode": entry.get("mode"),
                     "goal": g["name"],
@@ -189,6 +334,39 @@ def summary(benches: dict[str, Any]) -> list[dict[str, Any]]:
                 }
             )
     return rows
+
+
+def goals_by_id(benches: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Every goal of :data:`GOALS` by id: the benchmark's figure, or not measured and why."""
+    out: dict[str, dict[str, Any]] = {}
+    for gid, spec in GOALS.items():
+        entry = benches.get(spec.bench) or {}
+        found = next((g for g in entry.get("goals", []) if g.get("id") == gid), None)
+        if found is None:
+            if not entry:
+                why = f"the {spec.bench} benchmark has not run"
+            elif entry.get("mode") != "full":
+                why = f"the {spec.bench} benchmark ran in {entry.get('mode')} mode only"
+            else:
+                why = f"the {spec.bench} benchmark did not measure it"
+            found = {
+                "value": None,
+                "passed": None,
+                "reason": why,
+            }
+        out[gid] = {
+            "benchmark": spec.bench,
+            "figure": spec.figure,
+            "value": found.get("value"),
+            "goal": f"{spec.op} {spec.target:g}",
+            "unit": spec.unit,
+            "passed": found.get("passed"),
+            "reason": found.get("reason", ""),
+            "mode": entry.get("mode"),
+            "git_commit": entry.get("git_commit"),
+            "tree_clean": entry.get("tree_clean"),
+        }
+    return out
 
 
 # --- Markdown ----------------------------------------------------------------------
@@ -217,7 +395,10 @@ def fmt(value: Any) -> str:
     return str(value).replace("|", "\\|").replace("\n", " ")
 
 
-def verdict(passed: bool | None) -> str:
+def verdict(passed: bool | None, value: Any = None) -> str:
+    """Met, missed, not judged (measured, but its setup did not hold) or not measured."""
+    if passed is None and value is not None:
+        return "not judged"
     return {True: "**met**", False: "**MISSED**", None: "not measured"}[passed]
 
 
@@ -252,6 +433,7 @@ def render_markdown(doc: dict[str, Any]) -> str:
         [
             "benchmark",
             "command",
+            "commit (tree)",
             "mode",
             "started (UTC)",
             "wall s",
@@ -262,6 +444,7 @@ def render_markdown(doc: dict[str, Any]) -> str:
             [
                 name,
                 f"`{(b.get('command') or '').strip()}`",
+                f"{b.get('git_commit')} ({'clean' if b.get('tree_clean') else 'dirty'})",
                 b.get("mode"),
                 b.get("started"),
                 b.get("wall_s"),
@@ -282,15 +465,30 @@ def render_markdown(doc: dict[str, Any]) -> str:
     ]
     rows = [
         [
-            s["benchmark"] + ("" if s["mode"] == "full" else f" ({s['mode']})"),
-            s["goal"],
-            f"{fmt(s['value'])} {s['unit']}".strip(),
-            f"{s['op']} {fmt(s['target'])} {s['unit']}".strip(),
-            verdict(s["passed"]),
+            f"`{gid}`",
+            g["benchmark"] + ("" if g["mode"] in ("full", None) else f" ({g['mode']})"),
+            g["figure"],
+            f"{fmt(g['value'])} {g['unit']}".strip(),
+            f"{g['goal']} {g['unit']}".strip(),
+            verdict(g["passed"], g["value"]),
+            g.get("reason") or "",
+            (g.get("git_commit") or "") + (" (dirty)" if g.get("tree_clean") is False else ""),
         ]
-        for s in doc.get("summary", [])
+        for gid, g in (doc.get("goals") or {}).items()
     ]
-    lines += _table(["benchmark", "goal", "measured", "target", ""], rows)
+    lines += _table(
+        [
+            "id",
+            "benchmark",
+            "figure",
+            "measured",
+            "goal",
+            "",
+            "why not met / not measured",
+            "commit",
+        ],
+        rows,
+    )
     for name, b in doc.get("benchmarks", {}).items():
         lines += ["", f"## {b['title']} (`python -m bench {name}`)", ""]
         mode = b["mode"]
@@ -310,7 +508,7 @@ def render_markdown(doc: dict[str, Any]) -> str:
                         g["name"],
                         f"{fmt(g['value'])} {g.get('unit', '')}".strip(),
                         f"{g['op']} {fmt(g['target'])} {g.get('unit', '')}".strip(),
-                        verdict(g["passed"]),
+                        verdict(g["passed"], g["value"]),
                     ]
                     for g in b["goals"]
                 ],

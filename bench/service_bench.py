@@ -240,6 +240,7 @@ def _aggregate(
             "<",
             GOAL_BYTES,
             "B",
+            id="service_bytes_per_vector",
         )
     ]
     result.tables = [

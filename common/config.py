@@ -100,6 +100,7 @@ class Safety:
     target_pressure_limit: float = _ranged(1, 1000)
     target_pressure_limit_s: float = _ranged(0)
     target_lost_after: int = _ranged(1, 1000)
+    allow_remote_targets: bool = _ranged()
 
 
 @dataclass(frozen=True)
@@ -110,6 +111,13 @@ class LeakDetection:
     min_windows: int = _ranged(4, 10000)
     min_slope_mb_per_min: float = _ranged(0)
     significance: float = _ranged(0, 0.5, above=True)
+    confirm: int = _ranged(1, 100)
+    sustain: float = _ranged(0, 1)
+    shortest_share: float = _ranged(0, 1, above=True)
+    clear_hold_s: float = _ranged(0)
+    penalty: float = _ranged(0, 1000, above=True)
+    step_sigmas: float = _ranged(0, 1000)
+    staircase_steps: int = _ranged(2, 100)
 
 
 PROFILE_MODES = ("off", "auto", "on")
@@ -272,6 +280,8 @@ class StressLevel:
 
 
 def _type_name(tp: Any) -> str:
+    if tp is bool:
+        return "true or false"
     if tp is float:
         return "a number"
     if tp is int:
@@ -303,6 +313,10 @@ def _check_range(path: str, value: float, meta: Any) -> None:
 
 
 def _scalar(path: str, tp: Any, value: Any, meta: Any) -> Any:
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{path}: {value!r} has the wrong type (valid: true or false)")
+        return value
     if tp is str:
         if isinstance(value, bool):
             raise ConfigError(

@@ -55,6 +55,7 @@ EVENT_KINDS = (
     "source_degraded",  # a source answered badly (JSON: source, reason, example)
     "source_recovered",  # ... and answers well again (JSON: source, degraded_s, failed_reads)
     "source_disabled",  # a source failed with a bug: off for the rest of the run
+    "source_scope",  # host/PSI/cgroup read the load generator, not a remote target's host
     "allocation_capture",  # --profile-leaks: a capture started, ended, or could not be taken
     "run_end",
 )
@@ -64,8 +65,8 @@ SAMPLE_COLUMNS = (
     "elapsed_s",  # seconds since the monitor started
     "stage",  # name of the current stage ('' before the first)
     "users",  # Locust user count
-    "rss_bytes",  # target RSS: psutil by PID, else Prometheus, else /memory/stats
-    "rss_source",  # psutil | prometheus | stats | custom
+    "rss_bytes",  # target RSS: psutil by PID, else --metrics-url, else /metrics, else /memory/stats
+    "rss_source",  # psutil | metrics_url | prometheus | stats | custom
     "vms_bytes",
     "cpu_percent",  # target process CPU percent (psutil)
     "num_threads",
@@ -89,6 +90,10 @@ SAMPLE_COLUMNS = (
     "vectors_bytes",
     "embedding_cache_bytes",
     "ballast_bytes",
+    "conversations_limit_bytes",  # each tier's limit_bytes, when the target reports one
+    "vectors_limit_bytes",
+    "embedding_cache_limit_bytes",
+    "ballast_limit_bytes",
     "host_total_bytes",
     "host_available_bytes",
     "host_percent",  # host memory used, percent
@@ -97,6 +102,7 @@ SAMPLE_COLUMNS = (
     "cgroup_current_bytes",
     "cgroup_max_bytes",
     "cgroup_events",  # oom/oom_kill/max events (v2) or failcnt (v1)
+    "judged_bytes",  # what the leak detector judged: RSS less each tier's bytes up to its limit
     "leak_slope_mb_min",  # the online detector's current slope estimate
     "leak_state",  # warmup | clear | leak
     "sample_cost_ms",  # wall time spent taking this sample
@@ -206,6 +212,19 @@ class EventLog:
 
     def close(self) -> None:
         self._csv.close()
+
+
+def write_meta(run_dir: str | Path, **updates: Any) -> dict[str, Any]:
+    """Create or update ``run_meta.json`` (written whole, through a temp file)."""
+    path = Path(run_dir) / "run_meta.json"
+    meta: dict[str, Any] = {}
+    if path.exists():
+        meta = json.loads(path.read_text())
+    meta.update(updates)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(meta, indent=2, sort_keys=True))
+    os.replace(tmp, path)
+    return meta
 
 
 def is_writable_dir(path: Path) -> bool:

@@ -19,7 +19,8 @@ for its own CPU monitor):
 - the **cleanup cycle** (``POST /memory/cycle``) every ``memory_cleanup_interval``.
 
 On a worker it adds its own RSS, CPU and user count to every report to the
-master; the master writes them to ``worker_samples.csv``.
+master; the master writes them to ``worker_samples.csv``, stamped with its own
+clock on arrival.
 
 When the safety guard says stop, the monitor writes the event, sets
 ``context.stop_reason`` and ``environment.process_exit_code`` (3 or 4) and
@@ -33,8 +34,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import logging
+import math
 import os
+import socket
 import statistics
 import time
 from collections import deque
@@ -53,10 +57,22 @@ from common.config import ConfigError, LeakDetection
 from common.context import RunContext
 from common.exitcodes import ExitCode
 from common.runfiles import SAMPLE_COLUMNS, WORKER_COLUMNS, CsvAppender
-from common.target import TargetClient, TargetError
+from common.target import DEFAULT_METRIC, TargetClient, TargetError
 from common.units import MB
 from monitors.allocations import MODES, AllocationProfiler
-from monitors.leak import LEAK, WARMUP, LeakDetector, LeakVerdict, on_run_clock
+from monitors.exporter import MetricsUrlSource
+from monitors.leak import (
+    LEAK,
+    VERDICT_FILE,
+    WARMUP,
+    LeakDetector,
+    LeakEvent,
+    LeakVerdict,
+    TierReading,
+    judged_bytes,
+    on_run_clock,
+    tier_readings,
+)
 from monitors.redis_source import REDIS_SCHEMES
 from monitors.registry import REGISTRY, SourceTarget
 from monitors.safety import SafetyGuard, Seen, Stop
@@ -68,6 +84,7 @@ from monitors.sources import (
     SourceMissing,
     build_sources,
     find_listening_pid,
+    host_scope_note,
     parse_source_names,
 )
 from scenarios.registry import get_scenario
@@ -103,7 +120,29 @@ def add_monitor_options(parser: Any) -> None:
         type=_sources_option,
         env_var="MEMSTRESS_MONITOR_SOURCES",
         help="Memory sample sources: auto (every one that is there), or a comma-separated "
-        "list of process, smaps, prometheus, stats, host, psi, cgroup. Default: auto.",
+        "list of process, smaps, metrics_url, prometheus, stats, host, psi, cgroup. Default: auto.",
+    )
+    parser.add_argument(
+        "--metrics-url",
+        default=None,
+        env_var="MEMSTRESS_METRICS_URL",
+        help="Prometheus text with the target's RSS, for a target whose PID this machine "
+        "cannot see: its /metrics on another port, a node exporter, cAdvisor. "
+        "Default: none (RSS by PID, else the target's own /metrics or /memory/stats).",
+    )
+    parser.add_argument(
+        "--metrics-metric",
+        default=DEFAULT_METRIC,
+        env_var="MEMSTRESS_METRICS_METRIC",
+        help=f"The metric at --metrics-url that is the target's RSS in bytes, e.g. "
+        f"container_memory_rss. Default: {DEFAULT_METRIC}.",
+    )
+    parser.add_argument(
+        "--metrics-labels",
+        default="",
+        env_var="MEMSTRESS_METRICS_LABELS",
+        help="Labels the one series at --metrics-url must have, comma-separated "
+        "name=value (e.g. container=api,namespace=staging). Default: none.",
     )
 
     parser.add_argument(
@@ -387,6 +426,8 @@ class MemoryMonitor:
             self.profiler.close()
         if self.sampler is not None:
             self.sampler.close()
+        if not self._closed and self.samples_taken:
+            self._write_verdict()
         self._closed = True
         for f in (self._samples_csv, self._workers_csv):
             if f is not None:
@@ -446,11 +487,16 @@ class MemoryMonitor:
         report = data.get(WORKER_KEY)
         if not isinstance(report, dict) or self.context.run_dir is None or self._closed:
             return
+        clients = getattr(self.environment.runner, "clients", None)
+        if clients is not None and client_id not in clients:
+            return  # a worker the master refused (another version) or no longer counts
         if self._workers_csv is None:
             self._workers_csv = CsvAppender(
                 Path(self.context.run_dir) / "worker_samples.csv", WORKER_COLUMNS
             )
-        self._workers_csv.write({"worker_id": client_id, **report})
+        # Stamped on arrival by the master's clock, as every other file of the run is:
+        # the clocks of other machines may be seconds apart.
+        self._workers_csv.write({**report, "worker_id": client_id, "time": time.time()})
 
     # --- the loops --------------------------------------------------------------------
 
@@ -478,35 +524,41 @@ class MemoryMonitor:
             )
         return scaled
 
-    def _judged_value(self, row: dict[str, Any]) -> float | None:
-        """What the leak detector judges: RSS less the bytes the target accounts to its tiers.
+    def _judged_value(
+        self, row: dict[str, Any]
+    ) -> tuple[float | None, dict[str, TierReading] | None]:
+        """What the leak detector judges: RSS less each tier's bytes up to its limit, and the tiers.
 
-        A cache that fills is memory the target knows about; a leak is memory it
-        does not. When the target's /memory/stats is not there (another
-        platform) or has not answered well yet (junk from the start), plain RSS;
-        when it has answered but missed this sample, nothing (switching back to
-        plain RSS would look like growth by the cache bytes).
+        A cache that fills to its limit is memory the target knows about; a leak
+        is memory it does not, or a tier past its limit (``monitors.leak``). When
+        the target's /memory/stats is not there (another platform) or has not
+        answered well yet (junk from the start), plain RSS; when it has answered
+        but missed this sample, nothing (switching back to plain RSS would look
+        like growth by the cache bytes).
         """
         rss = row.get("rss_bytes")
         if rss is None:
-            return None
+            return None, None
         assert self.sampler is not None
         if row.get("accounted_bytes") is not None:
             self._accounting = True
         if self._accounting:  # a registered source (redis ...) says what it holds on purpose
             accounted = row.get("accounted_bytes")
-            return None if accounted is None else float(rss) - float(accounted)
+            return (None if accounted is None else float(rss) - float(accounted)), None
         if not self.sampler.answered("stats"):
-            return float(rss)
+            return float(rss), None
         if "stats_rss_bytes" not in row:  # the stats source did not answer this time
-            return None
-        tiers = [row.get(f"{t}_bytes") for t in TIERS]
-        return float(rss) - sum(float(v) for v in tiers if v is not None)
+            return None, None
+        tiers = tier_readings(row, TIERS)
+        return judged_bytes(float(rss), tiers), tiers
 
     def _make_sampler(self) -> Sampler:
         ctx = self.context
         pid = ctx.target_pid
-        if pid is None and {"process", "smaps", "cgroup"} & set(self.source_names):
+        # A PID is looked for only on loopback and when no --metrics-url says where the
+        # memory is: on another host, the local process on the same port is not the target.
+        look = pid is None and not ctx.remote and ctx.metrics is None
+        if look and {"process", "smaps", "cgroup"} & set(self.source_names):
             pid = find_listening_pid(self.host) if self.host else None
             if pid == os.getpid():
                 pid = None
@@ -524,12 +576,18 @@ class MemoryMonitor:
         if scheme not in ("http", "https"):  # redis://..., or no --host at all
             skipped = [n for n in names if n in HTTP_SOURCES]
             names = [n for n in names if n not in HTTP_SOURCES]
+        metrics = ctx.metrics
         sources: list[Source] = build_sources(
             [n for n in names if n in SOURCE_NAMES],
             pid,
             lambda: TargetClient(self.host, timeout=timeout),
+            (lambda: MetricsUrlSource(metrics, timeout)) if metrics is not None else None,
         )
         self.target_pid = pid
+        note = host_scope_note(names, self.host, ctx.remote, socket.gethostname())
+        if note is not None:
+            log.warning("memory monitor: %s", note)
+            self.context.record("source_scope", note)
         registered = []
         for name in names:
             if name in SOURCE_NAMES:
@@ -539,7 +597,11 @@ class MemoryMonitor:
             except SourceMissing as exc:
                 self._source_event("source_missing", name, {"reason": str(exc)})
         self.extra_columns = tuple(c for src in registered for c in src.columns)
-        sampler = Sampler([*sources, *registered], self._source_event, deadline=deadline)
+        # Another machine's RSS is not bounded by this host's memory (junk_values' check).
+        bound = math.inf if ctx.remote else None
+        sampler = Sampler(
+            [*sources, *registered], self._source_event, deadline=deadline, host_total_bytes=bound
+        )
         for name in skipped:  # noted once, never a lost target
             sampler.missing[name] = f"--host {self.host or '(none)'} is not an HTTP URL"
             self._source_event("source_missing", name, {"reason": sampler.missing[name]})
@@ -598,7 +660,7 @@ class MemoryMonitor:
     def sample_once(self) -> dict[str, Any]:
         """Take, record and judge one sample; returns its row."""
         assert self.sampler is not None
-        now = time.time()
+        now = round(time.time(), 6)  # as memory_samples.csv keeps it: a replay sees these times
         if self.started is None:
             self.started = now
         t0 = time.perf_counter()
@@ -607,13 +669,15 @@ class MemoryMonitor:
             row = sample.row
             if self.profile.own_load:
                 self._judge_budget(row)
-            verdict = self.detector.add(now, self._judged_value(row))
+            value, tiers = self._judged_value(row)
+            verdict = self.detector.add(now, value, tiers)
             runner = self.environment.runner
             row.update(
                 time=now,
                 elapsed_s=now - self.started,
                 stage=self.context.stage.name,
                 users=runner.user_count if runner is not None else 0,
+                judged_bytes=value,
                 leak_slope_mb_min=verdict.slope_mb_min,
                 leak_state=verdict.state,
             )
@@ -625,14 +689,13 @@ class MemoryMonitor:
         if self._samples_csv is not None:
             self._samples_csv.write(row)
         self._remember(row, verdict)
-        if verdict.changed:
-            self._leak_event(verdict)
+        for event in verdict.events:
+            self._leak_event(event)
         if self.profiler is not None:
             stage = self.context.stage
             run_left = self.context.started + self.context.duration_s - now
-            self.profiler.consider(
-                stage.params, stage.remaining_s(now), verdict.changed == "leak_detected", run_left
-            )
+            called = any(e.kind == "leak_detected" for e in verdict.events)
+            self.profiler.consider(stage.params, stage.remaining_s(now), called, run_left)
         if not self._stopping:
             stop = self.guard.check(
                 now,
@@ -693,22 +756,33 @@ class MemoryMonitor:
             )
         )
 
-    def _leak_event(self, verdict: LeakVerdict) -> None:
-        assert verdict.changed is not None
-        detail: dict[str, Any] = {"reason": verdict.reason}
-        text = verdict.reason
-        tr = verdict.trend
+    def _leak_event(self, event: LeakEvent) -> None:
+        detail: dict[str, Any] = {"reason": event.reason, "series": event.series}
+        text = event.reason
+        tr = event.trend
         if tr is not None:
             detail.update(tr.as_detail())
             text += (
                 f" (slope {tr.slope:.2f} MB/min, {100 * tr.confidence:.1f}% CI "
                 f"{tr.ci_low:.2f} to {tr.ci_high:.2f}, p={tr.p_value:.2g})"
             )
-        if verdict.state == LEAK:
+        if event.kind == "leak_detected":
             log.warning("memory monitor: leak detected: %s", text)
         else:
             log.info("memory monitor: leak cleared: %s", text)
-        self.context.record(verdict.changed, detail)
+        self.context.record(event.kind, detail)
+
+    def _write_verdict(self) -> None:
+        """The detector's final verdict and episodes, as ``leak_verdict.json`` in the run folder."""
+        final = self.detector.final_verdict()
+        log.info("memory monitor: leak verdict: %s: %s", final.verdict, final.reason)
+        if self.context.run_dir is None:
+            return
+        path = Path(self.context.run_dir) / VERDICT_FILE
+        try:
+            path.write_text(json.dumps(final.as_dict(), indent=2, allow_nan=False) + "\n")
+        except (OSError, ValueError) as exc:
+            log.error("memory monitor: cannot write %s: %s", path, exc)
 
     def _health_loop(self, every: float) -> None:
         if self.profile.health_path:

@@ -38,8 +38,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from common.cgroup import find_memory_cgroup
 from common.target import TargetClient
 
-SOURCE_NAMES = ("process", "smaps", "prometheus", "stats", "host", "psi", "cgroup")
-"""Every source, in the order a sample reads them."""
+SOURCE_NAMES = ("process", "smaps", "metrics_url", "prometheus", "stats", "host", "psi", "cgroup")
+"""Every source, in the order a sample reads them (``metrics_url``: monitors/exporter.py)."""
+
+HOST_SOURCES = frozenset({"host", "psi", "cgroup"})
+"""Sources that read the machine the monitor runs on: the target's only when it is there."""
 
 TARGET_SOURCES = frozenset({"process", "prometheus", "stats"})
 # smaps is left out on purpose: the process source already says whether the PID is there.
@@ -193,18 +196,28 @@ def parse_smaps_rollup(text: str) -> Reading | None:
 
 
 def _get(client: TargetClient, path: str) -> str:
-    """``GET path`` on the target: its body as text, else SourceMissing (404) or SourceFailed.
+    """``GET path`` on the target: its body as text, else SourceMissing (404) or SourceFailed."""
+    return fetch_text(
+        client.session,
+        f"{client.base_url}{path}",
+        client.timeout,
+        f"GET {path}",
+        missing=f"the target has no {path} (HTTP 404)",
+    )
+
+
+def fetch_text(
+    session: requests.Session, url: str, timeout: float, what: str, *, missing: str
+) -> str:
+    """``GET url``: its body as text, else SourceMissing(``missing``) on a 404, or SourceFailed.
 
     The body is streamed and refused past :data:`MAX_BODY_BYTES`, so a huge
     answer costs at most that much memory and reading time.
     """
-    what = f"GET {path}"
     try:
-        with client.session.get(
-            f"{client.base_url}{path}", timeout=client.timeout, stream=True
-        ) as r:
+        with session.get(url, timeout=timeout, stream=True) as r:
             if r.status_code == 404:
-                raise SourceMissing(f"the target has no {path} (HTTP 404)")
+                raise SourceMissing(missing)
             declared = r.headers.get("Content-Length", "")
             if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
                 raise SourceFailed(
@@ -224,7 +237,7 @@ def _get(client: TargetClient, path: str) -> str:
                 raise SourceFailed(f"{what}: HTTP {r.status_code}", example_of(text))
             return text
     except requests.Timeout:
-        raise SourceFailed(f"{what}: no answer within {client.timeout:g} s") from None
+        raise SourceFailed(f"{what}: no answer within {timeout:g} s") from None
     except requests.RequestException as exc:
         raise SourceFailed(f"{what}: {type(exc).__name__}", _cause(exc)) from None
 
@@ -351,9 +364,9 @@ def stats_row(data: Any) -> Reading:
     tiers = data.get("tiers") if isinstance(data.get("tiers"), dict) else data
     for tier in TIERS:
         info = tiers.get(tier) if isinstance(tiers, dict) else None
-        row[f"{tier}_bytes"] = (
-            number(info, "bytes", f"tiers.{tier}.bytes") if isinstance(info, dict) else None
-        )
+        info = info if isinstance(info, dict) else {}
+        row[f"{tier}_bytes"] = number(info, "bytes", f"tiers.{tier}.bytes")
+        row[f"{tier}_limit_bytes"] = number(info, "limit_bytes", f"tiers.{tier}.limit_bytes")
     if wrong:
         raise SourceFailed(
             f"GET /memory/stats: wrong types ({', '.join(wrong[:4])}; valid: numbers)",
@@ -512,6 +525,21 @@ def _limit(text: str) -> int | None:
     return None if value >= UNLIMITED else value
 
 
+def host_scope_note(names: Iterable[str], target: str, remote: bool, here: str) -> str | None:
+    """For a remote target, the line saying whose host the host/PSI/cgroup sources read.
+
+    They read the machine the monitor runs on (``here``); with the target on
+    another machine, that is the load generator's, never the target's host.
+    """
+    local = sorted(HOST_SOURCES & set(names))
+    if not remote or not local:
+        return None
+    return (
+        f"{', '.join(local)}: not this target's host: they read the load generator {here}, "
+        f"and the target {target} is on another machine"
+    )
+
+
 def find_listening_pid(url: str) -> int | None:
     """PID of the local process listening on the URL's port, when this user may see it."""
     parts = urlsplit(url)
@@ -527,13 +555,22 @@ def find_listening_pid(url: str) -> int | None:
 
 
 def build_sources(
-    names: Iterable[str], pid: int | None, client_factory: Callable[[], TargetClient]
+    names: Iterable[str],
+    pid: int | None,
+    client_factory: Callable[[], TargetClient],
+    metrics_url: Callable[[], Any] | None = None,
 ) -> list[Any]:
     """Source objects for the given built-in names, in :data:`SOURCE_NAMES` order
-    (registered ones are made by :mod:`monitors.registry`)."""
+    (registered ones are made by :mod:`monitors.registry`).
+
+    ``metrics_url`` makes the ``--metrics-url`` source; without it that source is left out.
+    """
     wanted = set(check_source_names(names))
+    if metrics_url is None:
+        wanted.discard("metrics_url")
     make: dict[str, Callable[[], Any]] = {
         "process": lambda: ProcessSource(pid),
+        "metrics_url": metrics_url or (lambda: None),
         "prometheus": lambda: PrometheusSource(client_factory()),
         "stats": lambda: StatsSource(client_factory()),
         "smaps": lambda: SmapsSource(pid),

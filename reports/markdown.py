@@ -209,6 +209,20 @@ def _charts(charts: Sequence[str], names: Sequence[str]) -> list[str]:
     return out
 
 
+def _remote_rows(run: dict[str, Any]) -> list[list[str]]:
+    """Where the target was, and the opt-in that let a remote one be loaded."""
+    if "remote_target" not in run:
+        return []
+    if not run["remote_target"]:
+        return [["remote target", "no (loopback)"]]
+    how = (
+        "opted in by --allow-remote-target or safety.allow_remote_targets"
+        if run.get("allow_remote_target")
+        else "opt-in not recorded"
+    )
+    return [["remote target", f"yes ({how})"]]
+
+
 def render_run(
     doc: dict[str, Any], charts: Sequence[str] = (), chart_errors: Sequence[str] = ()
 ) -> str:
@@ -232,6 +246,11 @@ def render_run(
         )
     for u in doc.get("unavailable", []):
         add(f"> Unavailable: {u}.\n")
+    if run.get("remote_target"):
+        add(
+            "> The target is on another machine: host memory, PSI and cgroup figures are "
+            "this load generator's, not the target's host.\n"
+        )
     add(
         table(
             ["run", "value"],
@@ -239,6 +258,7 @@ def render_run(
                 ["run id", str(run.get("run_id", "n/a"))],
                 ["scenario", str(run.get("scenario", "n/a"))],
                 ["host", str(run.get("host") or "n/a")],
+                *_remote_rows(run),
                 ["stress level", num(run.get("stress_level"))],
                 ["started", utc(doc.get("started"))],
                 ["ended", utc(doc.get("ended"))],

@@ -6,6 +6,14 @@ to its own maximum and the score to 0..100. Every penalty grows with its input
 term whose input is missing costs nothing and is shown as "n/a"; a score with
 no input at all is ``None``.
 
+The weights and caps below are fixed, not tunable: a score is a scale that
+runs are compared on (``reports compare``, session tables, the stability
+threshold in ``performance_thresholds``), and a weight changed in one config
+would make two runs' scores mean different things. What a team tunes is the
+gate: the stability bounds, ``fail_on`` and the scenario checks. The inputs'
+own references (the minimum slope, the reference cycle time, the memory
+growth's poor bound) come from the config.
+
 Stability (does the service behave consistently under the load)::
 
     stability = 100 - errors - latency_spread - leak - pressure - stop

@@ -29,9 +29,15 @@ from typing import TYPE_CHECKING, Any
 from locust.runners import MasterRunner, WorkerRunner
 
 from common.config import ConfigError
-from common.context import RUN_ID_OPTION, STAGE_MESSAGE, STAGE_OPTION, RunContext, Stage
+from common.context import (
+    RUN_ID_OPTION,
+    STAGE_MESSAGE,
+    STAGE_OPTION,
+    RunContext,
+    Stage,
+    check_target,
+)
 from common.exitcodes import ExitCode
-from common.target import check_loopback
 from scenarios.options import resolve_settings
 from scenarios.registry import get_scenario
 from scenarios.spec import Scenario, sweep_run_data
@@ -78,10 +84,7 @@ class ScenarioShape(StagedShape):
         ctx = self.context
         try:
             settings = resolve_settings(env.parsed_options)
-            try:
-                host = check_loopback(env.host or "")
-            except ValueError as exc:
-                raise ConfigError(str(exc)) from None
+            host = check_target(env.host or "", settings)
             scenario = get_scenario(settings.scenario)
             plan = scenario.build_plan(settings.config, settings.stress, settings.duration_s)
         except (ConfigError, PlanError) as exc:

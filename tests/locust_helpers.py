@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -148,3 +149,21 @@ def config_copy(path: Path, **changes: Any) -> Path:
 
 def assert_no_traceback(text: str) -> None:
     assert "Traceback" not in text, text[-4000:]
+
+
+def assert_on_schedule(log: str, samples: list[dict[str, str]], interval: float) -> None:
+    """Every slot of the sampler's own schedule, from its first sample to its last, was
+    either sampled or counted as skipped (a slow or late sample skips the slots it
+    overran). Counted in the sampler's slots, so a loaded machine cannot fail it; only a
+    sampler that loses slots without counting them can.
+
+    The monitor's closing log line says how many samples it took and how many slots it
+    skipped; the last sample's own lateness is not counted yet, hence one second of slack.
+    """
+    match = re.search(r"memory monitor: (\d+) samples \((\d+) slots skipped\)", log)
+    assert match, log[-3000:]
+    taken, skipped = int(match.group(1)), int(match.group(2))
+    assert taken == len(samples), "every sample taken is in memory_samples.csv"
+    span = float(samples[-1]["elapsed_s"]) - float(samples[0]["elapsed_s"])
+    slots = span / interval + 1
+    assert taken + skipped >= slots - 1 / interval, (taken, skipped, slots)

@@ -18,9 +18,10 @@ from typing import Any
 
 import pytest
 
+from bench.results import GOALS, Goal
 from tests.locust_helpers import ROOT, assert_no_traceback, locust_env
 
-NAMES = ("load", "monitor", "report", "leak", "service", "capture")
+NAMES = ("load", "monitor", "report", "leak", "service", "selfrss", "capture")
 NUMBER = (int, float)
 
 
@@ -88,17 +89,22 @@ def check_entry(name: str, b: dict[str, Any]) -> None:
         ("notes", list),
         ("host", dict),
         ("command", str),
+        ("git_commit", str),
+        ("tree_clean", bool),
     ):
         assert isinstance(b[key], typ), f"{name}.{key}: {type(b[key]).__name__}"
     assert b["what"] and b["what"] != "(did not run)", b["notes"]
     assert b["raw"], f"{name}: no raw figures"
-    assert b["goals"] or name == "leak", f"{name}: no goals"  # leak's goals are full-mode only
+    assert b["goals"] or name == "leak", f"{name}: no goals"  # leak's are full-mode only
     for g in b["goals"]:
+        assert g["id"] in GOALS and GOALS[g["id"]].bench == name, g["id"]
         assert isinstance(g["name"], str) and g["op"] in (">=", ">", "<=", "<", "==")
         assert isinstance(g["target"], NUMBER)
         assert g["value"] is None or isinstance(g["value"], NUMBER)
         assert g["passed"] in (True, False, None)
-        assert g["passed"] is not None, f"{name}: goal {g['name']!r} was not measured"
+        # a goal left unjudged (not measured, or its setup did not hold) says why
+        assert g["passed"] is not None or g["reason"], f"{name}: {g['id']} unjudged, no reason"
+        assert g["value"] is not None, g  # a small run measures every figure it reports
     for value in b["ratios"].values():
         assert value is None or isinstance(value, (*NUMBER, list))
     for t in b["tables"]:
@@ -117,16 +123,30 @@ def test_small_mode_writes_well_formed_results(
     assert code == 0, output[-4000:]
     assert_no_traceback(output)
     doc = json.loads((out / "results.json").read_text())
-    assert doc["schema"] == 1
+    assert doc["schema"] == 2
     m = doc["machine"]
     assert isinstance(m["cores"], int) and m["cores"] >= 1
     assert isinstance(m["cpu_model"], str) and m["cpu_model"]
     assert isinstance(m["python"], str) and isinstance(m["date"], str)
     assert isinstance(m["packages"], dict) and m["packages"]["locust"]
     assert list(doc["benchmarks"]) == [name]
-    check_entry(name, doc["benchmarks"][name])
+    b = doc["benchmarks"][name]
+    check_entry(name, b)
+    if name == "leak":  # the smoke run's leak is found, and its leak-free run calls none
+        cases = {c["case"]: c for c in b["raw"]["per_case"]}
+        assert cases["steady-60mb"]["found_in_goal"] == 1, b["raw"]["runs"]
+        assert cases["free-sawtooth"]["final_leak_verdicts"] == 0, b["raw"]["runs"]
     for row in doc["summary"]:
         assert row["benchmark"] == name and row["passed"] in (True, False, None)
+    # every goal id is in the file: this benchmark's measured, the others' not, with why
+    assert set(doc["goals"]) == set(GOALS)
+    for gid, g in doc["goals"].items():
+        assert g["goal"].split()[0] in (">=", ">", "<=", "<", "==")
+        if GOALS[gid].bench != name:
+            assert g["value"] is None and g["passed"] is None
+            assert g["reason"] == f"the {GOALS[gid].bench} benchmark has not run"
+        else:
+            assert g["mode"] == "small" and g["git_commit"] == b["git_commit"]
     md = (out / "RESULTS.md").read_text()
     assert md.startswith("# memstress benchmarks")
     assert f"(`python -m bench {name}`)" in md
@@ -150,3 +170,38 @@ def test_an_unknown_benchmark_is_one_line_and_exit_2() -> None:
     assert r.returncode == 2
     assert "unknown benchmark 'loadd' (valid: load, monitor, report, leak, service" in r.stderr
     assert_no_traceback(r.stderr)
+
+
+def test_a_goal_says_why_it_is_not_met_or_not_judged() -> None:
+    missed = Goal.of("worker_rss_ratio", 1.4).as_dict()
+    assert missed["passed"] is False and "1.4" in missed["reason"] and missed["goal"] == "<= 1.25"
+    met = Goal.of("worker_rss_ratio", 1.1).as_dict()
+    assert met["passed"] is True and met["reason"] == ""
+    gate = Goal.of("loadgen_cpu_per_request_ratio", 1.0, reason="wrk served 2x", valid=False)
+    assert gate.passed is None  # a figure whose setup did not hold is neither met nor missed
+    assert Goal.of("leak_false_final_verdicts", None, reason="did not run").passed is None
+
+
+def test_the_issue_goals_have_stable_ids() -> None:
+    for gid in (
+        "loadgen_cpu_per_request_ratio",
+        "loadgen_saturated_rps_ratio",
+        "worker_rss_ratio",
+        "sampler_cpu_pct_of_core",
+        "monitor_on_off_rps_ratio",
+        "leak_recall_2mb_90s",
+        "leak_recall_1mb_180s",
+        "leak_recall_05mb_420s",
+        "leak_false_final_verdicts",
+        "self_rss_slope_mb_per_hour",
+        "leak_slope_error_pct",
+    ):
+        assert gid in GOALS
+    assert (
+        GOALS["loadgen_cpu_per_request_ratio"].op,
+        GOALS["loadgen_cpu_per_request_ratio"].target,
+    ) == ("<=", 1.10)
+    assert (GOALS["sampler_cpu_pct_of_core"].op, GOALS["sampler_cpu_pct_of_core"].target) == (
+        "<=",
+        0.5,
+    )

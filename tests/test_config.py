@@ -144,6 +144,16 @@ BAD: list[tuple[str, Callable[[dict[str, Any]], None], str]] = [
         _set("monitor.leak_profiling.window_s", 1),
         r"^monitor.leak_profiling.window_s: 1 is out of range \(valid: 2 to 600\)",
     ),
+    (
+        "a staircase of one step",
+        _set("monitor.leak_detection.staircase_steps", 1),
+        r"^monitor.leak_detection.staircase_steps: 1 is out of range \(valid: 2 to 100\)",
+    ),
+    (
+        "no change-point penalty",
+        _set("monitor.leak_detection.penalty", 0),
+        r"^monitor.leak_detection.penalty: 0 is out of range",
+    ),
 ]
 
 
