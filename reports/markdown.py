@@ -65,29 +65,32 @@ def _leak_line(lk: dict[str, Any]) -> str:
             if lk.get("ci_low_mb_min") is not None
             else ""
         )
-        eps = lk.get("episodes") or []
-        held = bool(eps) and eps[-1]["cleared_at_s"] is None
+        where = "" if lk.get("series") in (None, "memory") else f" in tier {lk['series']}"
         own = lk.get("injected_start_s") is not None
         return (
-            f"**LEAK** {num(lk['slope_mb_min'])} MB/min{ci}, called at "
+            f"**LEAK**{where} {num(lk['slope_mb_min'])} MB/min{ci}, called at "
             f"{duration(lk['called_at_s'])}"
-            + (" and still held at the end of the run" if held else "")
+            + (" and still held at the end of the run" if lk.get("held_at_end") else "")
             + (" (the leak the scenario injected)" if own else "")
         )
     if v == "no leak":
-        ended = [e for e in lk.get("episodes", []) if e["cleared_at_s"] is not None]
+        ended = [e for e in lk.get("episodes", []) if e["kind"] != "step"]
         return "no leak at the end of the run" + (
-            f" ({len(ended)} growth episode(s) called and then cleared: see below)" if ended else ""
+            f" ({len(ended)} growth episode(s) called and then ended: see below)" if ended else ""
         )
     return f"not judged ({lk.get('reason') or 'no data'})"
 
 
 def _leak_section(lk: dict[str, Any]) -> str:
     out = [
-        f"Verdict: {_leak_line(lk)}. Source: {lk.get('basis') or 'n/a'}. One detector judges "
-        "the run, online (the monitor) or replayed over the samples; nothing else here calls "
-        "a leak.\n"
+        f"Verdict: {_leak_line(lk)}. {lk.get('reason') or ''}. Source: "
+        f"{lk.get('basis') or 'n/a'}. One detector judges the run, online (the monitor) "
+        "or replayed over the samples; nothing else here calls a leak.\n"
     ]
+    if lk.get("tiers"):
+        out.append("Tiers past their limits: " + "; ".join(lk["tiers"]) + ".\n")
+    if lk.get("tiers_note"):
+        out.append(f"Accounted tiers: {lk['tiers_note']}.\n")
     if lk.get("injected_start_s") is not None:
         delay = lk.get("detection_delay_s")
         when = "never" if delay is None else f"after {duration(delay)}"
@@ -98,26 +101,34 @@ def _leak_section(lk: dict[str, Any]) -> str:
     eps = lk.get("episodes") or []
     if eps:
         out.append(
+            "Growth episodes (trend: a leak called; plateau: growth that stopped; step: "
+            "a one-time level shift):\n"
+        )
+        out.append(
             table(
                 [
+                    "kind",
+                    "series",
                     "called at",
-                    "cleared at",
+                    "ended at",
                     "slope MB/min",
                     "CI",
-                    "scale",
-                    "why called",
-                    "why cleared",
+                    "step MB",
+                    "what",
                 ],
                 [
                     [
+                        e["kind"] + (f" ({e['ended']})" if e["ended"] else ""),
+                        e["series"],
                         duration(e["called_at_s"]),
                         duration(e["cleared_at_s"]) if e["cleared_at_s"] is not None else "held",
                         e["slope_mb_min"],
-                        f"{num(e['ci_low_mb_min'])}–{num(e['ci_high_mb_min'])}",
-                        duration(e["scale_s"]),
+                        f"{num(e['ci_low_mb_min'])}–{num(e['ci_high_mb_min'])}"
+                        if e["ci_low_mb_min"] is not None
+                        else "-",
+                        e["step_mb"],
                         e["reason"]
                         + (" (before injection: false alarm)" if e["before_injection"] else ""),
-                        e["cleared_because"] or "-",
                     ]
                     for e in eps
                 ],
