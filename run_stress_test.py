@@ -255,6 +255,18 @@ def build_parser() -> Parser:
         metavar="S",
         help="seconds between memory samples (default: config monitor.interval)",
     )
+    p.add_argument(
+        "--profile-leaks",
+        action="store_true",
+        help="name the code that holds leaked memory: when a leak is called (or at a stage "
+        "the scenario marks), capture the target's allocations with memray attach "
+        "(a local Python target; needs gdb) and write leak_sites.csv",
+    )
+    p.add_argument(
+        "--profile-native",
+        action="store_true",
+        help="with --profile-leaks: native (C) frames too",
+    )
     p.add_argument("--debug", action="store_true", help="debug logging in the log file and console")
     return p
 
@@ -359,6 +371,8 @@ def main(argv: list[str] | None = None) -> int:
         debug=args.debug,
         budget_mb=args.budget_mb,
         monitor_interval=args.monitor_interval,
+        profile_leaks=args.profile_leaks,
+        profile_native=args.profile_native,
         allow_remote=allow_remote,
         metrics=metrics,
         expect_workers=args.expect_workers,
@@ -476,6 +490,8 @@ def run_own(parser: Parser, args: argparse.Namespace, console: Console) -> int:
         fail_on=args.fail_on,
         debug=args.debug,
         monitor_interval=args.monitor_interval,
+        profile_leaks=args.profile_leaks,
+        profile_native=args.profile_native,
     )
     own = OwnLoad(
         locustfile=path.resolve(),

@@ -57,6 +57,7 @@ EVENT_KINDS = (
     "source_disabled",  # a source failed with a bug: off for the rest of the run
     "capability_skipped",  # the adapter lacks an optional capability: "<capability>: ..."
     "source_scope",  # host/PSI/cgroup read the load generator, not a remote target's host
+    "allocation_capture",  # --profile-leaks: a capture started, ended, or could not be taken
     "run_end",
 )
 
@@ -71,6 +72,10 @@ SAMPLE_COLUMNS = (
     "cpu_percent",  # target process CPU percent (psutil)
     "num_threads",
     "open_files",
+    "smaps_anon_bytes",  # /proc/PID/smaps_rollup: anonymous (heap) ...
+    "smaps_file_bytes",  # ... file-backed (Pss_File) ...
+    "smaps_shmem_bytes",  # ... shared memory (Pss_Shmem) ...
+    "smaps_swap_bytes",  # ... and swapped out
     "prom_rss_bytes",  # process_resident_memory_bytes from /metrics
     "custom_rss_bytes",  # RSS from a registered source (monitors.registry), e.g. redis
     "accounted_bytes",  # what a registered source says the target holds on purpose

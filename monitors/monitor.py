@@ -59,6 +59,7 @@ from common.exitcodes import ExitCode
 from common.runfiles import SAMPLE_COLUMNS, WORKER_COLUMNS, CsvAppender
 from common.target import DEFAULT_METRIC, TargetClient, TargetError
 from common.units import MB
+from monitors.allocations import MODES, AllocationProfiler
 from monitors.exporter import MetricsUrlSource
 from monitors.leak import (
     LEAK,
@@ -119,7 +120,7 @@ def add_monitor_options(parser: Any) -> None:
         type=_sources_option,
         env_var="MEMSTRESS_MONITOR_SOURCES",
         help="Memory sample sources: auto (every one that is there), or a comma-separated "
-        "list of process, metrics_url, prometheus, stats, host, psi, cgroup. Default: auto.",
+        "list of process, smaps, metrics_url, prometheus, stats, host, psi, cgroup. Default: auto.",
     )
     parser.add_argument(
         "--metrics-url",
@@ -143,6 +144,44 @@ def add_monitor_options(parser: Any) -> None:
         help="Labels the one series at --metrics-url must have, comma-separated "
         "name=value (e.g. container=api,namespace=staging). Default: none.",
     )
+
+    parser.add_argument(
+        "--profile-leaks",
+        nargs="?",
+        const="on",
+        default=None,
+        choices=MODES,
+        env_var="MEMSTRESS_PROFILE_LEAKS",
+        help="Name the code holding leaked memory: capture the target's allocations with "
+        "memray attach (a local Python target; needs gdb) when the detector calls a leak or "
+        "at a stage the scenario marks (on), only at a marked stage (marked), or never "
+        "(off). Alone: on. Default: the config's monitor.leak_profiling.mode, where auto "
+        "means off for a target this run did not start.",
+    )
+    parser.add_argument(
+        "--profile-native",
+        action="store_true",
+        default=False,
+        env_var="MEMSTRESS_PROFILE_NATIVE",
+        help="With --profile-leaks: capture native (C) frames too (slower capture).",
+    )
+
+
+def profile_mode(options: Any, config_mode: str) -> str:
+    """``--profile-leaks`` as given, else the config's mode (auto is off: the target is
+    not known to be the bundled service here; run_stress_test.py decides that)."""
+    value = getattr(options, "profile_leaks", None)
+    text = str(value).strip() if value is not None else ""
+    if text in MODES:
+        return text
+    if text:
+        log.error(
+            "memory monitor: --profile-leaks %r is not valid (valid: %s); off",
+            text,
+            ", ".join(MODES),
+        )
+        return "off"
+    return "on" if config_mode == "on" else "off"
 
 
 def _sources_option(text: str) -> tuple[str, ...]:
@@ -273,6 +312,8 @@ class MemoryMonitor:
         self.cpu_seconds = 0.0  # spent in the sampler greenlet, over all samples
         self.wall_seconds = 0.0
         self.sampler: Sampler | None = None
+        self.profiler: AllocationProfiler | None = None
+        self.target_pid: int | None = None  # the PID the process sources read, when known
         self._samples_csv: CsvAppender | None = None
         self._workers_csv: CsvAppender | None = None
         self._greenlets: list[gevent.Greenlet] = []
@@ -357,6 +398,9 @@ class MemoryMonitor:
             self._samples_csv = CsvAppender(
                 Path(ctx.run_dir) / "memory_samples.csv", SAMPLE_COLUMNS + self.extra_columns
             )
+        self.profiler = self._make_profiler(runner)
+        if self.profiler is not None:
+            self.profiler.check()
         loops = [
             (self._sample_loop, ()),
             (self._health_loop, (cfg.safety.system_health_check_interval,)),
@@ -378,6 +422,8 @@ class MemoryMonitor:
         """Stop the greenlets, close the files, and make a stop's exit code stick."""
         gevent.killall(self._greenlets, block=True)
         self._greenlets.clear()
+        if self.profiler is not None:
+            self.profiler.close()
         if self.sampler is not None:
             self.sampler.close()
         if not self._closed and self.samples_taken:
@@ -512,7 +558,7 @@ class MemoryMonitor:
         # A PID is looked for only on loopback and when no --metrics-url says where the
         # memory is: on another host, the local process on the same port is not the target.
         look = pid is None and not ctx.remote and ctx.metrics is None
-        if look and {"process", "cgroup"} & set(self.source_names):
+        if look and {"process", "smaps", "cgroup"} & set(self.source_names):
             pid = find_listening_pid(self.host) if self.host else None
             if pid == os.getpid():
                 pid = None
@@ -537,6 +583,7 @@ class MemoryMonitor:
             lambda: TargetClient(self.host, timeout=timeout),
             (lambda: MetricsUrlSource(metrics, timeout)) if metrics is not None else None,
         )
+        self.target_pid = pid
         note = host_scope_note(names, self.host, ctx.remote, socket.gethostname())
         if note is not None:
             log.warning("memory monitor: %s", note)
@@ -559,6 +606,31 @@ class MemoryMonitor:
             sampler.missing[name] = f"--host {self.host or '(none)'} is not an HTTP URL"
             self._source_event("source_missing", name, {"reason": sampler.missing[name]})
         return sampler
+
+    def _make_profiler(self, runner: Any) -> AllocationProfiler | None:
+        ctx = self.context
+        settings = ctx.config.monitor.leak_profiling
+        options = self.environment.parsed_options
+        mode = profile_mode(options, settings.mode)
+        if mode == "off" or ctx.run_dir is None:
+            return None
+
+        def spawn(fn: Any, *args: Any) -> gevent.Greenlet:
+            g = runner.greenlet.spawn(fn, *args)
+            g.link_exception(locust_exception_handler(self.environment))
+            self._greenlets.append(g)
+            return g
+
+        return AllocationProfiler(
+            run_dir=Path(ctx.run_dir),
+            pid=self.target_pid,
+            mode=mode,
+            window_s=settings.window_s,
+            top=settings.top_sites,
+            native=bool(getattr(options, "profile_native", False)),
+            spawn=spawn,
+            record=self.context.record,
+        )
 
     def _source_event(self, kind: str, name: str, detail: dict[str, Any]) -> None:
         """A source_* event from the sampler: the log and events.csv."""
@@ -619,6 +691,11 @@ class MemoryMonitor:
         self._remember(row, verdict)
         for event in verdict.events:
             self._leak_event(event)
+        if self.profiler is not None:
+            stage = self.context.stage
+            run_left = self.context.started + self.context.duration_s - now
+            called = any(e.kind == "leak_detected" for e in verdict.events)
+            self.profiler.consider(stage.params, stage.remaining_s(now), called, run_left)
         if not self._stopping:
             stop = self.guard.check(
                 now,

@@ -38,13 +38,14 @@ from prometheus_client.parser import text_string_to_metric_families
 from common.cgroup import find_memory_cgroup
 from common.target import TargetClient
 
-SOURCE_NAMES = ("process", "metrics_url", "prometheus", "stats", "host", "psi", "cgroup")
+SOURCE_NAMES = ("process", "smaps", "metrics_url", "prometheus", "stats", "host", "psi", "cgroup")
 """Every source, in the order a sample reads them (``metrics_url``: monitors/exporter.py)."""
 
 HOST_SOURCES = frozenset({"host", "psi", "cgroup"})
 """Sources that read the machine the monitor runs on: the target's only when it is there."""
 
 TARGET_SOURCES = frozenset({"process", "prometheus", "stats"})
+# smaps is left out on purpose: the process source already says whether the PID is there.
 """Sources that read the target itself (their failures count toward ``target_lost``)."""
 
 HTTP_SOURCES = frozenset({"prometheus", "stats"})
@@ -129,6 +130,69 @@ class ProcessSource:
             raise TargetGone(f"target process {self.pid} is gone") from None
         except psutil.AccessDenied:
             raise SourceMissing(f"no permission to read process {self.pid}") from None
+
+
+SMAPS_FIELDS = ("Anonymous", "Pss_File", "Pss_Shmem", "Swap", "Rss")
+
+
+class SmapsSource:
+    """The target's resident memory by kind, from ``/proc/PID/smaps_rollup``.
+
+    ``smaps_anon_bytes`` is ``Anonymous`` (heap, anonymous mmaps: where a leak
+    of objects shows), ``smaps_file_bytes`` ``Pss_File`` (mapped files:
+    libraries, memory-mapped data), ``smaps_shmem_bytes`` ``Pss_Shmem`` (shared
+    memory, tmpfs), ``smaps_swap_bytes`` ``Swap``. A kernel without the
+    ``Pss_*`` lines (before 5.7) gives file as ``Rss - Anonymous`` and no shmem.
+    The kernel sums the process's mappings for each read: well under a
+    millisecond for a service, more for one with tens of thousands of mappings.
+    """
+
+    name = "smaps"
+
+    def __init__(self, pid: int | None, proc: str | Path = "/proc") -> None:
+        self.pid = pid
+        self.proc = Path(proc)
+
+    def read(self) -> Reading:
+        if self.pid is None:
+            raise SourceMissing("no target PID (pass --target-pid, or run the target on loopback)")
+        path = self.proc / str(self.pid) / "smaps_rollup"
+        try:
+            text = path.read_text()
+        except FileNotFoundError:
+            if (self.proc / str(self.pid)).exists():
+                raise SourceMissing(f"{path}: not there (a kernel before 4.14)") from None
+            raise TargetGone(f"target process {self.pid} is gone") from None
+        except ProcessLookupError:
+            raise TargetGone(f"target process {self.pid} is gone") from None
+        except PermissionError:
+            raise SourceMissing(f"no permission to read {path}") from None
+        except OSError as exc:
+            raise SourceMissing(f"{path}: {exc.strerror or exc}") from None
+        row = parse_smaps_rollup(text)
+        if row is None:
+            raise SourceMissing(f"{path}: no Rss or Anonymous line")
+        return row
+
+
+def parse_smaps_rollup(text: str) -> Reading | None:
+    """The ``smaps_*`` columns from a ``smaps_rollup`` text (kB lines), or None."""
+    kb: dict[str, int] = {}
+    for line in text.splitlines():
+        key, sep, rest = line.partition(":")
+        if sep and key in SMAPS_FIELDS:
+            parts = rest.split()
+            if parts and parts[0].isdigit():
+                kb[key] = int(parts[0]) * 1024
+    if "Anonymous" not in kb or "Rss" not in kb:
+        return None
+    file_bytes = kb.get("Pss_File", kb["Rss"] - kb["Anonymous"])
+    return {
+        "smaps_anon_bytes": kb["Anonymous"],
+        "smaps_file_bytes": file_bytes,
+        "smaps_shmem_bytes": kb.get("Pss_Shmem"),
+        "smaps_swap_bytes": kb.get("Swap"),
+    }
 
 
 def _get(client: TargetClient, path: str) -> str:
@@ -509,6 +573,7 @@ def build_sources(
         "metrics_url": metrics_url or (lambda: None),
         "prometheus": lambda: PrometheusSource(client_factory()),
         "stats": lambda: StatsSource(client_factory()),
+        "smaps": lambda: SmapsSource(pid),
         "host": HostSource,
         "psi": PsiSource,
         "cgroup": lambda: CgroupSource(pid),

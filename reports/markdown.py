@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from reports.fmt import duration, money, num, utc, with_unit
+from reports.leak_sites import render as render_where_memory_went
 
 MEMORY_SECTIONS = ("memory", "optimization", "leak", "pressure", "recovery", "cost")
 
@@ -403,6 +404,7 @@ def render_run(
         add(table(headers, rows))
     if figures := _charts(charts, ["memory.png", "pressure.png"]):
         add("\n" + "\n".join(figures))
+    out.extend(render_where_memory_went(doc.get("where_memory_went")))
 
     # --- performance analysis
     add("\n## Performance analysis\n")

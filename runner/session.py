@@ -63,6 +63,8 @@ class RunSettings:
     debug: bool = False
     budget_mb: str | None = None
     monitor_interval: float | None = None
+    profile_leaks: bool = False
+    profile_native: bool = False
     allow_remote: bool = False
     metrics: MetricsUrl | None = None
     expect_workers: int | None = None  # a master for workers started by hand
@@ -70,6 +72,16 @@ class RunSettings:
     master_bind_port: int | None = None
     adapter: str = "memstress"
     adapter_config: Path | None = None
+
+    def profile_mode(self) -> str:
+        """``--profile-leaks`` for Locust: on when asked (flag or config ``on``); with the
+        config's ``auto``, only the stages a scenario marks, and only on the bundled service."""
+        mode = self.config.monitor.leak_profiling.mode
+        if self.profile_leaks or mode == "on":
+            return "on"
+        if mode == "auto" and self.host is None:
+            return "marked"
+        return "off"
 
 
 @dataclass
@@ -153,6 +165,9 @@ def locust_base_args(locustfiles: str, run_dir: Path, s: RunSettings) -> list[st
             cmd += ["--metrics-labels", ",".join(f"{k}={v}" for k, v in s.metrics.labels)]
     if s.monitor_interval:
         cmd += ["--monitor-interval", f"{s.monitor_interval:g}"]
+    cmd += ["--profile-leaks", s.profile_mode()]
+    if s.profile_native:
+        cmd += ["--profile-native"]
     return cmd
 
 

@@ -13,6 +13,7 @@ import time
 from typing import TYPE_CHECKING
 
 from common.config import Config, StressLevel
+from monitors.allocations import CAPTURE_PARAM
 from scenarios import api, target
 from scenarios.control import leak_bytes
 from scenarios.spec import Expect, Part, Scenario, staged_plan
@@ -31,7 +32,7 @@ def plan(config: Config, stress: StressLevel, total_s: float) -> list[StageSpec]
         total_s,
         [
             Part("baseline", 2, 3, {"leak_mb_per_min": 0}, phase="warmup"),
-            Part("leak", 5, 3, {"leak_mb_per_min": rate}, injects="leak"),
+            Part("leak", 5, 3, {"leak_mb_per_min": rate, CAPTURE_PARAM: True}, injects="leak"),
             Part("stop_leak", 3, 3, {"leak_mb_per_min": 0, "reset_faults": True}, phase="recovery"),
         ],
         common=common,
