@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint typecheck pytest browser redis bench soak service clean
+.PHONY: install run test lint typecheck pytest browser redis gdb chroma chroma-ci bench soak service clean
 
 install: $(STAMP)
 
@@ -30,7 +30,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-pytest: $(STAMP) browser redis
+pytest: $(STAMP) browser redis gdb chroma-ci
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # The live memory view is checked in headless Chromium (Debian's chromium). In CI
@@ -49,7 +49,7 @@ browser:
 	  || { echo "make browser: apt-get could not install chromium; the browser tests need it in CI" >&2; exit 1; }; \
 	fi
 
-# The Redis tests (tests/test_own_load.py) start Debian's redis-server on a loopback
+# The Redis tests (tests/test_own_load.py, tests/test_adapters.py) start Debian's redis-server on a loopback
 # port. In CI (CI set) it is installed when missing, and make fails, saying why, when it
 # cannot be; elsewhere those tests skip, saying so, unless redis-server is on PATH.
 redis:
@@ -63,6 +63,41 @@ redis:
 	    apt-get install -y -qq --no-install-recommends redis-server >/dev/null) \
 	  || { echo "redis-server could not be installed; the Redis tests need it" >&2; exit 1; }; \
 	fi
+
+# --profile-leaks attaches to the target with gdb (Debian's gdb). In CI (CI set, root,
+# apt-get there) it is installed when missing, and make test stops here if it cannot be;
+# elsewhere a missing gdb is named, and the profiling tests fail saying so.
+gdb:
+	@if ! command -v gdb >/dev/null 2>&1; then \
+	  if [ -z "$$CI" ]; then \
+	    echo "gdb is not installed (apt-get install gdb): the --profile-leaks tests will fail" >&2; \
+	  elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	    echo "installing gdb for the --profile-leaks tests (CI)"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	      apt-get install -y -qq --no-install-recommends gdb >/dev/null) \
+	    || { echo "gdb could not be installed; the --profile-leaks tests need it" >&2; exit 1; }; \
+	  else \
+	    echo "gdb is missing and cannot be installed here (needs root and apt-get)" >&2; exit 1; \
+	  fi; \
+	fi
+
+# The Chroma test (tests/test_chroma.py) starts `chroma run` from PyPI chromadb, kept in
+# an environment of its own (.venv-chroma: its server and its many dependencies stay out
+# of the suite's). Made in CI (CI set) when missing, and make fails, saying why, when it
+# cannot be; elsewhere `make chroma` makes it, and the test skips, saying so, without it.
+CHROMA_STAMP := .venv-chroma/.installed
+
+chroma: $(CHROMA_STAMP)
+
+chroma-ci:
+	@if [ -n "$$CI" ] && [ ! -e $(CHROMA_STAMP) ]; then $(MAKE) --no-print-directory chroma; fi
+
+$(CHROMA_STAMP):
+	@echo "making .venv-chroma (PyPI chromadb, for the Chroma test)"
+	test -x .venv-chroma/bin/python || $(PYTHON) -m venv .venv-chroma
+	.venv-chroma/bin/python -m pip install --quiet 'chromadb>=1.0,<2' \
+	  || { echo "chromadb could not be installed; the Chroma test needs it" >&2; exit 1; }
+	touch $(CHROMA_STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench $(ARGS)

@@ -21,12 +21,15 @@ from typing import Any
 
 from locust import events
 
+from common.checkout import VersionCheck
 from common.config import DEFAULT_CONFIG_PATH, ConfigError
 from common.context import build_context
 from common.exitcodes import ExitCode
 from common.locustfix import stop_csv_writer_at_quit
-from monitors.monitor import MemoryMonitor, add_monitor_options
+from monitors.monitor import MemoryMonitor, TargetProfile, add_monitor_options
 from reports.quit_verdict import QuitVerdict
+from scenarios.adapters import check_scenario, load_adapter
+from scenarios.adapters import names as adapter_names
 from scenarios.options import resolve_settings
 from scenarios.registry import get_scenario, user_classes
 from scenarios.registry import names as registered_names
@@ -82,11 +85,19 @@ def add_options(parser: Any, **_: Any) -> None:
         "Default: the shipped stress_test_config.yml.",
     )
     parser.add_argument(
+        "--allow-remote-target",
+        action="store_true",
+        default=False,
+        env_var="MEMSTRESS_ALLOW_REMOTE_TARGET",
+        help="Let --host name another machine (a staging service, say). Without it only "
+        "127.0.0.0/8, localhost and [::1] are loaded; config: safety.allow_remote_targets.",
+    )
+    parser.add_argument(
         "--target-pid",
         default=None,
         env_var="MEMSTRESS_TARGET_PID",
-        help="PID of the target process, for the monitor's psutil readings. "
-        "Default: found from the port --host listens on, where possible.",
+        help="PID of the target process, for the monitor's psutil readings (loopback "
+        "targets only). Default: found from the port --host listens on, where possible.",
     )
     parser.add_argument(
         "--run-dir",
@@ -101,6 +112,19 @@ def add_options(parser: Any, **_: Any) -> None:
         env_var="MEMSTRESS_MONITOR_INTERVAL",
         help="Seconds between memory samples, 0.05-3600. Default: the config's monitor.interval.",
     )
+    parser.add_argument(
+        "--adapter",
+        default="memstress",
+        env_var="MEMSTRESS_ADAPTER",
+        help=f"How the users speak to the target: {', '.join(adapter_names())}. "
+        "Default: memstress (the bundled service's HTTP API).",
+    )
+    parser.add_argument(
+        "--adapter-config",
+        default=None,
+        env_var="MEMSTRESS_ADAPTER_CONFIG",
+        help="The adapter's YAML file (http-map: your HTTP API's operations). Default: none.",
+    )
     add_monitor_options(parser)
 
 
@@ -110,8 +134,11 @@ def on_init(environment: Any, runner: Any, web_ui: Any = None, **_: Any) -> None
     try:
         settings = resolve_settings(opts)
         scenario = get_scenario(settings.scenario)
+        adapter = load_adapter(settings.adapter, settings.adapter_config)
+        check_scenario(scenario, adapter)  # before any load: what the scenario needs is there
         scenario.build_plan(settings.config, settings.stress, settings.duration_s)  # refuse now
-        ctx = build_context(environment, settings)
+        ctx = build_context(environment, settings, adapter.schemes)
+        ctx.adapter = adapter
     except (ConfigError, PlanError) as exc:
         # One line and exit code 2; a --processes child stays quiet (its parent says it).
         if not (getattr(opts, "worker", False) and getattr(opts, "processes", None)):
@@ -121,10 +148,26 @@ def on_init(environment: Any, runner: Any, web_ui: Any = None, **_: Any) -> None
     if not ctx.is_worker:
         environment.user_classes = list(scenario.user_classes)
     wire_stages(environment)
-    environment.events.quit.add_listener(lambda **_kw: ctx.close())
+    expected = [
+        e.describe(e.setting(settings.config, scenario.name).bound) for e in scenario.expected
+    ]
+    ctx.start_meta(opts, scenario.purpose, expected)
+
+    def on_quit(exit_code: int | None = None, **_kw: Any) -> None:
+        ctx.end_meta(exit_code)
+        ctx.close()
+
+    environment.events.quit.add_listener(on_quit)
     stop_csv_writer_at_quit(environment)  # a Locust 2.47 race; see common/locustfix.py
+    # --- distributed: every worker runs the master's checkout, or is refused ---
+    VersionCheck(environment)
 
     # --- the memory monitor: MemoryMonitor(environment) goes here (monitors/) ---
-    monitor = MemoryMonitor(environment)
+    if adapter.name == "memstress":
+        monitor = MemoryMonitor(environment)
+    else:  # a foreign target: the monitor assumes no memstress API (docs: README Adapters)
+        monitor = MemoryMonitor(
+            environment, profile=TargetProfile(api="auto", health_path=adapter.health_path)
+        )
     # --- the verdict of a run started with plain `locust`: exit code 1 when it fails ---
     QuitVerdict(environment, settings.config, monitor=monitor)

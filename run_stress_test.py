@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import NoReturn
@@ -26,8 +27,17 @@ from rich.table import Table
 from common.config import GRADES, Config, ConfigError, load_config
 from common.exitcodes import ExitCode
 from common.runfiles import RESULTS_DIR, new_run_dir
-from common.target import check_loopback
+from common.target import (
+    REMOTE_FLAG,
+    MetricsUrl,
+    check_host,
+    check_remote_allowed,
+    check_target_pid,
+    metrics_url,
+)
 from runner.preflight import PreflightError, check_out_dir
+from scenarios.adapters import check_scenario, load_adapter
+from scenarios.adapters import names as adapter_names
 from scenarios.registry import all_scenarios, check_config, get_scenario, names, scenario_name
 
 log = logging.getLogger("memstress")
@@ -61,6 +71,10 @@ def _count(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"{value} is out of range (valid: 1 or more)")
     return value
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def _scenario(text: str) -> str:
@@ -110,15 +124,38 @@ def build_parser() -> Parser:
     p.add_argument(
         "--host",
         metavar="URL",
-        help="test this service instead of starting the bundled one (loopback only); with "
-        "--locustfile any URL (redis://..., http://...; only http(s) is health-checked)",
+        help="test this service instead of starting the bundled one (loopback unless "
+        f"{REMOTE_FLAG}); with --locustfile any URL (redis://..., http://...; only http(s) "
+        "is health-checked)",
+    )
+    p.add_argument(
+        REMOTE_FLAG,
+        action="store_true",
+        default=_env_flag("MEMSTRESS_ALLOW_REMOTE_TARGET"),
+        help="let --host name another machine (env MEMSTRESS_ALLOW_REMOTE_TARGET=true, "
+        "config safety.allow_remote_targets: true)",
     )
     target = p.add_mutually_exclusive_group()
     target.add_argument(
         "--target-pid",
         type=_count,
         metavar="PID",
-        help="PID of the --host service, to sample its memory with psutil",
+        help="PID of a loopback --host service, to sample its memory with psutil",
+    )
+    p.add_argument(
+        "--metrics-url",
+        metavar="URL",
+        help="Prometheus text with the target's RSS (its /metrics, a node exporter, cAdvisor)",
+    )
+    p.add_argument(
+        "--metrics-metric",
+        metavar="NAME",
+        help="the metric at --metrics-url that is the RSS (default process_resident_memory_bytes)",
+    )
+    p.add_argument(
+        "--metrics-labels",
+        metavar="SEL",
+        help="labels of the one series to read, e.g. container=api,namespace=staging",
     )
     target.add_argument(
         "--target-cmd",
@@ -146,11 +183,43 @@ def build_parser() -> Parser:
         "target is healthy (failing repeatedly is a lost target, exit 3)",
     )
     p.add_argument(
+        "--adapter",
+        choices=adapter_names(),
+        default="memstress",
+        metavar="NAME",
+        help=f"how the scenarios speak to the --host target ({', '.join(adapter_names())}; "
+        "default memstress, the bundled service's API; see README Adapters)",
+    )
+    p.add_argument(
+        "--adapter-config",
+        type=Path,
+        metavar="FILE",
+        help="with --adapter http-map: the YAML that maps the operations onto your HTTP API",
+    )
+    p.add_argument(
         "--processes",
         type=_count,
         default=1,
         metavar="N",
         help="Locust worker processes on this machine (default 1)",
+    )
+    p.add_argument(
+        "--expect-workers",
+        type=_count,
+        metavar="N",
+        help="run Locust as a master and wait for N workers started by hand "
+        "(locust -f locustfile.py --worker --master-host THIS_HOST), on other machines too",
+    )
+    p.add_argument(
+        "--master-bind-host",
+        metavar="ADDR",
+        help="with --expect-workers: the address workers connect to (default: all, *)",
+    )
+    p.add_argument(
+        "--master-bind-port",
+        type=_count,
+        metavar="PORT",
+        help="with --expect-workers: the port workers connect to (default 5557)",
     )
     p.add_argument(
         "--stress-level",
@@ -185,6 +254,18 @@ def build_parser() -> Parser:
         type=_positive,
         metavar="S",
         help="seconds between memory samples (default: config monitor.interval)",
+    )
+    p.add_argument(
+        "--profile-leaks",
+        action="store_true",
+        help="name the code that holds leaked memory: when a leak is called (or at a stage "
+        "the scenario marks), capture the target's allocations with memray attach "
+        "(a local Python target; needs gdb) and write leak_sites.csv",
+    )
+    p.add_argument(
+        "--profile-native",
+        action="store_true",
+        help="with --profile-leaks: native (C) frames too",
     )
     p.add_argument("--debug", action="store_true", help="debug logging in the log file and console")
     return p
@@ -245,7 +326,18 @@ def main(argv: list[str] | None = None) -> int:
             config.stress_levels.default_level if args.stress_level is None else args.stress_level
         )
         config.stress(level)
-        host = check_loopback(args.host) if args.host else None
+        allow_remote = args.allow_remote_target or config.safety.allow_remote_targets
+        adapter = load_adapter(args.adapter, str(args.adapter_config or "") or None)
+        host = (
+            check_host(args.host, allow_remote=allow_remote, schemes=adapter.schemes)
+            if args.host
+            else None
+        )
+        if host:
+            check_target_pid(host, args.target_pid)
+        if adapter.name != "memstress" and host is None:
+            raise ConfigError(f"--adapter {adapter.name} needs --host (the target to speak to)")
+        metrics = _metrics(args)
     except (ConfigError, ValueError) as exc:
         print(f"run_stress_test.py: error: {exc}", file=sys.stderr)
         return ExitCode.USAGE
@@ -253,6 +345,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--target-pid goes with --host (the bundled service's PID is known)")
     if args.budget_mb and host:
         parser.error("--budget-mb sets the bundled service's budget; it cannot apply with --host")
+    if (args.metrics_metric or args.metrics_labels) and not metrics:
+        parser.error("--metrics-metric and --metrics-labels go with --metrics-url")
+    if args.expect_workers and args.processes > 1:
+        parser.error("--expect-workers and --processes both choose the workers; give one")
+    if (args.master_bind_host or args.master_bind_port) and not args.expect_workers:
+        parser.error("--master-bind-host and --master-bind-port go with --expect-workers N")
     out: Path = args.out
     try:
         check_out_dir(out)
@@ -273,6 +371,15 @@ def main(argv: list[str] | None = None) -> int:
         debug=args.debug,
         budget_mb=args.budget_mb,
         monitor_interval=args.monitor_interval,
+        profile_leaks=args.profile_leaks,
+        profile_native=args.profile_native,
+        allow_remote=allow_remote,
+        metrics=metrics,
+        expect_workers=args.expect_workers,
+        master_bind_host=args.master_bind_host,
+        master_bind_port=args.master_bind_port,
+        adapter=adapter.name,
+        adapter_config=args.adapter_config.resolve() if args.adapter_config else None,
     )
     if args.scenario:
         chosen, scale = [args.scenario], 1.0
@@ -283,8 +390,10 @@ def main(argv: list[str] | None = None) -> int:
         scale = config.scenarios.quick_duration_scale
     plan = [(n, args.duration or get_scenario(n).default_duration(config) * scale) for n in chosen]
     try:
+        for name, _ in plan:  # before any load: what each scenario needs, the adapter has
+            check_scenario(get_scenario(name), adapter)
         check_plans(plan, config, level)
-    except ValueError as exc:
+    except (ConfigError, ValueError) as exc:
         print(f"run_stress_test.py: error: {exc}", file=sys.stderr)
         return ExitCode.USAGE
     kind = args.scenario or ("comprehensive" if args.comprehensive else "quick")
@@ -324,11 +433,21 @@ def main(argv: list[str] | None = None) -> int:
     return code
 
 
+def _metrics(args: argparse.Namespace) -> MetricsUrl | None:
+    """``--metrics-url`` and its metric and labels, checked as the locustfile checks them."""
+    return metrics_url(args.metrics_url, args.metrics_metric, args.metrics_labels)
+
+
 def run_own(parser: Parser, args: argparse.Namespace, console: Console) -> int:
     """``--locustfile FILE``: the user's own load test, one run folder, one report."""
     from runner.own import OwnLoad, check_host, is_http
 
     path: Path = args.locustfile
+    if args.adapter != "memstress" or args.adapter_config:
+        parser.error(
+            "--adapter goes with --scenario, --quick or --comprehensive (a locustfile "
+            "speaks to its target itself)"
+        )
     if path.suffix != ".py" or not path.is_file():
         parser.error(f"--locustfile: {str(path)!r} is not a .py file (valid: a locustfile)")
     try:
@@ -338,6 +457,9 @@ def run_own(parser: Parser, args: argparse.Namespace, console: Console) -> int:
         )
         config.stress(level)
         host = check_host(args.host) if args.host else None
+        if host:
+            allow = args.allow_remote_target or config.safety.allow_remote_targets
+            check_remote_allowed(host, allow_remote=allow)
         budget = None
         if args.budget_mb is not None:
             budget = _positive(args.budget_mb)
@@ -368,6 +490,8 @@ def run_own(parser: Parser, args: argparse.Namespace, console: Console) -> int:
         fail_on=args.fail_on,
         debug=args.debug,
         monitor_interval=args.monitor_interval,
+        profile_leaks=args.profile_leaks,
+        profile_native=args.profile_native,
     )
     own = OwnLoad(
         locustfile=path.resolve(),

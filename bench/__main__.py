@@ -1,4 +1,4 @@
-"""``python -m bench [load|monitor|report|leak|service|selfrss ...] [--small] [--out DIR]``.
+"""``python -m bench [load|monitor|report|leak|service|selfrss|capture ...] [--small] [--out DIR]``.
 
 With no name, every benchmark runs in turn (that is ``make bench``). Results go
 to ``DIR/results.json`` (a benchmark run alone replaces its own entry) and
@@ -34,6 +34,7 @@ TITLES = {
     "leak": "Leak detection: recall, delay and false alarms",
     "service": "The reference service: cycle and search latency, RSS per stored vector",
     "selfrss": "memstress's own memory: master and worker RSS slope against plain Locust",
+    "capture": "Capture cost: target requests/s with memray tracking vs without",
 }
 
 
@@ -83,6 +84,7 @@ MODULES = {
     "leak": "bench.leak_detection",
     "service": "bench.service_bench",
     "selfrss": "bench.self_rss",
+    "capture": "bench.capture_cost",
 }
 
 

@@ -45,7 +45,8 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-MB = 1 << 20
+from common.units import MB
+
 CHUNK = 64 * 1024
 MODES = ("free", "steady", "tier", "per-request", "plateau", "step")
 

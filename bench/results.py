@@ -19,7 +19,7 @@ from typing import Any
 SCHEMA = 2
 RESULTS_JSON = "results.json"
 RESULTS_MD = "RESULTS.md"
-ORDER = ("load", "monitor", "report", "leak", "service", "selfrss")
+ORDER = ("load", "monitor", "report", "leak", "service", "selfrss", "capture")
 
 OPS = {
     ">=": lambda v, t: v >= t,
@@ -206,7 +206,7 @@ class Table:
 
 @dataclass
 class BenchResult:
-    name: str  # load | monitor | report | leak | service
+    name: str  # load | monitor | report | leak | service | capture
     title: str
     mode: str  # full | small
     what: str  # what exactly is measured, in words

@@ -100,6 +100,7 @@ class Safety:
     target_pressure_limit: float = _ranged(1, 1000)
     target_pressure_limit_s: float = _ranged(0)
     target_lost_after: int = _ranged(1, 1000)
+    allow_remote_targets: bool = _ranged()
 
 
 @dataclass(frozen=True)
@@ -119,11 +120,24 @@ class LeakDetection:
     staircase_steps: int = _ranged(2, 100)
 
 
+PROFILE_MODES = ("off", "auto", "on")
+"""``monitor.leak_profiling.mode``: never; only where the scenario marks a stage and the
+target is the bundled service; whenever the detector calls a leak or a stage is marked."""
+
+
+@dataclass(frozen=True)
+class LeakProfiling:
+    mode: str = _ranged()
+    window_s: float = _ranged(2, 600)
+    top_sites: int = _ranged(1, 1000)
+
+
 @dataclass(frozen=True)
 class Monitor:
     interval: float = _ranged(0.05, 3600)
     http_timeout: float = _ranged(0, 60, above=True)
     leak_detection: LeakDetection = _ranged()
+    leak_profiling: LeakProfiling = _ranged()
 
 
 @dataclass(frozen=True)
@@ -266,6 +280,8 @@ class StressLevel:
 
 
 def _type_name(tp: Any) -> str:
+    if tp is bool:
+        return "true or false"
     if tp is float:
         return "a number"
     if tp is int:
@@ -297,7 +313,16 @@ def _check_range(path: str, value: float, meta: Any) -> None:
 
 
 def _scalar(path: str, tp: Any, value: Any, meta: Any) -> Any:
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{path}: {value!r} has the wrong type (valid: true or false)")
+        return value
     if tp is str:
+        if isinstance(value, bool):
+            raise ConfigError(
+                f"{path}: {value!r} has the wrong type (valid: a string; YAML reads a bare "
+                "off/on/yes/no as false/true, so quote it)"
+            )
         if not isinstance(value, str):
             raise ConfigError(f"{path}: {value!r} has the wrong type (valid: a string)")
         return value
@@ -368,6 +393,12 @@ def _cross_checks(cfg: Config) -> None:
         raise ConfigError(
             f"stress_levels.default_level: {s.default_level} is out of range "
             f"(valid: 0 to {s.count() - 1})"
+        )
+    mode = cfg.monitor.leak_profiling.mode
+    if mode not in PROFILE_MODES:
+        raise ConfigError(
+            f"monitor.leak_profiling.mode: {mode!r} is not a mode "
+            f"(valid: {', '.join(PROFILE_MODES)})"
         )
     svc = cfg.service
     if not svc.aggressive_at <= svc.recover_below <= svc.emergency_at:

@@ -19,9 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from common.checkout import identity
 from common.config import Config, ConfigError, StressLevel
-from common.runfiles import RunFolder, make_run_dir
-from common.target import check_loopback
+from common.runfiles import RunFolder, make_run_dir, write_meta
+from common.target import MetricsUrl, check_host, check_target_pid, is_loopback
 
 STAGE_MESSAGE = "memstress_stage"
 """Custom Locust message the master sends to workers on every stage change."""
@@ -85,6 +86,23 @@ class RunSettings:
     duration_scale: float
     target_pid: int | None
     monitor_interval: float
+    allow_remote: bool = False  # --allow-remote-target or safety.allow_remote_targets
+    metrics: MetricsUrl | None = None  # --metrics-url and what to read there
+    adapter: str = "memstress"  # --adapter: how the users speak to the target
+    adapter_config: str | None = None  # --adapter-config (http-map's YAML)
+
+
+def check_target(
+    host: str, settings: RunSettings, schemes: tuple[str, ...] = ("http", "https")
+) -> str:
+    """The target URL, checked against the opt-in; a remote one takes no --target-pid.
+    ``schemes``: those the run's adapter speaks."""
+    try:
+        url = check_host(host, allow_remote=settings.allow_remote, schemes=schemes)
+        check_target_pid(url, settings.target_pid)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    return url
 
 
 @dataclass
@@ -104,8 +122,18 @@ class RunContext:
     stop_reason: str = ""  # why the run ended early, if it did
     duration_scale: float = 1.0
     plan_complete: bool = False  # the shape played its last stage to the end
+    adapter: Any = None
+    """The run's target adapter (``scenarios.adapters``), set by the locustfile's ``init``."""
     user_slots: itertools.count[int] = field(default_factory=itertools.count)
     """This process's next user slot (see :meth:`scenarios.base.MemstressUser.claim_slot`)."""
+    allow_remote: bool = False
+    metrics: MetricsUrl | None = None
+    owns_meta: bool = False  # this process wrote run_meta.json (no run_stress_test.py above it)
+
+    @property
+    def remote(self) -> bool:
+        """The target is on another machine: this host's memory figures are not its."""
+        return bool(self.host) and not is_loopback(self.host)
 
     @property
     def run_dir(self) -> Path | None:
@@ -144,6 +172,8 @@ class RunContext:
         self.duration_scale = settings.duration_scale
         self.target_pid = settings.target_pid
         self.monitor_interval = settings.monitor_interval
+        self.allow_remote = settings.allow_remote
+        self.metrics = settings.metrics
 
     def set_stage(self, stage: Stage) -> None:
         self.stage = stage
@@ -185,6 +215,49 @@ class RunContext:
         if self.folder is not None:
             self.folder.record(kind, detail)
 
+    def start_meta(self, options: Any, purpose: str, expected: list[str]) -> None:
+        """Write ``run_meta.json`` for a run started with plain ``locust`` (master or local).
+
+        Under ``run_stress_test.py`` the file is already there and stays the CLI's.
+        """
+        run_dir = self.run_dir
+        if run_dir is None or (run_dir / "run_meta.json").exists():
+            return
+        master = bool(getattr(options, "master", False))
+        write_meta(
+            run_dir,
+            schema=1,
+            scenario=self.scenario,
+            run_id=run_dir.name,
+            host=self.host,
+            stress_level=self.stress.level,
+            duration_s=self.duration_s,
+            started=self.started,
+            ended=None,
+            exit_code=None,
+            stop_reason="",
+            interrupted=False,
+            config_path=self.config.source,
+            purpose=purpose,
+            expected=expected,
+            budget_bytes=None,
+            processes=getattr(options, "processes", None) or 1,
+            expect_workers=getattr(options, "expect_workers", None) if master else None,
+            remote_target=self.remote,
+            allow_remote_target=self.allow_remote,
+            metrics_url=self.metrics.url if self.metrics else None,
+            memstress=identity(),
+            runner="locust",
+        )
+        self.owns_meta = True
+
+    def end_meta(self, exit_code: int | None) -> None:
+        """Record the end and exit code in the ``run_meta.json`` this process wrote."""
+        if self.owns_meta and self.run_dir is not None:
+            write_meta(
+                self.run_dir, ended=time.time(), exit_code=exit_code, stop_reason=self.stop_reason
+            )
+
     def close(self) -> None:
         """Close the run folder files this context opened."""
         if self.folder is not None:
@@ -196,7 +269,9 @@ def new_run_id() -> str:
     return f"ms{uuid.uuid4().hex[:10]}"
 
 
-def build_context(environment: Any, settings: RunSettings) -> RunContext:
+def build_context(
+    environment: Any, settings: RunSettings, schemes: tuple[str, ...] = ("http", "https")
+) -> RunContext:
     """The run's context from the environment's parsed options (the locustfile's ``init``).
 
     On the master or a local runner this creates the run folder and a run id and
@@ -207,10 +282,7 @@ def build_context(environment: Any, settings: RunSettings) -> RunContext:
     opts = environment.parsed_options
     host = environment.host or ""
     if host:
-        try:
-            host = check_loopback(host)
-        except ValueError as exc:
-            raise ConfigError(str(exc)) from None
+        host = check_target(host, settings, schemes)
     if getattr(opts, "worker", False):
         run_id = getattr(opts, RUN_ID_OPTION, None) or ""
         return RunContext.from_settings(settings, run_id=run_id, host=host, is_worker=True)
@@ -221,5 +293,15 @@ def build_context(environment: Any, settings: RunSettings) -> RunContext:
         setattr(opts, RUN_ID_OPTION, run_id)
     ctx = RunContext.from_settings(settings, run_id=run_id, host=host, run_dir=run_dir)
     # The id every agent and namespace of this run starts with, for whoever checks the target.
-    ctx.record("run_start", {"run_id": run_id, "scenario": settings.scenario, "host": host})
+    ctx.record(
+        "run_start",
+        {
+            "run_id": run_id,
+            "scenario": settings.scenario,
+            "host": host,
+            "remote_target": ctx.remote,
+            "allow_remote_target": settings.allow_remote,
+            "memstress": identity(),
+        },
+    )
     return ctx

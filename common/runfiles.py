@@ -55,6 +55,9 @@ EVENT_KINDS = (
     "source_degraded",  # a source answered badly (JSON: source, reason, example)
     "source_recovered",  # ... and answers well again (JSON: source, degraded_s, failed_reads)
     "source_disabled",  # a source failed with a bug: off for the rest of the run
+    "capability_skipped",  # the adapter lacks an optional capability: "<capability>: ..."
+    "source_scope",  # host/PSI/cgroup read the load generator, not a remote target's host
+    "allocation_capture",  # --profile-leaks: a capture started, ended, or could not be taken
     "run_end",
 )
 
@@ -63,12 +66,16 @@ SAMPLE_COLUMNS = (
     "elapsed_s",  # seconds since the monitor started
     "stage",  # name of the current stage ('' before the first)
     "users",  # Locust user count
-    "rss_bytes",  # target RSS: psutil by PID, else Prometheus, else /memory/stats
-    "rss_source",  # psutil | prometheus | stats | custom
+    "rss_bytes",  # target RSS: psutil by PID, else --metrics-url, else /metrics, else /memory/stats
+    "rss_source",  # psutil | metrics_url | prometheus | stats | custom
     "vms_bytes",
     "cpu_percent",  # target process CPU percent (psutil)
     "num_threads",
     "open_files",
+    "smaps_anon_bytes",  # /proc/PID/smaps_rollup: anonymous (heap) ...
+    "smaps_file_bytes",  # ... file-backed (Pss_File) ...
+    "smaps_shmem_bytes",  # ... shared memory (Pss_Shmem) ...
+    "smaps_swap_bytes",  # ... and swapped out
     "prom_rss_bytes",  # process_resident_memory_bytes from /metrics
     "custom_rss_bytes",  # RSS from a registered source (monitors.registry), e.g. redis
     "accounted_bytes",  # what a registered source says the target holds on purpose
@@ -206,6 +213,19 @@ class EventLog:
 
     def close(self) -> None:
         self._csv.close()
+
+
+def write_meta(run_dir: str | Path, **updates: Any) -> dict[str, Any]:
+    """Create or update ``run_meta.json`` (written whole, through a temp file)."""
+    path = Path(run_dir) / "run_meta.json"
+    meta: dict[str, Any] = {}
+    if path.exists():
+        meta = json.loads(path.read_text())
+    meta.update(updates)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(meta, indent=2, sort_keys=True))
+    os.replace(tmp, path)
+    return meta
 
 
 def is_writable_dir(path: Path) -> bool:

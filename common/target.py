@@ -7,30 +7,160 @@ Locust), which gevent makes cooperative inside a Locust process.
 
 from __future__ import annotations
 
+import ipaddress
+import re
 import time
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
 import requests
 
-LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
+from common.config import ConfigError
+
+REMOTE_FLAG = "--allow-remote-target"
+"""The opt-in that lets ``--host`` name another machine."""
+
+REMOTE_OPT_INS = (
+    f"{REMOTE_FLAG}, MEMSTRESS_ALLOW_REMOTE_TARGET=true or safety.allow_remote_targets: true"
+)
+"""Every way to give that opt-in, as the refusal names them."""
 
 
 class TargetError(RuntimeError):
     """The target did not answer as the contract says."""
 
 
-def check_loopback(url: str) -> str:
-    """Refuse any target that is not on this machine; returns the URL without a trailing /."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if parts.scheme not in ("http", "https") or not host:
-        raise ValueError(f"--host: {url!r} is not a URL (valid: http://127.0.0.1:PORT)")
-    if host not in LOOPBACK_HOSTS and not host.startswith("127."):
-        raise ValueError(
-            f"--host: {host} is not on this machine (valid: 127.0.0.0/8, localhost or [::1])"
-        )
+def is_loopback(url: str) -> bool:
+    """True when the URL's host is this machine: 127.0.0.0/8, ::1 or ``localhost``.
+
+    A name is loopback only when it is ``localhost``; ``127.example.com`` is
+    another machine, however it starts.
+    """
+    host = (urlsplit(url).hostname or "").lower()
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_host(
+    url: str, *, allow_remote: bool = False, schemes: tuple[str, ...] = ("http", "https")
+) -> str:
+    """The target URL without a trailing /, or ValueError in one line.
+
+    ``schemes``: those the run's adapter speaks (``redis`` for the Redis adapter).
+
+    Pure: no request is sent. Without ``allow_remote`` only loopback targets
+    pass; sending load to another machine by mistake (production, say) is what
+    the opt-in guards against.
+    """
+    try:
+        parts = urlsplit(url)
+        scheme, host = parts.scheme, parts.hostname or ""
+        parts.port  # noqa: B018 - a bad port raises ValueError here
+    except ValueError:
+        scheme, host = "", ""
+    if scheme not in schemes or not host:
+        valid = " or ".join(f"{s}://HOST:PORT" for s in schemes)
+        raise ValueError(f"--host: {url!r} is not a URL (valid: {valid})")
+    check_remote_allowed(url, allow_remote=allow_remote)
     return url.rstrip("/")
+
+
+def check_remote_allowed(url: str, *, allow_remote: bool) -> None:
+    """ValueError in one line naming the host and the opt-in, for another machine without it.
+
+    Any scheme (``redis://`` too): only where the URL points is judged. Pure, no request.
+    """
+    host = urlsplit(url).hostname
+    if not host:  # unix:///path/to.sock: a socket on this machine
+        return
+    if not allow_remote and not is_loopback(url):
+        raise ValueError(
+            f"--host: {host} is not on this machine; refused without {REMOTE_OPT_INS} "
+            "(valid without: 127.0.0.0/8, localhost or [::1])"
+        )
+
+
+def check_target_pid(url: str, pid: int | None) -> None:
+    """A PID names a process on this machine: refuse it with a target on another."""
+    if pid is not None and not is_loopback(url):
+        raise ValueError(
+            f"--target-pid: {pid} is a process on this machine, but the target {url} is on "
+            "another (valid there: --metrics-url URL of its Prometheus metrics, or no --target-pid)"
+        )
+
+
+DEFAULT_METRIC = "process_resident_memory_bytes"
+
+_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*\Z")
+_LABEL = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*\Z")
+
+
+@dataclass(frozen=True)
+class MetricsUrl:
+    """Where the target's RSS is exposed as Prometheus text, when not by PID
+    (read by :class:`monitors.exporter.MetricsUrlSource`)."""
+
+    url: str
+    metric: str = DEFAULT_METRIC
+    labels: tuple[tuple[str, str], ...] = ()  # every one must match the series
+
+
+def metrics_url(url: Any, metric: Any = None, labels: Any = None) -> MetricsUrl | None:
+    """``--metrics-url`` with its metric name and label selector, checked (None: not given).
+
+    Any host is fine without the opt-in: reading an exporter is a scrape, not load.
+    """
+    text = str(url).strip() if url is not None else ""
+    if not text:
+        return None
+    try:
+        check_host(text, allow_remote=True)
+    except ValueError:
+        raise ConfigError(
+            f"--metrics-url: {text!r} is not a URL (valid: http(s)://HOST:PORT/PATH, "
+            "e.g. http://127.0.0.1:9100/metrics)"
+        ) from None
+    try:
+        name = parse_metric_name(str(metric or "").strip() or DEFAULT_METRIC)
+        selector = parse_labels(str(labels) if labels is not None else None)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    return MetricsUrl(text, name, selector)
+
+
+def parse_metric_name(text: str) -> str:
+    """A Prometheus metric name, or ValueError naming the valid form."""
+    name = text.strip()
+    if not _NAME.match(name):
+        raise ValueError(
+            f"--metrics-metric: {text!r} is not a metric name "
+            "(valid: letters, digits, _ and :, e.g. container_memory_rss)"
+        )
+    return name
+
+
+def parse_labels(text: str | None) -> tuple[tuple[str, str], ...]:
+    """``name=value,name="value"`` -> sorted pairs; empty or None -> no selector."""
+    if not text or not text.strip():
+        return ()
+    pairs: dict[str, str] = {}
+    for part in text.split(","):
+        name, sep, value = part.partition("=")
+        name, value = name.strip(), value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+            value = value[1:-1]
+        if not sep or not _LABEL.match(name) or name in pairs:
+            raise ValueError(
+                f"--metrics-labels: {part.strip()!r} is not a label match "
+                '(valid: comma-separated name=value, e.g. container=api,namespace="staging")'
+            )
+        pairs[name] = value
+    return tuple(sorted(pairs.items()))
 
 
 class TargetClient:

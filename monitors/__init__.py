@@ -6,6 +6,7 @@ Modules (importing any of them registers nothing, and only ``monitor`` and
 - :mod:`monitors.monitor`: :class:`~monitors.monitor.MemoryMonitor`, the listener
   object the locustfile creates in its ``init`` listener;
 - :mod:`monitors.sources`: where sample figures come from;
+- :mod:`monitors.exporter`: the target's RSS from Prometheus text at ``--metrics-url``;
 - :mod:`monitors.sampler`: one sample from the sources, and its CPU meter;
 - :mod:`monitors.leak`: the online leak detector (pure);
 - :mod:`monitors.safety`: when to stop a run, and with which exit code (pure);

@@ -19,7 +19,8 @@ for its own CPU monitor):
 - the **cleanup cycle** (``POST /memory/cycle``) every ``memory_cleanup_interval``.
 
 On a worker it adds its own RSS, CPU and user count to every report to the
-master; the master writes them to ``worker_samples.csv``.
+master; the master writes them to ``worker_samples.csv``, stamped with its own
+clock on arrival.
 
 When the safety guard says stop, the monitor writes the event, sets
 ``context.stop_reason`` and ``environment.process_exit_code`` (3 or 4) and
@@ -35,7 +36,9 @@ import argparse
 import dataclasses
 import json
 import logging
+import math
 import os
+import socket
 import statistics
 import time
 from collections import deque
@@ -54,8 +57,10 @@ from common.config import ConfigError, LeakDetection
 from common.context import RunContext
 from common.exitcodes import ExitCode
 from common.runfiles import SAMPLE_COLUMNS, WORKER_COLUMNS, CsvAppender
-from common.target import TargetClient, TargetError
+from common.target import DEFAULT_METRIC, TargetClient, TargetError
 from common.units import MB
+from monitors.allocations import MODES, AllocationProfiler
+from monitors.exporter import MetricsUrlSource
 from monitors.leak import (
     LEAK,
     VERDICT_FILE,
@@ -79,6 +84,7 @@ from monitors.sources import (
     SourceMissing,
     build_sources,
     find_listening_pid,
+    host_scope_note,
     parse_source_names,
 )
 from scenarios.registry import get_scenario
@@ -114,8 +120,68 @@ def add_monitor_options(parser: Any) -> None:
         type=_sources_option,
         env_var="MEMSTRESS_MONITOR_SOURCES",
         help="Memory sample sources: auto (every one that is there), or a comma-separated "
-        "list of process, prometheus, stats, host, psi, cgroup. Default: auto.",
+        "list of process, smaps, metrics_url, prometheus, stats, host, psi, cgroup. Default: auto.",
     )
+    parser.add_argument(
+        "--metrics-url",
+        default=None,
+        env_var="MEMSTRESS_METRICS_URL",
+        help="Prometheus text with the target's RSS, for a target whose PID this machine "
+        "cannot see: its /metrics on another port, a node exporter, cAdvisor. "
+        "Default: none (RSS by PID, else the target's own /metrics or /memory/stats).",
+    )
+    parser.add_argument(
+        "--metrics-metric",
+        default=DEFAULT_METRIC,
+        env_var="MEMSTRESS_METRICS_METRIC",
+        help=f"The metric at --metrics-url that is the target's RSS in bytes, e.g. "
+        f"container_memory_rss. Default: {DEFAULT_METRIC}.",
+    )
+    parser.add_argument(
+        "--metrics-labels",
+        default="",
+        env_var="MEMSTRESS_METRICS_LABELS",
+        help="Labels the one series at --metrics-url must have, comma-separated "
+        "name=value (e.g. container=api,namespace=staging). Default: none.",
+    )
+
+    parser.add_argument(
+        "--profile-leaks",
+        nargs="?",
+        const="on",
+        default=None,
+        choices=MODES,
+        env_var="MEMSTRESS_PROFILE_LEAKS",
+        help="Name the code holding leaked memory: capture the target's allocations with "
+        "memray attach (a local Python target; needs gdb) when the detector calls a leak or "
+        "at a stage the scenario marks (on), only at a marked stage (marked), or never "
+        "(off). Alone: on. Default: the config's monitor.leak_profiling.mode, where auto "
+        "means off for a target this run did not start.",
+    )
+    parser.add_argument(
+        "--profile-native",
+        action="store_true",
+        default=False,
+        env_var="MEMSTRESS_PROFILE_NATIVE",
+        help="With --profile-leaks: capture native (C) frames too (slower capture).",
+    )
+
+
+def profile_mode(options: Any, config_mode: str) -> str:
+    """``--profile-leaks`` as given, else the config's mode (auto is off: the target is
+    not known to be the bundled service here; run_stress_test.py decides that)."""
+    value = getattr(options, "profile_leaks", None)
+    text = str(value).strip() if value is not None else ""
+    if text in MODES:
+        return text
+    if text:
+        log.error(
+            "memory monitor: --profile-leaks %r is not valid (valid: %s); off",
+            text,
+            ", ".join(MODES),
+        )
+        return "off"
+    return "on" if config_mode == "on" else "off"
 
 
 def _sources_option(text: str) -> tuple[str, ...]:
@@ -246,6 +312,8 @@ class MemoryMonitor:
         self.cpu_seconds = 0.0  # spent in the sampler greenlet, over all samples
         self.wall_seconds = 0.0
         self.sampler: Sampler | None = None
+        self.profiler: AllocationProfiler | None = None
+        self.target_pid: int | None = None  # the PID the process sources read, when known
         self._samples_csv: CsvAppender | None = None
         self._workers_csv: CsvAppender | None = None
         self._greenlets: list[gevent.Greenlet] = []
@@ -330,6 +398,9 @@ class MemoryMonitor:
             self._samples_csv = CsvAppender(
                 Path(ctx.run_dir) / "memory_samples.csv", SAMPLE_COLUMNS + self.extra_columns
             )
+        self.profiler = self._make_profiler(runner)
+        if self.profiler is not None:
+            self.profiler.check()
         loops = [
             (self._sample_loop, ()),
             (self._health_loop, (cfg.safety.system_health_check_interval,)),
@@ -351,6 +422,8 @@ class MemoryMonitor:
         """Stop the greenlets, close the files, and make a stop's exit code stick."""
         gevent.killall(self._greenlets, block=True)
         self._greenlets.clear()
+        if self.profiler is not None:
+            self.profiler.close()
         if self.sampler is not None:
             self.sampler.close()
         if not self._closed and self.samples_taken:
@@ -414,11 +487,16 @@ class MemoryMonitor:
         report = data.get(WORKER_KEY)
         if not isinstance(report, dict) or self.context.run_dir is None or self._closed:
             return
+        clients = getattr(self.environment.runner, "clients", None)
+        if clients is not None and client_id not in clients:
+            return  # a worker the master refused (another version) or no longer counts
         if self._workers_csv is None:
             self._workers_csv = CsvAppender(
                 Path(self.context.run_dir) / "worker_samples.csv", WORKER_COLUMNS
             )
-        self._workers_csv.write({"worker_id": client_id, **report})
+        # Stamped on arrival by the master's clock, as every other file of the run is:
+        # the clocks of other machines may be seconds apart.
+        self._workers_csv.write({**report, "worker_id": client_id, "time": time.time()})
 
     # --- the loops --------------------------------------------------------------------
 
@@ -477,7 +555,10 @@ class MemoryMonitor:
     def _make_sampler(self) -> Sampler:
         ctx = self.context
         pid = ctx.target_pid
-        if pid is None and {"process", "cgroup"} & set(self.source_names):
+        # A PID is looked for only on loopback and when no --metrics-url says where the
+        # memory is: on another host, the local process on the same port is not the target.
+        look = pid is None and not ctx.remote and ctx.metrics is None
+        if look and {"process", "smaps", "cgroup"} & set(self.source_names):
             pid = find_listening_pid(self.host) if self.host else None
             if pid == os.getpid():
                 pid = None
@@ -495,11 +576,18 @@ class MemoryMonitor:
         if scheme not in ("http", "https"):  # redis://..., or no --host at all
             skipped = [n for n in names if n in HTTP_SOURCES]
             names = [n for n in names if n not in HTTP_SOURCES]
+        metrics = ctx.metrics
         sources: list[Source] = build_sources(
             [n for n in names if n in SOURCE_NAMES],
             pid,
             lambda: TargetClient(self.host, timeout=timeout),
+            (lambda: MetricsUrlSource(metrics, timeout)) if metrics is not None else None,
         )
+        self.target_pid = pid
+        note = host_scope_note(names, self.host, ctx.remote, socket.gethostname())
+        if note is not None:
+            log.warning("memory monitor: %s", note)
+            self.context.record("source_scope", note)
         registered = []
         for name in names:
             if name in SOURCE_NAMES:
@@ -509,11 +597,40 @@ class MemoryMonitor:
             except SourceMissing as exc:
                 self._source_event("source_missing", name, {"reason": str(exc)})
         self.extra_columns = tuple(c for src in registered for c in src.columns)
-        sampler = Sampler([*sources, *registered], self._source_event, deadline=deadline)
+        # Another machine's RSS is not bounded by this host's memory (junk_values' check).
+        bound = math.inf if ctx.remote else None
+        sampler = Sampler(
+            [*sources, *registered], self._source_event, deadline=deadline, host_total_bytes=bound
+        )
         for name in skipped:  # noted once, never a lost target
             sampler.missing[name] = f"--host {self.host or '(none)'} is not an HTTP URL"
             self._source_event("source_missing", name, {"reason": sampler.missing[name]})
         return sampler
+
+    def _make_profiler(self, runner: Any) -> AllocationProfiler | None:
+        ctx = self.context
+        settings = ctx.config.monitor.leak_profiling
+        options = self.environment.parsed_options
+        mode = profile_mode(options, settings.mode)
+        if mode == "off" or ctx.run_dir is None:
+            return None
+
+        def spawn(fn: Any, *args: Any) -> gevent.Greenlet:
+            g = runner.greenlet.spawn(fn, *args)
+            g.link_exception(locust_exception_handler(self.environment))
+            self._greenlets.append(g)
+            return g
+
+        return AllocationProfiler(
+            run_dir=Path(ctx.run_dir),
+            pid=self.target_pid,
+            mode=mode,
+            window_s=settings.window_s,
+            top=settings.top_sites,
+            native=bool(getattr(options, "profile_native", False)),
+            spawn=spawn,
+            record=self.context.record,
+        )
 
     def _source_event(self, kind: str, name: str, detail: dict[str, Any]) -> None:
         """A source_* event from the sampler: the log and events.csv."""
@@ -574,6 +691,11 @@ class MemoryMonitor:
         self._remember(row, verdict)
         for event in verdict.events:
             self._leak_event(event)
+        if self.profiler is not None:
+            stage = self.context.stage
+            run_left = self.context.started + self.context.duration_s - now
+            called = any(e.kind == "leak_detected" for e in verdict.events)
+            self.profiler.consider(stage.params, stage.remaining_s(now), called, run_left)
         if not self._stopping:
             stop = self.guard.check(
                 now,

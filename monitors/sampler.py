@@ -54,6 +54,7 @@ class Source(Protocol):
 
 RSS_ORDER = (
     ("proc_rss_bytes", "psutil"),
+    ("metrics_rss_bytes", "metrics_url"),
     ("prom_rss_bytes", "prometheus"),
     ("stats_rss_bytes", "stats"),
     ("custom_rss_bytes", "custom"),  # a registered source's rss_bytes (monitors.registry)

@@ -96,10 +96,21 @@ def _cycles_every_stage(x: Inputs, _b: float | None) -> Outcome:
     if not loaded or all(s.requests is None for s in loaded):
         return NOT_JUDGED, "no per-stage request counts (locust_stats_history.csv)"
     without = [s.name for s in loaded if not s.cycle.count]
+    if len(without) == len(loaded) and _skipped(x, "cycle"):
+        return NOT_JUDGED, "the target's adapter has no management cycle (capability_skipped)"
     if without:
         return FAIL, "no management cycle in stage(s) " + ", ".join(without)
     counts = ", ".join(f"{s.name} {s.cycle.count}" for s in loaded)
     return PASS, f"cycles in every loaded stage ({counts})"
+
+
+def _skipped(x: Inputs, capability: str) -> bool:
+    """Whether the run's events say the adapter lacked ``capability`` and skipped it."""
+    ev = x.data.events
+    if ev.empty or "kind" not in ev:
+        return False
+    detail = ev.loc[ev["kind"] == "capability_skipped", "detail"].astype(str)
+    return bool(detail.str.startswith(f"{capability}:").any())
 
 
 def _leak_within(x: Inputs, b: float | None) -> Outcome:

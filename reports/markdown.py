@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from reports.fmt import duration, money, num, utc, with_unit
+from reports.leak_sites import render as render_where_memory_went
 
 MEMORY_SECTIONS = ("memory", "optimization", "leak", "pressure", "recovery", "cost")
 
@@ -64,29 +65,32 @@ def _leak_line(lk: dict[str, Any]) -> str:
             if lk.get("ci_low_mb_min") is not None
             else ""
         )
-        eps = lk.get("episodes") or []
-        held = bool(eps) and eps[-1]["cleared_at_s"] is None
+        where = "" if lk.get("series") in (None, "memory") else f" in tier {lk['series']}"
         own = lk.get("injected_start_s") is not None
         return (
-            f"**LEAK** {num(lk['slope_mb_min'])} MB/min{ci}, called at "
+            f"**LEAK**{where} {num(lk['slope_mb_min'])} MB/min{ci}, called at "
             f"{duration(lk['called_at_s'])}"
-            + (" and still held at the end of the run" if held else "")
+            + (" and still held at the end of the run" if lk.get("held_at_end") else "")
             + (" (the leak the scenario injected)" if own else "")
         )
     if v == "no leak":
-        ended = [e for e in lk.get("episodes", []) if e["cleared_at_s"] is not None]
+        ended = [e for e in lk.get("episodes", []) if e["kind"] != "step"]
         return "no leak at the end of the run" + (
-            f" ({len(ended)} growth episode(s) called and then cleared: see below)" if ended else ""
+            f" ({len(ended)} growth episode(s) called and then ended: see below)" if ended else ""
         )
     return f"not judged ({lk.get('reason') or 'no data'})"
 
 
 def _leak_section(lk: dict[str, Any]) -> str:
     out = [
-        f"Verdict: {_leak_line(lk)}. Source: {lk.get('basis') or 'n/a'}. One detector judges "
-        "the run, online (the monitor) or replayed over the samples; nothing else here calls "
-        "a leak.\n"
+        f"Verdict: {_leak_line(lk)}. {lk.get('reason') or ''}. Source: "
+        f"{lk.get('basis') or 'n/a'}. One detector judges the run, online (the monitor) "
+        "or replayed over the samples; nothing else here calls a leak.\n"
     ]
+    if lk.get("tiers"):
+        out.append("Tiers past their limits: " + "; ".join(lk["tiers"]) + ".\n")
+    if lk.get("tiers_note"):
+        out.append(f"Accounted tiers: {lk['tiers_note']}.\n")
     if lk.get("injected_start_s") is not None:
         delay = lk.get("detection_delay_s")
         when = "never" if delay is None else f"after {duration(delay)}"
@@ -97,26 +101,34 @@ def _leak_section(lk: dict[str, Any]) -> str:
     eps = lk.get("episodes") or []
     if eps:
         out.append(
+            "Growth episodes (trend: a leak called; plateau: growth that stopped; step: "
+            "a one-time level shift):\n"
+        )
+        out.append(
             table(
                 [
+                    "kind",
+                    "series",
                     "called at",
-                    "cleared at",
+                    "ended at",
                     "slope MB/min",
                     "CI",
-                    "scale",
-                    "why called",
-                    "why cleared",
+                    "step MB",
+                    "what",
                 ],
                 [
                     [
+                        e["kind"] + (f" ({e['ended']})" if e["ended"] else ""),
+                        e["series"],
                         duration(e["called_at_s"]),
                         duration(e["cleared_at_s"]) if e["cleared_at_s"] is not None else "held",
                         e["slope_mb_min"],
-                        f"{num(e['ci_low_mb_min'])}–{num(e['ci_high_mb_min'])}",
-                        duration(e["scale_s"]),
+                        f"{num(e['ci_low_mb_min'])}–{num(e['ci_high_mb_min'])}"
+                        if e["ci_low_mb_min"] is not None
+                        else "-",
+                        e["step_mb"],
                         e["reason"]
                         + (" (before injection: false alarm)" if e["before_injection"] else ""),
-                        e["cleared_because"] or "-",
                     ]
                     for e in eps
                 ],
@@ -208,6 +220,20 @@ def _charts(charts: Sequence[str], names: Sequence[str]) -> list[str]:
     return out
 
 
+def _remote_rows(run: dict[str, Any]) -> list[list[str]]:
+    """Where the target was, and the opt-in that let a remote one be loaded."""
+    if "remote_target" not in run:
+        return []
+    if not run["remote_target"]:
+        return [["remote target", "no (loopback)"]]
+    how = (
+        "opted in by --allow-remote-target or safety.allow_remote_targets"
+        if run.get("allow_remote_target")
+        else "opt-in not recorded"
+    )
+    return [["remote target", f"yes ({how})"]]
+
+
 def render_run(
     doc: dict[str, Any], charts: Sequence[str] = (), chart_errors: Sequence[str] = ()
 ) -> str:
@@ -231,6 +257,11 @@ def render_run(
         )
     for u in doc.get("unavailable", []):
         add(f"> Unavailable: {u}.\n")
+    if run.get("remote_target"):
+        add(
+            "> The target is on another machine: host memory, PSI and cgroup figures are "
+            "this load generator's, not the target's host.\n"
+        )
     add(
         table(
             ["run", "value"],
@@ -238,6 +269,7 @@ def render_run(
                 ["run id", str(run.get("run_id", "n/a"))],
                 ["scenario", str(run.get("scenario", "n/a"))],
                 ["host", str(run.get("host") or "n/a")],
+                *_remote_rows(run),
                 ["stress level", num(run.get("stress_level"))],
                 ["started", utc(doc.get("started"))],
                 ["ended", utc(doc.get("ended"))],
@@ -372,6 +404,7 @@ def render_run(
         add(table(headers, rows))
     if figures := _charts(charts, ["memory.png", "pressure.png"]):
         add("\n" + "\n".join(figures))
+    out.extend(render_where_memory_went(doc.get("where_memory_went")))
 
     # --- performance analysis
     add("\n## Performance analysis\n")

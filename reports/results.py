@@ -34,6 +34,7 @@ from reports.grading import (
     run_exit_code,
     verdict,
 )
+from reports.leak_sites import where_memory_went
 from reports.metrics import DEFINITIONS, RunMetrics, compute, health_failures
 from reports.scores import Score, health, stability
 
@@ -251,6 +252,8 @@ def to_results(a: Analysis, cfg: Config) -> dict[str, Any]:
             for k, (lab, unit, d) in DEFINITIONS.items()
         },
     }
+    if (went := where_memory_went(a.data.source, a.data.samples)) is not None:
+        doc["where_memory_went"] = plain(went)
     return doc
 
 

@@ -121,6 +121,28 @@ def write_run(run_dir: Path, s: Synthetic | None = None) -> Path:
     events.append((t0 + leak_end + 40, "leak_cleared", json.dumps({"reason": "fell"})))
     events.append((t0 + dur, "run_end", "completed"))
     pd.DataFrame(events, columns=list(EVENT_COLUMNS)).to_csv(run_dir / "events.csv", index=False)
+    # The detector's final verdict as the monitor writes it: the leak was called and
+    # then given back after the reset.
+    episode = {
+        "kind": "trend",
+        "series": "memory",
+        "called_at": t0 + leak_start + 60,
+        "cleared_at": t0 + leak_end + 40,
+        **{k: v for k, v in detected.items() if k != "reason"},
+        "confidence": 0.98,
+        "step_mb": None,
+        "ended": "released",
+        "text": detected["reason"],
+    }
+    verdict = {
+        "verdict": "no leak",
+        "reason": "1 leak given back",
+        "series": None,
+        "episodes": [episode],
+        "tiers": [],
+        "tiers_note": "",
+    }
+    (run_dir / "leak_verdict.json").write_text(json.dumps(verdict), encoding="utf-8")
 
     if s.workers:
         wt = np.repeat(t0 + el[::3], s.workers)

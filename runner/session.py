@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import signal
@@ -17,10 +16,11 @@ from typing import Any
 
 from rich.console import Console
 
+from common.checkout import identity
 from common.config import ROOT, Config
 from common.exitcodes import ExitCode, worst
-from common.runfiles import new_run_dir
-from common.target import TargetClient, TargetError
+from common.runfiles import new_run_dir, write_meta
+from common.target import MetricsUrl, TargetError, is_loopback
 from runner.progress import Snapshot, make_progress, read_snapshot
 from runner.service import ManagedService, free_port, spawn
 
@@ -28,6 +28,9 @@ log = logging.getLogger("memstress")
 
 GRACE_S = 60.0
 """Past its planned length (plus this) a Locust run is asked to stop, then killed."""
+
+WORKERS_WAIT_S = 300.0
+"""How long a master waits for --expect-workers workers before it gives up (exit 1)."""
 
 
 @dataclass
@@ -60,6 +63,25 @@ class RunSettings:
     debug: bool = False
     budget_mb: str | None = None
     monitor_interval: float | None = None
+    profile_leaks: bool = False
+    profile_native: bool = False
+    allow_remote: bool = False
+    metrics: MetricsUrl | None = None
+    expect_workers: int | None = None  # a master for workers started by hand
+    master_bind_host: str | None = None
+    master_bind_port: int | None = None
+    adapter: str = "memstress"
+    adapter_config: Path | None = None
+
+    def profile_mode(self) -> str:
+        """``--profile-leaks`` for Locust: on when asked (flag or config ``on``); with the
+        config's ``auto``, only the stages a scenario marks, and only on the bundled service."""
+        mode = self.config.monitor.leak_profiling.mode
+        if self.profile_leaks or mode == "on":
+            return "on"
+        if mode == "auto" and self.host is None:
+            return "marked"
+        return "off"
 
 
 @dataclass
@@ -70,19 +92,6 @@ class RunOutcome:
     grade: str = "n/a"
     report: Path | None = None
     notes: list[str] = field(default_factory=list)
-
-
-def write_meta(run_dir: Path, **updates: Any) -> dict[str, Any]:
-    """Create or update ``run_meta.json`` (written whole, through a temp file)."""
-    path = run_dir / "run_meta.json"
-    meta: dict[str, Any] = {}
-    if path.exists():
-        meta = json.loads(path.read_text())
-    meta.update(updates)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(meta, indent=2, sort_keys=True))
-    os.replace(tmp, path)
-    return meta
 
 
 def locust_command(
@@ -101,6 +110,10 @@ def locust_command(
     ]
     if pid:
         cmd += ["--target-pid", str(pid)]
+    if s.adapter != "memstress":
+        cmd += ["--adapter", s.adapter]
+    if s.adapter_config is not None:
+        cmd += ["--adapter-config", str(s.adapter_config)]
     return cmd
 
 
@@ -137,8 +150,24 @@ def locust_base_args(locustfiles: str, run_dir: Path, s: RunSettings) -> list[st
         port = str(free_port())
         cmd += ["--processes", str(s.processes), "--master-bind-host", "127.0.0.1"]
         cmd += ["--master-bind-port", port, "--master-port", port]
+    if s.expect_workers:
+        cmd += ["--master", "--expect-workers", str(s.expect_workers)]
+        cmd += ["--expect-workers-max-wait", f"{WORKERS_WAIT_S:g}"]
+        if s.master_bind_host:
+            cmd += ["--master-bind-host", s.master_bind_host]
+        if s.master_bind_port:
+            cmd += ["--master-bind-port", str(s.master_bind_port)]
+    if s.allow_remote:
+        cmd += ["--allow-remote-target"]
+    if s.metrics is not None:
+        cmd += ["--metrics-url", s.metrics.url, "--metrics-metric", s.metrics.metric]
+        if s.metrics.labels:
+            cmd += ["--metrics-labels", ",".join(f"{k}={v}" for k, v in s.metrics.labels)]
     if s.monitor_interval:
         cmd += ["--monitor-interval", f"{s.monitor_interval:g}"]
+    cmd += ["--profile-leaks", s.profile_mode()]
+    if s.profile_native:
+        cmd += ["--profile-native"]
     return cmd
 
 
@@ -204,6 +233,12 @@ def run_scenario(
         expected=[e.describe(e.setting(s.config, info.name).bound) for e in info.expected],
         budget_bytes=None,
         processes=s.processes,
+        expect_workers=s.expect_workers,
+        remote_target=bool(s.host) and not is_loopback(s.host or ""),
+        allow_remote_target=s.allow_remote,
+        metrics_url=s.metrics.url if s.metrics else None,
+        memstress=identity(),
+        adapter=s.adapter,
     )
     service: ManagedService | None = None
     code: int
@@ -221,11 +256,12 @@ def run_scenario(
             write_meta(run_dir, host=host)
         else:
             host, pid = s.host, s.target_pid
-            client = TargetClient(host, timeout=2.0)
-            try:
-                client.wait_healthy(5.0)
-            finally:
-                client.close()
+            from scenarios.adapters import load_adapter
+
+            adapter = load_adapter(
+                s.adapter, None if s.adapter_config is None else str(s.adapter_config)
+            )
+            adapter.wait_ready(host, 5.0)
     except TargetError as exc:
         log.error("%s", exc)
         reason = f"target unreachable: {exc}"
@@ -242,8 +278,9 @@ def run_scenario(
         cmd = locust_command(scenario, duration_s, run_dir, host, pid, s)
         log.debug("locust command: %s", " ".join(cmd))
         try:
+            waits = WORKERS_WAIT_S if s.expect_workers else 0.0
             code = _run_locust(
-                cmd, run_dir, duration_s, s.config.safety.max_test_duration, stop, tick
+                cmd, run_dir, duration_s + waits, s.config.safety.max_test_duration, stop, tick
             )
         finally:
             view.close()
@@ -251,6 +288,12 @@ def run_scenario(
             reason = f"Locust was killed by {signal.Signals(-code).name}; its figures are partial"
         elif code not in list(ExitCode):
             reason = f"Locust exited with unexpected code {code} (see locust.log)"
+        elif s.expect_workers and _gave_up_on_workers(run_dir):
+            reason = (
+                f"fewer than {s.expect_workers} workers connected within {WORKERS_WAIT_S:g} s "
+                "(start them with: locust -f locustfile.py --worker --master-host MASTER)"
+            )
+            log.error("%s", reason)
         if service is not None and not service.alive():
             reason = f"reference service exited with code {service.proc.returncode}"
     finally:
@@ -266,6 +309,12 @@ def run_scenario(
         **({"stop_reason": reason} if reason else {}),
     )
     return _report(scenario, run_dir, code, s)
+
+
+def _gave_up_on_workers(run_dir: Path) -> bool:
+    log_path = run_dir / "locust.log"
+    text = log_path.read_text(errors="replace") if log_path.exists() else ""
+    return "Gave up waiting for workers to connect" in text
 
 
 def _report(scenario: str, run_dir: Path, code: int, s: RunSettings) -> RunOutcome:

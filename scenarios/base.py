@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import random
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
@@ -32,25 +32,17 @@ from locust import between, constant, task
 from locust.contrib.fasthttp import FastHttpUser
 
 from scenarios import api
+from scenarios.adapters import Adapter, load_adapter
 from scenarios.api import Endpoint
 from scenarios.control import ballast_step
 from scenarios.spec import agent_id, namespace
+from scenarios.target import CAPABILITIES, CONVERSATION, FAULTS, VECTORS, Reply, Target
 
 if TYPE_CHECKING:
     from common.context import RunContext, Stage
 
 IDLE_S = 0.2
 """How often a user with nothing to do looks at the stage again."""
-
-
-@dataclass(frozen=True)
-class Reply:
-    """What :meth:`MemstressUser.call` got: ``ok`` (2xx or allowed), ``shed``, or neither."""
-
-    ok: bool
-    shed: bool
-    status: int
-    data: Any = None
 
 
 class MemstressUser(FastHttpUser):
@@ -82,6 +74,39 @@ class MemstressUser(FastHttpUser):
 
     def namespace(self, k: int) -> str:
         return namespace(self.ctx.run_id, k)
+
+    @property
+    def adapter(self) -> Adapter:
+        """The run's adapter (``--adapter``); memstress where the context has none
+        (a context made by hand, as the benchmarks do)."""
+        if self.ctx.adapter is None:
+            self.ctx.adapter = load_adapter(None)
+        adapter: Adapter = self.ctx.adapter
+        return adapter
+
+    @property
+    def target(self) -> Target:
+        """This user's connection to the target, made by the run's adapter."""
+        made = self.__dict__.get("_target")
+        if made is None:
+            made = self.__dict__["_target"] = self.adapter.connect(self)
+        return made
+
+    def can(self, capability: str) -> bool:
+        """Whether the adapter has ``capability``; when not, the first user to ask records a
+        ``capability_skipped`` event (the stage goes on without it)."""
+        adapter = self.adapter
+        if capability in adapter.capabilities:
+            return True
+        skipped: set[str] = self.ctx.__dict__.setdefault("_skipped", set())
+        if capability not in skipped:
+            skipped.add(capability)
+            self.ctx.record(
+                "capability_skipped",
+                f"{capability}: the {adapter.name} adapter lacks {CAPABILITIES[capability]}; "
+                f"stage {self.stage.name} and those after go on without it",
+            )
+        return False
 
     @property
     def rng(self) -> random.Random:
@@ -129,16 +154,34 @@ class MemstressUser(FastHttpUser):
         url = endpoint.url(**parts)
         if query:
             url = f"{url}?{urlencode(query)}"
+        return self.request(endpoint.method, url, endpoint.name, body, allow=allow)
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        name: str,
+        body: Any = None,
+        *,
+        allow: tuple[int, ...] = (),
+        pick: Callable[[Any], Any] | None = None,
+    ) -> Reply:
+        """One HTTP request reported as ``name``, with the shedding rules above. ``pick``
+        takes the result out of the JSON answer (a KeyError there is a failure)."""
         shed, response_time = False, 0.0
-        with self.client.request(
-            endpoint.method, url, name=endpoint.name, json=body, catch_response=True
-        ) as resp:
+        with self.client.request(method, url, name=name, json=body, catch_response=True) as resp:
             status = int(resp.status_code or 0)
             if 200 <= status < 300 or status in allow:
                 data, bad = _json(resp)
                 if bad:
-                    resp.failure(f"{endpoint.name}: HTTP {status} with a body that is not JSON")
+                    resp.failure(f"{name}: HTTP {status} with a body that is not JSON")
                     return Reply(False, False, status)
+                if pick is not None and 200 <= status < 300:
+                    try:
+                        data = pick(data)
+                    except KeyError as exc:
+                        resp.failure(f"{name}: HTTP {status}: {exc.args[0]}")
+                        return Reply(False, False, status)
                 resp.success()
                 return Reply(True, False, status, data)
             if status in api.SHED_STATUSES and resp.headers.get("Retry-After") is not None:
@@ -146,13 +189,13 @@ class MemstressUser(FastHttpUser):
                 shed = True
                 response_time = resp.request_meta["response_time"]
             elif status == 0:
-                resp.failure(f"{endpoint.name}: no answer ({resp.error!r})")
+                resp.failure(f"{name}: no answer ({resp.error!r})")
             else:
-                resp.failure(f"{endpoint.name}: unexpected HTTP {status}: {_snippet(resp)}")
+                resp.failure(f"{name}: unexpected HTTP {status}: {_snippet(resp)}")
         if shed:
             self.environment.events.request.fire(
                 request_type=api.SHED_TYPE,
-                name=endpoint.name,
+                name=name,
                 response_time=response_time,
                 response_length=0,
                 exception=None,
@@ -219,24 +262,30 @@ class ConductorUser(MemstressUser):
 
     def on_stage(self, stage: Stage) -> None:
         """A new stage began; the default resets the target's faults when it says so."""
-        if stage.params.get("reset_faults") and not stage.params.get("cleanup"):
-            self.call(api.RESET, {})
+        resets = stage.params.get("reset_faults") and not stage.params.get("cleanup")
+        if resets and self.can(FAULTS):
+            self.target.reset_faults()
 
     def cleanup(self, params: dict[str, Any]) -> None:
         """Delete this run's agents and namespaces; reset faults if the run used them."""
-        for k in range(int(params.get("agents", 0))):
-            self.call(api.AGENT_DELETE, allow=(404,), id=self.agent(k))
-        for k in range(int(params.get("namespaces", 0))):
-            self.call(api.NAMESPACE_DELETE, allow=(404,), ns=self.namespace(k))
-        if params.get("reset_faults"):
-            self.call(api.RESET, {})
+        has = self.adapter.capabilities
+        if CONVERSATION in has:
+            for k in range(int(params.get("agents", 0))):
+                self.target.forget(self.agent(k))
+        if VECTORS in has:
+            for k in range(int(params.get("namespaces", 0))):
+                self.target.drop_namespace(self.namespace(k))
+        if params.get("reset_faults") and FAULTS in has:
+            self.target.reset_faults()
 
 
 class AgentTrafficUser(MemstressUser):
     """Everyday platform traffic over the run's agent pool and namespaces.
 
     Stage parameters: ``agents`` (pool size), ``namespaces``; ``message_bytes``
-    (default 600) and ``traffic`` (false: idle) when a stage sets them.
+    (default 600) and ``traffic`` (false: idle) when a stage sets them. Vector
+    traffic (document upserts, searches) is optional: on an adapter without a
+    vector store it is skipped, once recorded in ``events.csv``.
     """
 
     abstract = True
@@ -247,80 +296,76 @@ class AgentTrafficUser(MemstressUser):
 
     def active(self) -> bool:
         """As :meth:`MemstressUser.active`; the first time, also one request to each
-        endpoint of this traffic (so even a short run reaches them all)."""
+        operation of this traffic (so even a short run reaches them all)."""
         if not super().active():
             return False
         if not self._toured:
             self._toured = True
-            self.upsert_document()
+            if self.can(VECTORS):
+                self.upsert_document()
             agent = self.pick_agent()
-            self.call(api.MESSAGE_ADD, self.message(), id=agent)
-            self.call(api.CONTEXT, query={"query": "hello", "k": 5}, id=agent)
-            self.call(api.MESSAGES, query={"offset": 0, "limit": 20}, id=agent)
+            self.target.remember(agent, *self.message())
+            self.target.context(agent, "hello", 5)
+            self.target.history(agent, 0, 20)
             if self._seeded:
                 query = " ".join(self.rng.choices(api.WORDS, k=5))
-                self.call(
-                    api.SEARCH,
-                    {"namespace": self.namespace(self._seeded[0]), "query": query, "k": 5},
-                )
+                self.target.search(self.namespace(self._seeded[0]), query, 5)
         return True
 
     def pick_agent(self) -> str:
         return self.agent(self.rng.randrange(max(1, int(self.params.get("agents", 1)))))
 
-    def message(self) -> dict[str, str]:
+    def message(self) -> tuple[str, str]:
+        """A role and a text of about ``message_bytes``."""
         size = int(self.params.get("message_bytes", 600))
         role = self.rng.choice(("user", "assistant"))
-        return {"role": role, "content": api.text_of(self.rng, self.rng.randint(size // 2, size))}
+        return role, api.text_of(self.rng, self.rng.randint(size // 2, size))
 
     @task(4)
     def add_message(self) -> None:
         if self.active():
-            self.call(api.MESSAGE_ADD, self.message(), id=self.pick_agent())
+            self.target.remember(self.pick_agent(), *self.message())
 
     @task(3)
     def read_context(self) -> None:
         if self.active():
             query = " ".join(self.rng.choices(api.WORDS, k=4))
-            self.call(api.CONTEXT, query={"query": query, "k": 5}, id=self.pick_agent())
+            self.target.context(self.pick_agent(), query, 5)
 
     @task(1)
     def read_history(self) -> None:
         if self.active():
-            self.call(api.MESSAGES, query={"offset": 0, "limit": 20}, id=self.pick_agent())
+            self.target.history(self.pick_agent(), 0, 20)
 
     @task(1)
     def search(self) -> None:
-        if not self.active():
+        if not self.active() or not self.can(VECTORS):
             return
         if not self._seeded:
             self.upsert_document()
             return
         ns = self.namespace(self.rng.choice(self._seeded))
         query = " ".join(self.rng.choices(api.WORDS, k=5))
-        self.call(api.SEARCH, {"namespace": ns, "query": query, "k": 5})
+        self.target.search(ns, query, 5)
 
     @task(1)
     def upsert(self) -> None:
-        if self.active():
+        if self.active() and self.can(VECTORS):
             self.upsert_document()
 
     def upsert_document(self) -> None:
         k = self.rng.randrange(max(1, int(self.params.get("namespaces", 1))))
-        body = {
-            "namespace": self.namespace(k),
-            "doc_id": f"doc-{self.rng.randrange(64)}",
-            "text": api.text_of(self.rng, int(self.params.get("document_bytes", 2048))),
-        }
-        if self.call(api.DOCUMENT_ADD, body).ok and k not in self._seeded:
+        text = api.text_of(self.rng, int(self.params.get("document_bytes", 2048)))
+        reply = self.target.add_document(self.namespace(k), f"doc-{self.rng.randrange(64)}", text)
+        if reply.ok and k not in self._seeded:
             self._seeded.append(k)
 
 
 class PressureController(ConductorUser):
     """Drives the target's pressure to the stage's ``pressure_target`` and holds it.
 
-    One user (a conductor, so never several racing) reads ``GET /memory/stats``
-    and adds ballast (``POST /faults/ballast`` with a ttl) until the pressure
+    One user (a conductor, so never several racing) reads the target's memory
+    stats and adds ballast (a fault with a ttl) until the pressure
     reaches the target, then keeps it within ``tolerance`` points: the step is
     proportional to the gap and bounded (:func:`scenarios.control.ballast_step`).
     The ballast lives until the end of the last pressure stage (``hold_after_s``
@@ -335,7 +380,7 @@ class PressureController(ConductorUser):
         target = stage.params.get("pressure_target")
         if target is None:
             return 1.0
-        reply = self.call(api.STATS)
+        reply = self.target.stats()
         if not reply.ok or not isinstance(reply.data, dict):
             return 1.0
         n = ballast_step(
@@ -346,5 +391,5 @@ class PressureController(ConductorUser):
         )
         if n:
             ttl = stage.remaining_s() + float(stage.params.get("hold_after_s", 0.0))
-            self.call(api.BALLAST, {"bytes": n, "ttl_s": round(ttl + self.ttl_margin_s, 1)})
+            self.target.ballast(n, round(ttl + self.ttl_margin_s, 1))
         return self.interval_s

@@ -10,7 +10,7 @@ import functools
 from typing import TYPE_CHECKING
 
 from common.config import Config, StressLevel
-from scenarios import api
+from scenarios import api, target
 from scenarios.spec import Expect, Part, Scenario, staged_plan
 from shapes.plan import StageSpec
 
@@ -36,7 +36,8 @@ def users() -> tuple[type, ...]:
         """Runs one memory-management cycle about every second."""
 
         def step(self, stage: Stage) -> float:
-            self.call(api.CYCLE)
+            if self.can(target.CYCLE):
+                self.target.cycle()
             return float(stage.params.get("cycle_interval_s", 1.0))
 
     class BaselineAgent(AgentTrafficUser):
@@ -58,4 +59,5 @@ SCENARIO = Scenario(
     endpoints=(api.CYCLE, *api.AGENT_TRAFFIC, *api.CLEANUP),
     users=users,
     plan=plan,
+    optional=frozenset({target.CYCLE, target.VECTORS}),
 )

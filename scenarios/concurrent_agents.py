@@ -12,7 +12,7 @@ import math
 from typing import TYPE_CHECKING
 
 from common.config import Config, StressLevel
-from scenarios import api
+from scenarios import api, target
 from scenarios.spec import Expect, Part, Scenario, staged_plan
 from shapes.plan import StageSpec
 
@@ -40,7 +40,8 @@ def users() -> tuple[type, ...]:
         """Reads the target's memory stats every two seconds (per-tier bytes, evictions)."""
 
         def step(self, stage: Stage) -> float:
-            self.call(api.STATS)
+            if self.can(target.STATS):
+                self.target.stats()
             return 2.0
 
     class ConcurrentAgent(MemstressUser):
@@ -51,11 +52,10 @@ def users() -> tuple[type, ...]:
             self.agent_id = self.agent(self.claim_slot() % pool)
             self._first = True
 
-        def message(self) -> dict[str, str]:
+        def message(self) -> tuple[str, str]:
             size = int(self.params.get("message_bytes", 800))
             role = self.rng.choice(("user", "assistant"))
-            text = api.text_of(self.rng, self.rng.randint(size // 2, size))
-            return {"role": role, "content": text}
+            return role, api.text_of(self.rng, self.rng.randint(size // 2, size))
 
         def active(self) -> bool:
             if not super().active():
@@ -83,14 +83,14 @@ def users() -> tuple[type, ...]:
                 self.read_history()
 
         def add_message(self) -> None:
-            self.call(api.MESSAGE_ADD, self.message(), id=self.agent_id)
+            self.target.remember(self.agent_id, *self.message())
 
         def read_context(self) -> None:
             query = " ".join(self.rng.choices(api.WORDS, k=4))
-            self.call(api.CONTEXT, query={"query": query, "k": 5}, id=self.agent_id)
+            self.target.context(self.agent_id, query, 5)
 
         def read_history(self) -> None:
-            self.call(api.MESSAGES, query={"offset": 0, "limit": 50}, id=self.agent_id)
+            self.target.history(self.agent_id, 0, 50)
 
     return AgentsObserver, ConcurrentAgent
 
@@ -109,4 +109,5 @@ SCENARIO = Scenario(
     endpoints=(api.MESSAGE_ADD, api.MESSAGES, api.CONTEXT, api.STATS, api.AGENT_DELETE),
     users=users,
     plan=plan,
+    optional=frozenset({target.STATS}),
 )

@@ -12,7 +12,7 @@ import functools
 from typing import TYPE_CHECKING
 
 from common.config import Config, StressLevel
-from scenarios import api
+from scenarios import api, target
 from scenarios.spec import Expect, Part, Scenario, staged_plan
 from shapes.plan import StageSpec
 
@@ -40,7 +40,8 @@ def users() -> tuple[type, ...]:
         """Runs a memory-management cycle every ``cycle_interval_s``."""
 
         def step(self, stage: Stage) -> float:
-            self.call(api.CYCLE)
+            if self.can(target.CYCLE):
+                self.target.cycle()
             return float(stage.params.get("cycle_interval_s", 2.0))
 
     class EnduranceAgent(AgentTrafficUser):
@@ -60,4 +61,5 @@ SCENARIO = Scenario(
     endpoints=(api.CYCLE, *api.AGENT_TRAFFIC, *api.CLEANUP),
     users=users,
     plan=plan,
+    optional=frozenset({target.CYCLE, target.VECTORS}),
 )

@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 
 from common.config import Config, StressLevel
-from scenarios import api
+from scenarios import api, target
 from scenarios.spec import Expect, Part, Scenario, pressure_plan
 from shapes.plan import StageSpec
 
@@ -63,4 +63,5 @@ SCENARIO = Scenario(
     endpoints=(api.STATS, api.BALLAST, api.RESET, *api.AGENT_TRAFFIC, *api.CLEANUP),
     users=users,
     plan=plan,
+    optional=frozenset({target.VECTORS}),
 )

@@ -13,7 +13,8 @@ import time
 from typing import TYPE_CHECKING
 
 from common.config import Config, StressLevel
-from scenarios import api
+from monitors.allocations import CAPTURE_PARAM
+from scenarios import api, target
 from scenarios.control import leak_bytes
 from scenarios.spec import Expect, Part, Scenario, staged_plan
 from shapes.plan import StageSpec
@@ -31,7 +32,7 @@ def plan(config: Config, stress: StressLevel, total_s: float) -> list[StageSpec]
         total_s,
         [
             Part("baseline", 2, 3, {"leak_mb_per_min": 0}, phase="warmup"),
-            Part("leak", 5, 3, {"leak_mb_per_min": rate}, injects="leak"),
+            Part("leak", 5, 3, {"leak_mb_per_min": rate, CAPTURE_PARAM: True}, injects="leak"),
             Part("stop_leak", 3, 3, {"leak_mb_per_min": 0, "reset_faults": True}, phase="recovery"),
         ],
         common=common,
@@ -55,7 +56,7 @@ def users() -> tuple[type, ...]:
             n = leak_bytes(float(stage.params.get("leak_mb_per_min", 0)), now - self._last)
             self._last = now
             if n:
-                self.call(api.LEAK, {"bytes": n})
+                self.target.leak(n)
             return LEAK_INTERVAL_S
 
     class LeakAgent(AgentTrafficUser):
@@ -83,4 +84,5 @@ SCENARIO = Scenario(
     endpoints=(api.LEAK, api.RESET, *api.AGENT_TRAFFIC, *api.CLEANUP),
     users=users,
     plan=plan,
+    optional=frozenset({target.VECTORS}),
 )

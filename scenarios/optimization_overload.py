@@ -13,7 +13,7 @@ import math
 from typing import TYPE_CHECKING
 
 from common.config import Config, StressLevel
-from scenarios import api
+from scenarios import api, target
 from scenarios.spec import Expect, Part, Scenario, staged_plan
 from shapes.plan import StageSpec
 
@@ -55,13 +55,13 @@ def users() -> tuple[type, ...]:
                 priorities = self.rng.choices(api.PRIORITIES, api.PRIORITY_WEIGHTS, k=n)
                 burst = Group()
                 for i, priority in enumerate(priorities):
-                    body = {"priority": priority, "reason": f"overload {stage.name} #{i}"}
-                    burst.spawn(self.call, api.OPTIMIZE, body)
+                    burst.spawn(self.target.optimize, priority, f"overload {stage.name} #{i}")
                 try:
                     burst.join(timeout=BURST_TIMEOUT_S)
                 finally:
                     burst.kill(block=False)
-            self.call(api.CYCLE)
+            if self.can(target.CYCLE):
+                self.target.cycle()
             return float(stage.params.get("cycle_interval_s", 1.0))
 
     class OverloadAgent(AgentTrafficUser):
@@ -83,4 +83,5 @@ SCENARIO = Scenario(
     endpoints=(api.OPTIMIZE, api.CYCLE, *api.AGENT_TRAFFIC, *api.CLEANUP),
     users=users,
     plan=plan,
+    optional=frozenset({target.CYCLE, target.VECTORS}),
 )

@@ -17,6 +17,7 @@ from typing import Any
 
 from common.config import ConfigError, load_config
 from common.context import RunSettings
+from common.target import metrics_url
 from scenarios.registry import check_config, get_scenario
 
 
@@ -92,4 +93,30 @@ def resolve_settings(options: Any) -> RunSettings:
         raise ConfigError(
             f"--monitor-interval: {interval_raw!r} is not valid (valid: 0.05 to 3600 seconds)"
         )
-    return RunSettings(scenario.name, config, stress, base * scale, scale, pid, interval)
+    allow = config.safety.allow_remote_targets or _flag(get("allow_remote_target"))
+    adapter = _text(get("adapter")) or "memstress"
+    from scenarios.adapters import names as adapter_names
+
+    if adapter not in adapter_names():
+        valid = ", ".join(adapter_names())
+        raise ConfigError(f"--adapter: unknown adapter {adapter!r} (valid: {valid})")
+    return RunSettings(
+        scenario.name,
+        config,
+        stress,
+        base * scale,
+        scale,
+        pid,
+        interval,
+        allow,
+        metrics_url(get("metrics_url"), get("metrics_metric"), get("metrics_labels")),
+        adapter=adapter,
+        adapter_config=_text(get("adapter_config")),
+    )
+
+
+def _flag(value: Any) -> bool:
+    """A store_true option: a bool, or text from an env var or the web UI form."""
+    if isinstance(value, bool):
+        return value
+    return (_text(value) or "").lower() in ("1", "true", "yes", "on")

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from common.config import Config, StressLevel
 from common.units import MB
-from scenarios import api
+from scenarios import api, target
 from scenarios.spec import Expect, Part, Scenario, staged_plan, with_params
 from shapes.plan import StageSpec
 
@@ -58,8 +58,8 @@ def users() -> tuple[type, ...]:
             spike = int(stage.params.get("spike_bytes", 0))
             interval = float(stage.params.get("interval_s", 1.0))
             if spike and self._pressure < float(stage.params.get("pressure_ceiling", 90)):
-                self.call(api.BALLAST, {"bytes": spike, "ttl_s": round(2 * interval, 1)})
-            reply = self.call(api.CYCLE)
+                self.target.ballast(spike, round(2 * interval, 1))
+            reply = self.target.cycle()
             if reply.ok and isinstance(reply.data, dict):
                 self._pressure = float(reply.data.get("pressure") or 0.0)
             return interval
@@ -82,4 +82,5 @@ SCENARIO = Scenario(
     endpoints=(api.BALLAST, api.CYCLE, api.RESET, *api.AGENT_TRAFFIC, *api.CLEANUP),
     users=users,
     plan=plan,
+    optional=frozenset({target.VECTORS}),
 )

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from common.config import Config, StressLevel
 from common.units import MB
-from scenarios import api
+from scenarios import api, target
 from scenarios.spec import Expect, Part, Scenario, staged_plan, with_params
 from shapes.plan import StageSpec
 
@@ -59,17 +59,16 @@ def users() -> tuple[type, ...]:
         def step(self, stage: Stage) -> float:
             size = int(stage.params.get("object_bytes", 0))
             if size:
-                reply = self.call(api.STATS)
+                reply = self.target.stats()
                 data = reply.data if reply.ok and isinstance(reply.data, dict) else {}
                 pressure = float(data.get("pressure") or 100.0)
                 if pressure < float(stage.params.get("pressure_cap", 80)):
                     ttl = max(1.0, stage.remaining_s())
-                    self.call(api.BALLAST, {"bytes": size, "ttl_s": round(ttl, 1)})
+                    self.target.ballast(size, round(ttl, 1))
                 return float(stage.params.get("object_interval_s", 2.0))
             if stage.params.get("watch"):
-                self.call(api.STATS)
-                probe = {"query": "recovery probe", "k": 3}
-                self.call(api.CONTEXT, query=probe, id=self.agent(0))
+                self.target.stats()
+                self.target.context(self.agent(0), "recovery probe", 3)
             return 1.0
 
     class RecoveryAgent(AgentTrafficUser):
@@ -91,4 +90,5 @@ SCENARIO = Scenario(
     endpoints=(api.STATS, api.BALLAST, api.RESET, *api.AGENT_TRAFFIC, *api.CLEANUP),
     users=users,
     plan=plan,
+    optional=frozenset({target.VECTORS}),
 )

@@ -33,6 +33,7 @@ import requests
 
 from common.config import CheckSetting, Config, StressLevel
 from common.target import TargetClient
+from scenarios import target
 from scenarios.api import AGENT_DELETE, NAMESPACE_DELETE, Endpoint
 from shapes.plan import MIN_STAGE_S, PlanError, StageSpec, check_plan, plan_length, split
 
@@ -45,6 +46,24 @@ CLEANUP_SHARE = 0.05
 
 MAX_SPAWN_RATE = 100.0
 """Locust warns above this; every stage reaches its users within about a second."""
+
+
+_CAPABILITY_BY_PREFIX = (
+    ("/agents", target.CONVERSATION),
+    ("/vectors", target.VECTORS),
+    ("/memory/optimize", target.OPTIMIZE),
+    ("/memory/cycle", target.CYCLE),
+    ("/memory/stats", target.STATS),
+    ("/faults", target.FAULTS),
+)
+
+
+def capability_of(endpoint: Endpoint) -> str:
+    """The target capability an endpoint of the memstress API stands for."""
+    for prefix, capability in _CAPABILITY_BY_PREFIX:
+        if endpoint.path.startswith(prefix):
+            return capability
+    raise ValueError(f"{endpoint.name}: no capability for this endpoint")  # pragma: no cover
 
 
 def agent_id(run_id: str, k: int) -> str:
@@ -102,6 +121,18 @@ class Scenario:
     default_s: float = 300.0
     """Length of a run without ``--duration`` when the config has no ``test_duration``
     for this scenario (a scenario with no ``seed_key``)."""
+    needs: frozenset[str] | None = None
+    """Target capabilities (``scenarios.target``) it cannot run without; None: those of
+    its ``endpoints`` that are not ``optional`` (a scenario that speaks the HTTP API)."""
+    optional: frozenset[str] = frozenset()
+    """Capabilities it uses where the adapter has them, and skips (with an event) where not."""
+
+    @property
+    def required(self) -> frozenset[str]:
+        """The capabilities an adapter must have for this scenario to run."""
+        if self.needs is not None:
+            return self.needs
+        return frozenset(capability_of(e) for e in self.endpoints) - self.optional
 
     @property
     def user_classes(self) -> tuple[type, ...]:

@@ -12,7 +12,7 @@ import functools
 from typing import TYPE_CHECKING
 
 from common.config import Config, StressLevel
-from scenarios import api
+from scenarios import api, target
 from scenarios.spec import Expect, Part, Scenario, staged_plan
 from shapes.plan import StageSpec
 
@@ -51,7 +51,8 @@ def users() -> tuple[type, ...]:
         """Reads the target's memory stats every two seconds (cache and vector tiers)."""
 
         def step(self, stage: Stage) -> float:
-            self.call(api.STATS)
+            if self.can(target.STATS):
+                self.target.stats()
             return 2.0
 
     class VectorClient(MemstressUser):
@@ -62,18 +63,17 @@ def users() -> tuple[type, ...]:
 
         def upsert(self) -> None:
             k = self.rng.randrange(int(self.params.get("namespaces", NAMESPACES)))
-            body = {
-                "namespace": self.namespace(k),
-                "doc_id": f"doc-{self.rng.randrange(int(self.params.get('docs', 1)))}",
-                "text": api.text_of(self.rng, int(self.params.get("document_bytes", 8192))),
-            }
-            if self.call(api.DOCUMENT_ADD, body).ok and k not in self._seeded:
+            doc_id = f"doc-{self.rng.randrange(int(self.params.get('docs', 1)))}"
+            text = api.text_of(self.rng, int(self.params.get("document_bytes", 8192)))
+            if self.target.add_document(self.namespace(k), doc_id, text).ok and (
+                k not in self._seeded
+            ):
                 self._seeded.append(k)
 
         def search(self) -> None:
             ns = self.namespace(self.rng.choice(self._seeded))
             query = " ".join(self.rng.choices(api.WORDS, k=6))
-            self.call(api.SEARCH, {"namespace": ns, "query": query, "k": 10})
+            self.target.search(ns, query, 10)
 
         @task
         def work(self) -> None:
@@ -102,4 +102,5 @@ SCENARIO = Scenario(
     endpoints=(api.DOCUMENT_ADD, api.SEARCH, api.STATS, api.NAMESPACE_DELETE),
     users=users,
     plan=plan,
+    optional=frozenset({target.STATS}),
 )

@@ -29,12 +29,19 @@ from typing import TYPE_CHECKING, Any
 from locust.runners import MasterRunner, WorkerRunner
 
 from common.config import ConfigError
-from common.context import RUN_ID_OPTION, STAGE_MESSAGE, STAGE_OPTION, RunContext, Stage
+from common.context import (
+    RUN_ID_OPTION,
+    STAGE_MESSAGE,
+    STAGE_OPTION,
+    RunContext,
+    Stage,
+    check_target,
+)
 from common.exitcodes import ExitCode
-from common.target import check_loopback
+from scenarios.adapters import check_scenario, load_adapter
 from scenarios.options import resolve_settings
 from scenarios.registry import get_scenario
-from scenarios.spec import Scenario, sweep_run_data
+from scenarios.spec import Scenario
 from shapes.plan import PlanError, StagePlayer, StageSpec
 from shapes.staged import StagedShape, TickResult
 
@@ -78,11 +85,11 @@ class ScenarioShape(StagedShape):
         ctx = self.context
         try:
             settings = resolve_settings(env.parsed_options)
-            try:
-                host = check_loopback(env.host or "")
-            except ValueError as exc:
-                raise ConfigError(str(exc)) from None
+            if ctx.adapter is None:
+                ctx.adapter = load_adapter(None)
+            host = check_target(env.host or "", settings, ctx.adapter.schemes)
             scenario = get_scenario(settings.scenario)
+            check_scenario(scenario, ctx.adapter)
             plan = scenario.build_plan(settings.config, settings.stress, settings.duration_s)
         except (ConfigError, PlanError) as exc:
             log.error("%s", exc)  # in the web UI: the form's values are refused, fix and restart
@@ -171,7 +178,7 @@ class ScenarioShape(StagedShape):
             return
         self._sweeping = True
         try:
-            done = sweep_run_data(ctx.host, ctx.run_id, self.player.plan[-1].params)
+            done = ctx.adapter.sweep(ctx.host, ctx.run_id, self.player.plan[-1].params)
             ctx.record("cleanup", {"by": "master at test stop", "run_id": ctx.run_id, **done})
             self._swept = True
         finally:

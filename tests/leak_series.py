@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-MB = 1 << 20
+from common.units import MB
 
 Shape = Callable[[float], float]  # seconds -> MB above the base
 

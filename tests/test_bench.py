@@ -21,7 +21,7 @@ import pytest
 from bench.results import GOALS, Goal
 from tests.locust_helpers import ROOT, assert_no_traceback, locust_env
 
-NAMES = ("load", "monitor", "report", "leak", "service", "selfrss")
+NAMES = ("load", "monitor", "report", "leak", "service", "selfrss", "capture")
 NUMBER = (int, float)
 
 

@@ -130,6 +130,21 @@ BAD: list[tuple[str, Callable[[dict[str, Any]], None], str]] = [
         r"leak_detection.significance",
     ),
     (
+        "unknown profiling mode",
+        _set("monitor.leak_profiling.mode", "sometimes"),
+        r"^monitor.leak_profiling.mode: 'sometimes' is not a mode \(valid: off, auto, on\)",
+    ),
+    (
+        "bare off read as false",
+        _set("monitor.leak_profiling.mode", False),
+        r"^monitor.leak_profiling.mode: False has the wrong type .*quote it",
+    ),
+    (
+        "capture window too short",
+        _set("monitor.leak_profiling.window_s", 1),
+        r"^monitor.leak_profiling.window_s: 1 is out of range \(valid: 2 to 600\)",
+    ),
+    (
         "a staircase of one step",
         _set("monitor.leak_detection.staircase_steps", 1),
         r"^monitor.leak_detection.staircase_steps: 1 is out of range \(valid: 2 to 100\)",

@@ -149,6 +149,12 @@ def test_master_and_a_separate_worker_follow_the_masters_scenario(runs: Distribu
     assert runs.worker_code == 0, worker.log()[-3000:]
     assert_no_traceback(worker.log())
     assert not list(worker.run_dir.glob("*.csv")), "a worker writes no run files"
+    assert not (worker.run_dir / "run_meta.json").exists()
+    # A plain locust master records its run as the CLI does (host, opt-in, exit code).
+    meta = json.loads((master.run_dir / "run_meta.json").read_text())
+    assert meta["scenario"] == "optimization_overload" and meta["host"] == runs.url
+    assert meta["exit_code"] == 0 and meta["ended"] >= meta["started"]
+    assert meta["expect_workers"] == 1 and meta["remote_target"] is False
 
     spawned = re.findall(r"All users spawned: (\{[^}]*\})", master.log())
     assert spawned and all("OptimizationFlood" in s and "OverloadAgent" in s for s in spawned)

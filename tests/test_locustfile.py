@@ -189,9 +189,10 @@ def test_max_test_duration_caps_the_run_and_the_master_cleans_up(
     # first, its safety guard (emergency_stop) ends the run; either says why.
     why = [e for e in events if e["kind"] in ("run_end", "emergency_stop")]
     assert why and "max_test_duration" in why[0]["detail"], events
-    # In the run's own time, from its first stage: the 4 s cap, not the 20 s plan.
+    # In the run's own time, from its first stage: the 4 s cap, not the 20 s plan. (No
+    # lower bound: the monitor's clock starts at test start, the first stage may come later.)
     ran_s = float(why[0]["time"]) - float(run.stages()[0]["time"])
-    assert 3 < ran_s < 20, ran_s
+    assert ran_s < 20, ran_s
     assert "cleanup" not in [r["name"] for r in run.stages()]
 
     # The plan never reached its cleanup stage, so the master deleted the data once.

@@ -145,7 +145,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runs]:
         )
         lost = locust("lost", doomed, "--scenario", "baseline", "--duration", "60")
         processes = locust(
-            "processes", shared, "--scenario", "baseline", "--duration", "10", "--processes", "2"
+            "processes", shared, "--scenario", "baseline", "--duration", "25", "--processes", "2"
         )
         host_cfg = config_copy(base / "host.yml", safety__emergency_shutdown_threshold=1)
         # the exit code of a --processes run is the master's: the stop must stick there too

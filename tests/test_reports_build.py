@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 from typing import Any
@@ -103,9 +102,20 @@ def test_fail_on_override_and_recorded_stop_code(tmp_path: Path, cfg: Config) ->
     assert clean.exit_code == 0
     assert clean.results["metrics"]["leak"]["verdict"] == "no leak"
     # The detector called a leak and still held it at the end: the run fails on it.
-    detail = {"reason": "rising", "slope_mb_min": 4.6, "ci_low_mb_min": 4.1, "ci_high_mb_min": 5.0}
-    with open(run / "events.csv", "a", encoding="utf-8", newline="") as f:
-        csv.writer(f).writerow([T0 + 40, "leak_detected", json.dumps(detail)])
+    figures = {"slope_mb_min": 4.6, "ci_low_mb_min": 4.1, "ci_high_mb_min": 5.0}
+    episode = {"kind": "trend", "series": "memory", "called_at": T0 + 40, **figures}
+    (run / "leak_verdict.json").write_text(
+        json.dumps(
+            {
+                "verdict": "leak",
+                "reason": "rising",
+                "series": "memory",
+                "called_at": T0 + 40,
+                **figures,
+                "episodes": [episode],
+            }
+        )
+    )
     default = build_run_report(run, cfg)
     assert default.results["metrics"]["leak"]["verdict"] == "leak"
     assert default.overall_grade == "poor"

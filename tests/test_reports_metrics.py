@@ -139,19 +139,26 @@ def test_stage_slope_on_linear_plus_sawtooth() -> None:
     assert stage_slope(t[:20], y[:20], 5.0, 6) is None
 
 
-def _events(run: Path, rows: list[dict]) -> None:
-    write_csv(run / "events.csv", rows, EVENT_COLUMNS)
+def _verdict(run: Path, verdict: str, episodes: list[dict], **extra: object) -> None:
+    """A leak_verdict.json as the monitor writes it (monitors.leak.FinalVerdict.as_dict)."""
+    doc = {"verdict": verdict, "reason": extra.pop("reason", verdict), "episodes": episodes}
+    (run / "leak_verdict.json").write_text(json.dumps({**doc, **extra}))
 
 
-def _detected(t: float, slope: float) -> dict:
-    detail = {
-        "reason": f"rising {slope} MB/min",
+def _trend(t: float, slope: float, cleared: float | None = None) -> dict:
+    return {
+        "kind": "trend",
+        "series": "memory",
+        "called_at": T0 + t,
+        "cleared_at": None if cleared is None else T0 + cleared,
         "slope_mb_min": slope,
         "ci_low_mb_min": slope - 0.5,
         "ci_high_mb_min": slope + 0.5,
         "scale_s": 30.0,
+        "step_mb": None,
+        "ended": None if cleared is None else "released",
+        "text": f"rising {slope} MB/min",
     }
-    return {"time": T0 + t, "kind": "leak_detected", "detail": json.dumps(detail)}
 
 
 def test_leak_detection_delay_and_false_alarms(tmp_path: Path, cfg: Config) -> None:
@@ -159,15 +166,7 @@ def test_leak_detection_delay_and_false_alarms(tmp_path: Path, cfg: Config) -> N
     stages = pd.read_csv(run / "stages.csv")
     stages.loc[1, "params"] = json.dumps({"leak_mb_per_min": 120, "injects": "leak"})
     stages.to_csv(run / "stages.csv", index=False)
-    _events(
-        run,
-        [
-            _detected(10, 5.0),
-            {"time": T0 + 15, "kind": "leak_cleared", "detail": "{}"},
-            _detected(50, 120.0),
-            {"time": T0 + 80, "kind": "leak_cleared", "detail": '{"reason": "fell"}'},
-        ],
-    )
+    _verdict(run, "no leak", [_trend(10, 5.0, cleared=15), _trend(50, 120.0, cleared=80)])
     m = compute(read_run(run), cfg)
     assert m.stages[1].leak
     assert m.leak.injected_start_s == 20.0
@@ -175,7 +174,9 @@ def test_leak_detection_delay_and_false_alarms(tmp_path: Path, cfg: Config) -> N
     assert [e.before_injection for e in m.leak.episodes] == [True, False]
     assert m.leak.detection_delay_s == 30.0
     assert m.leak.false_alarms == 1
-    assert m.leak.verdict == "leak"  # the injected leak was found (and cleared after it)
+    # The detector holds no leak at the end (the reset gave it back), but it found the
+    # leak the scenario injected: that is the headline.
+    assert m.leak.verdict == "leak" and not m.leak.held_at_end
     assert m.leak.slope_mb_min == 120.0 and m.leak.called_at_s == 50.0
     assert m.leak.graded_slope_mb_min is None  # the scenario's own leak: its checks judge it
     # the stage's own slope: +2 MB per 1 s sample = 120 MB/min
@@ -186,40 +187,59 @@ def test_a_leak_held_at_the_end_is_the_verdict_and_the_graded_slope(
     tmp_path: Path, cfg: Config
 ) -> None:
     run = small_run(tmp_path / "run")
-    _events(run, [_detected(40, 2.6)])
+    ep = _trend(40, 2.6)
+    _verdict(
+        run,
+        "leak",
+        [ep],
+        series="memory",
+        **{k: ep[k] for k in ("slope_mb_min", "ci_low_mb_min", "ci_high_mb_min", "scale_s")},
+        called_at=ep["called_at"],
+    )
     m = compute(read_run(run), cfg)
-    assert m.leak.verdict == "leak"
+    assert m.leak.verdict == "leak" and m.leak.held_at_end
+    assert m.leak.basis.endswith("(leak_verdict.json)")
     assert m.leak.slope_mb_min == 2.6
     assert m.leak.graded_slope_mb_min == 2.6  # no stage injects a leak: it is a finding
     assert m.leak.false_alarms == 0
     assert m.leak.headline() == "leak 2.60 MB/min (CI 2.10–3.10) detected at 40 s"
 
 
-def test_a_run_too_short_for_the_detector_is_not_judged(tmp_path: Path, cfg: Config) -> None:
+def test_a_tier_past_its_limit_names_the_tier(tmp_path: Path, cfg: Config) -> None:
     run = small_run(tmp_path / "run")
-    _events(
+    ep = {**_trend(60, 3.0), "series": "conversations"}
+    text = "conversations: +3.0 MB/min past its 8 MB limit"
+    _verdict(
         run,
-        [
-            {
-                "time": T0,
-                "kind": "leak_settings",
-                "detail": json.dumps(
-                    {
-                        "warmup_s": 60,
-                        "window_s": 10,
-                        "lookback_s": 480,
-                        "min_windows": 6,
-                        "min_slope_mb_per_min": 0.4,
-                        "significance": 0.01,
-                        "interval_s": 1.0,
-                    }
-                ),
-            }
-        ],
+        "leak",
+        [ep],
+        series="conversations",
+        slope_mb_min=3.0,
+        ci_low_mb_min=2.5,
+        ci_high_mb_min=3.5,
+        called_at=ep["called_at"],
+        tiers=[{"tier": "conversations", "text": text}],
+        tiers_note="tiers judged against their limits: conversations (8 MB)",
     )
-    m = compute(read_run(run), cfg)  # 100 s of samples; the detector needs 60 + 6 x 10 s
+    m = compute(read_run(run), cfg)
+    assert m.leak.verdict == "leak" and m.leak.series == "conversations"
+    assert m.leak.tiers == [text]
+    assert m.leak.headline().startswith("leak in tier conversations 3.00 MB/min")
+
+
+def test_without_leak_verdict_json_the_detector_is_replayed(tmp_path: Path, cfg: Config) -> None:
+    run = small_run(tmp_path / "run")
+    # 100 s of samples; these settings need a 60 s warm-up and 6 windows of 10 s
+    settings = {"warmup_s": 60, "window_s": 10, "lookback_s": 480, "interval_s": 1.0}
+    write_csv(
+        run / "events.csv",
+        [{"time": T0, "kind": "leak_settings", "detail": json.dumps(settings)}],
+        EVENT_COLUMNS,
+    )
+    m = compute(read_run(run), cfg)
+    assert m.leak.basis.startswith("the detector replayed")
     assert m.leak.verdict == "not judged"
-    assert "run too short" in m.leak.reason and "needs 120 s" in m.leak.reason
+    assert "not enough memory samples" in m.leak.reason, m.leak.reason
     assert m.leak.graded_slope_mb_min is None
 
 

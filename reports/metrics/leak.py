@@ -1,29 +1,31 @@
 """The leak judgment of a run: what the monitor's online detector said, never a second algorithm.
 
-The source of truth is the detector the monitor ran (:mod:`monitors.leak`): its
-``leak_detected`` / ``leak_cleared`` events in ``events.csv``, each with the
-slope and confidence interval of the scale that called it. A run folder without
-``events.csv`` (or an old one) is judged by replaying the same detector over
-``memory_samples.csv`` with the settings the run used (its ``leak_settings``
-event, else the config's scaled to the run's length).
+The source of truth is the detector the monitor ran (:mod:`monitors.leak`): the
+final verdict it wrote to ``leak_verdict.json`` at the end of the run (verdict,
+the slope and confidence interval of the scale that called a leak, every
+episode, the tiers judged against their limits). A run folder without that
+file (a killed run, an older one) is judged by replaying the same detector over
+``memory_samples.csv`` (:func:`monitors.leak.replay`) with the settings the run
+used (its ``leak_settings`` event, else the config's scaled to the run's length).
 
-The verdict at the end of the run:
+The verdict:
 
-- **leak**: the detector's state at the end is "leak" (a leak it called and
-  has not cleared), or, in a scenario that injects a leak, the detector found
-  the injected leak (it may clear after the scenario's reset);
-- **no leak**: it judged the run and holds no leak at the end; episodes that
-  were called and cleared (a cache filling to a plateau) are listed as growth
-  episodes that ended;
+- **leak**: the detector's final verdict is "leak" (a leak it called, in the
+  memory series or in a tier growing past its limit, and has not cleared);
+  or, in a scenario that injects a leak (a stage declaring ``injects: leak``),
+  the detector called the injected leak (it may be given back after the
+  scenario's reset);
+- **no leak**: it judged the run and holds no leak at the end; a step, or a
+  growth episode called and then cleared (a cache filling to a plateau), is
+  listed as an episode and is no leak;
 - **not judged**: no memory samples, or too few for the detector to leave its
-  warm-up (run too short).
+  warm-up (run too short), with the reason.
 
 What the ``leak`` grade judges (``graded_slope_mb_min``): the slope of the leak
 held at the end, 0 when there is none. In a scenario that injects a leak on
-purpose (a stage with ``injects: leak``) the leak is the scenario's own and its
-checks judge it; the grade is then n/a. A detection before the first injecting
-stage is a false alarm: the truth is known there. Anywhere else a detection is
-a finding about the target.
+purpose the leak is the scenario's own and its checks judge it; the grade is
+then n/a. A detection before the first injecting stage is a false alarm: the
+truth is known there. Anywhere else a detection is a finding about the target.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ import numpy as np
 import pandas as pd
 
 from common.config import Config, LeakDetection
-from monitors.leak import LEAK, WARMUP, LeakDetector, on_run_clock
+from monitors.leak import on_run_clock, replay
 from reports.collect import RunData
 from reports.metrics.base import MB, StageSpan, col, finite, rss_series
 
@@ -47,16 +49,20 @@ JUDGED_TIERS = ("conversations_bytes", "vectors_bytes", "embedding_cache_bytes",
 
 @dataclass
 class LeakEpisode:
-    """One leak the detector called: when, how fast, and when (and why) it cleared."""
+    """One finding of the detector: a leak called (trend), a growth that stopped
+    (plateau), or a level shift (step); times are run seconds."""
 
+    kind: str  # trend | plateau | step
+    series: str  # "memory" or a tier's name
     called_at_s: float
     cleared_at_s: float | None
     slope_mb_min: float | None
     ci_low_mb_min: float | None
     ci_high_mb_min: float | None
     scale_s: float | None
+    step_mb: float | None
+    ended: str  # "" | slowed | released
     reason: str
-    cleared_because: str = ""
     before_injection: bool = False
 
 
@@ -65,12 +71,16 @@ class LeakMetrics:
     verdict: str = "not judged"  # leak | no leak | not judged
     reason: str = ""
     basis: str = ""  # where the verdict comes from
-    slope_mb_min: float | None = None  # the scale that called the leak held at the end
+    series: str | None = None  # "memory" or the tier that leaks
+    slope_mb_min: float | None = None  # the scale that called the leak
     ci_low_mb_min: float | None = None
     ci_high_mb_min: float | None = None
     scale_s: float | None = None
     called_at_s: float | None = None
+    held_at_end: bool = False  # the detector still holds the leak at the end
     episodes: list[LeakEpisode] = field(default_factory=list)
+    tiers: list[str] = field(default_factory=list)  # e.g. "conversations: +3.0 MB/min past ..."
+    tiers_note: str = ""  # which tiers were judged against limits, which trusted
     injected_start_s: float | None = None  # first stage that injects a leak
     detection_delay_s: float | None = None
     false_alarms: int = 0  # detections before the first injecting stage
@@ -90,19 +100,18 @@ class LeakMetrics:
             )
             slope = "?" if self.slope_mb_min is None else f"{self.slope_mb_min:.2f}"
             at = "" if self.called_at_s is None else f" detected at {self.called_at_s:.0f} s"
+            where = "" if self.series in (None, "memory") else f" in tier {self.series}"
             own = " (injected by the scenario)" if self.injected_start_s is not None else ""
-            return f"leak {slope} MB/min{ci}{at}{own}"
+            return f"leak{where} {slope} MB/min{ci}{at}{own}"
         if self.verdict == "no leak":
-            ended = [e for e in self.episodes if e.cleared_at_s is not None]
-            return "no leak" + (
-                f" ({len(ended)} growth episode(s) called and cleared)" if ended else ""
-            )
+            ended = [e for e in self.episodes if e.kind != "step"]
+            return "no leak" + (f" ({len(ended)} growth episode(s) that ended)" if ended else "")
         return f"leak not judged ({self.reason})"
 
 
 def _detail(text: Any) -> dict[str, Any]:
     if not isinstance(text, str) or not text.startswith("{"):
-        return {"reason": text if isinstance(text, str) else ""}
+        return {}
     try:
         data = json.loads(text)
     except json.JSONDecodeError:
@@ -112,16 +121,23 @@ def _detail(text: Any) -> dict[str, Any]:
 
 def settings_used(data: RunData, cfg: Config) -> tuple[LeakDetection, float]:
     """The detector settings and sampling interval the run used."""
+    base = cfg.monitor.leak_detection
+    names = {f.name for f in dataclasses.fields(LeakDetection)}
+    verdict = final_verdict_file(data)
+    if verdict and isinstance(verdict.get("settings"), dict):
+        try:
+            given = {k: v for k, v in verdict["settings"].items() if k in names}
+            return dataclasses.replace(base, **given), cfg.monitor.interval
+        except (TypeError, ValueError):
+            pass
     ev = data.events
     rows = ev.loc[ev["kind"] == "leak_settings", "detail"]
-    base = cfg.monitor.leak_detection
     if len(rows):
         d = _detail(rows.iloc[-1])
-        names = {f.name for f in dataclasses.fields(LeakDetection)}
         try:
-            values = {k: type(getattr(base, k))(d[k]) for k in names}
+            values = {k: type(getattr(base, k))(d[k]) for k in names if k in d}
             return dataclasses.replace(base, **values), float(d.get("interval_s", 1.0))
-        except (KeyError, TypeError, ValueError):
+        except (TypeError, ValueError):
             pass
     meta = data.meta or {}
     planned = finite(meta.get("planned_duration_s"))
@@ -132,47 +148,59 @@ def settings_used(data: RunData, cfg: Config) -> tuple[LeakDetection, float]:
     return base, interval
 
 
+def final_verdict_file(data: RunData) -> dict[str, Any] | None:
+    """``leak_verdict.json`` of a run folder: the detector's own final verdict."""
+    if data.kind != "run":
+        return None
+    path = data.source / "leak_verdict.json"
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return doc if isinstance(doc, dict) and doc.get("verdict") else None
+
+
 def judged_series(samples: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    """Times and bytes the detector judges: RSS less the accounted tiers, as the monitor does."""
-    rss = col(samples, "rss_bytes")
-    tiers = [c for c in (col(samples, n) for n in JUDGED_TIERS) if c.notna().any()]
-    net = rss - sum(c.fillna(0.0) for c in tiers) if tiers else rss
+    """Times and bytes the detector judges: the monitor's ``judged_bytes`` (RSS less the
+    tiers' bytes up to their limits); for an older file, RSS less the tier columns."""
+    judged = col(samples, "judged_bytes")
+    if judged.notna().any():
+        net = judged
+    else:
+        rss = col(samples, "rss_bytes")
+        tiers = [c for c in (col(samples, n) for n in JUDGED_TIERS) if c.notna().any()]
+        net = rss - sum(c.fillna(0.0) for c in tiers) if tiers else rss
     ok = net.notna().to_numpy()
     t = col(samples, "time").to_numpy(dtype=float)[ok]
     return t, net.to_numpy(dtype=float)[ok]
 
 
-def replay(data: RunData, settings: LeakDetection) -> LeakDetector:
-    """The detector fed the run's samples again, as the monitor fed it."""
-    det = LeakDetector(settings)
-    t, y = judged_series(data.samples)
-    for ti, yi in zip(t.tolist(), y.tolist(), strict=True):
-        det.add(ti, yi)
-    return det
+def _replayed(data: RunData, settings: LeakDetection) -> dict[str, Any]:
+    """The detector's final verdict, replayed over the samples as the monitor fed them."""
+    samples = data.samples
+    if not col(samples, "judged_bytes").notna().any():  # a file older than judged_bytes
+        t, y = judged_series(samples)
+        samples = pd.DataFrame({"time": t, "judged_bytes": y})
+    return replay(samples, settings).as_dict()
 
 
-def _episodes(ev: pd.DataFrame, t0: float, injected_at: float | None) -> list[LeakEpisode]:
-    out: list[LeakEpisode] = []
-    rows = ev[ev["kind"].isin(["leak_detected", "leak_cleared"])]
-    for kind, when, text in zip(rows["kind"], rows["time"], rows["detail"], strict=True):
-        d = _detail(text)
-        if kind == "leak_detected":
-            out.append(
-                LeakEpisode(
-                    called_at_s=float(when) - t0,
-                    cleared_at_s=None,
-                    slope_mb_min=finite(d.get("slope_mb_min")),
-                    ci_low_mb_min=finite(d.get("ci_low_mb_min")),
-                    ci_high_mb_min=finite(d.get("ci_high_mb_min")),
-                    scale_s=finite(d.get("scale_s")),
-                    reason=str(d.get("reason", "")),
-                    before_injection=injected_at is not None and float(when) < injected_at,
-                )
-            )
-        elif out and out[-1].cleared_at_s is None:
-            out[-1].cleared_at_s = float(when) - t0
-            out[-1].cleared_because = str(d.get("reason", ""))
-    return out
+def _episode(e: dict[str, Any], t0: float, injected_at: float | None) -> LeakEpisode:
+    called = float(e["called_at"])
+    cleared = finite(e.get("cleared_at"))
+    return LeakEpisode(
+        kind=str(e.get("kind") or "trend"),
+        series=str(e.get("series") or "memory"),
+        called_at_s=called - t0,
+        cleared_at_s=None if cleared is None else cleared - t0,
+        slope_mb_min=finite(e.get("slope_mb_min")),
+        ci_low_mb_min=finite(e.get("ci_low_mb_min")),
+        ci_high_mb_min=finite(e.get("ci_high_mb_min")),
+        scale_s=finite(e.get("scale_s")),
+        step_mb=finite(e.get("step_mb")),
+        ended=str(e.get("ended") or ""),
+        reason=str(e.get("text") or ""),
+        before_injection=injected_at is not None and called < injected_at,
+    )
 
 
 def _whole_run_slope(data: RunData) -> float | None:
@@ -198,75 +226,59 @@ def leak_metrics(data: RunData, cfg: Config, t0: float, spans: list[StageSpan]) 
     un = col(data.samples, "unaccounted_bytes").dropna()
     if len(un):
         m.unaccounted_peak_mb = float(un.max()) / MB
-    if not len(rss):
+    final = final_verdict_file(data)
+    if final is not None:
+        m.basis = "the monitor's online detector (leak_verdict.json)"
+    elif len(rss):
+        settings, _ = settings_used(data, cfg)
+        final = _replayed(data, settings)
+        m.basis = "the detector replayed over memory_samples.csv (no leak_verdict.json)"
+    else:
         m.reason = "no memory samples"
         m.graded_note = m.reason
         return m
-    m.whole_run_slope_mb_min = _whole_run_slope(data)
-    settings, _ = settings_used(data, cfg)
-    det = replay(data, settings)
-    events_ok = any(s.name == "events.csv" and s.state == "ok" for s in data.inputs)
-    if events_ok:
-        m.basis = "the monitor's online detector (events.csv)"
-        m.episodes = _episodes(data.events, t0, injected_at)
-        held = bool(m.episodes) and m.episodes[-1].cleared_at_s is None
-        judged = bool(m.episodes) or det.verdict.state != WARMUP
-    else:
-        m.basis = "the detector replayed over memory_samples.csv (no events.csv)"
-        m.episodes = []
-        held = det.verdict.state == LEAK
-        judged = det.verdict.state != WARMUP
-        if held and det.verdict.trend is not None and det.detected_at is not None:
-            tr = det.verdict.trend
-            m.episodes = [
-                LeakEpisode(
-                    det.detected_at - t0,
-                    None,
-                    tr.slope,
-                    tr.ci_low,
-                    tr.ci_high,
-                    tr.scale_s,
-                    "replayed",
-                    before_injection=injected_at is not None and det.detected_at < injected_at,
-                )
-            ]
-    if not judged:
-        span = float(np.ptp(data.samples["time"].dropna())) if len(rss) > 1 else 0.0
-        need = settings.warmup_s + settings.min_windows * settings.window_s
-        m.reason = (
-            f"run too short: memory sampled for {span:.0f} s, the detector needs "
-            f"{need:.0f} s (warm-up {settings.warmup_s:.0f} s + {settings.min_windows} windows "
-            f"of {settings.window_s:.3g} s)"
+    if len(rss):
+        m.whole_run_slope_mb_min = _whole_run_slope(data)
+    m.episodes = [_episode(e, t0, injected_at) for e in final.get("episodes") or []]
+    m.tiers = [str(f.get("text") or f.get("tier")) for f in final.get("tiers") or []]
+    m.tiers_note = str(final.get("tiers_note") or "")
+    calls = [e for e in m.episodes if e.kind != "step"]
+    m.false_alarms = sum(e.before_injection for e in calls)
+    found = [e for e in calls if not e.before_injection] if injecting else []
+    if found and injected_at is not None:
+        m.detection_delay_s = found[0].called_at_s - (injected_at - t0)
+    verdict = str(final.get("verdict"))
+    m.reason = str(final.get("reason") or "")
+    if verdict == "leak":
+        m.verdict, m.held_at_end = "leak", True
+        m.series = str(final.get("series") or "memory")
+        m.slope_mb_min = finite(final.get("slope_mb_min"))
+        m.ci_low_mb_min = finite(final.get("ci_low_mb_min"))
+        m.ci_high_mb_min = finite(final.get("ci_high_mb_min"))
+        m.scale_s = finite(final.get("scale_s"))
+        called = finite(final.get("called_at"))
+        m.called_at_s = None if called is None else called - t0
+    elif found:
+        # The scenario's own leak, found by the detector and (as the scenario meant)
+        # given back after its reset: the headline says it was found.
+        e = found[0]
+        m.verdict, m.series = "leak", e.series
+        m.slope_mb_min, m.ci_low_mb_min, m.ci_high_mb_min = (
+            e.slope_mb_min,
+            e.ci_low_mb_min,
+            e.ci_high_mb_min,
         )
+        m.scale_s, m.called_at_s = e.scale_s, e.called_at_s
+        m.reason = f"{e.reason} (the leak the scenario injected; {m.reason})"
+    elif verdict == "no leak":
+        m.verdict = "no leak"
+    else:
         m.graded_note = m.reason
         return m
-    m.false_alarms = sum(e.before_injection for e in m.episodes)
-    if injected_at is not None:
-        after = [e for e in m.episodes if not e.before_injection]
-        if after:
-            m.detection_delay_s = after[0].called_at_s - (injected_at - t0)
-    found = [e for e in m.episodes if not e.before_injection] if injecting else []
-    if held or found:
-        # The leak held at the end; in a scenario that injects one, the injected leak the
-        # detector found (it may have cleared after the scenario's reset).
-        called = m.episodes[-1] if held else found[0]
-        m.verdict = "leak"
-        m.slope_mb_min, m.ci_low_mb_min, m.ci_high_mb_min = (
-            called.slope_mb_min,
-            called.ci_low_mb_min,
-            called.ci_high_mb_min,
-        )
-        m.scale_s, m.called_at_s = called.scale_s, called.called_at_s
-        m.reason = called.reason or "the detector holds a leak at the end of the run"
-        if not held:
-            m.reason += " (the leak the scenario injected)"
-    else:
-        m.verdict = "no leak"
-        m.reason = "the detector holds no leak at the end of the run"
     if injecting:
         m.graded_note = "the scenario injects its leak: its checks judge it"
     else:
-        m.graded_slope_mb_min = (m.slope_mb_min or 0.0) if m.verdict == "leak" else 0.0
+        m.graded_slope_mb_min = (m.slope_mb_min or 0.0) if m.held_at_end else 0.0
     return m
 
 

@@ -1,0 +1,90 @@
+"""Target adapters by name (``--adapter NAME``): one module each, a line in :data:`ADAPTERS`.
+
+An adapter (:class:`Adapter`) says what it can do before any connection is
+made (``capabilities``), checks the ``--host`` it is given, waits for the
+target to be ready, makes one :class:`~scenarios.target.Target` per Locust user
+(``connect``) and deletes a run's data once more at test stop (``sweep``, the
+master's backstop after the conductor's cleanup stage).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+from common.config import ConfigError
+from scenarios.target import Target, refusal
+
+DEFAULT = "memstress"
+
+ADAPTERS: dict[str, str] = {
+    "memstress": "scenarios.adapters.memstress:MemstressAdapter",
+    "redis": "scenarios.adapters.redis_lists:RedisAdapter",
+    "http-map": "scenarios.adapters.http_map:HttpMapAdapter",
+    "chroma": "scenarios.adapters.chroma:ChromaAdapter",
+}
+"""Adapter name -> ``module:class``; the class is made with the ``--adapter-config`` path."""
+
+
+class Adapter(Protocol):
+    name: str
+    capabilities: frozenset[str]
+    schemes: tuple[str, ...]  # the --host URL schemes it speaks
+    health_path: str | None  # an HTTP path the monitor may poll (None: none to poll)
+
+    def connect(self, user: Any) -> Target: ...
+    def wait_ready(self, host: str, deadline_s: float) -> None:
+        """Return once the target answers; raise TargetError at the deadline."""
+        ...
+
+    def sweep(self, host: str, run_id: str, params: Mapping[str, Any]) -> dict[str, Any]: ...
+
+
+def names() -> tuple[str, ...]:
+    return tuple(ADAPTERS)
+
+
+def load_adapter(name: str | None, config_path: str | None = None) -> Adapter:
+    """The adapter called ``name`` (default memstress); a one-line ConfigError otherwise."""
+    name = (name or "").strip() or DEFAULT
+    where = ADAPTERS.get(name)
+    if where is None:
+        raise ConfigError(f"--adapter: unknown adapter {name!r} (valid: {', '.join(ADAPTERS)})")
+    module, cls = where.split(":")
+    factory = getattr(importlib.import_module(module), cls)
+    adapter: Adapter = factory(config_path)
+    return adapter
+
+
+def runnable(adapter: Adapter) -> list[str]:
+    """The registered scenarios this adapter can run, in registry order."""
+    from scenarios.registry import all_scenarios
+
+    return [s.name for s in all_scenarios() if s.required <= adapter.capabilities]
+
+
+def check_scenario(scenario: Any, adapter: Adapter) -> None:
+    """A one-line ConfigError when ``scenario`` needs what ``adapter`` lacks."""
+    problem = refusal(scenario, adapter.name, adapter.capabilities, runnable(adapter))
+    if problem:
+        raise ConfigError(problem)
+
+
+def capability_table() -> str:
+    """The README's adapter x scenario table (Markdown), from what each declares."""
+    from scenarios.registry import all_scenarios
+
+    fixed = [load_adapter("memstress"), load_adapter("redis"), load_adapter("chroma")]
+    head = "| scenario | needs | optional | memstress | redis | chroma | http-map |"
+    lines = [head, "|---|---|---|---|---|---|---|"]
+    for s in all_scenarios():
+        cells = []
+        for adapter in fixed:
+            missing = sorted(s.required - adapter.capabilities)
+            cells.append("runs" if not missing else "refused: no " + ", ".join(missing))
+        needs = ", ".join(sorted(s.required))
+        optional = ", ".join(sorted(s.optional)) or "-"
+        mapped = f"runs if the mapping has {needs}"
+        lines.append(f"| `{s.name}` | {needs} | {optional} | {' | '.join(cells)} | {mapped} |")
+    return "\n".join(lines)

@@ -1,0 +1,210 @@
+"""The ``redis`` adapter: agent conversation memory in Redis lists (redis-py).
+
+Each agent is one list, ``memstress:<agent id>`` (the agent id starts with the
+run id): a message is an ``LPUSH`` of its JSON trimmed to :data:`HISTORY_MAX`
+with ``LTRIM``, in one pipeline, and the key's TTL is set to outlive the run
+by :data:`TTL_MARGIN_S` (so data a failed cleanup leaves behind ages out).
+Context and history are ``LRANGE`` reads; forgetting an agent is ``DEL``.
+
+Redis's ``maxmemory`` policy is the memory manager: stats come from
+``INFO memory`` (pressure = ``used_memory`` / ``maxmemory``, budget =
+``maxmemory``) and an optimization is ``MEMORY PURGE``. Redis has no
+management cycle and no fault injection; vectors need the query engine, which
+Debian's ``redis-server`` lacks, so they are no capability here. An ``OOM``
+answer (``maxmemory`` reached under ``noeviction``) is Redis shedding a write:
+counted apart, like a 503 with ``Retry-After``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import redis
+
+from common.config import ConfigError
+from common.target import TargetError
+from scenarios import api, target
+from scenarios.target import Reply
+
+HISTORY_MAX = 200
+"""Messages kept per agent (``LTRIM``)."""
+
+TTL_MARGIN_S = 600
+"""Seconds an agent's list outlives the run's planned length."""
+
+KEY_PREFIX = "memstress:"
+REQUEST_TYPE = "REDIS"
+
+
+def key_of(agent: str) -> str:
+    return f"{KEY_PREFIX}{agent}"
+
+
+class RedisTarget:
+    capabilities = frozenset({target.CONVERSATION, target.OPTIMIZE, target.STATS})
+
+    def __init__(self, user: Any) -> None:
+        self.user = user
+        self.db = redis.Redis.from_url(user.host, socket_timeout=10, socket_connect_timeout=5)
+        self.ttl_s = int(user.ctx.duration_s) + TTL_MARGIN_S
+
+    def _run(self, name: str, fn: Callable[[], Any]) -> Reply:
+        """One Redis call as one Locust request named ``name``; OOM is shed."""
+        events = self.user.environment.events
+        start = time.perf_counter()
+        error: Exception | None = None
+        data: Any = None
+        try:
+            data = fn()
+        except redis.ResponseError as exc:
+            if str(exc).startswith("OOM"):
+                elapsed = 1000 * (time.perf_counter() - start)
+                for kind in (REQUEST_TYPE, api.SHED_TYPE):
+                    events.request.fire(
+                        request_type=kind,
+                        name=name,
+                        response_time=elapsed,
+                        response_length=0,
+                        exception=None,
+                        context={},
+                    )
+                return Reply(False, True, 0)
+            error = exc
+        except redis.RedisError as exc:
+            error = exc
+        events.request.fire(
+            request_type=REQUEST_TYPE,
+            name=name,
+            response_time=1000 * (time.perf_counter() - start),
+            response_length=0,
+            exception=None if error is None else RuntimeError(f"{name}: {error}"),
+            context={},
+        )
+        return Reply(error is None, False, 0 if error else 200, data)
+
+    def remember(self, agent: str, role: str, content: str) -> Reply:
+        key = key_of(agent)
+        message = json.dumps({"role": role, "content": content, "time": time.time()})
+
+        def push() -> Any:
+            pipe = self.db.pipeline(transaction=False)
+            pipe.lpush(key, message)
+            pipe.ltrim(key, 0, HISTORY_MAX - 1)
+            pipe.expire(key, self.ttl_s)
+            return pipe.execute()
+
+        return self._run("LPUSH+LTRIM memstress:[agent]", push)
+
+    def context(self, agent: str, query: str, k: int) -> Reply:
+        return self._run(
+            "LRANGE memstress:[agent] (context)", lambda: self.db.lrange(key_of(agent), 0, k - 1)
+        )
+
+    def history(self, agent: str, offset: int, limit: int) -> Reply:
+        key = key_of(agent)
+        return self._run(
+            "LRANGE memstress:[agent] (history)",
+            lambda: self.db.lrange(key, offset, offset + limit - 1),
+        )
+
+    def forget(self, agent: str) -> Reply:
+        return self._run("DEL memstress:[agent]", lambda: self.db.delete(key_of(agent)))
+
+    def optimize(self, priority: str, reason: str) -> Reply:
+        return self._run("MEMORY PURGE", lambda: self.db.execute_command("MEMORY PURGE"))
+
+    def stats(self) -> Reply:
+        reply = self._run("INFO memory", lambda: self.db.info("memory"))
+        if not reply.ok:
+            return reply
+        return Reply(True, False, 200, stats_of(reply.data))
+
+    def _lacks(self, what: str) -> Reply:  # never called: the scenarios check capabilities
+        raise NotImplementedError(f"the redis adapter has no {what}")
+
+    def add_document(self, namespace: str, doc_id: str, text: str) -> Reply:
+        return self._lacks(target.VECTORS)
+
+    def search(self, namespace: str, query: str, k: int) -> Reply:
+        return self._lacks(target.VECTORS)
+
+    def drop_namespace(self, namespace: str) -> Reply:
+        return self._lacks(target.VECTORS)
+
+    def cycle(self) -> Reply:
+        return self._lacks(target.CYCLE)
+
+    def leak(self, n_bytes: int) -> Reply:
+        return self._lacks(target.FAULTS)
+
+    def ballast(self, n_bytes: int, ttl_s: float) -> Reply:
+        return self._lacks(target.FAULTS)
+
+    def reset_faults(self) -> Reply:
+        return self._lacks(target.FAULTS)
+
+
+def stats_of(info: Mapping[str, Any]) -> dict[str, Any]:
+    """``INFO memory`` as the scenarios read stats: pressure against ``maxmemory``."""
+    used = info.get("used_memory")
+    budget = info.get("maxmemory") or None
+    pressure = 100.0 * float(used) / float(budget) if budget and used is not None else None
+    return {
+        "pressure": pressure,
+        "budget_bytes": budget,
+        "used_bytes": used,
+        "rss_bytes": info.get("used_memory_rss"),
+        "policy": info.get("maxmemory_policy"),
+    }
+
+
+class RedisAdapter:
+    name = "redis"
+    capabilities = RedisTarget.capabilities
+    schemes = ("redis", "rediss", "unix")
+    health_path = None
+
+    def __init__(self, config_path: str | None = None) -> None:
+        if config_path:
+            raise ConfigError("--adapter-config goes with --adapter http-map (redis has none)")
+
+    def connect(self, user: Any) -> RedisTarget:
+        return RedisTarget(user)
+
+    def wait_ready(self, host: str, deadline_s: float) -> None:
+        db = redis.Redis.from_url(host, socket_timeout=2, socket_connect_timeout=2)
+        end, last = time.monotonic() + deadline_s, "no answer"
+        try:
+            while time.monotonic() < end:
+                try:
+                    if db.ping():
+                        return
+                except redis.RedisError as exc:
+                    last = f"{type(exc).__name__}: {exc}"
+                time.sleep(0.1)
+        finally:
+            db.close()
+        raise TargetError(f"{host} did not answer PING in {deadline_s:g} s ({last})")
+
+    def sweep(self, host: str, run_id: str, params: Mapping[str, Any]) -> dict[str, Any]:
+        """Delete every key of the run (``memstress:<run id>-*``), however many there are."""
+        done: dict[str, Any] = {"keys": 0, "complete": False}
+        db = redis.Redis.from_url(host, socket_timeout=2, socket_connect_timeout=2)
+        try:
+            batch: list[Any] = []
+            for key in db.scan_iter(match=f"{KEY_PREFIX}{run_id}-*", count=500):
+                batch.append(key)
+                if len(batch) >= 500:
+                    done["keys"] += int(db.delete(*batch))
+                    batch.clear()
+            if batch:
+                done["keys"] += int(db.delete(*batch))
+            done["complete"] = True
+        except redis.RedisError as exc:
+            done["error"] = f"{type(exc).__name__}: {exc}"[:200]
+        finally:
+            db.close()
+        return done

@@ -1,0 +1,137 @@
+"""The ``chroma`` adapter against a real ``chroma run`` (PyPI chromadb in ``.venv-chroma``).
+
+``make chroma`` makes that environment (``make test`` does, in CI); elsewhere the
+test skips, saying so, unless ``.venv-chroma/bin/chroma`` or ``chroma`` on PATH is
+there. One real run of ``vector_store`` on loopback; counts, not wall clock.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from runner.service import clean_env, free_port
+from scenarios.adapters.chroma import COLLECTIONS, HEARTBEAT
+from tests.conftest import ROOT
+from tests.locust_helpers import assert_no_traceback
+
+pytestmark = pytest.mark.slow
+
+CLI = [sys.executable, str(ROOT / "run_stress_test.py")]
+_VENV_CHROMA = ROOT / ".venv-chroma" / "bin" / "chroma"
+CHROMA = str(_VENV_CHROMA) if _VENV_CHROMA.exists() else shutil.which("chroma")
+
+
+@pytest.fixture(scope="module")
+def chroma(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int]]:
+    if CHROMA is None:
+        message = "chroma is not installed (make chroma: PyPI chromadb in .venv-chroma)"
+        if os.environ.get("CI"):
+            pytest.fail(message + "; make test makes it in CI")
+        pytest.skip(message)
+    data = tmp_path_factory.mktemp("chroma")
+    port = free_port()
+    proc = subprocess.Popen(
+        [CHROMA, "run", "--path", str(data / "db"), "--host", "127.0.0.1", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+        env=clean_env(),
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        end = time.monotonic() + 120  # a loaded machine: chroma's start takes tens of seconds
+        while True:
+            assert proc.poll() is None, f"chroma run exited with {proc.returncode}"
+            try:
+                if requests.get(url + HEARTBEAT, timeout=1).status_code == 200:
+                    break
+            except requests.RequestException:
+                pass
+            assert time.monotonic() < end, "chroma run did not answer its heartbeat"
+            time.sleep(0.2)
+        yield url, proc.pid
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+
+def test_vector_store_on_chroma_upserts_searches_and_drops_its_collections(
+    tmp_path: Path, chroma: tuple[str, int]
+) -> None:
+    url, pid = chroma
+    out = tmp_path / "out"
+    r = subprocess.run(
+        [
+            *CLI,
+            "--scenario",
+            "vector_store",
+            "--adapter",
+            "chroma",
+            "--host",
+            url,
+            "--target-pid",
+            str(pid),
+            "--duration",
+            "25",
+            "--out",
+            str(out),
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=400,
+        env=clean_env(),
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+    assert r.returncode in (0, 1), r.stdout[-2000:] + r.stderr[-2000:]
+    assert_no_traceback(r.stderr)
+    (run_dir,) = [p for p in out.iterdir() if p.is_dir()]
+    assert json.loads((run_dir / "stress_test_results.json").read_text())["partial"] is False
+    stats = json.loads((run_dir / "locust.json").read_text())
+    reqs = {e["name"]: (int(e["num_requests"]), int(e["num_failures"])) for e in stats}
+    assert reqs["POST collections/[ns]/upsert"][0] >= 20, reqs
+    assert reqs["POST collections/[ns]/query"][0] >= 10, reqs
+    assert reqs["DELETE collections/[ns]"][0] >= 4, "the cleanup stage drops the collections"
+    assert sum(f for _, f in reqs.values()) == 0, reqs
+    left = requests.get(url + COLLECTIONS, timeout=5).json()
+    assert left == [], "cleanup deletes every collection of the run"
+    samples = (run_dir / "memory_samples.csv").read_text().splitlines()
+    assert len(samples) > 10 and all(",psutil," in row for row in samples[1:])
+
+
+def test_scenarios_needing_conversation_are_refused_on_chroma(tmp_path: Path) -> None:
+    r = subprocess.run(
+        [
+            *CLI,
+            "--scenario",
+            "baseline",
+            "--adapter",
+            "chroma",
+            "--host",
+            f"http://127.0.0.1:{free_port()}",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=clean_env(),
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+    assert r.returncode == 2 and "agent conversation memory" in r.stderr, r.stderr
+    assert "would run on chroma: vector_store" in r.stderr
