@@ -204,6 +204,7 @@ def run(workdir: Path, small: bool) -> BenchResult:
             ">=",
             GOAL_RATIO,
             note="median of the windows' rates, same run",
+            id="capture_tracking_rps_ratio",
         ),
     ]
     result.tables = [

@@ -134,6 +134,13 @@ GOALS: dict[str, GoalSpec] = {
             "report_build_scaling", "report", "build time 60 min / 6 min (10x data)", "<=", 12.0
         ),
         GoalSpec(
+            "capture_tracking_rps_ratio",
+            "capture",
+            "target requests/s while memray tracks it / without",
+            ">=",
+            0.9,
+        ),
+        GoalSpec(
             "service_bytes_per_vector",
             "service",
             "RSS per stored vector, embedding cache at its limit",
