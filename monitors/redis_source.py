@@ -8,7 +8,10 @@
   enforced, so a full cache is no safety stop.
 - ``used_memory_rss`` stands in for RSS when psutil cannot read the process.
 - figures kept as columns: ``used_memory``, ``used_memory_rss``, ``maxmemory``,
-  ``mem_fragmentation_ratio``, ``used_pct`` (of maxmemory) and ``evicted_keys``.
+  ``mem_fragmentation_ratio``, ``used_pct`` (of maxmemory) and ``evicted_keys``;
+  and, where the server has ``MEMORY STATS``, where ``used_memory`` goes:
+  ``dataset_bytes`` (the keys and values), ``overhead_bytes`` (Redis's own
+  structures, buffers, replication) and ``startup_bytes`` (allocated at start).
 
 Chosen automatically for a ``redis://``, ``rediss://`` or ``unix://`` ``--host``,
 or with ``--monitor-sources redis``.
@@ -37,6 +40,9 @@ class RedisSource:
         "mem_fragmentation_ratio",
         "used_pct",
         "evicted_keys",
+        "dataset_bytes",
+        "overhead_bytes",
+        "startup_bytes",
     )
 
     def __init__(self, target: SourceTarget) -> None:
@@ -57,6 +63,10 @@ class RedisSource:
             raise SourceMissing(f"INFO refused: {exc}") from None
         except redis.RedisError as exc:
             raise SourceFailed(f"INFO memory: {type(exc).__name__}: {exc}") from None
+        try:
+            breakdown = self.client.memory_stats()
+        except redis.RedisError:  # an old or restricted server: no breakdown, not a failure
+            breakdown = {}
         used = mem.get("used_memory")
         maxmemory = mem.get("maxmemory") or None
         policy = str(mem.get("maxmemory_policy", ""))
@@ -71,4 +81,7 @@ class RedisSource:
             "mem_fragmentation_ratio": mem.get("mem_fragmentation_ratio"),
             "used_pct": 100.0 * used / maxmemory if maxmemory and used is not None else None,
             "evicted_keys": stats.get("evicted_keys"),
+            "dataset_bytes": breakdown.get("dataset.bytes"),
+            "overhead_bytes": breakdown.get("overhead.total"),
+            "startup_bytes": breakdown.get("startup.allocated"),
         }

@@ -364,6 +364,10 @@ def test_redis_filling_to_maxmemory_is_no_leak_and_recovers_after_a_flush(
     assert float(rows[-1]["redis_used_memory"]) < 8 * 2**20, "flushed in the recovery stage"
     report = (run_dir / "stress_test_report.md").read_text()
     assert "redis_used_memory" in report, "the report shows the redis source's figures"
+    # MEMORY STATS: where used_memory goes, the keys and values most of it once full
+    dataset = [float(r["redis_dataset_bytes"]) for r in rows if r["redis_dataset_bytes"]]
+    assert max(dataset) > 0.5 * max(used), (max(dataset), max(used))
+    assert "redis_dataset_bytes" in report and "redis_overhead_bytes" in report
     recovery = doc["metrics"]["recovery"]
     assert recovery["measured"] is True, recovery
     assert recovery["recovered"] is not None
