@@ -88,6 +88,16 @@ def test_smaps_rollup_gives_memory_by_kind() -> None:
 def test_smaps_source_reads_a_live_process_and_says_when_it_cannot(tmp_path: Path) -> None:
     proc = subprocess.Popen(["sleep", "30"])
     try:
+        # Read once the child has exec'd sleep: between fork and exec it maps no file
+        # yet (seen in CI: smaps_file_bytes 0). Bounded: at most 5 s.
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            try:
+                if Path(f"/proc/{proc.pid}/cmdline").read_bytes().split(b"\0")[0] == b"sleep":
+                    break
+            except OSError:
+                pass
+            time.sleep(0.02)
         row = SmapsSource(proc.pid).read()
         assert row["smaps_anon_bytes"] > 0
         assert row["smaps_file_bytes"] > 0
