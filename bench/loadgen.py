@@ -316,8 +316,11 @@ def _aggregate(
         )
     else:
         why = ""
+    cpu_why = why or (
+        "" if cpu_ratio is not None else "the CPU watcher took no sample inside a steady window"
+    )
     result.goals = [
-        Goal.of("loadgen_cpu_per_request_ratio", cpu_ratio, reason=why, valid=not why),
+        Goal.of("loadgen_cpu_per_request_ratio", cpu_ratio, reason=cpu_why, valid=not why),
         Goal.of("loadgen_saturated_rps_ratio", rps_ratio, reason=why, valid=not why),
         Goal.of(
             "worker_rss_ratio",

@@ -198,6 +198,9 @@ class Goal:
         d["passed"] = self.passed
         if self.passed is False and not self.reason:
             d["reason"] = f"measured {self.value:g}, the goal is {self.op} {self.target:g}"
+        if self.passed is None and not d["reason"]:
+            # e.g. a short (--small) run in which one side produced no figure
+            d["reason"] = "not measured: this run of the benchmark gave no value for it"
         return d
 
 

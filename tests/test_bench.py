@@ -104,7 +104,9 @@ def check_entry(name: str, b: dict[str, Any]) -> None:
         assert g["passed"] in (True, False, None)
         # a goal left unjudged (not measured, or its setup did not hold) says why
         assert g["passed"] is not None or g["reason"], f"{name}: {g['id']} unjudged, no reason"
-        assert g["value"] is not None, g  # a small run measures every figure it reports
+        # A small run measures every figure it reports, or says why it could not (its
+        # windows are a few seconds: on a busy machine the CPU watcher can miss one).
+        assert g["value"] is not None or g["reason"], g
     for value in b["ratios"].values():
         assert value is None or isinstance(value, (*NUMBER, list))
     for t in b["tables"]:
