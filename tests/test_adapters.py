@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -31,14 +29,12 @@ from runner.service import clean_env, free_port
 from scenarios.adapters import capability_table, check_scenario, load_adapter, runnable
 from scenarios.adapters.http_map import Operation, load_mapping
 from scenarios.registry import get_scenario, names
-from tests.conftest import ROOT
+from tests.conftest import ROOT, start_redis
 from tests.locust_helpers import assert_no_traceback, run_cli
 
 CLI = [sys.executable, str(ROOT / "run_stress_test.py")]
 OWN = ROOT / "tests" / "own"
 SESSIONS_MAP = OWN / "sessions_map.yml"
-REDIS_SERVER = shutil.which("redis-server")
-IN_CI = bool(os.environ.get("CI"))
 
 
 # --- what runs where (pure) ----------------------------------------------------------------
@@ -236,37 +232,6 @@ class Targets:
     redis_pid: int
     http_url: str
     http_pid: int
-
-
-def start_redis(folder: Path) -> tuple[subprocess.Popen[bytes], str]:
-    if REDIS_SERVER is None:
-        message = "redis-server is not installed (Debian: apt-get install redis-server)"
-        if IN_CI:
-            pytest.fail(message + "; make test installs it in CI")
-        pytest.skip(message)
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            REDIS_SERVER,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--maxmemory",
-            "64mb",
-            "--maxmemory-policy",
-            "allkeys-lru",
-            "--dir",
-            str(folder),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.STDOUT,
-    )
-    return proc, f"redis://127.0.0.1:{port}/0"
 
 
 def wait_until(ready: Any, what: str, deadline_s: float = 20.0) -> None:

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -30,7 +28,7 @@ import pytest
 import requests
 
 from runner.service import clean_env, free_port
-from tests.conftest import ROOT
+from tests.conftest import ROOT, start_redis
 from tests.locust_helpers import assert_no_traceback, config_copy
 
 pytestmark = pytest.mark.slow
@@ -39,7 +37,6 @@ OWN = ROOT / "tests" / "own"
 EXAMPLES = ROOT / "examples"  # the README's examples
 LEAKY_SERVER = OWN / "leaky_server.py"
 CLI = [sys.executable, str(ROOT / "run_stress_test.py")]
-IN_CI = bool(os.environ.get("CI"))
 
 
 def short_clock_config(path: Path) -> Path:
@@ -274,38 +271,11 @@ def test_a_bad_host_or_locustfile_is_one_line_and_exit_2(tmp_path: Path) -> None
 
 # --- Redis -------------------------------------------------------------------------------
 
-REDIS_SERVER = shutil.which("redis-server")
-
 
 @pytest.fixture
 def redis_target(tmp_path: Path) -> Iterator[tuple[str, int]]:
-    if REDIS_SERVER is None:
-        message = "redis-server is not installed (Debian: apt-get install redis-server)"
-        if IN_CI:
-            pytest.fail(message + "; make test installs it in CI")
-        pytest.skip(message)
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            REDIS_SERVER,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--maxmemory",
-            "64mb",
-            "--maxmemory-policy",
-            "allkeys-lru",
-            "--dir",
-            str(tmp_path),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.STDOUT,
-    )
+    proc, url = start_redis(tmp_path)
+    port = int(url.rsplit(":", 1)[1].split("/")[0])
     import redis
 
     client = redis.Redis(port=port)
