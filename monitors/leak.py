@@ -51,50 +51,67 @@ How a series is judged
 ======================
 
 With the settings of ``monitor.leak_detection`` (see
-``stress_test_config.yml``, where each one is explained):
+``stress_test_config.yml``, where each one is explained). R below is
+``min_rise_mb``, the least rise a leak must make:
 
 1. **Warm-up.** Samples in the first ``warmup_s`` seconds are ignored.
 2. **Lower envelope.** Time is cut into windows of ``window_s``; each complete
    window gives one point, its minimum (at the window's middle). Garbage
-   collector and allocator sawtooth rides *above* this envelope; memory that is
-   never given back lifts it. The points of the last ``lookback_s`` are kept.
-3. **Change points.** The envelope is cut into segments, each fit by a
+   collector and allocator sawtooth faster than a window rides *above* this
+   envelope. The points of the last ``lookback_s`` are kept.
+3. **Kept level** (:func:`kept_level`). A sawtooth slower than a window (a
+   cache or a batch of buffers filled over 20-90 s, then freed at once) is still
+   in the envelope. A point counts as *given back* when the envelope later falls
+   below it by more than a tolerance (:data:`GIVEBACK_SHARE` of R and
+   :data:`GIVEBACK_SIGMAS` noise sigmas); it is lowered to that later level.
+   Between two troughs less than a step apart the kept level is the line through
+   them. So a sawtooth alone becomes the flat line of its troughs, a leak under a
+   sawtooth the line its troughs climb, and growth never given back stays as it
+   is. The climb since the newest trough is not judged yet (it is most likely
+   memory the sawtooth gives back again) while it is younger than
+   :data:`TAIL_FACTOR` times the longest climb that was given back and no higher
+   than the highest; the time it took still counts in the span judged.
+4. **Change points.** The kept level is cut into segments, each fit by a
    straight line (``ruptures`` binary segmentation, linear model, at least
    :data:`MIN_SEGMENT` points a segment), with a penalty of ``penalty * sigma**2
-   * ln(n)``: ``sigma`` the envelope's noise (from the median absolute
-   deviation of its differences, so a step or a ramp does not inflate it), n
-   its points. Each cut is one of:
+   * ln(n)``: ``sigma`` the envelope's noise (from the median absolute deviation
+   of its differences, so a step or a ramp does not inflate it; at least
+   :data:`NOISE_FLOOR_SHARE` of R), n its points. Each cut is one of:
 
    - a **step**: the two lines disagree at the cut by at least ``step_sigmas``
-     sigma *and* at least :data:`STEP_SHARE` of the rise a leak needs (upward:
-     a step of +40 MB; downward: memory given back, or a sawtooth's drop);
+     sigma *and* at least :data:`STEP_SHARE` of R (a step of +40 MB; a smaller
+     jump cannot make a leak's rise by itself);
    - a **bend**: the lines meet (a rate changed, a leak began or slowed).
 
-4. **Where trends are judged.** A trend is judged only from the newest step
+5. **Where trends are judged.** A trend is judged only from the newest step
    back (never across a step) and never before the *floor* a clearing left
    (below). Bends do not cut: a leak that starts on a flat line is judged across
    its start, as a rise on a longer span. So a step of +40 MB after a warm-up is
    reported as a step (an :class:`Episode` of kind ``step``), not judged as
    the trend "warm-up, then up by 40 MB".
 
-   **A staircase is a leak**: at least ``staircase_steps`` upward steps in a
-   row, no step down among them, at a steady pace (the longest gap between two
-   of them at most :data:`STAIR_REGULARITY` times the shortest) and still going
-   (the newest step no older than :data:`STAIR_REGULARITY` times the longest
-   gap). Then the trend is judged across those steps, from the start of the
-   tread before the first one. One step (or two) is a load that stayed; a
-   service that loads a model, an index, a cache once does not keep doing so
-   at a steady pace.
-5. **Scales.** Within that span the trend is judged over the last
+   **Step, staircase, sawtooth.** One step (or two) up is a load that stayed: a
+   service that loads a model, an index, a cache once does not keep doing so at
+   a steady pace. At least ``staircase_steps`` upward steps in a row, no step
+   down among them, at a steady pace (the longest gap between two of them at
+   most :data:`STAIR_REGULARITY` times the shortest) and still going (the newest
+   step no older than :data:`STAIR_REGULARITY` times the longest gap) are a
+   **staircase**, a leak that grows in chunks: the trend is judged across those
+   steps, from the start of the tread before the first one. A **sawtooth** has
+   no steps at all: its drops are memory given back (step 3), so its kept level
+   is its troughs; a leak under it raises them by a little each period (less than
+   a step: one trend), a sawtooth alone leaves them flat.
+6. **Scales.** Within that span the trend is judged over the last
    ``lookback_s`` and over shorter spans (each :data:`SCALE_STEP` of the
    last), down to ``shortest_share`` of the lookback (and at least
    ``min_windows`` points, at least 8): a leak that started a minute ago fills
    a short scale long before the lookback.
-6. **Enough growth.** At a scale of L seconds a leak needs a Theil-Sen slope
-   of at least ``min_slope_mb_per_min * lookback_s / L``: the same *total
-   rise* at every scale (3.2 MB with the shipped 0.4 MB/min over 480 s), so a
-   short scale cannot mistake a few MB of noise for a fast leak.
-7. **The full test** at that scale, all of:
+7. **Enough growth.** At a scale of L minutes a leak needs a Theil-Sen slope of
+   at least ``creep_mb_per_min + R / L`` (and ``min_slope_mb_per_min``): a rise of
+   R above a slow creep, so a short scale cannot mistake a few MB of noise for a
+   fast leak, and a long one does not call a service's slow settling (a creep)
+   a leak.
+8. **The full test** at that scale, all of:
 
    - **significant**: the Theil-Sen confidence interval
      (``scipy.stats.theilslopes``) lies above 0, and a Mann-Kendall test gives
@@ -105,25 +122,25 @@ With the settings of ``monitor.leak_detection`` (see
      ``sustain`` times the older half's (a cache filling ever more slowly has a
      recent half much slower than its older half);
    - **still at its high**: the newest point is within :data:`PEAK_TOLERANCE`
-     of the required rise of the scale's highest point.
+     of the scale's required rise of the scale's highest point.
 
    A rise that passes on ``confirm`` consecutive judgements (one a window) is
    called a leak (an :class:`Episode` of kind ``trend``).
-8. **Cleared on evidence.** A called leak clears when the Theil-Sen slope of
+9. **Cleared on evidence.** A called leak clears when the Theil-Sen slope of
    the *newest segment* (from the newest cut of any kind, or across the steps
-   of a staircase that is still going; its last L seconds at most, L the span
-   that called the leak, and at least the shortest span) has had the high end
-   of its ``1 - 2 * significance`` confidence interval below the slope a leak
-   needs at L, for ``clear_hold_s`` seconds. The question is the one that called
-   the leak, asked of the newest data: a filling cache clears as its rate falls,
-   a slow creep after a step or a fill does not keep a leak alive, and a steady
-   leak does not clear (its interval holds its own rate, at least what was
-   needed). The leak's episode becomes a ``plateau``: growth that ended. It
-   also clears when the envelope falls :data:`RELEASE_FACTOR` times the
-   required rise below its peak since the call: memory was given back (the
+   of a staircase that is still going; its last L seconds of judged points at
+   most, L the span that called the leak, and at least the shortest span) has
+   had the high end of its ``1 - 2 * significance`` confidence interval below
+   the slope a leak needs at L, for ``clear_hold_s`` seconds. The question is the
+   one that called the leak, asked of the newest data: a filling cache clears as
+   its rate falls, a slow creep after a step or a fill does not keep a leak
+   alive, and a steady leak does not clear (its interval holds its own rate, at
+   least what was needed). The leak's episode becomes a ``plateau``: growth that
+   ended. It also clears when the envelope falls :data:`RELEASE_FACTOR` times R
+   below the kept level's peak since the call: memory was given back (the
    episode stays a ``trend``, ``ended`` "released"). Either way the clearing
-   time becomes the *floor*: a new leak must make the required rise again
-   after it, so the growth that was just cleared is not called twice.
+   time becomes the *floor*: a new leak must make the required rise again after
+   it, so the growth that was just cleared is not called twice.
 
 Rates are MB per minute with MB = 2**20 bytes, as the reference service counts.
 Fixed constants (below) are the ones whose value follows from the method; the
@@ -133,6 +150,7 @@ ones a user may tune are settings.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 from collections import deque
 from collections.abc import Iterable, Mapping
@@ -158,10 +176,30 @@ MIN_SEGMENT = 2
 step is cut two windows after it happened, before ``confirm`` judgements could
 have called the rise across it."""
 
-STEP_SHARE = 0.5
+STEP_SHARE = 1.0
 """A cut is a step only when its jump is at least this share of the rise a leak
 needs: a smaller jump cannot by itself make a leak's rise, and judging across it
-keeps a leak with a hiccup one trend."""
+keeps a leak with a hiccup one trend (and a leak under a sawtooth, whose kept
+level rises by a little each period, one trend)."""
+
+NOISE_FLOOR_SHARE = 0.125
+"""Change points take the envelope's noise as at least this share of the required
+rise: finer wiggles (an allocator's, or what a sawtooth leaves under the give-back
+tolerance) are not worth a segment of their own."""
+
+GIVEBACK_SHARE = 0.25
+"""Memory counts as given back when the series later falls below it by at least
+this share of the required rise ..."""
+
+GIVEBACK_SIGMAS = 4.0
+"""... and by at least this many noise sigmas (noise alone is not memory given back)."""
+
+TAIL_FACTOR = 1.5
+"""After memory was given back, the climb since is not judged while it is younger
+than this many times the longest climb that was given back (capped at half the
+lookback) and no higher than this many times the highest: a sawtooth's next
+climb is memory it will most likely give back too (a leak under it makes each
+climb a little higher than the last)."""
 
 STAIR_REGULARITY = 2.0
 """A staircase's steps come at a steady pace: the longest gap between two steps
@@ -242,12 +280,12 @@ class Trend:
 
     @property
     def rise_mb(self) -> float:
-        """The total rise a leak needs at this scale (the same at every scale)."""
+        """The total rise a leak needs at this scale (R and the creep over the scale)."""
         return self.needed_slope * self.scale_s / 60
 
     @property
     def rising(self) -> bool:
-        """The leak rule at this scale (module docstring, steps 6 and 7)."""
+        """The leak rule at this scale (module docstring, steps 7 and 8)."""
         k = self.sustain
         steady = (
             self.older_slope >= k * self.slope
@@ -349,13 +387,14 @@ def scales(settings: LeakDetection) -> list[float]:
 
 
 def needed_slope(settings: LeakDetection, scale_s: float) -> float:
-    """MB/min a leak needs at a scale: the minimum slope's total rise over the lookback."""
-    return settings.min_slope_mb_per_min * settings.lookback_s / scale_s
+    """MB/min a leak needs at a scale: the minimum rise above the creep, and the minimum slope."""
+    rise = settings.creep_mb_per_min + settings.min_rise_mb * 60 / scale_s
+    return max(settings.min_slope_mb_per_min, rise)
 
 
 def required_rise_mb(settings: LeakDetection) -> float:
-    """The total rise a leak must make, at every scale."""
-    return settings.min_slope_mb_per_min * settings.lookback_s / 60
+    """The least total rise a leak must make (at every scale; at long ones the slope asks more)."""
+    return settings.min_rise_mb
 
 
 # --- change points ----------------------------------------------------------------------
@@ -423,10 +462,17 @@ class LineCost(rpt.base.BaseCost):
         return float(max(0.0, var_y - (cov * cov / var_t if var_t > 0 else 0.0)))
 
 
-def cuts(t: np.ndarray, y_mb: np.ndarray, settings: LeakDetection) -> tuple[list[Cut], float]:
-    """The change points of an envelope (times in s, values in MB), oldest first, and its noise."""
+def cuts(
+    t: np.ndarray, y_mb: np.ndarray, settings: LeakDetection, noise: float | None = None
+) -> tuple[list[Cut], float]:
+    """The change points of a series (times in s, values in MB), oldest first, and its noise.
+
+    ``noise``: the series' noise in MB when the caller knows it better (the raw
+    envelope's, for its kept level); else :func:`noise_mb` of the series.
+    """
     n = len(t)
-    sigma = max(noise_mb(y_mb), 1e-3 * required_rise_mb(settings))
+    floor = NOISE_FLOOR_SHARE * required_rise_mb(settings)
+    sigma = max(noise_mb(y_mb) if noise is None else noise, floor)
     if n < 2 * MIN_SEGMENT:
         return [], sigma
     x = np.column_stack([(t - t[0]) / settings.window_s, y_mb])
@@ -449,6 +495,55 @@ def cuts(t: np.ndarray, y_mb: np.ndarray, settings: LeakDetection) -> tuple[list
         bend_mb = 2 * settings.window_s * max(abs(s1), abs(s2))
         out.append(Cut(i, float(at), float(jump), abs(jump) >= max(step_mb, bend_mb)))
     return out, sigma
+
+
+@dataclass(frozen=True)
+class Kept:
+    """The envelope less the memory it gave back later: what the target kept (MB)."""
+
+    values: np.ndarray  # each point at most what the series later fell back to (plus noise)
+    settled: int  # points from this index on are a climb not given back *yet* (len: none)
+    givebacks: int  # how many times the series gave memory back
+    longest_climb_s: float  # the longest climb that was given back
+
+
+def kept_level(t: np.ndarray, y_mb: np.ndarray, settings: LeakDetection, sigma: float) -> Kept:
+    """The kept level of an envelope (times in s, values in MB), see the module docstring.
+
+    A point counts as given back when the series later falls below it by more
+    than ``tol`` (:data:`GIVEBACK_SHARE` of the required rise and
+    :data:`GIVEBACK_SIGMAS` noise sigmas); it is lowered to that later level plus
+    ``tol``. A sawtooth of any period becomes its troughs' level; a leak under it
+    the rise of its troughs; growth that is never given back stays as it is.
+    """
+    n = len(y_mb)
+    tol = max(GIVEBACK_SIGMAS * sigma, GIVEBACK_SHARE * required_rise_mb(settings))
+    later = np.append(np.minimum.accumulate(y_mb[::-1])[::-1][1:], np.inf)  # min of what follows
+    given = y_mb > later + tol
+    values = np.minimum(y_mb, later + tol)
+    troughs = np.nonzero(given[:-1] & ~given[1:])[0] + 1
+    if troughs.size == 0:
+        return Kept(values, n, 0, 0.0)
+    longest = highest = 0.0
+    for tr in troughs:
+        # The climb that was given back began at the last point before it no higher than
+        # where it fell (a sawtooth: about one period; noise: a window or two).
+        lows = np.nonzero(y_mb[:tr] <= y_mb[tr] + tol)[0]
+        began = int(lows[-1]) if lows.size else 0
+        longest = max(longest, float(t[tr] - t[began]))
+        highest = max(highest, float(y_mb[began:tr].max() - min(y_mb[began], y_mb[tr])))
+    # Between two troughs less than a step apart the kept level grows evenly: a leak under a
+    # sawtooth is a line through its troughs, not a stair of tiny steps.
+    step = STEP_SHARE * required_rise_mb(settings)
+    for a, b in itertools.pairwise(troughs):
+        if abs(y_mb[b] - y_mb[a]) < step:
+            line = np.interp(t[a:b], (t[a], t[b]), (y_mb[a], y_mb[b]))
+            values[a:b] = np.minimum(values[a:b], line)
+    last = int(troughs[-1])
+    young = t[-1] - t[last] < min(TAIL_FACTOR * longest, settings.lookback_s / 2)
+    within = y_mb[last:].max() - y_mb[last] <= TAIL_FACTOR * highest
+    settled = last + 1 if young and within else n
+    return Kept(values, settled, int(troughs.size), longest)
 
 
 def staircase(steps: list[Cut], now: float, settings: LeakDetection) -> list[Cut]:
@@ -482,12 +577,14 @@ class Judgement:
     first: int = 0  # index of the first point trends were judged from
     newest: int = 0  # index of the first point of the newest segment (clearing evidence)
     stairs: tuple[Cut, ...] = ()  # the steps of a staircase judged across, if any
+    kept: tuple[float, ...] = ()  # the kept level of every envelope point, bytes
+    settled: int = 0  # kept points before this index are judged (after: a climb not given back yet)
 
 
 def judge(
     envelope: list[tuple[float, float]], settings: LeakDetection, floor: float = -math.inf
 ) -> Judgement:
-    """Segment, then judge every scale of the newest span with enough points, longest first.
+    """Keep, segment, then judge every scale of the newest span with enough points, longest first.
 
     ``floor``: no trend is judged from points before this time (set by a clearing).
     """
@@ -495,8 +592,13 @@ def judge(
     if len(envelope) < need:
         return Judgement(None, None)
     t = np.fromiter((p[0] for p in envelope), float, len(envelope))
-    y = np.fromiter((p[1] for p in envelope), float, len(envelope))
-    found, _ = cuts(t, y / MB, settings)
+    y_mb = np.fromiter((p[1] for p in envelope), float, len(envelope)) / MB
+    sigma = noise_mb(y_mb)
+    kept = kept_level(t, y_mb, settings, sigma)
+    settled = kept.settled
+    y = kept.values * MB
+    # A climb not given back yet is neither cut nor judged (but the time it took counts).
+    found, _ = cuts(t[:settled], kept.values[:settled], settings, sigma)
     steps = [c for c in found if c.step]
     stairs = staircase(steps, float(t[-1]), settings)
     first = int(np.searchsorted(t, floor, side="left"))
@@ -506,14 +608,19 @@ def judge(
     elif steps:
         first = max(first, steps[-1].index)
     newest = max([first, *(c.index for c in found if c not in stairs)])
-    chosen = _spans(t, first, settings)
+    base = Judgement(
+        None, None, tuple(found), first, newest, tuple(stairs), tuple(y.tolist()), settled
+    )
+    chosen = [(length, a) for length, a in _spans(t, first, settings) if settled - a >= need]
     if not chosen:  # the newest span is too short for a trend: judged, and not rising
-        slope = median_slope(t, y)
-        return Judgement(slope, None, tuple(found), first, newest, tuple(stairs))
+        n = max(settled, 2)
+        return dataclasses.replace(base, slope=median_slope(t[:n], y[:n]))
     alpha = settings.significance / len(chosen)
     overall: float | None = None
     for length, start in chosen:
-        ts, ys = t[start:], y[start:]
+        # A climb not given back yet is not judged, but the span it took counts: a leak
+        # under a sawtooth is judged on its troughs, as soon as a leak alone would be.
+        ts, ys = t[start:settled], y[start:settled]
         slope = median_slope(ts, ys)
         if overall is None:
             overall = slope
@@ -522,8 +629,8 @@ def judge(
             continue
         tr = full_trend(ts, ys, alpha, need_slope, length, settings.sustain)
         if tr.rising:
-            return Judgement(overall, tr, tuple(found), first, newest, tuple(stairs))
-    return Judgement(overall, None, tuple(found), first, newest, tuple(stairs))
+            return dataclasses.replace(base, slope=overall, rising=tr)
+    return dataclasses.replace(base, slope=overall)
 
 
 def _spans(t: np.ndarray, first: int, settings: LeakDetection) -> list[tuple[float, int]]:
@@ -546,8 +653,8 @@ def on_run_clock(settings: LeakDetection, factor: float, interval_s: float) -> L
     """The settings for a run shortened to ``factor`` of its scenario's configured length.
 
     Times (warm-up, window, lookback, clearing hold) shrink by the factor and
-    the minimum slope grows by it, so a short run (``--quick``, tests) is
-    judged on a faster clock but needs the same total rise in MB. A window is
+    the rates (minimum slope, creep) grow by it, so a short run (``--quick``,
+    tests) is judged on a faster clock but needs the same rise in MB. A window is
     never shorter than the sampling interval; ``factor`` >= 1 leaves the
     settings as they are.
     """
@@ -556,13 +663,14 @@ def on_run_clock(settings: LeakDetection, factor: float, interval_s: float) -> L
     f = max(factor, 0.01)
     window = max(settings.window_s * f, interval_s)
     lookback = max(settings.lookback_s * f, window * min_points(settings))
-    rise = settings.min_slope_mb_per_min * settings.lookback_s
+    faster = settings.lookback_s / lookback  # rates grow as the clock runs faster
     return dataclasses.replace(
         settings,
         warmup_s=settings.warmup_s * f,
         window_s=window,
         lookback_s=lookback,
-        min_slope_mb_per_min=rise / lookback,
+        min_slope_mb_per_min=settings.min_slope_mb_per_min * faster,
+        creep_mb_per_min=settings.creep_mb_per_min * faster,
         clear_hold_s=settings.clear_hold_s * f,
     )
 
@@ -745,7 +853,7 @@ class _Series:
         if j.rising is not None and self._streak >= self.settings.confirm:
             tr = j.rising
             self.state, self.trend = LEAK, tr
-            self._peak = self.envelope[-1][1]
+            self._peak = _kept_peak(j)
             self._below_since = None
             why = f"rising {tr.slope:.2f} MB/min over the last {tr.scale_s:.0f} s"
             if j.stairs:
@@ -779,8 +887,8 @@ class _Series:
     def _judge_leak(self, t: float, j: Judgement) -> list[LeakEvent]:
         called = self.trend
         assert called is not None
-        value = self.envelope[-1][1]
-        self._peak = max(self._peak, value)
+        value = self.envelope[-1][1]  # the raw newest point: memory given back shows at once
+        self._peak = max(self._peak, _kept_peak(j))
         drop_mb = (self._peak - value) / MB
         if drop_mb > RELEASE_FACTOR * self.rise_mb:
             return self._clear(t, "released", f"the envelope fell {drop_mb:.1f} MB below its peak")
@@ -798,11 +906,17 @@ class _Series:
         """Whether the newest segment's slope is below the threshold, with its interval."""
         s = self.settings
         window = max(called.scale_s, shortest_scale(s))
-        pts = [p for p in list(self.envelope)[j.newest :] if p[0] > self.envelope[-1][0] - window]
-        if len(pts) < 2 * MIN_HALF:
+        times = [p[0] for p in self.envelope]
+        if j.settled < 1:
             return False, ""
-        t = np.array([p[0] for p in pts])
-        y = np.array([p[1] for p in pts])
+        end = times[j.settled - 1]  # the newest settled point: a climb since is not evidence
+        # From the newest cut, and at least the fewest points a trend is judged on.
+        start = max(0, min(j.newest, j.settled - min_points(s)))
+        idx = [i for i in range(start, j.settled) if times[i] > end - window]
+        if len(idx) < 2 * MIN_HALF:
+            return False, ""
+        t = np.array([times[i] for i in idx])
+        y = np.array([j.kept[i] for i in idx])
         span = float(t[-1] - t[0]) + s.window_s
         threshold = needed_slope(s, window)
         confidence = 1 - 2 * s.significance
@@ -840,7 +954,7 @@ class _Series:
         """
         if not j.cuts:
             return
-        n = len(self.envelope)
+        n = j.settled  # cuts are made on the settled points only
         tol = 2 * self.settings.window_s
         for c in j.cuts:
             if not c.step or c.jump_mb <= 0 or n - c.index < min_points(self.settings):
@@ -853,6 +967,11 @@ class _Series:
             self.episodes.append(
                 Episode(STEP, self.name, c.time, c.time, step_mb=c.jump_mb, text=text)
             )
+
+
+def _kept_peak(j: Judgement) -> float:
+    """The highest kept level of the settled points (bytes)."""
+    return max(j.kept[: max(j.settled, 1)]) if j.kept else -math.inf
 
 
 # --- the detector -----------------------------------------------------------------------
@@ -872,7 +991,7 @@ class LeakDetector:
 
     @property
     def rise_mb(self) -> float:
-        """The total rise a leak must make (at every scale)."""
+        """The least rise a leak must make (``min_rise_mb``)."""
         return required_rise_mb(self.settings)
 
     @property
