@@ -87,6 +87,7 @@ from monitors.sources import (
     host_scope_note,
     parse_source_names,
 )
+from monitors.stored import stored_vectors_sources
 from scenarios.registry import get_scenario
 
 if TYPE_CHECKING:
@@ -599,8 +600,12 @@ class MemoryMonitor:
         self.extra_columns = tuple(c for src in registered for c in src.columns)
         # Another machine's RSS is not bounded by this host's memory (junk_values' check).
         bound = math.inf if ctx.remote else None
+        counted = stored_vectors_sources(ctx, self.host, timeout)  # a vector scenario's
         sampler = Sampler(
-            [*sources, *registered], self._source_event, deadline=deadline, host_total_bytes=bound
+            [*sources, *registered, *counted],
+            self._source_event,
+            deadline=deadline,
+            host_total_bytes=bound,
         )
         for name in skipped:  # noted once, never a lost target
             sampler.missing[name] = f"--host {self.host or '(none)'} is not an HTTP URL"

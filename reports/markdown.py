@@ -152,6 +152,8 @@ def _definition_rows(doc: dict[str, Any]) -> list[list[str]]:
             continue
         if no_cycles and key.startswith("cycle."):
             continue  # the run sent no management cycles: no cycle figures at all
+        if key.startswith("vectors.") and not (doc["metrics"].get("vectors") or {}).get("measured"):
+            continue  # no stored-vector counts: not a vector run on a counting adapter
         value = _get(doc["metrics"], key)
         if isinstance(value, dict | list):
             continue
@@ -302,6 +304,17 @@ def render_run(
         )
     if doc.get("source_kind") != "locust":
         add(f"- **Leak:** {_leak_line(m['leak'])}")
+    vec = m.get("vectors") or {}
+    if vec.get("measured"):
+        acc = vec.get("accounted_per_vector_kb")
+        add(
+            f"- **Stored vectors:** {num(vec['most_stored'])} at most; RSS growth "
+            f"{num(vec['rss_per_vector_kb'])} KB per stored vector (marginal "
+            f"{num(vec.get('rss_slope_kb_per_vector'))} KB)"
+            + (f", accounted {num(acc)} KB" if acc is not None else "")
+        )
+        if vec["drop"]["finding"]:
+            add(f"- **Cleanup drop:** {vec['drop']['finding']}")
     if run.get("purpose"):
         add(f"- **Purpose:** {run['purpose']}")
     add("")

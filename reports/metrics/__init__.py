@@ -1,7 +1,7 @@
 """Aggregate: the metrics of a run from a :class:`RunData`, as plain dataclasses.
 
 One module per concern: :mod:`.memory`, :mod:`.leak`, :mod:`.latency`,
-:mod:`.pressure`, :mod:`.recovery`, :mod:`.cost`, :mod:`.stages`; shared units
+:mod:`.pressure`, :mod:`.recovery`, :mod:`.cost`, :mod:`.vectors`, :mod:`.stages`; shared units
 and helpers in :mod:`.base`. :data:`DEFINITIONS` holds the one-line definition
 the report prints next to every figure.
 """
@@ -15,7 +15,7 @@ import pandas as pd
 
 from common.config import Config
 from reports.collect import CYCLE_REQUEST, RunData
-from reports.metrics import cost, latency, leak, memory, pressure, recovery
+from reports.metrics import cost, latency, leak, memory, pressure, recovery, vectors
 from reports.metrics.base import MB, StageSpan, few, finite, parse_params, stage_spans, timeline
 from reports.metrics.cost import CostMetrics, cost_metrics
 from reports.metrics.latency import (
@@ -47,11 +47,13 @@ from reports.metrics.stages import (
     stop_info,
     worker_summary,
 )
+from reports.metrics.vectors import DropMetrics, VectorMetrics, vector_metrics
 
 __all__ = [
     "DEFINITIONS",
     "MB",
     "CostMetrics",
+    "DropMetrics",
     "Latency",
     "LeakEpisode",
     "LeakMetrics",
@@ -64,6 +66,7 @@ __all__ = [
     "StageMetrics",
     "StageSpan",
     "StopInfo",
+    "VectorMetrics",
     "aggregated_latency",
     "compute",
     "few",
@@ -94,6 +97,7 @@ class RunMetrics:
     stop: StopInfo
     stages: list[StageMetrics]
     workers: dict[str, Any] = field(default_factory=dict)
+    vectors: VectorMetrics = field(default_factory=VectorMetrics)
     source_figures: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -104,6 +108,7 @@ DEFINITIONS: dict[str, tuple[str, str, str]] = {
     **pressure.DEFINITIONS,
     **recovery.DEFINITIONS,
     **cost.DEFINITIONS,
+    **vectors.DEFINITIONS,
     "duration_s": ("duration", "s", "from the run's start to its end"),
 }
 
@@ -121,6 +126,7 @@ def compute(data: RunData, cfg: Config) -> RunMetrics:
     else:
         latency, basis = aggregated_latency(data), "all requests"
     req.first_shed_s = first_shed(data, t0)
+    stored = vector_metrics(data, spans, tol)
     return RunMetrics(
         t0=t0,
         t_end=t_end,
@@ -136,6 +142,7 @@ def compute(data: RunData, cfg: Config) -> RunMetrics:
         pressure=pressure_metrics(data),
         recovery=recovery_metrics(data, spans, t0, tol, cfg.scenarios.recovery_min_observed_s),
         cost=cost_metrics(data, memory, req, spans),
+        vectors=stored,
         stop=stop_info(data),
         stages=stage_metrics(data, spans, t0, cfg),
         workers=worker_summary(data),
