@@ -30,13 +30,13 @@ from common.context import RunContext
 from common.target import TargetClient
 from monitors.exporter import MetricsUrlSource
 from monitors.options import TargetProfile
+from monitors.readings import SourceMissing
 from monitors.redis_source import REDIS_SCHEMES
 from monitors.registry import REGISTRY, SourceTarget
 from monitors.sampler import Report, Sampler, Source
 from monitors.sources import (
     HTTP_SOURCES,
     SOURCE_NAMES,
-    SourceMissing,
     build_sources,
     find_listening_pid,
     host_scope_note,

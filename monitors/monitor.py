@@ -55,6 +55,7 @@ from common.context import RunContext
 from common.runfiles import SAMPLE_COLUMNS, WORKER_COLUMNS, CsvAppender
 from monitors.allocations import AllocationProfiler
 from monitors.assembly import assemble_sampler, read_timeouts
+from monitors.http_sources import TIERS
 from monitors.leak import (
     VERDICT_FILE,
     LeakDetector,
@@ -68,7 +69,7 @@ from monitors.options import TargetProfile, option_sources, profile_mode
 from monitors.safety import SafetyGuard, Seen, Stop
 from monitors.sampler import GreenletCpuMeter, Sampler
 from monitors.snapshot import History, Point, Snapshot, verdict_inputs
-from monitors.sources import TIERS, parse_source_names
+from monitors.sources import parse_source_names
 from monitors.upkeep import Upkeep
 from scenarios.registry import get_scenario
 
