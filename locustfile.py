@@ -26,7 +26,8 @@ from common.config import DEFAULT_CONFIG_PATH, ConfigError
 from common.context import build_context
 from common.exitcodes import ExitCode
 from common.locustfix import stop_csv_writer_at_quit
-from monitors.monitor import MemoryMonitor, TargetProfile, add_monitor_options
+from monitors.monitor import MemoryMonitor
+from monitors.options import TargetProfile, add_monitor_options
 from reports.quit_verdict import QuitVerdict
 from scenarios.adapters import check_scenario, load_adapter
 from scenarios.adapters import names as adapter_names

@@ -17,7 +17,7 @@ From user code:
 from __future__ import annotations
 
 from memstress.attach import phase
+from monitors.readings import SourceFailed, SourceMissing
 from monitors.registry import SourceTarget, register_source
-from monitors.sources import SourceFailed, SourceMissing
 
 __all__ = ["SourceFailed", "SourceMissing", "SourceTarget", "phase", "register_source"]

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import redis
 
-from monitors.sources import SourceFailed, SourceMissing
+from monitors.readings import SourceFailed, SourceMissing
 
 if TYPE_CHECKING:
     from monitors.registry import SourceTarget

@@ -28,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from monitors.sources import SourceFailed, SourceMissing
+from monitors.readings import SourceFailed, SourceMissing
 
 log = logging.getLogger(__name__)
 

@@ -34,14 +34,8 @@ import gevent
 import greenlet
 import psutil
 
-from monitors.sources import (
-    RSS_COLUMNS,
-    TARGET_SOURCES,
-    SourceFailed,
-    SourceMissing,
-    TargetGone,
-    junk_values,
-)
+from monitors.readings import RSS_COLUMNS, SourceFailed, SourceMissing, TargetGone, junk_values
+from monitors.sources import TARGET_SOURCES
 
 log = logging.getLogger(__name__)
 

@@ -14,8 +14,7 @@ from typing import Any
 
 from common.config import GRADES, Config
 from reports.collect import ReportInputError, is_run_folder, read_run
-from reports.fmt import num
-from reports.markdown import table
+from reports.fmt import num, table
 from reports.results import RESULTS_NAME, aggregate, load_results, summary, to_results
 
 Summary = dict[str, Any]

@@ -16,6 +16,7 @@ import gevent
 import psutil
 import pytest
 
+from common.cgroup import find_memory_cgroup
 from common.config import load_config
 from common.exitcodes import ExitCode
 from monitors.safety import SafetyGuard, Seen
@@ -29,7 +30,6 @@ from monitors.sources import (
     SourceFailed,
     SourceMissing,
     TargetGone,
-    find_memory_cgroup,
     junk_values,
     parse_prometheus_rss,
     parse_psi,
