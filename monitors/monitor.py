@@ -53,15 +53,15 @@ import psutil
 import requests
 from locust.runners import WorkerRunner, locust_exception_handler
 
-from common.config import ConfigError, LeakDetection
-from common.context import RunContext
-from common.exitcodes import ExitCode
-from common.runfiles import SAMPLE_COLUMNS, WORKER_COLUMNS, CsvAppender
-from common.target import DEFAULT_METRIC, TargetClient, TargetError
-from common.units import MB
-from monitors.allocations import MODES, AllocationProfiler
-from monitors.exporter import MetricsUrlSource
-from monitors.leak import (
+from memstress.common.config import ConfigError, LeakDetection
+from memstress.common.context import RunContext
+from memstress.common.exitcodes import ExitCode
+from memstress.common.runfiles import SAMPLE_COLUMNS, WORKER_COLUMNS, CsvAppender
+from memstress.common.target import DEFAULT_METRIC, TargetClient, TargetError
+from memstress.common.units import MB
+from memstress.monitors.allocations import MODES, AllocationProfiler
+from memstress.monitors.exporter import MetricsUrlSource
+from memstress.monitors.leak import (
     LEAK,
     VERDICT_FILE,
     WARMUP,
@@ -73,11 +73,11 @@ from monitors.leak import (
     on_run_clock,
     tier_readings,
 )
-from monitors.redis_source import REDIS_SCHEMES
-from monitors.registry import REGISTRY, SourceTarget
-from monitors.safety import SafetyGuard, Seen, Stop
-from monitors.sampler import GreenletCpuMeter, Sampler, Source
-from monitors.sources import (
+from memstress.monitors.redis_source import REDIS_SCHEMES
+from memstress.monitors.registry import REGISTRY, SourceTarget
+from memstress.monitors.safety import SafetyGuard, Seen, Stop
+from memstress.monitors.sampler import GreenletCpuMeter, Sampler, Source
+from memstress.monitors.sources import (
     HTTP_SOURCES,
     SOURCE_NAMES,
     TIERS,
@@ -87,7 +87,7 @@ from monitors.sources import (
     host_scope_note,
     parse_source_names,
 )
-from scenarios.registry import get_scenario
+from memstress.scenarios.registry import get_scenario
 
 if TYPE_CHECKING:
     from locust.env import Environment
@@ -336,7 +336,9 @@ class MemoryMonitor:
             events.quitting.add_listener(self.on_quitting)
             web_ui = getattr(environment, "web_ui", None)
             if web_ui is not None:
-                from monitors.webui import MemoryView  # Flask bits only where there is a UI
+                from memstress.monitors.webui import (
+                    MemoryView,  # Flask bits only where there is a UI
+                )
 
                 MemoryView(web_ui, self)
 

@@ -34,7 +34,7 @@ import gevent
 import greenlet
 import psutil
 
-from monitors.sources import (
+from memstress.monitors.sources import (
     RSS_COLUMNS,
     TARGET_SOURCES,
     SourceFailed,

@@ -35,8 +35,8 @@ import psutil
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from common.cgroup import find_memory_cgroup
-from common.target import TargetClient
+from memstress.common.cgroup import find_memory_cgroup
+from memstress.common.target import TargetClient
 
 SOURCE_NAMES = ("process", "smaps", "metrics_url", "prometheus", "stats", "host", "psi", "cgroup")
 """Every source, in the order a sample reads them (``metrics_url``: monitors/exporter.py)."""
@@ -590,7 +590,7 @@ def parse_source_names(spec: str | None) -> tuple[str, ...]:
 
 def check_source_names(names: Iterable[str]) -> tuple[str, ...]:
     """The names, or ValueError naming the first unknown one and the valid ones."""
-    from monitors.registry import REGISTRY  # registered sources (redis, a user's own)
+    from memstress.monitors.registry import REGISTRY  # registered sources (redis, a user's own)
 
     out = tuple(names)
     valid = SOURCE_NAMES + REGISTRY.names()

@@ -1,6 +1,6 @@
 """Render: ``stress_test_report.md`` from a results document (never from the raw run data).
 
-Because the report reads only the JSON, ``python -m reports build`` or any
+Because the report reads only the JSON, ``python -m memstress.reports build`` or any
 later tool can rebuild it without a new run.
 """
 
@@ -10,8 +10,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from reports.fmt import duration, money, num, utc, with_unit
-from reports.leak_sites import render as render_where_memory_went
+from memstress.reports.fmt import duration, money, num, utc, with_unit
+from memstress.reports.leak_sites import render as render_where_memory_went
 
 MEMORY_SECTIONS = ("memory", "optimization", "leak", "pressure", "recovery", "cost")
 

@@ -16,11 +16,11 @@ import gevent
 import psutil
 import pytest
 
-from common.config import load_config
-from common.exitcodes import ExitCode
-from monitors.safety import SafetyGuard, Seen
-from monitors.sampler import GreenletCpuMeter, Sampler
-from monitors.sources import (
+from memstress.common.config import load_config
+from memstress.common.exitcodes import ExitCode
+from memstress.monitors.safety import SafetyGuard, Seen
+from memstress.monitors.sampler import GreenletCpuMeter, Sampler
+from memstress.monitors.sources import (
     SOURCE_NAMES,
     CgroupSource,
     HostSource,

@@ -9,12 +9,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from common.config import Config, load_config
-from common.runfiles import EVENT_COLUMNS, SAMPLE_COLUMNS
-from reports.collect import read_run
-from reports.metrics import RunMetrics, compute, locust_percentile
-from reports.metrics.base import stage_injects, stage_phase
-from reports.metrics.leak import judged_series, lower_envelope, stage_slope
+from memstress.common.config import Config, load_config
+from memstress.common.runfiles import EVENT_COLUMNS, SAMPLE_COLUMNS
+from memstress.reports.collect import read_run
+from memstress.reports.metrics import RunMetrics, compute, locust_percentile
+from memstress.reports.metrics.base import stage_injects, stage_phase
+from memstress.reports.metrics.leak import judged_series, lower_envelope, stage_slope
 from tests.fixtures.reports_builder import MB, T0, small_run, write_csv
 
 
