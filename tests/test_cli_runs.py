@@ -274,7 +274,9 @@ def test_target_killed_mid_run_exit_3_report_says_so(tmp_path: Path) -> None:
     cli = start_cli(*BASELINE_60S, "--out", str(tmp_path))
     try:
         run_dir = wait_for_samples(tmp_path)
-        service = wait_for(lambda: child_running(cli, "memstress.service"), 10, "the service process")
+        service = wait_for(
+            lambda: child_running(cli, "memstress.service"), 10, "the service process"
+        )
         kept = sample_rows(run_dir)
         killed_at = time.time()
         service.kill()
