@@ -26,7 +26,8 @@ from memstress.common.config import DEFAULT_CONFIG_PATH, ConfigError
 from memstress.common.context import build_context
 from memstress.common.exitcodes import ExitCode
 from memstress.common.locustfix import stop_csv_writer_at_quit
-from memstress.monitors.monitor import MemoryMonitor, TargetProfile, add_monitor_options
+from memstress.monitors.monitor import MemoryMonitor
+from memstress.monitors.options import TargetProfile, add_monitor_options
 from memstress.reports.quit_verdict import QuitVerdict
 from memstress.scenarios.adapters import check_scenario, load_adapter
 from memstress.scenarios.adapters import names as adapter_names

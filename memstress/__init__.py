@@ -28,15 +28,15 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from memstress.attach import phase
+    from memstress.monitors.readings import SourceFailed, SourceMissing
     from memstress.monitors.registry import SourceTarget, register_source
-    from memstress.monitors.sources import SourceFailed, SourceMissing
 
 _LAZY = {
     "phase": "memstress.attach",
     "SourceTarget": "memstress.monitors.registry",
     "register_source": "memstress.monitors.registry",
-    "SourceFailed": "memstress.monitors.sources",
-    "SourceMissing": "memstress.monitors.sources",
+    "SourceFailed": "memstress.monitors.readings",
+    "SourceMissing": "memstress.monitors.readings",
 }
 
 __all__ = ["SourceFailed", "SourceMissing", "SourceTarget", "phase", "register_source"]

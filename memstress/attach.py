@@ -13,7 +13,7 @@ nothing more. A locustfile that wires memstress itself (the suite's own
 - makes the run folder (``--run-dir`` or ``results/<stamp>_<locustfile>``) and
   writes ``run_meta.json``, ``events.csv``, ``stages.csv``;
 - starts the :class:`~monitors.monitor.MemoryMonitor` with a
-  :class:`~monitors.monitor.TargetProfile` for a target that may not speak the
+  :class:`~monitors.options.TargetProfile` for a target that may not speak the
   memstress API (``--host`` of any scheme);
 - turns the run into stages: a ``LoadTestShape``'s ticks (each new user count is
   a stage ``step_N``), or one ``load`` stage (``--duration S`` plays it for S
@@ -43,7 +43,8 @@ from memstress.common.context import RunContext, new_run_id
 from memstress.common.exitcodes import ExitCode
 from memstress.common.runfiles import RunFolder, make_run_dir
 from memstress.common.units import MB
-from memstress.monitors.monitor import MemoryMonitor, TargetProfile, add_monitor_options
+from memstress.monitors.monitor import MemoryMonitor
+from memstress.monitors.options import TargetProfile, add_monitor_options
 from memstress.shapes.plan import PlanError, StageSpec
 from memstress.shapes.staged import StagedShape, TickResult
 

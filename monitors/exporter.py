@@ -22,7 +22,8 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from memstress.common.target import MetricsUrl
-from memstress.monitors.sources import Reading, SourceFailed, SourceMissing, example_of, fetch_text
+from memstress.monitors.http_sources import fetch_text
+from memstress.monitors.readings import Reading, SourceFailed, SourceMissing, example_of
 
 
 def selector_text(metric: str, labels: tuple[tuple[str, str], ...]) -> str:

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import redis
 
-from memstress.monitors.sources import SourceFailed, SourceMissing
+from memstress.monitors.readings import SourceFailed, SourceMissing
 
 if TYPE_CHECKING:
     from memstress.monitors.registry import SourceTarget

@@ -28,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from memstress.monitors.sources import SourceFailed, SourceMissing
+from memstress.monitors.readings import SourceFailed, SourceMissing
 
 log = logging.getLogger(__name__)
 

@@ -34,14 +34,14 @@ import gevent
 import greenlet
 import psutil
 
-from memstress.monitors.sources import (
+from memstress.monitors.readings import (
     RSS_COLUMNS,
-    TARGET_SOURCES,
     SourceFailed,
     SourceMissing,
     TargetGone,
     junk_values,
 )
+from memstress.monitors.sources import TARGET_SOURCES
 
 log = logging.getLogger(__name__)
 

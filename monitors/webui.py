@@ -27,7 +27,8 @@ from memstress.monitors.page import PAGE_HTML
 if TYPE_CHECKING:
     from locust.web import WebUI
 
-    from memstress.monitors.monitor import MemoryMonitor, Point, Snapshot
+    from memstress.monitors.monitor import MemoryMonitor
+    from memstress.monitors.snapshot import Point, Snapshot
 
 TAB_KEY = "memstress_memory"
 MAX_POINTS = 3000

@@ -14,8 +14,7 @@ from typing import Any
 
 from memstress.common.config import GRADES, Config
 from memstress.reports.collect import ReportInputError, is_run_folder, read_run
-from memstress.reports.fmt import num
-from memstress.reports.markdown import table
+from memstress.reports.fmt import num, table
 from memstress.reports.results import RESULTS_NAME, aggregate, load_results, summary, to_results
 
 Summary = dict[str, Any]

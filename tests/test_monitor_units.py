@@ -16,6 +16,7 @@ import gevent
 import psutil
 import pytest
 
+from memstress.common.cgroup import find_memory_cgroup
 from memstress.common.config import load_config
 from memstress.common.exitcodes import ExitCode
 from memstress.monitors.safety import SafetyGuard, Seen
@@ -29,7 +30,6 @@ from memstress.monitors.sources import (
     SourceFailed,
     SourceMissing,
     TargetGone,
-    find_memory_cgroup,
     junk_values,
     parse_prometheus_rss,
     parse_psi,
