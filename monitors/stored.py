@@ -15,12 +15,12 @@ from typing import Any
 
 import requests
 
-from common.config import ConfigError
-from common.context import RunContext
-from common.target import TargetError
-from monitors.sources import SourceFailed
-from scenarios.registry import get_scenario
-from scenarios.target import VECTORS
+from memstress.common.config import ConfigError
+from memstress.common.context import RunContext
+from memstress.common.target import TargetError
+from memstress.monitors.sources import SourceFailed
+from memstress.scenarios.registry import get_scenario
+from memstress.scenarios.target import VECTORS
 
 COLUMN = "stored_vectors"
 

@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from common.runfiles import EVENT_COLUMNS, SAMPLE_COLUMNS, STAGE_COLUMNS, WORKER_COLUMNS
-from common.units import MB
-from reports.collect import LOCUST_HISTORY_COLUMNS, LOCUST_STATS_COLUMNS, SHED_TYPE
+from memstress.common.runfiles import EVENT_COLUMNS, SAMPLE_COLUMNS, STAGE_COLUMNS, WORKER_COLUMNS
+from memstress.common.units import MB
+from memstress.reports.collect import LOCUST_HISTORY_COLUMNS, LOCUST_STATS_COLUMNS, SHED_TYPE
 
 PCTS = ("50%", "66%", "75%", "80%", "90%", "95%", "98%", "99%", "99.9%", "99.99%", "100%")
 

@@ -9,12 +9,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from common.config import Config, load_config
-from common.runfiles import EVENT_COLUMNS, SAMPLE_COLUMNS, STAGE_COLUMNS
-from reports.collect import read_run
-from reports.metrics import RunMetrics, compute, locust_percentile
-from reports.metrics.base import stage_injects, stage_phase
-from reports.metrics.leak import judged_series, lower_envelope, stage_slope
+from memstress.common.config import Config, load_config
+from memstress.common.runfiles import EVENT_COLUMNS, SAMPLE_COLUMNS, STAGE_COLUMNS
+from memstress.reports.collect import read_run
+from memstress.reports.metrics import RunMetrics, compute, locust_percentile
+from memstress.reports.metrics.base import stage_injects, stage_phase
+from memstress.reports.metrics.leak import judged_series, lower_envelope, stage_slope
 from tests.fixtures.reports_builder import (
     MB,
     T0,
@@ -378,7 +378,7 @@ def test_memory_per_stored_vector_and_a_drop_that_gives_nothing_back(
 def test_a_drop_that_gives_memory_back_and_the_adapters_search_name(
     tmp_path: Path, cfg: Config
 ) -> None:
-    from reports.results import aggregate
+    from memstress.reports.results import aggregate
 
     a = aggregate(read_run(vector_run(tmp_path / "run", after_drop_mb=102.0)), cfg)
     d = a.metrics.vectors.drop

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from reports.fmt import num
+from memstress.reports.fmt import num
 
 
 def vector_lines(metrics: dict[str, Any]) -> list[str]:

@@ -6,14 +6,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from reports.collect import RunData
-from reports.metrics.base import (
+from memstress.reports.collect import RunData
+from memstress.reports.metrics.base import (
     StageSpan,
     col,
     finite,
 )
-from reports.metrics.latency import RequestMetrics, entries
-from reports.metrics.memory import MemoryMetrics
+from memstress.reports.metrics.latency import RequestMetrics, entries
+from memstress.reports.metrics.memory import MemoryMetrics
 
 
 @dataclass

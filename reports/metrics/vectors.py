@@ -27,9 +27,9 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.stats import theilslopes
 
-from reports.collect import RunData
-from reports.metrics.base import MB, StageSpan, adapter_requests, col, few, median, whole
-from reports.metrics.latency import entries
+from memstress.reports.collect import RunData
+from memstress.reports.metrics.base import MB, StageSpan, adapter_requests, col, few, median, whole
+from memstress.reports.metrics.latency import entries
 
 MIN_COUNTS = 5
 """Distinct stored-vector counts the marginal slope needs."""

@@ -21,11 +21,11 @@ from typing import Any
 
 import requests
 
-from common.config import ConfigError
-from common.target import TargetError
-from scenarios import target
-from scenarios.spec import namespace, namespace_prefix
-from scenarios.target import Reply
+from memstress.common.config import ConfigError
+from memstress.common.target import TargetError
+from memstress.scenarios import target
+from memstress.scenarios.spec import namespace, namespace_prefix
+from memstress.scenarios.target import Reply
 
 DATABASE = "/api/v2/tenants/default_tenant/databases/default_database"
 COLLECTIONS = f"{DATABASE}/collections"
@@ -42,7 +42,7 @@ NAMES = {"add_document": UPSERT, "search": QUERY, "drop_namespace": DELETE}
 
 
 def _embed(text: str) -> list[float]:
-    from service.embedding import embed  # numpy; only where documents are embedded
+    from memstress.service.embedding import embed  # numpy; only where documents are embedded
 
     vector: list[float] = embed(text).astype(float).tolist()
     return vector

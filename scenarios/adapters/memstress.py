@@ -14,10 +14,10 @@ from typing import Any
 
 import requests
 
-from common.config import ConfigError
-from common.target import TargetClient, TargetError
-from scenarios import api, target
-from scenarios.target import Reply
+from memstress.common.config import ConfigError
+from memstress.common.target import TargetClient, TargetError
+from memstress.scenarios import api, target
+from memstress.scenarios.target import Reply
 
 NAMES = {
     "remember": api.MESSAGE_ADD.name,
@@ -124,6 +124,6 @@ class MemstressAdapter:
         return stored
 
     def sweep(self, host: str, run_id: str, params: Mapping[str, Any]) -> dict[str, Any]:
-        from scenarios.spec import sweep_run_data
+        from memstress.scenarios.spec import sweep_run_data
 
         return sweep_run_data(host, run_id, params)
