@@ -16,8 +16,8 @@ from reports.build import RunReport
 from reports.collect import read_csv
 from reports.markdown import render_run
 from reports.results import CHARTS_DIR, REPORT_NAME, RESULTS_NAME, SCHEMA_PATH, load_results
-from reports.synthetic import Synthetic, write_run
-from tests.fixtures.reports_builder import T0, small_run
+from reports.synthetic import SMALL_START as T0
+from reports.synthetic import Synthetic, small_run, write_run
 
 SCHEMA = json.loads(SCHEMA_PATH.read_text())
 VALIDATOR = jsonschema.Draft202012Validator(SCHEMA)

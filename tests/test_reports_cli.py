@@ -15,8 +15,7 @@ from common.config import load_config
 from reports.__main__ import main
 from reports.compare import compare
 from reports.results import RESULTS_NAME, SCHEMA_PATH, load_results, summary
-from reports.synthetic import Synthetic, write_run
-from tests.fixtures.reports_builder import small_run
+from reports.synthetic import Synthetic, small_run, write_run
 
 ROOT = Path(__file__).resolve().parent.parent
 

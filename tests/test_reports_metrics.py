@@ -11,11 +11,13 @@ import pytest
 
 from common.config import Config, load_config
 from common.runfiles import EVENT_COLUMNS, SAMPLE_COLUMNS
+from common.units import MB
 from reports.collect import read_run
 from reports.metrics import RunMetrics, compute, locust_percentile
 from reports.metrics.base import stage_injects, stage_phase
 from reports.metrics.leak import judged_series, lower_envelope, stage_slope
-from tests.fixtures.reports_builder import MB, T0, small_run, write_csv
+from reports.synthetic import SMALL_START as T0
+from reports.synthetic import small_run, write_csv
 
 
 @pytest.fixture(scope="module")
