@@ -21,21 +21,21 @@ from typing import Any
 
 from locust import events
 
-from common.checkout import VersionCheck
-from common.config import DEFAULT_CONFIG_PATH, ConfigError
-from common.context import build_context
-from common.exitcodes import ExitCode
-from common.locustfix import stop_csv_writer_at_quit
-from monitors.monitor import MemoryMonitor
-from monitors.options import TargetProfile, add_monitor_options
-from reports.quit_verdict import QuitVerdict
-from scenarios.adapters import check_scenario, load_adapter
-from scenarios.adapters import names as adapter_names
-from scenarios.options import resolve_settings
-from scenarios.registry import get_scenario, user_classes
-from scenarios.registry import names as registered_names
-from shapes.plan import PlanError
-from shapes.scenario import ScenarioShape, wire_stages
+from memstress.common.checkout import VersionCheck
+from memstress.common.config import DEFAULT_CONFIG_PATH, ConfigError
+from memstress.common.context import build_context
+from memstress.common.exitcodes import ExitCode
+from memstress.common.locustfix import stop_csv_writer_at_quit
+from memstress.monitors.monitor import MemoryMonitor
+from memstress.monitors.options import TargetProfile, add_monitor_options
+from memstress.reports.quit_verdict import QuitVerdict
+from memstress.scenarios.adapters import check_scenario, load_adapter
+from memstress.scenarios.adapters import names as adapter_names
+from memstress.scenarios.options import resolve_settings
+from memstress.scenarios.registry import get_scenario, user_classes
+from memstress.scenarios.registry import names as registered_names
+from memstress.shapes.plan import PlanError
+from memstress.shapes.scenario import ScenarioShape, wire_stages
 
 log = logging.getLogger("memstress")
 

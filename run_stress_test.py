@@ -24,10 +24,10 @@ from typing import NoReturn
 from rich.console import Console
 from rich.table import Table
 
-from common.config import GRADES, Config, ConfigError, load_config
-from common.exitcodes import ExitCode
-from common.runfiles import RESULTS_DIR, new_run_dir
-from common.target import (
+from memstress.common.config import GRADES, Config, ConfigError, load_config
+from memstress.common.exitcodes import ExitCode
+from memstress.common.runfiles import RESULTS_DIR, new_run_dir
+from memstress.common.target import (
     REMOTE_FLAG,
     MetricsUrl,
     check_host,
@@ -35,10 +35,16 @@ from common.target import (
     check_target_pid,
     metrics_url,
 )
-from runner.preflight import PreflightError, check_out_dir
-from scenarios.adapters import check_scenario, load_adapter
-from scenarios.adapters import names as adapter_names
-from scenarios.registry import all_scenarios, check_config, get_scenario, names, scenario_name
+from memstress.runner.preflight import PreflightError, check_out_dir
+from memstress.scenarios.adapters import check_scenario, load_adapter
+from memstress.scenarios.adapters import names as adapter_names
+from memstress.scenarios.registry import (
+    all_scenarios,
+    check_config,
+    get_scenario,
+    names,
+    scenario_name,
+)
 
 log = logging.getLogger("memstress")
 
@@ -358,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"run_stress_test.py: error: {exc}", file=sys.stderr)
         return ExitCode.USAGE
 
-    from runner.session import RunSettings, StopFlag, run_scenario, run_session
+    from memstress.runner.session import RunSettings, StopFlag, run_scenario, run_session
 
     settings = RunSettings(
         config=config,
@@ -440,7 +446,7 @@ def _metrics(args: argparse.Namespace) -> MetricsUrl | None:
 
 def run_own(parser: Parser, args: argparse.Namespace, console: Console) -> int:
     """``--locustfile FILE``: the user's own load test, one run folder, one report."""
-    from runner.own import OwnLoad, check_host, is_http
+    from memstress.runner.own import OwnLoad, check_host, is_http
 
     path: Path = args.locustfile
     if args.adapter != "memstress" or args.adapter_config:
@@ -477,8 +483,8 @@ def run_own(parser: Parser, args: argparse.Namespace, console: Console) -> int:
         return 2
     setup_logging(folder / "memory_stress_test.log", args.debug)
 
-    from runner.own import run_locustfile
-    from runner.session import RunSettings, StopFlag
+    from memstress.runner.own import run_locustfile
+    from memstress.runner.session import RunSettings, StopFlag
 
     settings = RunSettings(
         config=config,

@@ -30,8 +30,8 @@ from typing import Any
 import psutil
 import requests
 
-from common.target import TargetError
-from runner.service import ManagedService, clean_env, free_port, pin, spawn
+from memstress.common.target import TargetError
+from memstress.runner.service import ManagedService, clean_env, free_port, pin, spawn
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH_DIR = ROOT / "bench"

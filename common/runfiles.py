@@ -23,9 +23,11 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
-from common.config import ROOT, ConfigError
+from memstress.common.config import ROOT, ConfigError
 
-RESULTS_DIR = ROOT / "results"
+RESULTS_DIR = ROOT / "results" if (ROOT / "pyproject.toml").is_file() else Path("results")
+"""Run folders go under the checkout's ``results/``; an installed memstress (no checkout
+around it) writes them under ``results/`` of the working directory."""
 
 STAGE_COLUMNS = (
     "time",  # Unix seconds when the stage began

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 import requests
 
-from common.config import ConfigError
+from memstress.common.config import ConfigError
 
 REMOTE_FLAG = "--allow-remote-target"
 """The opt-in that lets ``--host`` name another machine."""

@@ -38,15 +38,15 @@ import gevent
 from locust import events as locust_events
 from locust.runners import WorkerRunner, locust_exception_handler
 
-from common.config import DEFAULT_CONFIG_PATH, Config, ConfigError, load_config
-from common.context import RunContext, new_run_id
-from common.exitcodes import ExitCode
-from common.runfiles import RunFolder, make_run_dir
-from common.units import MB
-from monitors.monitor import MemoryMonitor
-from monitors.options import TargetProfile, add_monitor_options
-from shapes.plan import PlanError, StageSpec
-from shapes.staged import StagedShape, TickResult
+from memstress.common.config import DEFAULT_CONFIG_PATH, Config, ConfigError, load_config
+from memstress.common.context import RunContext, new_run_id
+from memstress.common.exitcodes import ExitCode
+from memstress.common.runfiles import RunFolder, make_run_dir
+from memstress.common.units import MB
+from memstress.monitors.monitor import MemoryMonitor
+from memstress.monitors.options import TargetProfile, add_monitor_options
+from memstress.shapes.plan import PlanError, StageSpec
+from memstress.shapes.staged import StagedShape, TickResult
 
 log = logging.getLogger("memstress")
 
@@ -248,7 +248,7 @@ class OwnLoad:
     # --- the run folder -------------------------------------------------------------
 
     def _start_files(self, opts: Any, host: str, pid: int | None) -> None:
-        from runner.session import write_meta
+        from memstress.runner.session import write_meta
 
         assert self.run_dir is not None
         ctx = self.context
@@ -292,7 +292,7 @@ class OwnLoad:
             self.stages.enter("load", users=_users(environment.parsed_options))
 
     def on_quitting(self, environment: Any, **_: Any) -> None:
-        from runner.session import write_meta
+        from memstress.runner.session import write_meta
 
         assert self.run_dir is not None
         ctx = self.context
@@ -306,7 +306,7 @@ class OwnLoad:
         if not self.report_at_quit:
             return
         self._write_stats(environment)
-        from reports import build_run_report
+        from memstress.reports import build_run_report
 
         try:
             rep = build_run_report(self.run_dir, self.config)

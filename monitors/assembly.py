@@ -26,15 +26,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from common.context import RunContext
-from common.target import TargetClient
-from monitors.exporter import MetricsUrlSource
-from monitors.options import TargetProfile
-from monitors.readings import SourceMissing
-from monitors.redis_source import REDIS_SCHEMES
-from monitors.registry import REGISTRY, SourceTarget
-from monitors.sampler import Report, Sampler, Source
-from monitors.sources import (
+from memstress.common.context import RunContext
+from memstress.common.target import TargetClient
+from memstress.monitors.exporter import MetricsUrlSource
+from memstress.monitors.options import TargetProfile
+from memstress.monitors.readings import SourceMissing
+from memstress.monitors.redis_source import REDIS_SCHEMES
+from memstress.monitors.registry import REGISTRY, SourceTarget
+from memstress.monitors.sampler import Report, Sampler, Source
+from memstress.monitors.sources import (
     HTTP_SOURCES,
     SOURCE_NAMES,
     build_sources,

@@ -16,9 +16,15 @@ from typing import Any
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from common.target import TargetClient
-from common.units import MB
-from monitors.readings import EXAMPLE_CHARS, Reading, SourceFailed, SourceMissing, example_of
+from memstress.common.target import TargetClient
+from memstress.common.units import MB
+from memstress.monitors.readings import (
+    EXAMPLE_CHARS,
+    Reading,
+    SourceFailed,
+    SourceMissing,
+    example_of,
+)
 
 PROM_RSS = "process_resident_memory_bytes"
 

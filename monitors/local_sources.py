@@ -12,8 +12,8 @@ from pathlib import Path
 
 import psutil
 
-from common.cgroup import find_memory_cgroup
-from monitors.readings import Reading, SourceFailed, SourceMissing, TargetGone
+from memstress.common.cgroup import find_memory_cgroup
+from memstress.monitors.readings import Reading, SourceFailed, SourceMissing, TargetGone
 
 UNLIMITED = 1 << 62
 """cgroup limits at or above this are "no limit" (v1 writes 9223372036854771712)."""

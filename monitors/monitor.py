@@ -50,13 +50,13 @@ import gevent
 import psutil
 from locust.runners import WorkerRunner, locust_exception_handler
 
-from common.config import ConfigError, LeakDetection
-from common.context import RunContext
-from common.runfiles import SAMPLE_COLUMNS, WORKER_COLUMNS, CsvAppender
-from monitors.allocations import AllocationProfiler
-from monitors.assembly import assemble_sampler, read_timeouts
-from monitors.http_sources import TIERS
-from monitors.leak import (
+from memstress.common.config import ConfigError, LeakDetection
+from memstress.common.context import RunContext
+from memstress.common.runfiles import SAMPLE_COLUMNS, WORKER_COLUMNS, CsvAppender
+from memstress.monitors.allocations import AllocationProfiler
+from memstress.monitors.assembly import assemble_sampler, read_timeouts
+from memstress.monitors.http_sources import TIERS
+from memstress.monitors.leak import (
     VERDICT_FILE,
     LeakDetector,
     LeakEvent,
@@ -65,13 +65,13 @@ from monitors.leak import (
     on_run_clock,
     tier_readings,
 )
-from monitors.options import TargetProfile, option_sources, profile_mode
-from monitors.safety import SafetyGuard, Seen, Stop
-from monitors.sampler import GreenletCpuMeter, Sampler
-from monitors.snapshot import History, Point, Snapshot, verdict_inputs
-from monitors.sources import parse_source_names
-from monitors.upkeep import Upkeep
-from scenarios.registry import get_scenario
+from memstress.monitors.options import TargetProfile, option_sources, profile_mode
+from memstress.monitors.safety import SafetyGuard, Seen, Stop
+from memstress.monitors.sampler import GreenletCpuMeter, Sampler
+from memstress.monitors.snapshot import History, Point, Snapshot, verdict_inputs
+from memstress.monitors.sources import parse_source_names
+from memstress.monitors.upkeep import Upkeep
+from memstress.scenarios.registry import get_scenario
 
 if TYPE_CHECKING:
     from locust.env import Environment
@@ -149,7 +149,9 @@ class MemoryMonitor:
             events.quitting.add_listener(self.on_quitting)
             web_ui = getattr(environment, "web_ui", None)
             if web_ui is not None:
-                from monitors.webui import MemoryView  # Flask bits only where there is a UI
+                from memstress.monitors.webui import (
+                    MemoryView,  # Flask bits only where there is a UI
+                )
 
                 MemoryView(web_ui, self)
 

@@ -18,9 +18,9 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from common.target import DEFAULT_METRIC
-from monitors.allocations import MODES
-from monitors.sources import parse_source_names
+from memstress.common.target import DEFAULT_METRIC
+from memstress.monitors.allocations import MODES
+from memstress.monitors.sources import parse_source_names
 
 log = logging.getLogger(__name__)
 

@@ -34,8 +34,14 @@ import gevent
 import greenlet
 import psutil
 
-from monitors.readings import RSS_COLUMNS, SourceFailed, SourceMissing, TargetGone, junk_values
-from monitors.sources import TARGET_SOURCES
+from memstress.monitors.readings import (
+    RSS_COLUMNS,
+    SourceFailed,
+    SourceMissing,
+    TargetGone,
+    junk_values,
+)
+from memstress.monitors.sources import TARGET_SOURCES
 
 log = logging.getLogger(__name__)
 

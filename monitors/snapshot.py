@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from common.units import MB
-from monitors.leak import LEAK, WARMUP, LeakDetector, LeakVerdict
+from memstress.common.units import MB
+from memstress.monitors.leak import LEAK, WARMUP, LeakDetector, LeakVerdict
 
 HISTORY = 20_000
 """Samples kept in memory for the live view (about 5.5 h at 1 s)."""

@@ -28,8 +28,8 @@ from urllib.parse import urlsplit
 
 import psutil
 
-from common.target import TargetClient
-from monitors.http_sources import (
+from memstress.common.target import TargetClient
+from memstress.monitors.http_sources import (
     MAX_BODY_BYTES,
     TIERS,
     PrometheusSource,
@@ -38,7 +38,7 @@ from monitors.http_sources import (
     parse_prometheus_rss,
     stats_row,
 )
-from monitors.local_sources import (
+from memstress.monitors.local_sources import (
     CgroupSource,
     HostSource,
     ProcessSource,
@@ -47,7 +47,7 @@ from monitors.local_sources import (
     parse_psi,
     parse_smaps_rollup,
 )
-from monitors.readings import (
+from memstress.monitors.readings import (
     Reading,
     SourceFailed,
     SourceMissing,
@@ -166,7 +166,7 @@ def parse_source_names(spec: str | None) -> tuple[str, ...]:
 
 def check_source_names(names: Iterable[str]) -> tuple[str, ...]:
     """The names, or ValueError naming the first unknown one and the valid ones."""
-    from monitors.registry import REGISTRY  # registered sources (redis, a user's own)
+    from memstress.monitors.registry import REGISTRY  # registered sources (redis, a user's own)
 
     out = tuple(names)
     valid = SOURCE_NAMES + REGISTRY.names()

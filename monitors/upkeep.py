@@ -24,11 +24,11 @@ from urllib.parse import urlsplit
 import gevent
 import requests
 
-from common.context import RunContext
-from common.exitcodes import ExitCode
-from common.target import TargetClient, TargetError
-from monitors.options import TargetProfile
-from monitors.safety import SafetyGuard, Stop
+from memstress.common.context import RunContext
+from memstress.common.exitcodes import ExitCode
+from memstress.common.target import TargetClient, TargetError
+from memstress.monitors.options import TargetProfile
+from memstress.monitors.safety import SafetyGuard, Stop
 
 log = logging.getLogger(__name__)
 

@@ -15,12 +15,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from common.config import Config
-from reports.collect import RunData
-from reports.grading import CheckResult
-from reports.metrics import MB, RunMetrics
-from reports.metrics.base import col
-from reports.metrics.pressure import pressure_series
+from memstress.common.config import Config
+from memstress.reports.collect import RunData
+from memstress.reports.grading import CheckResult
+from memstress.reports.metrics import MB, RunMetrics
+from memstress.reports.metrics.base import col
+from memstress.reports.metrics.pressure import pressure_series
 
 PASS, FAIL, NOT_JUDGED = "pass", "fail", "not judged"
 
@@ -316,7 +316,7 @@ def _recovery_time(x: Inputs, b: float | None) -> Outcome:
 
 def _late_slope(x: Inputs, b: float | None) -> Outcome:
     d = x.data
-    from reports.metrics.leak import judged_series, stage_slope
+    from memstress.reports.metrics.leak import judged_series, stage_slope
 
     t, y = judged_series(d.samples)
     if len(t) < 10:
@@ -390,7 +390,7 @@ def run_checks(
     """Judge the scenario's declared expectations; an unknown scenario has none."""
     if not scenario:
         return []
-    from scenarios.registry import get_scenario  # the registry imports every scenario
+    from memstress.scenarios.registry import get_scenario  # the registry imports every scenario
 
     try:
         sc = get_scenario(scenario)

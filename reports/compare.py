@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from common.config import GRADES, Config
-from reports.collect import ReportInputError, is_run_folder, read_run
-from reports.fmt import num, table
-from reports.results import RESULTS_NAME, aggregate, load_results, summary, to_results
+from memstress.common.config import GRADES, Config
+from memstress.reports.collect import ReportInputError, is_run_folder, read_run
+from memstress.reports.fmt import num, table
+from memstress.reports.results import RESULTS_NAME, aggregate, load_results, summary, to_results
 
 Summary = dict[str, Any]
 

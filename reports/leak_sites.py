@@ -24,8 +24,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from common.units import MB
-from reports.fmt import num, table, utc, with_unit
+from memstress.common.units import MB
+from memstress.reports.fmt import num, table, utc, with_unit
 
 AGREE = (0.5, 2.0)
 """Retained MB/min over RSS MB/min within this range: the capture explains the growth."""

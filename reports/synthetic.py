@@ -26,9 +26,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from common.runfiles import EVENT_COLUMNS, SAMPLE_COLUMNS, STAGE_COLUMNS, WORKER_COLUMNS
-from common.units import MB
-from reports.collect import (
+from memstress.common.runfiles import EVENT_COLUMNS, SAMPLE_COLUMNS, STAGE_COLUMNS, WORKER_COLUMNS
+from memstress.common.units import MB
+from memstress.reports.collect import (
     LOCUST_EXCEPTIONS_COLUMNS,
     LOCUST_FAILURES_COLUMNS,
     LOCUST_HISTORY_COLUMNS,

@@ -24,11 +24,11 @@ from urllib.parse import urlsplit
 import requests
 from rich.console import Console
 
-from common.config import ROOT
-from common.exitcodes import ExitCode
-from runner.progress import Snapshot, make_progress, read_snapshot
-from runner.service import spawn
-from runner.session import (
+import memstress
+from memstress.common.exitcodes import ExitCode
+from memstress.runner.progress import Snapshot, make_progress, read_snapshot
+from memstress.runner.service import spawn
+from memstress.runner.session import (
     RunOutcome,
     RunSettings,
     StopFlag,
@@ -40,7 +40,7 @@ from runner.session import (
 
 log = logging.getLogger("memstress")
 
-PLUGIN = ROOT / "memstress" / "plugin.py"
+PLUGIN = Path(memstress.__file__).with_name("plugin.py")
 """The plugin as a file, for Locust's second ``-f``."""
 
 START_TIMEOUT_S = 30.0

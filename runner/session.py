@@ -16,13 +16,13 @@ from typing import Any
 
 from rich.console import Console
 
-from common.checkout import identity
-from common.config import ROOT, Config
-from common.exitcodes import ExitCode, worst
-from common.runfiles import new_run_dir, write_meta
-from common.target import MetricsUrl, TargetError, is_loopback
-from runner.progress import Snapshot, make_progress, read_snapshot
-from runner.service import ManagedService, free_port, spawn
+from memstress.common.checkout import identity
+from memstress.common.config import ROOT, Config
+from memstress.common.exitcodes import ExitCode, worst
+from memstress.common.runfiles import new_run_dir, write_meta
+from memstress.common.target import MetricsUrl, TargetError, is_loopback
+from memstress.runner.progress import Snapshot, make_progress, read_snapshot
+from memstress.runner.service import ManagedService, free_port, spawn
 
 log = logging.getLogger("memstress")
 
@@ -212,7 +212,9 @@ def run_scenario(
     total: int = 1,
 ) -> RunOutcome:
     """One scenario: service up (unless --host), Locust headless, service down, report."""
-    from scenarios.registry import get_scenario  # the scenario package is heavy: import late
+    from memstress.scenarios.registry import (
+        get_scenario,  # the scenario package is heavy: import late
+    )
 
     info = get_scenario(scenario)
     write_meta(
@@ -256,7 +258,7 @@ def run_scenario(
             write_meta(run_dir, host=host)
         else:
             host, pid = s.host, s.target_pid
-            from scenarios.adapters import load_adapter
+            from memstress.scenarios.adapters import load_adapter
 
             adapter = load_adapter(
                 s.adapter, None if s.adapter_config is None else str(s.adapter_config)
@@ -318,7 +320,7 @@ def _gave_up_on_workers(run_dir: Path) -> bool:
 
 
 def _report(scenario: str, run_dir: Path, code: int, s: RunSettings) -> RunOutcome:
-    from reports import build_run_report
+    from memstress.reports import build_run_report
 
     try:
         rep = build_run_report(run_dir, s.config, s.fail_on)
@@ -336,7 +338,7 @@ def run_session(
     console: Console,
 ) -> tuple[list[RunOutcome], int]:
     """Several scenarios, one run folder each, inside the session folder."""
-    from reports import build_session_report
+    from memstress.reports import build_session_report
 
     outcomes: list[RunOutcome] = []
     for i, (scenario, duration) in enumerate(plan, start=1):

@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from common.cgroup import own_cgroup_paths
-from common.units import MB
+from memstress.common.cgroup import own_cgroup_paths
+from memstress.common.units import MB
 
 AUTO_HOST_SHARE = 0.5
 """Without a cgroup limit, ``auto`` budgets this share of host RAM."""

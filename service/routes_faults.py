@@ -16,10 +16,10 @@ from fastapi import APIRouter, Body
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from common.units import MB
-from service.errors import ApiError, error_responses
-from service.faults import REQUEST_CAP_BUDGETS
-from service.routes_memory import Rt, Strategy
+from memstress.common.units import MB
+from memstress.service.errors import ApiError, error_responses
+from memstress.service.faults import REQUEST_CAP_BUDGETS
+from memstress.service.routes_memory import Rt, Strategy
 
 log = logging.getLogger("service.faults")
 

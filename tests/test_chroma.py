@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from runner.service import clean_env, free_port
-from scenarios.adapters.chroma import COLLECTIONS, HEARTBEAT
+from memstress.runner.service import clean_env, free_port
+from memstress.scenarios.adapters.chroma import COLLECTIONS, HEARTBEAT
 from tests.conftest import ROOT
 from tests.locust_helpers import assert_no_traceback
 

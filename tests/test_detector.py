@@ -19,8 +19,8 @@ import json
 import pandas as pd
 import pytest
 
-from common.config import load_config
-from monitors.leak import (
+from memstress.common.config import load_config
+from memstress.monitors.leak import (
     CLEAR,
     LEAK,
     LEAK_VERDICT,

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from runner.service import ManagedService
+from memstress.runner.service import ManagedService
 from tests.conftest import free_port
 from tests.locust_helpers import (
     ROOT,
@@ -243,7 +243,7 @@ def test_a_plain_headless_run_sets_the_verdicts_exit_code(
 
 def test_loading_the_locustfile_imports_no_pandas_or_matplotlib() -> None:
     """Every Locust process (master and each worker) loads locustfile.py: it stays lean.
-    The quit verdict needs neither; only the report (python -m reports) does."""
+    The quit verdict needs neither; only the report (python -m memstress.reports) does."""
     code = (
         "import locust, sys, runpy\n"
         "runpy.run_path('locustfile.py')\n"

@@ -16,12 +16,12 @@ import gevent
 import psutil
 import pytest
 
-from common.cgroup import find_memory_cgroup
-from common.config import load_config
-from common.exitcodes import ExitCode
-from monitors.safety import SafetyGuard, Seen
-from monitors.sampler import GreenletCpuMeter, Sampler
-from monitors.sources import (
+from memstress.common.cgroup import find_memory_cgroup
+from memstress.common.config import load_config
+from memstress.common.exitcodes import ExitCode
+from memstress.monitors.safety import SafetyGuard, Seen
+from memstress.monitors.sampler import GreenletCpuMeter, Sampler
+from memstress.monitors.sources import (
     SOURCE_NAMES,
     CgroupSource,
     HostSource,

@@ -18,9 +18,9 @@ from typing import Any
 
 import pytest
 
-from common.config import ConfigError, load_config, parse_config
-from common.context import check_target
-from common.target import (
+from memstress.common.config import ConfigError, load_config, parse_config
+from memstress.common.context import check_target
+from memstress.common.target import (
     REMOTE_FLAG,
     check_host,
     check_target_pid,
@@ -29,10 +29,10 @@ from common.target import (
     parse_labels,
     parse_metric_name,
 )
-from monitors.exporter import matching_values
-from reports.markdown import render_run
-from reports.synthetic import Synthetic, write_run
-from scenarios.options import resolve_settings
+from memstress.monitors.exporter import matching_values
+from memstress.reports.markdown import render_run
+from memstress.reports.synthetic import Synthetic, write_run
+from memstress.scenarios.options import resolve_settings
 from tests.conftest import ROOT
 from tests.locust_helpers import config_copy, locust_env, run_cli
 
@@ -80,7 +80,7 @@ def test_a_remote_host_without_the_opt_in_is_one_line_naming_host_and_flag(
 
 
 def test_other_schemes_are_judged_by_where_they_point(no_network: None) -> None:
-    from common.target import check_remote_allowed
+    from memstress.common.target import check_remote_allowed
 
     check_remote_allowed("redis://127.0.0.1:6379", allow_remote=False)
     check_remote_allowed("unix:///run/redis.sock", allow_remote=False)  # a local socket
@@ -245,7 +245,7 @@ def test_locust_refuses_a_remote_host_in_init(tmp_path: Path) -> None:
 
 
 def test_the_report_records_a_remote_target_and_its_opt_in(tmp_path: Path) -> None:
-    from reports import build_run_report
+    from memstress.reports import build_run_report
 
     run = write_run(tmp_path / "run", Synthetic(duration_s=120))
     meta = json.loads((run / "run_meta.json").read_text())
@@ -302,9 +302,9 @@ def test_the_source_reads_the_one_matching_series(exporter: str) -> None:
 
     import psutil
 
-    from monitors.exporter import MetricsUrlSource
-    from monitors.sampler import Sampler
-    from monitors.sources import SourceFailed, SourceMissing
+    from memstress.monitors.exporter import MetricsUrlSource
+    from memstress.monitors.sampler import Sampler
+    from memstress.monitors.sources import SourceFailed, SourceMissing
     from tests.conftest import free_port
 
     spec = metrics_url(exporter, "container_memory_rss", "container=target")
@@ -352,8 +352,8 @@ class Fixed:
 
 
 def test_metrics_url_rss_ranks_after_a_pid_and_before_the_targets_own_figures() -> None:
-    from monitors.sampler import Sampler
-    from monitors.sources import SourceFailed
+    from memstress.monitors.sampler import Sampler
+    from memstress.monitors.sources import SourceFailed
 
     exporter = Fixed("metrics_url", {"metrics_rss_bytes": 150.0})
     own = [Fixed("prometheus", {"prom_rss_bytes": 200.0}), Fixed("stats", {"stats_rss_bytes": 3})]
@@ -373,7 +373,7 @@ def test_metrics_url_rss_ranks_after_a_pid_and_before_the_targets_own_figures() 
 
 
 def test_host_psi_and_cgroup_are_marked_as_the_load_generators_for_a_remote_target() -> None:
-    from monitors.sources import SOURCE_NAMES, host_scope_note
+    from memstress.monitors.sources import SOURCE_NAMES, host_scope_note
 
     note = host_scope_note(SOURCE_NAMES, REMOTE, remote=True, here="loadgen-1")
     assert note == (

@@ -9,15 +9,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from common.config import Config, load_config
-from common.runfiles import EVENT_COLUMNS, SAMPLE_COLUMNS
-from common.units import MB
-from reports.collect import read_run
-from reports.metrics import RunMetrics, compute, locust_percentile
-from reports.metrics.base import stage_injects, stage_phase
-from reports.metrics.leak import judged_series, lower_envelope, stage_slope
-from reports.synthetic import SMALL_START as T0
-from reports.synthetic import small_run, write_csv
+from memstress.common.config import Config, load_config
+from memstress.common.runfiles import EVENT_COLUMNS, SAMPLE_COLUMNS
+from memstress.common.units import MB
+from memstress.reports.collect import read_run
+from memstress.reports.metrics import RunMetrics, compute, locust_percentile
+from memstress.reports.metrics.base import stage_injects, stage_phase
+from memstress.reports.metrics.leak import judged_series, lower_envelope, stage_slope
+from memstress.reports.synthetic import SMALL_START as T0
+from memstress.reports.synthetic import small_run, write_csv
 
 
 @pytest.fixture(scope="module")

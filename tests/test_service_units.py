@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from common.units import MB
-from service.budget import auto_budget, cgroup_limit
-from service.embedding import CHUNK_CHARS, DIMS, EmbeddingCache, chunk_text, embed
-from service.optqueue import OptimizationQueue
-from service.vectors import NamespaceIndex
+from memstress.common.units import MB
+from memstress.service.budget import auto_budget, cgroup_limit
+from memstress.service.embedding import CHUNK_CHARS, DIMS, EmbeddingCache, chunk_text, embed
+from memstress.service.optqueue import OptimizationQueue
+from memstress.service.vectors import NamespaceIndex
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from reports.fmt import duration, grade_word, num, table, with_unit
+from memstress.reports.fmt import duration, grade_word, num, table, with_unit
 
 MEMORY_SECTIONS = ("memory", "optimization", "leak", "pressure", "recovery", "cost")
 """Metric sections a Locust CSV export has no figures for."""

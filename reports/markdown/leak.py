@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from reports.fmt import duration, num, table
+from memstress.reports.fmt import duration, num, table
 
 
 def leak_line(lk: dict[str, Any]) -> str:

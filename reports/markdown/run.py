@@ -13,10 +13,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from reports.fmt import duration, grade_word, money, num, table, utc, with_unit
-from reports.leak_sites import render as render_where_memory_went
-from reports.markdown.details import detailed_results, performance
-from reports.markdown.leak import leak_line, leak_section
+from memstress.reports.fmt import duration, grade_word, money, num, table, utc, with_unit
+from memstress.reports.leak_sites import render as render_where_memory_went
+from memstress.reports.markdown.details import detailed_results, performance
+from memstress.reports.markdown.leak import leak_line, leak_section
 
 
 def render_run(

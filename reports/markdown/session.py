@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from reports.fmt import grade_word, table
+from memstress.reports.fmt import grade_word, table
 
 SESSION_COLUMNS = (
     ("cycle_mean_s", "cycle mean s"),

@@ -13,12 +13,20 @@ from typing import Any
 
 import pandas as pd
 
-from common.config import Config
-from reports.collect import CYCLE_REQUEST, RunData
-from reports.metrics import cost, latency, leak, memory, pressure, recovery
-from reports.metrics.base import MB, StageSpan, few, finite, parse_params, stage_spans, timeline
-from reports.metrics.cost import CostMetrics, cost_metrics
-from reports.metrics.latency import (
+from memstress.common.config import Config
+from memstress.reports.collect import CYCLE_REQUEST, RunData
+from memstress.reports.metrics import cost, latency, leak, memory, pressure, recovery
+from memstress.reports.metrics.base import (
+    MB,
+    StageSpan,
+    few,
+    finite,
+    parse_params,
+    stage_spans,
+    timeline,
+)
+from memstress.reports.metrics.cost import CostMetrics, cost_metrics
+from memstress.reports.metrics.latency import (
     Latency,
     NamedLatency,
     RequestMetrics,
@@ -29,16 +37,16 @@ from reports.metrics.latency import (
     request_latency,
     request_metrics,
 )
-from reports.metrics.leak import LeakEpisode, LeakMetrics, leak_metrics
-from reports.metrics.memory import (
+from memstress.reports.metrics.leak import LeakEpisode, LeakMetrics, leak_metrics
+from memstress.reports.metrics.memory import (
     MemoryMetrics,
     OptimizationMetrics,
     memory_metrics,
     optimization_metrics,
 )
-from reports.metrics.pressure import PressureMetrics, pressure_metrics
-from reports.metrics.recovery import RecoveryMetrics, recovery_metrics
-from reports.metrics.stages import (
+from memstress.reports.metrics.pressure import PressureMetrics, pressure_metrics
+from memstress.reports.metrics.recovery import RecoveryMetrics, recovery_metrics
+from memstress.reports.metrics.stages import (
     StageMetrics,
     StopInfo,
     first_shed,
@@ -147,7 +155,7 @@ def source_figures(data: RunData) -> list[dict[str, Any]]:
     """First, last, lowest and highest value of each registered source's own column
     (``<source>_<figure>`` in memory_samples.csv beyond the suite's columns, e.g.
     ``redis_used_memory``)."""
-    from common.runfiles import SAMPLE_COLUMNS
+    from memstress.common.runfiles import SAMPLE_COLUMNS
 
     out: list[dict[str, Any]] = []
     for column in data.samples.columns:

@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from common.units import MB
-from reports.collect import RunData
+from memstress.common.units import MB
+from memstress.reports.collect import RunData
 
 FEW = 5
 """Samples whose median is the start or end level of memory."""

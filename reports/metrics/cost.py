@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from reports.collect import RunData
-from reports.metrics.base import (
+from memstress.reports.collect import RunData
+from memstress.reports.metrics.base import (
     StageSpan,
     col,
     finite,
 )
-from reports.metrics.latency import RequestMetrics, entries
-from reports.metrics.memory import MemoryMetrics
+from memstress.reports.metrics.latency import RequestMetrics, entries
+from memstress.reports.metrics.memory import MemoryMetrics
 
 
 @dataclass

@@ -38,10 +38,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from common.config import Config, LeakDetection
-from monitors.leak import on_run_clock, replay
-from reports.collect import RunData
-from reports.metrics.base import MB, StageSpan, col, finite, rss_series
+from memstress.common.config import Config, LeakDetection
+from memstress.monitors.leak import on_run_clock, replay
+from memstress.reports.collect import RunData
+from memstress.reports.metrics.base import MB, StageSpan, col, finite, rss_series
 
 JUDGED_TIERS = ("conversations_bytes", "vectors_bytes", "embedding_cache_bytes", "ballast_bytes")
 """The tier columns the monitor subtracts from RSS before the detector judges it."""

@@ -7,9 +7,9 @@ from typing import Any
 
 import numpy as np
 
-from common.config import Config
-from reports.collect import CYCLE_REQUEST, SHED_TYPE, RunData
-from reports.metrics.base import (
+from memstress.common.config import Config
+from memstress.reports.collect import CYCLE_REQUEST, SHED_TYPE, RunData
+from memstress.reports.metrics.base import (
     MB,
     StageSpan,
     col,
@@ -21,9 +21,9 @@ from reports.metrics.base import (
     rss_series,
     whole,
 )
-from reports.metrics.latency import HistoryCounters, Latency
-from reports.metrics.leak import judged_series, settings_used, stage_slope
-from reports.metrics.pressure import pressure_series
+from memstress.reports.metrics.latency import HistoryCounters, Latency
+from memstress.reports.metrics.leak import judged_series, settings_used, stage_slope
+from memstress.reports.metrics.pressure import pressure_series
 
 
 @dataclass

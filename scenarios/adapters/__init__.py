@@ -13,16 +13,16 @@ import importlib
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-from common.config import ConfigError
-from scenarios.target import Target, refusal
+from memstress.common.config import ConfigError
+from memstress.scenarios.target import Target, refusal
 
 DEFAULT = "memstress"
 
 ADAPTERS: dict[str, str] = {
-    "memstress": "scenarios.adapters.memstress:MemstressAdapter",
-    "redis": "scenarios.adapters.redis_lists:RedisAdapter",
-    "http-map": "scenarios.adapters.http_map:HttpMapAdapter",
-    "chroma": "scenarios.adapters.chroma:ChromaAdapter",
+    "memstress": "memstress.scenarios.adapters.memstress:MemstressAdapter",
+    "redis": "memstress.scenarios.adapters.redis_lists:RedisAdapter",
+    "http-map": "memstress.scenarios.adapters.http_map:HttpMapAdapter",
+    "chroma": "memstress.scenarios.adapters.chroma:ChromaAdapter",
 }
 """Adapter name -> ``module:class``; the class is made with the ``--adapter-config`` path."""
 
@@ -59,7 +59,7 @@ def load_adapter(name: str | None, config_path: str | None = None) -> Adapter:
 
 def runnable(adapter: Adapter) -> list[str]:
     """The registered scenarios this adapter can run, in registry order."""
-    from scenarios.registry import all_scenarios
+    from memstress.scenarios.registry import all_scenarios
 
     return [s.name for s in all_scenarios() if s.required <= adapter.capabilities]
 
@@ -73,7 +73,7 @@ def check_scenario(scenario: Any, adapter: Adapter) -> None:
 
 def capability_table() -> str:
     """The README's adapter x scenario table (Markdown), from what each declares."""
-    from scenarios.registry import all_scenarios
+    from memstress.scenarios.registry import all_scenarios
 
     fixed = [load_adapter("memstress"), load_adapter("redis"), load_adapter("chroma")]
     head = "| scenario | needs | optional | memstress | redis | chroma | http-map |"

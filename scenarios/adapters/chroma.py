@@ -19,11 +19,11 @@ from typing import Any
 
 import requests
 
-from common.config import ConfigError
-from common.target import TargetError
-from scenarios import target
-from scenarios.spec import namespace
-from scenarios.target import Reply
+from memstress.common.config import ConfigError
+from memstress.common.target import TargetError
+from memstress.scenarios import target
+from memstress.scenarios.spec import namespace
+from memstress.scenarios.target import Reply
 
 DATABASE = "/api/v2/tenants/default_tenant/databases/default_database"
 COLLECTIONS = f"{DATABASE}/collections"
@@ -31,7 +31,7 @@ HEARTBEAT = "/api/v2/heartbeat"
 
 
 def _embed(text: str) -> list[float]:
-    from service.embedding import embed  # numpy; only where documents are embedded
+    from memstress.service.embedding import embed  # numpy; only where documents are embedded
 
     vector: list[float] = embed(text).astype(float).tolist()
     return vector

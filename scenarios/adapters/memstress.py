@@ -10,10 +10,10 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from common.config import ConfigError
-from common.target import TargetClient
-from scenarios import api, target
-from scenarios.target import Reply
+from memstress.common.config import ConfigError
+from memstress.common.target import TargetClient
+from memstress.scenarios import api, target
+from memstress.scenarios.target import Reply
 
 
 class MemstressTarget:
@@ -84,6 +84,6 @@ class MemstressAdapter:
             client.close()
 
     def sweep(self, host: str, run_id: str, params: Mapping[str, Any]) -> dict[str, Any]:
-        from scenarios.spec import sweep_run_data
+        from memstress.scenarios.spec import sweep_run_data
 
         return sweep_run_data(host, run_id, params)

@@ -24,10 +24,10 @@ from typing import Any
 
 import redis
 
-from common.config import ConfigError
-from common.target import TargetError
-from scenarios import api, target
-from scenarios.target import Reply
+from memstress.common.config import ConfigError
+from memstress.common.target import TargetError
+from memstress.scenarios import api, target
+from memstress.scenarios.target import Reply
 
 HISTORY_MAX = 200
 """Messages kept per agent (``LTRIM``)."""
