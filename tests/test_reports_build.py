@@ -22,8 +22,8 @@ from memstress.reports.results import (
     SCHEMA_PATH,
     load_results,
 )
-from memstress.reports.synthetic import Synthetic, write_run
-from tests.fixtures.reports_builder import T0, small_run
+from memstress.reports.synthetic import SMALL_START as T0
+from memstress.reports.synthetic import Synthetic, small_run, write_run
 
 SCHEMA = json.loads(SCHEMA_PATH.read_text())
 VALIDATOR = jsonschema.Draft202012Validator(SCHEMA)

@@ -15,8 +15,7 @@ from memstress.common.config import load_config
 from memstress.reports.__main__ import main
 from memstress.reports.compare import compare
 from memstress.reports.results import RESULTS_NAME, SCHEMA_PATH, load_results, summary
-from memstress.reports.synthetic import Synthetic, write_run
-from tests.fixtures.reports_builder import small_run
+from memstress.reports.synthetic import Synthetic, small_run, write_run
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -10,19 +10,21 @@ import pandas as pd
 import pytest
 
 from memstress.common.config import Config, load_config
-from memstress.common.runfiles import EVENT_COLUMNS, SAMPLE_COLUMNS, STAGE_COLUMNS
+from memstress.common.runfiles import EVENT_COLUMNS, SAMPLE_COLUMNS
+from memstress.common.units import MB
 from memstress.reports.collect import read_run
 from memstress.reports.metrics import RunMetrics, compute, locust_percentile
 from memstress.reports.metrics.base import stage_injects, stage_phase
 from memstress.reports.metrics.leak import judged_series, lower_envelope, stage_slope
-from tests.fixtures.reports_builder import (
-    MB,
-    T0,
-    cycle_entry,
+from memstress.reports.synthetic import SMALL_START as T0
+from memstress.reports.synthetic import (
+    Stage,
+    empty_samples,
+    locust_entry,
     small_run,
-    stage_row,
     write_csv,
     write_meta,
+    write_stages,
 )
 
 
@@ -321,21 +323,22 @@ def vector_run(run: Path, *, after_drop_mb: float) -> Path:
     tier 0.01 MB per vector; the cleanup stage at 60 s drops them all (count 0 from 61 s),
     after which RSS is ``after_drop_mb``."""
     run.mkdir(parents=True)
-    write_meta(run, scenario="vector_store", duration_s=70.0, ended=T0 + 70)
-    write_csv(
-        run / "stages.csv",
+    write_meta(run, scenario="vector_store", duration_s=70.0, started=T0, ended=T0 + 70)
+    ns = {"namespaces": 4}
+    write_stages(
+        run,
+        T0,
         [
-            stage_row(0, "load", 0, 60, 5, namespaces=4, phase="stress"),
-            stage_row(1, "cleanup", 60, 10, 1, namespaces=4, cleanup=True, phase="recovery"),
+            Stage("load", 0, 60, 5, {**ns, "phase": "stress"}),
+            Stage("cleanup", 60, 10, 1, {**ns, "cleanup": True, "phase": "recovery"}),
         ],
-        STAGE_COLUMNS,
     )
     i = np.arange(70)
     count = np.where(i < 5, 0, np.minimum(10 * (i - 4), 400))
     count = np.where(i > 60, 0, count)
     rss = np.where(count > 0, 105.0 + 0.05 * count, 100.0)
     rss = np.where(i > 60, after_drop_mb, rss)
-    samples = pd.DataFrame({c: [""] * 70 for c in SAMPLE_COLUMNS})
+    samples = empty_samples(70)
     samples["time"] = T0 + i
     samples["elapsed_s"] = i
     samples["rss_bytes"] = rss * MB
@@ -349,9 +352,12 @@ def vector_run(run: Path, *, after_drop_mb: float) -> Path:
         [{"time": T0, "kind": "adapter", "detail": json.dumps({"name": "t", "requests": names})}],
         EVENT_COLUMNS,
     )
-    search = {**cycle_entry(), "name": names["search"], "num_failures": 0}
-    drop = {**cycle_entry(), "name": names["drop_namespace"], "method": "DELETE"}
-    drop.update(num_requests=5, num_failures=1, response_times={"100": 5})
+    # searches: p95 0.9 s; drops: 5 sent, 1 failed
+    search = locust_entry(
+        "POST", names["search"], {100: 50, 200: 45, 900: 4, 2000: 1}, start=T0, end=T0 + 60
+    )
+    drop = locust_entry("DELETE", names["drop_namespace"], {100: 5}, start=T0, end=T0 + 61)
+    drop["num_failures"] = 1
     (run / "locust.json").write_text(json.dumps([search, drop]))
     return run
 
