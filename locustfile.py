@@ -26,8 +26,8 @@ from memstress.common.config import DEFAULT_CONFIG_PATH, ConfigError
 from memstress.common.context import build_context
 from memstress.common.exitcodes import ExitCode
 from memstress.common.locustfix import stop_csv_writer_at_quit
-from memstress.monitors.monitor import MemoryMonitor
 from memstress.monitors.options import TargetProfile, add_monitor_options
+from memstress.monitors.worker import attach_monitor
 from memstress.reports.quit_verdict import QuitVerdict
 from memstress.scenarios.adapters import check_scenario, load_adapter
 from memstress.scenarios.adapters import names as adapter_names
@@ -165,12 +165,12 @@ def on_init(environment: Any, runner: Any, web_ui: Any = None, **_: Any) -> None
     # --- distributed: every worker runs the master's checkout, or is refused ---
     VersionCheck(environment)
 
-    # --- the memory monitor: MemoryMonitor(environment) goes here (monitors/) ---
-    if adapter.name == "memstress":
-        monitor = MemoryMonitor(environment)
-    else:  # a foreign target: the monitor assumes no memstress API (docs: README Adapters)
-        monitor = MemoryMonitor(
-            environment, profile=TargetProfile(api="auto", health_path=adapter.health_path)
-        )
+    # --- the memory monitor (monitors/): on a worker only its own figures, so a worker
+    # never loads the master's detector (numpy, scipy, ruptures) or the redis source ---
+    profile = None
+    if adapter.name != "memstress":  # a foreign target: no memstress API (README Adapters)
+        profile = TargetProfile(api="auto", health_path=adapter.health_path)
+    monitor = attach_monitor(environment, profile)
     # --- the verdict of a run started with plain `locust`: exit code 1 when it fails ---
-    QuitVerdict(environment, settings.config, monitor=monitor)
+    if not ctx.is_worker:
+        QuitVerdict(environment, settings.config, monitor=monitor)

@@ -43,8 +43,8 @@ from memstress.common.context import RunContext, new_run_id
 from memstress.common.exitcodes import ExitCode
 from memstress.common.runfiles import RunFolder, make_run_dir
 from memstress.common.units import MB
-from memstress.monitors.monitor import MemoryMonitor
 from memstress.monitors.options import TargetProfile, add_monitor_options
+from memstress.monitors.worker import attach_monitor
 from memstress.shapes.plan import PlanError, StageSpec
 from memstress.shapes.staged import StagedShape, TickResult
 
@@ -243,7 +243,7 @@ class OwnLoad:
             elif self.duration is not None:
                 self.stages.play_load(self.duration, opts)
         environment.events.quit.add_listener(lambda **_kw: self.context.close())
-        MemoryMonitor(environment, profile=self.profile)
+        attach_monitor(environment, self.profile)  # a worker's: its own figures only
 
     # --- the run folder -------------------------------------------------------------
 

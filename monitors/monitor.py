@@ -47,7 +47,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import gevent
-import psutil
 from locust.runners import WorkerRunner, locust_exception_handler
 
 from memstress.common.config import ConfigError, LeakDetection
@@ -71,15 +70,13 @@ from memstress.monitors.sampler import GreenletCpuMeter, Sampler
 from memstress.monitors.snapshot import History, Point, Snapshot, verdict_inputs
 from memstress.monitors.sources import parse_source_names
 from memstress.monitors.upkeep import Upkeep
+from memstress.monitors.worker import WORKER_KEY, WorkerReport
 from memstress.scenarios.registry import get_scenario
 
 if TYPE_CHECKING:
     from locust.env import Environment
 
 log = logging.getLogger(__name__)
-
-WORKER_KEY = "memstress_worker"
-"""Key of the worker's self-report in Locust's report_to_master data."""
 
 
 class MemoryMonitor:
@@ -131,7 +128,6 @@ class MemoryMonitor:
         self._samples_csv: CsvAppender | None = None
         self._workers_csv: CsvAppender | None = None
         self._greenlets: list[gevent.Greenlet] = []
-        self._process = psutil.Process()
         self._closed = False
         self._stopping = False
         self._speaks_api = False  # the target answered /memory/stats (auto profile)
@@ -140,9 +136,9 @@ class MemoryMonitor:
         self.host = context.host
 
         events = environment.events
+        self.worker: WorkerReport | None = None  # on a worker: its own figures, nothing more
         if isinstance(environment.runner, WorkerRunner) or context.is_worker:
-            self._process.cpu_percent(None)
-            events.report_to_master.add_listener(self.on_report_to_master)
+            self.worker = WorkerReport(environment)
         else:
             events.test_start.add_listener(self.on_test_start)
             events.worker_report.add_listener(self.on_worker_report)
@@ -279,16 +275,6 @@ class MemoryMonitor:
         """What the verdict at quit needs from the monitor (``reports.quit_verdict``):
         memory growth (MB) and the leak the detector holds now, as the report judges it."""
         return verdict_inputs(self.history, self.detector)
-
-    def on_report_to_master(self, client_id: str, data: dict[str, Any], **_: Any) -> None:
-        """On a worker: add this process's RSS, CPU and user count to the report."""
-        runner = self.environment.runner
-        data[WORKER_KEY] = {
-            "time": time.time(),
-            "rss_bytes": self._process.memory_info().rss,
-            "cpu_percent": self._process.cpu_percent(None),
-            "user_count": runner.user_count if runner is not None else 0,
-        }
 
     def on_worker_report(self, client_id: str, data: dict[str, Any], **_: Any) -> None:
         """On the master: one row of ``worker_samples.csv`` per worker report."""
