@@ -28,6 +28,7 @@ class ProcessSource:
     """
 
     name = "process"
+    local = True  # /proc and psutil only: read in the sampler's own greenlet
 
     def __init__(self, pid: int | None) -> None:
         self.pid = pid
@@ -74,6 +75,7 @@ class SmapsSource:
     """
 
     name = "smaps"
+    local = True  # /proc and psutil only: read in the sampler's own greenlet
 
     def __init__(self, pid: int | None, proc: str | Path = "/proc") -> None:
         self.pid = pid
@@ -125,6 +127,7 @@ class HostSource:
     """Host memory (``psutil.virtual_memory``): total, available, percent used."""
 
     name = "host"
+    local = True  # /proc and psutil only: read in the sampler's own greenlet
 
     def read(self) -> Reading:
         vm = psutil.virtual_memory()
@@ -139,6 +142,7 @@ class PsiSource:
     """Linux pressure stall information for memory: ``some`` and ``full`` avg10."""
 
     name = "psi"
+    local = True  # /proc and psutil only: read in the sampler's own greenlet
 
     def __init__(self, path: str | Path = "/proc/pressure/memory") -> None:
         self.path = Path(path)
@@ -173,6 +177,7 @@ class CgroupSource:
     """
 
     name = "cgroup"
+    local = True  # /proc and psutil only: read in the sampler's own greenlet
 
     def __init__(self, pid: int | None, proc: str | Path = "/proc") -> None:
         self.pid = pid

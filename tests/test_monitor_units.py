@@ -369,6 +369,36 @@ def test_a_slow_source_does_not_hold_the_sample_past_its_deadline() -> None:
     ]
 
 
+class WhereSource(FakeSource):
+    """Records the greenlet each read ran in."""
+
+    def __init__(self, name: str, reading: dict[str, Any], *, local: bool) -> None:
+        super().__init__(name, reading)
+        self.local = local
+        self.ran_in: list[Any] = []
+
+    def read(self) -> dict[str, Any]:
+        self.ran_in.append(gevent.getcurrent())
+        return super().read()
+
+
+def test_local_sources_are_read_in_the_samplers_greenlet_network_ones_apart() -> None:
+    """A /proc read gets no greenlet and no timer of its own (gevent could not time it
+    out): the sampler reads it while the network reads wait on their sockets."""
+    local = WhereSource("process", {"proc_rss_bytes": 3}, local=True)
+    remote = WhereSource("prometheus", {"prom_rss_bytes": 4}, local=False)
+    sampler, events = _sampler(remote, local, SlowSource(5.0), deadline=0.1)
+
+    def take() -> tuple[Any, Any]:
+        return gevent.getcurrent(), sampler.take()
+
+    me, sample = gevent.spawn(take).get()
+    assert local.ran_in == [me] and remote.ran_in and remote.ran_in[0] is not me
+    assert sample.row["rss_source"] == "psutil" and sample.row["prom_rss_bytes"] == 4
+    assert sample.late == ["stats"] and sample.failures == ["stats"]
+    assert [e[0] for e in events] == ["source_degraded"]
+
+
 class StubbornSource:
     """A read the deadline cannot interrupt (as one blocked outside gevent would be)."""
 

@@ -22,6 +22,7 @@ from memstress.common.config import ConfigError, load_config, parse_config
 from memstress.common.context import check_target
 from memstress.common.target import (
     REMOTE_FLAG,
+    TargetClient,
     check_host,
     check_target_pid,
     is_loopback,
@@ -394,3 +395,17 @@ def test_your_own_locustfile_takes_a_remote_host_only_with_the_opt_in(tmp_path: 
     line = one_error_line(run_suite_cli(*args))
     assert "cache.invalid is not on this machine" in line and REMOTE_FLAG in line
     assert not out.exists(), "refused before a run folder was made"
+
+
+def test_the_target_client_takes_the_environments_proxy_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A remote target behind a proxy still goes through it; the environment is read when
+    the client is made, not again on every one of the monitor's requests."""
+    monkeypatch.setenv("HTTP_PROXY", "http://proxy.example:3128")
+    client = TargetClient("http://staging.example:8000")
+    assert client.session.proxies.get("http") == "http://proxy.example:3128"
+    assert client.session.trust_env is False
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost,staging.example")
+    assert TargetClient("http://staging.example:8000").session.proxies == {}
+    assert TargetClient("http://127.0.0.1:9").session.proxies == {}
