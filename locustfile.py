@@ -133,6 +133,8 @@ def on_init(environment: Any, runner: Any, web_ui: Any = None, **_: Any) -> None
             log.error("%s", exc)
         sys.exit(ExitCode.USAGE)
     environment.memstress = ctx
+    # The reports find the run's searches (and drops) by these names, whatever the target.
+    ctx.record("adapter", {"name": adapter.name, "requests": dict(adapter.request_names)})
     if not ctx.is_worker:
         environment.user_classes = list(scenario.user_classes)
     wire_stages(environment)

@@ -10,7 +10,9 @@ into a :class:`~monitors.sampler.Sampler`:
   target of a user's own load test;
 - the HTTP sources only for an HTTP target: for any other they are missing, noted once;
 - a note in ``events.csv`` when the host sources read the load generator, not the
-  target's host.
+  target's host;
+- the run's stored vectors, counted through its adapter, in a scenario that needs a
+  vector store (:mod:`monitors.stored`).
 
 :func:`read_timeouts` keeps both an HTTP source's timeout and a sample's deadline below
 the interval, so a slow target never delays the next sample.
@@ -41,6 +43,7 @@ from memstress.monitors.sources import (
     find_listening_pid,
     host_scope_note,
 )
+from memstress.monitors.stored import stored_vectors_sources
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +121,10 @@ def assemble_sampler(
             report("source_missing", name, {"reason": str(exc)})
     # Another machine's RSS is not bounded by this host's memory (junk_values' check).
     bound = math.inf if ctx.remote else None
-    sampler = Sampler([*sources, *registered], report, deadline=deadline, host_total_bytes=bound)
+    counted = stored_vectors_sources(ctx, host, timeout)  # a vector scenario's stored vectors
+    sampler = Sampler(
+        [*sources, *registered, *counted], report, deadline=deadline, host_total_bytes=bound
+    )
     for name in skipped:  # noted once, never a lost target
         sampler.missing[name] = f"--host {host or '(none)'} is not an HTTP URL"
         report("source_missing", name, {"reason": sampler.missing[name]})

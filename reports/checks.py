@@ -19,7 +19,7 @@ from memstress.common.config import Config
 from memstress.reports.collect import RunData
 from memstress.reports.grading import CheckResult
 from memstress.reports.metrics import MB, RunMetrics
-from memstress.reports.metrics.base import col
+from memstress.reports.metrics.base import adapter_requests, col
 from memstress.reports.metrics.pressure import pressure_series
 
 PASS, FAIL, NOT_JUDGED = "pass", "fail", "not judged"
@@ -256,15 +256,30 @@ def _target_stays_up(x: Inputs, _b: float | None) -> Outcome:
 
 def _search_p95(x: Inputs, b: float | None) -> Outcome:
     m = x.m
-    search = [n for n in m.latency_by_name if "search" in n.name.lower() and n.latency.count]
+    named = adapter_requests(x.data).get("search")  # the adapter's name for a search
+    search = [
+        n
+        for n in m.latency_by_name
+        if (n.name == named if named else "search" in n.name.lower()) and n.latency.count
+    ]
     if not search:
-        return NOT_JUDGED, "no search requests"
+        return NOT_JUDGED, "no search requests" + (f" ({named})" if named else "")
     worst = max(search, key=lambda n: n.latency.p95_s or 0.0)
-    return _bounded(worst.latency.p95_s, b, f"{worst.method} {worst.name} p95", " s", below=True)
+    label = (
+        worst.name if worst.name.startswith(f"{worst.method} ") else f"{worst.method} {worst.name}"
+    )
+    return _bounded(worst.latency.p95_s, b, f"{label} p95", " s", below=True)
 
 
 def _memory_per_vector(x: Inputs, b: float | None) -> Outcome:
     m = x.m
+    v = m.vectors
+    if m.cost.per_vector_kb is None and v.rss_per_vector_kb is not None:
+        return NOT_JUDGED, (
+            "the target reports no vector tier bytes to judge; RSS growth per stored vector "
+            f"{v.rss_per_vector_kb:.3g} KB is reported, not judged (it holds the server's "
+            "own warm-up too)"
+        )
     return _bounded(m.cost.per_vector_kb, b, "memory per stored vector", " KB", below=True)
 
 

@@ -71,7 +71,12 @@ def agent_id(run_id: str, k: int) -> str:
 
 
 def namespace(run_id: str, k: int) -> str:
-    return f"{run_id}-ns-{k}"
+    return f"{namespace_prefix(run_id)}{k}"
+
+
+def namespace_prefix(run_id: str) -> str:
+    """What every vector namespace of the run starts with."""
+    return f"{run_id}-ns-"
 
 
 PHASES = ("warmup", "stress", "recovery")

@@ -34,6 +34,8 @@ def _definition_rows(doc: dict[str, Any]) -> list[list[str]]:
             continue
         if no_cycles and key.startswith("cycle."):
             continue  # the run sent no management cycles: no cycle figures at all
+        if key.startswith("vectors.") and not (doc["metrics"].get("vectors") or {}).get("measured"):
+            continue  # no stored-vector counts: not a vector run on a counting adapter
         value = _get(doc["metrics"], key)
         if isinstance(value, dict | list):
             continue

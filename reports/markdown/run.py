@@ -17,6 +17,7 @@ from memstress.reports.fmt import duration, grade_word, money, num, table, utc, 
 from memstress.reports.leak_sites import render as render_where_memory_went
 from memstress.reports.markdown.details import detailed_results, performance
 from memstress.reports.markdown.leak import leak_line, leak_section
+from memstress.reports.markdown.vectors import vector_lines
 
 
 def render_run(
@@ -138,6 +139,7 @@ def _summary(doc: dict[str, Any]) -> list[str]:
         )
     if doc.get("source_kind") != "locust":
         add(f"- **Leak:** {leak_line(m['leak'])}")
+    out += vector_lines(m)
     if run.get("purpose"):
         add(f"- **Purpose:** {run['purpose']}")
     add("")

@@ -1,7 +1,7 @@
 """Aggregate: the metrics of a run from a :class:`RunData`, as plain dataclasses.
 
 One module per concern: :mod:`.memory`, :mod:`.leak`, :mod:`.latency`,
-:mod:`.pressure`, :mod:`.recovery`, :mod:`.cost`, :mod:`.stages`; shared units
+:mod:`.pressure`, :mod:`.recovery`, :mod:`.cost`, :mod:`.vectors`, :mod:`.stages`; shared units
 and helpers in :mod:`.base`. :data:`DEFINITIONS` holds the one-line definition
 the report prints next to every figure.
 """
@@ -15,7 +15,7 @@ import pandas as pd
 
 from memstress.common.config import Config
 from memstress.reports.collect import CYCLE_REQUEST, RunData
-from memstress.reports.metrics import cost, latency, leak, memory, pressure, recovery
+from memstress.reports.metrics import cost, latency, leak, memory, pressure, recovery, vectors
 from memstress.reports.metrics.base import (
     MB,
     StageSpan,
@@ -55,11 +55,13 @@ from memstress.reports.metrics.stages import (
     stop_info,
     worker_summary,
 )
+from memstress.reports.metrics.vectors import DropMetrics, VectorMetrics, vector_metrics
 
 __all__ = [
     "DEFINITIONS",
     "MB",
     "CostMetrics",
+    "DropMetrics",
     "Latency",
     "LeakEpisode",
     "LeakMetrics",
@@ -72,6 +74,7 @@ __all__ = [
     "StageMetrics",
     "StageSpan",
     "StopInfo",
+    "VectorMetrics",
     "aggregated_latency",
     "compute",
     "few",
@@ -102,6 +105,7 @@ class RunMetrics:
     stop: StopInfo
     stages: list[StageMetrics]
     workers: dict[str, Any] = field(default_factory=dict)
+    vectors: VectorMetrics = field(default_factory=VectorMetrics)
     source_figures: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -112,6 +116,7 @@ DEFINITIONS: dict[str, tuple[str, str, str]] = {
     **pressure.DEFINITIONS,
     **recovery.DEFINITIONS,
     **cost.DEFINITIONS,
+    **vectors.DEFINITIONS,
     "duration_s": ("duration", "s", "from the run's start to its end"),
 }
 
@@ -129,6 +134,7 @@ def compute(data: RunData, cfg: Config) -> RunMetrics:
     else:
         latency, basis = aggregated_latency(data), "all requests"
     req.first_shed_s = first_shed(data, t0)
+    stored = vector_metrics(data, spans, tol)
     return RunMetrics(
         t0=t0,
         t_end=t_end,
@@ -144,6 +150,7 @@ def compute(data: RunData, cfg: Config) -> RunMetrics:
         pressure=pressure_metrics(data),
         recovery=recovery_metrics(data, spans, t0, tol, cfg.scenarios.recovery_min_observed_s),
         cost=cost_metrics(data, memory, req, spans),
+        vectors=stored,
         stop=stop_info(data),
         stages=stage_metrics(data, spans, t0, cfg),
         workers=worker_summary(data),

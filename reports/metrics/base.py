@@ -179,6 +179,22 @@ def stage_spans(data: RunData, t0: float, t_end: float) -> list[StageSpan]:
     return spans
 
 
+def adapter_requests(data: RunData) -> dict[str, str]:
+    """Operation -> Locust request name, from the run's ``adapter`` event ({} when the run
+    has none: a run from before adapters, or a user's own locustfile)."""
+    ev = data.events
+    if ev.empty or "kind" not in ev:
+        return {}
+    for detail in ev.loc[ev["kind"] == "adapter", "detail"]:
+        try:
+            names = json.loads(detail).get("requests")
+        except (ValueError, TypeError, AttributeError):
+            continue
+        if isinstance(names, dict):
+            return {str(k): str(v) for k, v in names.items()}
+    return {}
+
+
 def rss_series(samples: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     """Times (Unix s) and RSS (MB) of the samples that have an RSS."""
     rss = col(samples, "rss_bytes")

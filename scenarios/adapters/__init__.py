@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Mapping
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from memstress.common.config import ConfigError
 from memstress.scenarios.target import Target, refusal
+
+if TYPE_CHECKING:
+    import requests
 
 DEFAULT = "memstress"
 
@@ -32,6 +35,7 @@ class Adapter(Protocol):
     capabilities: frozenset[str]
     schemes: tuple[str, ...]  # the --host URL schemes it speaks
     health_path: str | None  # an HTTP path the monitor may poll (None: none to poll)
+    request_names: Mapping[str, str]  # operation (Target method) -> its Locust request name
 
     def connect(self, user: Any) -> Target: ...
     def wait_ready(self, host: str, deadline_s: float) -> None:
@@ -39,6 +43,22 @@ class Adapter(Protocol):
         ...
 
     def sweep(self, host: str, run_id: str, params: Mapping[str, Any]) -> dict[str, Any]: ...
+
+
+class CountsVectors(Protocol):
+    """An adapter that can count the vectors its target holds for a run."""
+
+    def count_vectors(
+        self, session: requests.Session, host: str, run_id: str, timeout: float
+    ) -> int:
+        """Vectors (stored items) in the run's namespaces now; TargetError when the target
+        cannot say. Called by the monitor on the master, every sample."""
+        ...
+
+
+def vector_counter(adapter: Any) -> CountsVectors | None:
+    """The adapter as a :class:`CountsVectors`, or None when it cannot count vectors."""
+    return adapter if callable(getattr(adapter, "count_vectors", None)) else None
 
 
 def names() -> tuple[str, ...]:

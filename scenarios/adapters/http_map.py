@@ -310,6 +310,7 @@ class HttpMapAdapter:
         self.mapping = load_mapping(config_path)
         self.capabilities = self.mapping.capabilities
         self.health_path: str | None = self.mapping.health
+        self.request_names = {op: o.name for op, o in self.mapping.operations.items()}
 
     def connect(self, user: Any) -> HttpMapTarget:
         return HttpMapTarget(user, self.mapping)
