@@ -94,24 +94,11 @@ def add_options(parser: Any, **_: Any) -> None:
         "127.0.0.0/8, localhost and [::1] are loaded; config: safety.allow_remote_targets.",
     )
     parser.add_argument(
-        "--target-pid",
-        default=None,
-        env_var="MEMSTRESS_TARGET_PID",
-        help="PID of the target process, for the monitor's psutil readings (loopback "
-        "targets only). Default: found from the port --host listens on, where possible.",
-    )
-    parser.add_argument(
         "--run-dir",
         default=None,
         env_var="MEMSTRESS_RUN_DIR",
         help="Folder for the run's files (stages.csv, events.csv, memory samples). "
         "Default: a new folder under results/.",
-    )
-    parser.add_argument(
-        "--monitor-interval",
-        default=None,
-        env_var="MEMSTRESS_MONITOR_INTERVAL",
-        help="Seconds between memory samples, 0.05-3600. Default: the config's monitor.interval.",
     )
     parser.add_argument(
         "--adapter",

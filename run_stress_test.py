@@ -19,7 +19,7 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from rich.console import Console
 from rich.table import Table
@@ -45,6 +45,9 @@ from memstress.scenarios.registry import (
     names,
     scenario_name,
 )
+
+if TYPE_CHECKING:
+    from memstress.runner.session import RunSettings
 
 log = logging.getLogger("memstress")
 
@@ -364,21 +367,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"run_stress_test.py: error: {exc}", file=sys.stderr)
         return ExitCode.USAGE
 
-    from memstress.runner.session import RunSettings, StopFlag, run_scenario, run_session
+    from memstress.runner.session import StopFlag, run_scenario, run_session
 
-    settings = RunSettings(
-        config=config,
-        config_path=(args.config or Path(config.source)).resolve(),
-        stress_level=level,
-        host=host,
-        target_pid=args.target_pid,
-        processes=args.processes,
-        fail_on=args.fail_on,
-        debug=args.debug,
+    settings = run_settings(
+        args,
+        config,
+        level,
+        host,
         budget_mb=args.budget_mb,
-        monitor_interval=args.monitor_interval,
-        profile_leaks=args.profile_leaks,
-        profile_native=args.profile_native,
         allow_remote=allow_remote,
         metrics=metrics,
         expect_workers=args.expect_workers,
@@ -439,6 +435,28 @@ def main(argv: list[str] | None = None) -> int:
     return code
 
 
+def run_settings(
+    args: argparse.Namespace, config: Config, level: int, host: str | None, **more: Any
+) -> RunSettings:
+    """What every run of this CLI is given from its flags; ``more``: a mode's own settings."""
+    from memstress.runner.session import RunSettings  # the runner is heavy: import late
+
+    return RunSettings(
+        config=config,
+        config_path=(args.config or Path(config.source)).resolve(),
+        stress_level=level,
+        host=host,
+        target_pid=args.target_pid,
+        processes=args.processes,
+        fail_on=args.fail_on,
+        debug=args.debug,
+        monitor_interval=args.monitor_interval,
+        profile_leaks=args.profile_leaks,
+        profile_native=args.profile_native,
+        **more,
+    )
+
+
 def _metrics(args: argparse.Namespace) -> MetricsUrl | None:
     """``--metrics-url`` and its metric and labels, checked as the locustfile checks them."""
     return metrics_url(args.metrics_url, args.metrics_metric, args.metrics_labels)
@@ -471,7 +489,7 @@ def run_own(parser: Parser, args: argparse.Namespace, console: Console) -> int:
             budget = _positive(args.budget_mb)
     except (ConfigError, ValueError, argparse.ArgumentTypeError) as exc:
         print(f"run_stress_test.py: error: {exc}", file=sys.stderr)
-        return 2
+        return ExitCode.USAGE
     if args.health_path and not (is_http(host) and args.health_path.startswith("/")):
         parser.error("--health-path: a path such as /healthz, on an http(s) --host")
     out: Path = args.out
@@ -480,25 +498,13 @@ def run_own(parser: Parser, args: argparse.Namespace, console: Console) -> int:
         folder = new_run_dir(path.stem, out)
     except (PreflightError, OSError) as exc:
         print(f"run_stress_test.py: error: --out {out}: {exc}", file=sys.stderr)
-        return 2
+        return ExitCode.USAGE
     setup_logging(folder / "memory_stress_test.log", args.debug)
 
     from memstress.runner.own import run_locustfile
-    from memstress.runner.session import RunSettings, StopFlag
+    from memstress.runner.session import StopFlag
 
-    settings = RunSettings(
-        config=config,
-        config_path=(args.config or Path(config.source)).resolve(),
-        stress_level=level,
-        host=host,
-        target_pid=args.target_pid,
-        processes=args.processes,
-        fail_on=args.fail_on,
-        debug=args.debug,
-        monitor_interval=args.monitor_interval,
-        profile_leaks=args.profile_leaks,
-        profile_native=args.profile_native,
-    )
+    settings = run_settings(args, config, level, host)
     own = OwnLoad(
         locustfile=path.resolve(),
         host=host,

@@ -420,16 +420,7 @@ def fast_target(
     """Start ``python -m bench.fast_target``, pinned to ``cpu``; stopped on the way out."""
     workdir.mkdir(parents=True, exist_ok=True)
     out = workdir / "fast-target.port"
-    with open(out, "wb") as fh:
-        proc = subprocess.Popen(
-            [PYTHON, "-m", "bench.fast_target"],
-            cwd=ROOT,
-            stdout=fh,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env=clean_env(),
-            start_new_session=True,
-        )
+    proc = spawn([PYTHON, "-m", "bench.fast_target"], out, env=clean_env(), mode="w", cwd=ROOT)
     try:
         deadline = time.monotonic() + timeout
         port = 0

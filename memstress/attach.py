@@ -73,23 +73,10 @@ def add_options(parser: Any, **_: Any) -> None:
         "Default: the shipped stress_test_config.yml.",
     )
     parser.add_argument(
-        "--target-pid",
-        default=None,
-        env_var="MEMSTRESS_TARGET_PID",
-        help="PID of the target process, for psutil's memory readings. "
-        "Default: found from the port --host names, where possible.",
-    )
-    parser.add_argument(
         "--run-dir",
         default=None,
         env_var="MEMSTRESS_RUN_DIR",
         help="Folder for the run's files. Default: a new folder under results/.",
-    )
-    parser.add_argument(
-        "--monitor-interval",
-        default=None,
-        env_var="MEMSTRESS_MONITOR_INTERVAL",
-        help="Seconds between memory samples, 0.05-3600. Default: the config's monitor.interval.",
     )
     parser.add_argument(
         "--duration",

@@ -12,11 +12,8 @@ from pathlib import Path
 
 import psutil
 
-from memstress.common.cgroup import find_memory_cgroup
+from memstress.common.cgroup import find_memory_cgroup, parse_limit
 from memstress.monitors.readings import Reading, SourceFailed, SourceMissing, TargetGone
-
-UNLIMITED = 1 << 62
-"""cgroup limits at or above this are "no limit" (v1 writes 9223372036854771712)."""
 
 
 class ProcessSource:
@@ -207,14 +204,14 @@ class CgroupSource:
                 events = _keyvals((d / "memory.events").read_text())
                 return {
                     "cgroup_current_bytes": int((d / "memory.current").read_text()),
-                    "cgroup_max_bytes": _limit((d / "memory.max").read_text()),
+                    "cgroup_max_bytes": parse_limit((d / "memory.max").read_text()),
                     "cgroup_events": ";".join(
                         f"{k}={events.get(k, 0)}" for k in ("max", "oom", "oom_kill")
                     ),
                 }
             return {
                 "cgroup_current_bytes": int((d / "memory.usage_in_bytes").read_text()),
-                "cgroup_max_bytes": _limit((d / "memory.limit_in_bytes").read_text()),
+                "cgroup_max_bytes": parse_limit((d / "memory.limit_in_bytes").read_text()),
                 "cgroup_events": f"failcnt={int((d / 'memory.failcnt').read_text())}",
             }
         except FileNotFoundError:
@@ -231,11 +228,3 @@ def _keyvals(text: str) -> dict[str, int]:
         if len(parts) == 2 and parts[1].isdigit():
             out[parts[0]] = int(parts[1])
     return out
-
-
-def _limit(text: str) -> int | None:
-    text = text.strip()
-    if text == "max":
-        return None
-    value = int(text)
-    return None if value >= UNLIMITED else value

@@ -1,7 +1,8 @@
 """How the memory monitor is set up: its Locust options and what it may assume of the target.
 
-- :func:`add_monitor_options` registers ``--monitor-sources``, ``--metrics-*`` and
-  ``--profile-*`` on Locust's parser (the locustfile and ``memstress.plugin`` call it);
+- :func:`add_monitor_options` registers ``--monitor-interval``, ``--target-pid``,
+  ``--monitor-sources``, ``--metrics-*`` and ``--profile-*`` on Locust's parser (the
+  locustfile and ``memstress.plugin`` call it);
 - :func:`option_sources` and :func:`profile_mode` read them back, a bad value from the
   web UI's form logged and replaced by the default;
 - :class:`TargetProfile` says whether the target speaks the memstress API, and which
@@ -26,7 +27,20 @@ log = logging.getLogger(__name__)
 
 
 def add_monitor_options(parser: Any) -> None:
-    """The monitor's own Locust option; call it from ``init_command_line_parser``."""
+    """The monitor's own Locust options; call it from ``init_command_line_parser``."""
+    parser.add_argument(
+        "--monitor-interval",
+        default=None,
+        env_var="MEMSTRESS_MONITOR_INTERVAL",
+        help="Seconds between memory samples, 0.05-3600. Default: the config's monitor.interval.",
+    )
+    parser.add_argument(
+        "--target-pid",
+        default=None,
+        env_var="MEMSTRESS_TARGET_PID",
+        help="PID of the target process, for the monitor's psutil readings (loopback "
+        "targets only). Default: found from the port --host listens on, where possible.",
+    )
     parser.add_argument(
         "--monitor-sources",
         default="auto",

@@ -171,7 +171,7 @@ def locust_base_args(locustfiles: str, run_dir: Path, s: RunSettings) -> list[st
     return cmd
 
 
-def _run_locust(
+def run_locust(
     cmd: list[str],
     run_dir: Path,
     planned_s: float,
@@ -217,24 +217,15 @@ def run_scenario(
     )
 
     info = get_scenario(scenario)
-    write_meta(
+    begin_meta(
         run_dir,
-        schema=1,
+        s,
         scenario=scenario,
-        run_id=run_dir.name,
         host=s.host or "",
-        stress_level=s.stress_level,
         duration_s=duration_s,
-        started=time.time(),
-        ended=None,
-        exit_code=None,
-        stop_reason="",
-        interrupted=False,
-        config_path=str(s.config_path),
         purpose=info.purpose,
         expected=[e.describe(e.setting(s.config, info.name).bound) for e in info.expected],
         budget_bytes=None,
-        processes=s.processes,
         expect_workers=s.expect_workers,
         remote_target=bool(s.host) and not is_loopback(s.host or ""),
         allow_remote_target=s.allow_remote,
@@ -281,16 +272,13 @@ def run_scenario(
         log.debug("locust command: %s", " ".join(cmd))
         try:
             waits = WORKERS_WAIT_S if s.expect_workers else 0.0
-            code = _run_locust(
+            code = run_locust(
                 cmd, run_dir, duration_s + waits, s.config.safety.max_test_duration, stop, tick
             )
         finally:
             view.close()
-        if code < 0:
-            reason = f"Locust was killed by {signal.Signals(-code).name}; its figures are partial"
-        elif code not in list(ExitCode):
-            reason = f"Locust exited with unexpected code {code} (see locust.log)"
-        elif s.expect_workers and _gave_up_on_workers(run_dir):
+        reason = locust_exit_reason(code)
+        if not reason and s.expect_workers and _gave_up_on_workers(run_dir):
             reason = (
                 f"fewer than {s.expect_workers} workers connected within {WORKERS_WAIT_S:g} s "
                 "(start them with: locust -f locustfile.py --worker --master-host MASTER)"
@@ -301,6 +289,47 @@ def run_scenario(
     finally:
         if service is not None:
             service.stop()
+    return finish_run(scenario, run_dir, code, reason, stop, s)
+
+
+def _gave_up_on_workers(run_dir: Path) -> bool:
+    log_path = run_dir / "locust.log"
+    text = log_path.read_text(errors="replace") if log_path.exists() else ""
+    return "Gave up waiting for workers to connect" in text
+
+
+def begin_meta(run_dir: Path, s: RunSettings, **fields: Any) -> None:
+    """``run_meta.json`` as a run begins (no end, no exit code yet), with the run's ``fields``."""
+    write_meta(
+        run_dir,
+        schema=1,
+        run_id=run_dir.name,
+        stress_level=s.stress_level,
+        started=time.time(),
+        ended=None,
+        exit_code=None,
+        stop_reason="",
+        interrupted=False,
+        config_path=str(s.config_path),
+        processes=s.processes,
+        **fields,
+    )
+
+
+def locust_exit_reason(code: int) -> str:
+    """Why Locust's exit ``code`` leaves the figures untrusted; empty for a code of ours."""
+    if code < 0:
+        return f"Locust was killed by {signal.Signals(-code).name}; its figures are partial"
+    if code not in list(ExitCode):
+        return f"Locust exited with unexpected code {code} (see locust.log)"
+    return ""
+
+
+def finish_run(
+    name: str, run_dir: Path, code: int, reason: str, stop: StopFlag, s: RunSettings
+) -> RunOutcome:
+    """Record how the run ended in ``run_meta.json`` (Ctrl-C or SIGTERM wins, exit 130),
+    then build its report, whose verdict gives the exit code unless a stop code stands."""
     if stop.requested:
         code, reason = ExitCode.INTERRUPTED, f"interrupted by {stop.signal_name or 'the user'}"
     write_meta(
@@ -310,13 +339,7 @@ def run_scenario(
         interrupted=stop.requested,
         **({"stop_reason": reason} if reason else {}),
     )
-    return _report(scenario, run_dir, code, s)
-
-
-def _gave_up_on_workers(run_dir: Path) -> bool:
-    log_path = run_dir / "locust.log"
-    text = log_path.read_text(errors="replace") if log_path.exists() else ""
-    return "Gave up waiting for workers to connect" in text
+    return _report(name, run_dir, code, s)
 
 
 def _report(scenario: str, run_dir: Path, code: int, s: RunSettings) -> RunOutcome:

@@ -23,7 +23,7 @@ from memstress.service.routes_memory import Rt, Strategy
 
 log = logging.getLogger("service.faults")
 
-HOST_RESERVE = 512 * 1024 * 1024  # never leave the host with less available than this
+HOST_RESERVE = 512 * MB  # never leave the host with less available than this
 
 
 BYTES_DOC = "at most 2 x budget per request; leak and ballast together at most 4 x budget"

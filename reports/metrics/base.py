@@ -92,6 +92,7 @@ def counter_delta(values: pd.Series) -> float | None:
 
 
 def parse_params(text: Any) -> dict[str, Any]:
+    """A JSON object in CSV text (a stage's params, an event's detail); {} for anything else."""
     if not isinstance(text, str) or not text.strip():
         return {}
     try:
