@@ -13,11 +13,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import requests
-
 from memstress.common.config import ConfigError
 from memstress.common.context import RunContext
-from memstress.common.target import TargetError
+from memstress.common.target import TargetClient, TargetError
 from memstress.monitors.sources import SourceFailed
 from memstress.scenarios.registry import get_scenario
 from memstress.scenarios.target import VECTORS
@@ -35,7 +33,7 @@ class StoredVectors:
         self.host = host
         self.run_id = run_id
         self.timeout = timeout
-        self.session = requests.Session()
+        self.session = TargetClient(host, timeout).session  # the environment read once
 
     def read(self) -> dict[str, Any]:
         try:

@@ -179,10 +179,18 @@ class ChromaAdapter:
                 )
                 if not isinstance(page, list):
                     raise TargetError(f"GET {COLLECTIONS}: not a list of collections")
-                ids += [str(c.get("id")) for c in page if str(c.get("name", "")).startswith(prefix)]
+                ids += [
+                    str(c.get("id"))
+                    for c in page
+                    if isinstance(c, dict) and str(c.get("name", "")).startswith(prefix)
+                ]
                 if len(page) < PAGE:
                     break
-            counts = [_json(session.get(f"{base}/{cid}/count", timeout=timeout)) for cid in ids]
+            counts = []
+            for cid in ids:
+                r = session.get(f"{base}/{cid}/count", timeout=timeout)
+                # dropped between the list and its count (the cleanup stage): none left
+                counts.append(0 if r.status_code == 404 else _json(r))
         except requests.RequestException as exc:
             raise TargetError(f"GET {COLLECTIONS}: {type(exc).__name__}") from None
         if not all(isinstance(n, int) and not isinstance(n, bool) for n in counts):
