@@ -54,7 +54,7 @@ from bench.procs import (
     stop_process,
 )
 from bench.results import BenchResult, Goal, Table
-from common.units import MB
+from memstress.common.units import MB
 
 LOCUSTFILE = ROOT / "locustfile.py"
 VERDICT_FILE = "leak_verdict.json"  # the monitor's final verdict in the run folder (issue 11)

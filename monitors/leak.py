@@ -161,8 +161,8 @@ import numpy as np
 import ruptures as rpt
 from scipy.stats import kendalltau, theilslopes
 
-from common.config import Config, LeakDetection
-from common.units import MB
+from memstress.common.config import Config, LeakDetection
+from memstress.common.units import MB
 
 SCALE_STEP = 0.9
 """Each scale is this share of the next longer one: a fine grid, so a leak is
@@ -1194,7 +1194,7 @@ def replay(
     ``judged_bytes`` column the monitor wrote; tiers come from ``<tier>_bytes``
     and ``<tier>_limit_bytes``.
     """
-    from monitors.sources import TIERS  # the names the sample columns use
+    from memstress.monitors.sources import TIERS  # the names the sample columns use
 
     if isinstance(settings, Config):
         settings = settings.monitor.leak_detection

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from common.config import GRADES, Config
-from reports.fmt import duration, num, with_unit
-from reports.grading import Grade, grade_all
-from reports.metrics import RunMetrics, StageMetrics
-from reports.scores import Score
+from memstress.common.config import GRADES, Config
+from memstress.reports.fmt import duration, num, with_unit
+from memstress.reports.grading import Grade, grade_all
+from memstress.reports.metrics import RunMetrics, StageMetrics
+from memstress.reports.scores import Score
 
 
 @dataclass

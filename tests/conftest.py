@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from runner.service import ManagedService, free_port
+from memstress.runner.service import ManagedService, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable

@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from common.units import MB
+from memstress.common.units import MB
 
 Shape = Callable[[float], float]  # seconds -> MB above the base
 

@@ -20,8 +20,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from common.config import load_config
-from monitors.leak import (
+from memstress.common.config import load_config
+from memstress.monitors.leak import (
     CLEAR,
     LEAK,
     LEAK_VERDICT,
