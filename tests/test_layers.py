@@ -124,9 +124,7 @@ def test_no_file_imports_a_suite_folder_by_its_bare_name() -> None:
 MAX_LINES = 600
 """The most lines a module outside ``tests/`` and ``bench/`` may have."""
 
-SPLIT_PENDING = {
-    "monitors/leak.py": "the leak detector: its split by concern is under way (issue 12)",
-}
+SPLIT_PENDING: dict[str, str] = {}
 """Modules still over :data:`MAX_LINES`, each with why; an entry goes once its module is split."""
 
 

@@ -299,7 +299,7 @@ DEFINITIONS: dict[str, tuple[str, str, str]] = {
     "leak.verdict": (
         "leak verdict",
         "",
-        "the online detector's state at the end of the run (monitors/leak.py): leak, no leak, "
+        "the online detector's state at the end of the run (monitors/leak/): leak, no leak, "
         "or not judged (too few samples)",
     ),
     "leak.slope_mb_min": (
