@@ -63,14 +63,15 @@ With the settings of ``monitor.leak_detection`` (see
    cache or a batch of buffers filled over 20-90 s, then freed at once) is still
    in the envelope. A point counts as *given back* when the envelope later falls
    below it by more than a tolerance (:data:`GIVEBACK_SHARE` of R and
-   :data:`GIVEBACK_SIGMAS` noise sigmas); it is lowered to that later level.
-   Between two troughs less than a step apart the kept level is the line through
-   them. So a sawtooth alone becomes the flat line of its troughs, a leak under a
-   sawtooth the line its troughs climb, and growth never given back stays as it
-   is. The climb since the newest trough is not judged yet (it is most likely
-   memory the sawtooth gives back again) while it is younger and lower than
-   :data:`TAIL_FACTOR` times the longest and the highest climb that was given
-   back; the time it took still counts in the span judged.
+   :data:`GIVEBACK_SIGMAS` noise sigmas); it is lowered to that later level plus
+   the tolerance. Between two troughs less than a step and at most the shortest
+   span (step 6) apart the kept level is the line through them. So a sawtooth
+   alone becomes the flat line of its troughs, a leak under a sawtooth the line
+   its troughs climb, and growth never given back stays as it is. The climb
+   since the newest trough is not judged yet (it is most likely memory the
+   sawtooth gives back again) while it is younger and lower than
+   :data:`TAIL_FACTOR` times the longest and the highest climb given back; the
+   time it took still counts in the span judged.
 4. **Change points.** The kept level is cut into segments, each fit by a
    straight line (``ruptures`` binary segmentation, linear model, at least
    :data:`MIN_SEGMENT` points a segment), with a penalty of ``penalty * sigma**2

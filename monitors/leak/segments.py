@@ -16,7 +16,7 @@ import numpy as np
 import ruptures as rpt
 
 from memstress.common.config import LeakDetection
-from memstress.monitors.leak.trend import min_points, required_rise_mb
+from memstress.monitors.leak.trend import min_points, required_rise_mb, shortest_scale
 
 MIN_SEGMENT = 2
 """Fewest envelope points in a segment: two points already fix a line, so a
@@ -91,11 +91,13 @@ def kept_level(t: np.ndarray, y_mb: np.ndarray, settings: LeakDetection, sigma: 
         began = int(lows[-1]) if lows.size else 0
         longest = max(longest, float(t[tr] - t[began]))
         highest = max(highest, float(y_mb[began:tr].max() - min(y_mb[began], y_mb[tr])))
-    # Between two troughs less than a step apart the kept level grows evenly: a leak under a
-    # sawtooth is a line through its troughs, not a stair of tiny steps.
+    # Between two troughs less than a step and at most a shortest span apart the kept level
+    # grows evenly: a leak under a sawtooth is a line through its troughs, not a stair of tiny
+    # steps. Troughs further apart are too few to draw a line through: one trough read high
+    # (a sample missed right after a drop) would be a steady rise over a whole period.
     step = STEP_SHARE * required_rise_mb(settings)
     for a, b in itertools.pairwise(troughs):
-        if abs(y_mb[b] - y_mb[a]) < step:
+        if abs(y_mb[b] - y_mb[a]) < step and t[b] - t[a] <= shortest_scale(settings):
             line = np.interp(t[a:b], (t[a], t[b]), (y_mb[a], y_mb[b]))
             values[a:b] = np.minimum(values[a:b], line)
     last = int(troughs[-1])
