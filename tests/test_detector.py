@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -33,6 +34,7 @@ from memstress.monitors.leak import (
     STEP,
     TREND,
     WARMUP,
+    FinalVerdict,
     LeakDetector,
     TierReading,
     judge,
@@ -483,6 +485,60 @@ def test_replaying_the_sample_rows_gives_the_same_verdict() -> None:
     assert data["verdict"] == "leak" and data["tiers"][0]["tier"] == "conversations"
     assert {e["kind"] for e in data["episodes"]} <= {TREND, STEP, PLATEAU}
     assert data["settings"]["window_s"] == SETTINGS.window_s
+
+
+# --- recorded real runs ---------------------------------------------------------------
+#
+# memory_samples.csv of real `python -m bench leak` runs (bench/leak_target.py under the
+# baseline scenario's load, 30 runs at once on 2 cores, BENCH_LEAK_SEEDS=dev), cut to the
+# columns the detector reads and replayed through replay(). These are dev-seed runs, the
+# data the settings were tuned on: regression checks of the whole path on real series, not
+# a judgement (the holdout figures are bench/RESULTS.md's).
+
+RUNS = Path(__file__).parent / "fixtures" / "leak_runs"
+LEAK_STARTS = {"steady-2mb-s1": 60.5, "tier-1mb-s1": 60.8}  # s from the first sample
+
+
+def recorded(name: str) -> FinalVerdict:
+    return replay(pd.read_csv(RUNS / f"{name}.csv.gz"), SETTINGS)
+
+
+def test_a_recorded_leak_under_a_sawtooth_is_found_within_its_goal() -> None:
+    final = recorded("steady-2mb-s1")  # 2 MB/min from 60 s under a 4 MB, 27 s sawtooth
+    assert final.verdict == LEAK_VERDICT and final.series == MEMORY, final.reason
+    assert final.called_at is not None
+    assert 0 < final.called_at - LEAK_STARTS["steady-2mb-s1"] <= GOALS[2.0]
+    assert final.slope_mb_min == pytest.approx(2.0, rel=0.25)
+
+
+def test_a_recorded_tier_leak_is_named() -> None:
+    final = recorded("tier-1mb-s1")  # conversations: at its 6 MB limit, +1 MB/min from 60 s
+    assert final.verdict == LEAK_VERDICT, final.reason
+    (finding,) = final.tiers
+    assert finding.tier == "conversations" and finding.active and finding.limit_mb == 6
+    assert 0 < finding.called_at - LEAK_STARTS["tier-1mb-s1"] <= GOALS[1.0]
+    assert finding.slope_mb_min == pytest.approx(1.0, rel=0.2)
+
+
+@pytest.mark.parametrize(
+    ("name", "kinds"),
+    [
+        ("free-step-s1", {STEP}),  # 20 MB once at 120 s, under the 4 MB sawtooth
+        ("free-sawtooth-24mb-s1", {TREND}),  # called on its first climb, at most
+        ("free-service-s1", {PLATEAU}),  # the reference service under the same load
+    ],
+)
+def test_recorded_leak_free_runs_end_without_a_leak(name: str, kinds: set[str]) -> None:
+    final = recorded(name)
+    assert final.verdict == NO_LEAK, final.reason
+    assert {e.kind for e in final.episodes} <= kinds, final.episodes
+    assert all(e.cleared_at is not None for e in final.episodes)
+    assert sum(e.kind == TREND for e in final.episodes) <= 1
+    if name == "free-step-s1":
+        (step,) = final.episodes
+        # 20 MB seen through the 4 MB sawtooth: the lines either side meet the cut mid-climb
+        assert step.step_mb is not None and 16 <= step.step_mb <= 22
+        assert abs(step.called_at - 120) <= 10
 
 
 # --- the pieces ---------------------------------------------------------------------
