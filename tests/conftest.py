@@ -97,3 +97,17 @@ def start_redis(folder: Path) -> tuple[subprocess.Popen[bytes], str]:
         stderr=subprocess.STDOUT,
     )
     return proc, f"redis://127.0.0.1:{port}/0"
+
+
+@pytest.fixture(autouse=True)
+def _end_the_tests_own_locust_runs() -> Iterator[None]:
+    """A test that fails while its Locust run goes on would leave the process running
+    (and its Popen's ResourceWarning would fail whichever test the collector hits next).
+    Runs a module or session fixture started before this test stay: others read them."""
+    from tests.locust_helpers import STARTED
+
+    before = len(STARTED)
+    yield
+    for run in STARTED[before:]:
+        run.kill()
+    del STARTED[before:]

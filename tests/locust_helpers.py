@@ -114,7 +114,14 @@ def start_locust(
             cmd += ["--csv", str(run_dir / "locust")]
     log_path = run_dir / log_name
     proc = spawn(cmd, log_path, env=locust_env(), mode="w", cwd=locustfile.parent)
-    return LocustRun(proc, run_dir, log_path, time.monotonic())
+    run = LocustRun(proc, run_dir, log_path, time.monotonic())
+    STARTED.append(run)
+    return run
+
+
+STARTED: list[LocustRun] = []
+"""Every run this process started, in order: a test that fails mid-run leaves its
+Locust running, and ``tests/conftest.py`` ends the runs the test itself started."""
 
 
 def run_cli(

@@ -147,17 +147,19 @@ def test_a_run_removes_the_agents_and_namespaces_it_created(
         "12",
         host=small_service.url,
     )
-    deadline = time.monotonic() + 10
+    # Bounded by the run itself (it ends after its 12 s plan) and by 60 s: on a loaded
+    # machine Locust's start alone can take most of a fixed 10 s.
+    deadline = time.monotonic() + 60
     starts: list[dict[str, str]] = []
-    while not starts and time.monotonic() < deadline:
+    while not starts and run.proc.poll() is None and time.monotonic() < deadline:
         if (run.run_dir / "events.csv").exists():
             starts = [e for e in run.events() if e["kind"] == "run_start"]
         time.sleep(0.1)
-    (start,) = starts
-    run_id = json.loads(start["detail"])["run_id"]
+    assert len(starts) == 1, run.log()[-3000:]
+    run_id = json.loads(starts[0]["detail"])["run_id"]
     # While the run goes on, its first namespace is there to search ...
     found = 0
-    while found != 200 and time.monotonic() < deadline:
+    while found != 200 and run.proc.poll() is None and time.monotonic() < deadline:
         found = requests.post(
             f"{small_service.url}/vectors/search",
             json={"namespace": f"{run_id}-ns-0", "query": "memory", "k": 1},
