@@ -25,7 +25,7 @@ from common.checkout import VersionCheck
 from common.config import DEFAULT_CONFIG_PATH, ConfigError
 from common.context import build_context
 from common.exitcodes import ExitCode
-from common.locustfix import stop_csv_writer_at_quit
+from common.locustfix import stop_csv_writer_at_quit, stop_forked_workers
 from monitors.monitor import MemoryMonitor, TargetProfile, add_monitor_options
 from reports.quit_verdict import QuitVerdict
 from scenarios.adapters import check_scenario, load_adapter
@@ -143,6 +143,7 @@ def on_init(environment: Any, runner: Any, web_ui: Any = None, **_: Any) -> None
         # One line and exit code 2; a --processes child stays quiet (its parent says it).
         if not (getattr(opts, "worker", False) and getattr(opts, "processes", None)):
             log.error("%s", exc)
+        stop_forked_workers(opts)  # a --processes parent's; see common/locustfix.py
         sys.exit(ExitCode.USAGE)
     environment.memstress = ctx
     if not ctx.is_worker:
