@@ -116,7 +116,7 @@ soak: $(STAMP)
 
 # The reference service in the foreground (faults enabled), for trying things by hand.
 service: $(STAMP)
-	$(BIN)/python -m service --enable-faults --data-dir results/service-data $(ARGS)
+	$(BIN)/python -m memstress.service --enable-faults --data-dir results/service-data $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

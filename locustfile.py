@@ -21,20 +21,21 @@ from typing import Any
 
 from locust import events
 
-from common.checkout import VersionCheck
-from common.config import DEFAULT_CONFIG_PATH, ConfigError
-from common.context import build_context
-from common.exitcodes import ExitCode
-from common.locustfix import stop_csv_writer_at_quit, stop_forked_workers
-from monitors.monitor import MemoryMonitor, TargetProfile, add_monitor_options
-from reports.quit_verdict import QuitVerdict
-from scenarios.adapters import check_scenario, load_adapter
-from scenarios.adapters import names as adapter_names
-from scenarios.options import resolve_settings
-from scenarios.registry import get_scenario, user_classes
-from scenarios.registry import names as registered_names
-from shapes.plan import PlanError
-from shapes.scenario import ScenarioShape, wire_stages
+from memstress.common.checkout import VersionCheck
+from memstress.common.config import DEFAULT_CONFIG_PATH, ConfigError
+from memstress.common.context import build_context
+from memstress.common.exitcodes import ExitCode
+from memstress.common.locustfix import stop_csv_writer_at_quit, stop_forked_workers
+from memstress.monitors.options import TargetProfile, add_monitor_options
+from memstress.monitors.worker import attach_monitor
+from memstress.reports.quit_verdict import QuitVerdict
+from memstress.scenarios.adapters import check_scenario, load_adapter
+from memstress.scenarios.adapters import names as adapter_names
+from memstress.scenarios.options import resolve_settings
+from memstress.scenarios.registry import get_scenario, user_classes
+from memstress.scenarios.registry import names as registered_names
+from memstress.shapes.plan import PlanError
+from memstress.shapes.scenario import ScenarioShape, wire_stages
 
 log = logging.getLogger("memstress")
 
@@ -93,24 +94,11 @@ def add_options(parser: Any, **_: Any) -> None:
         "127.0.0.0/8, localhost and [::1] are loaded; config: safety.allow_remote_targets.",
     )
     parser.add_argument(
-        "--target-pid",
-        default=None,
-        env_var="MEMSTRESS_TARGET_PID",
-        help="PID of the target process, for the monitor's psutil readings (loopback "
-        "targets only). Default: found from the port --host listens on, where possible.",
-    )
-    parser.add_argument(
         "--run-dir",
         default=None,
         env_var="MEMSTRESS_RUN_DIR",
         help="Folder for the run's files (stages.csv, events.csv, memory samples). "
         "Default: a new folder under results/.",
-    )
-    parser.add_argument(
-        "--monitor-interval",
-        default=None,
-        env_var="MEMSTRESS_MONITOR_INTERVAL",
-        help="Seconds between memory samples, 0.05-3600. Default: the config's monitor.interval.",
     )
     parser.add_argument(
         "--adapter",
@@ -146,6 +134,8 @@ def on_init(environment: Any, runner: Any, web_ui: Any = None, **_: Any) -> None
         stop_forked_workers(opts)  # a --processes parent's; see common/locustfix.py
         sys.exit(ExitCode.USAGE)
     environment.memstress = ctx
+    # The reports find the run's searches (and drops) by these names, whatever the target.
+    ctx.record("adapter", {"name": adapter.name, "requests": dict(adapter.request_names)})
     if not ctx.is_worker:
         environment.user_classes = list(scenario.user_classes)
     wire_stages(environment)
@@ -163,12 +153,12 @@ def on_init(environment: Any, runner: Any, web_ui: Any = None, **_: Any) -> None
     # --- distributed: every worker runs the master's checkout, or is refused ---
     VersionCheck(environment)
 
-    # --- the memory monitor: MemoryMonitor(environment) goes here (monitors/) ---
-    if adapter.name == "memstress":
-        monitor = MemoryMonitor(environment)
-    else:  # a foreign target: the monitor assumes no memstress API (docs: README Adapters)
-        monitor = MemoryMonitor(
-            environment, profile=TargetProfile(api="auto", health_path=adapter.health_path)
-        )
+    # --- the memory monitor (monitors/): on a worker only its own figures, so a worker
+    # never loads the master's detector (numpy, scipy, ruptures) or the redis source ---
+    profile = None
+    if adapter.name != "memstress":  # a foreign target: no memstress API (README Adapters)
+        profile = TargetProfile(api="auto", health_path=adapter.health_path)
+    monitor = attach_monitor(environment, profile)
     # --- the verdict of a run started with plain `locust`: exit code 1 when it fails ---
-    QuitVerdict(environment, settings.config, monitor=monitor)
+    if not ctx.is_worker:
+        QuitVerdict(environment, settings.config, monitor=monitor)

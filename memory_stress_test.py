@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import sys
 
-from scenarios.seed import MemoryStressTest
+from memstress.scenarios.seed import MemoryStressTest
 
 __all__ = ["MemoryStressTest", "main"]
 

@@ -19,15 +19,15 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from rich.console import Console
 from rich.table import Table
 
-from common.config import GRADES, Config, ConfigError, load_config
-from common.exitcodes import ExitCode
-from common.runfiles import RESULTS_DIR, new_run_dir
-from common.target import (
+from memstress.common.config import GRADES, Config, ConfigError, load_config
+from memstress.common.exitcodes import ExitCode
+from memstress.common.runfiles import RESULTS_DIR, new_run_dir
+from memstress.common.target import (
     REMOTE_FLAG,
     MetricsUrl,
     check_host,
@@ -35,10 +35,19 @@ from common.target import (
     check_target_pid,
     metrics_url,
 )
-from runner.preflight import PreflightError, check_out_dir
-from scenarios.adapters import check_scenario, load_adapter
-from scenarios.adapters import names as adapter_names
-from scenarios.registry import all_scenarios, check_config, get_scenario, names, scenario_name
+from memstress.runner.preflight import PreflightError, check_out_dir
+from memstress.scenarios.adapters import check_scenario, load_adapter
+from memstress.scenarios.adapters import names as adapter_names
+from memstress.scenarios.registry import (
+    all_scenarios,
+    check_config,
+    get_scenario,
+    names,
+    scenario_name,
+)
+
+if TYPE_CHECKING:
+    from memstress.runner.session import RunSettings
 
 log = logging.getLogger("memstress")
 
@@ -358,21 +367,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"run_stress_test.py: error: {exc}", file=sys.stderr)
         return ExitCode.USAGE
 
-    from runner.session import RunSettings, StopFlag, run_scenario, run_session
+    from memstress.runner.session import StopFlag, run_scenario, run_session
 
-    settings = RunSettings(
-        config=config,
-        config_path=(args.config or Path(config.source)).resolve(),
-        stress_level=level,
-        host=host,
-        target_pid=args.target_pid,
-        processes=args.processes,
-        fail_on=args.fail_on,
-        debug=args.debug,
+    settings = run_settings(
+        args,
+        config,
+        level,
+        host,
         budget_mb=args.budget_mb,
-        monitor_interval=args.monitor_interval,
-        profile_leaks=args.profile_leaks,
-        profile_native=args.profile_native,
         allow_remote=allow_remote,
         metrics=metrics,
         expect_workers=args.expect_workers,
@@ -433,6 +435,28 @@ def main(argv: list[str] | None = None) -> int:
     return code
 
 
+def run_settings(
+    args: argparse.Namespace, config: Config, level: int, host: str | None, **more: Any
+) -> RunSettings:
+    """What every run of this CLI is given from its flags; ``more``: a mode's own settings."""
+    from memstress.runner.session import RunSettings  # the runner is heavy: import late
+
+    return RunSettings(
+        config=config,
+        config_path=(args.config or Path(config.source)).resolve(),
+        stress_level=level,
+        host=host,
+        target_pid=args.target_pid,
+        processes=args.processes,
+        fail_on=args.fail_on,
+        debug=args.debug,
+        monitor_interval=args.monitor_interval,
+        profile_leaks=args.profile_leaks,
+        profile_native=args.profile_native,
+        **more,
+    )
+
+
 def _metrics(args: argparse.Namespace) -> MetricsUrl | None:
     """``--metrics-url`` and its metric and labels, checked as the locustfile checks them."""
     return metrics_url(args.metrics_url, args.metrics_metric, args.metrics_labels)
@@ -440,7 +464,7 @@ def _metrics(args: argparse.Namespace) -> MetricsUrl | None:
 
 def run_own(parser: Parser, args: argparse.Namespace, console: Console) -> int:
     """``--locustfile FILE``: the user's own load test, one run folder, one report."""
-    from runner.own import OwnLoad, check_host, is_http
+    from memstress.runner.own import OwnLoad, check_host, is_http
 
     path: Path = args.locustfile
     if args.adapter != "memstress" or args.adapter_config:
@@ -465,7 +489,7 @@ def run_own(parser: Parser, args: argparse.Namespace, console: Console) -> int:
             budget = _positive(args.budget_mb)
     except (ConfigError, ValueError, argparse.ArgumentTypeError) as exc:
         print(f"run_stress_test.py: error: {exc}", file=sys.stderr)
-        return 2
+        return ExitCode.USAGE
     if args.health_path and not (is_http(host) and args.health_path.startswith("/")):
         parser.error("--health-path: a path such as /healthz, on an http(s) --host")
     out: Path = args.out
@@ -474,25 +498,13 @@ def run_own(parser: Parser, args: argparse.Namespace, console: Console) -> int:
         folder = new_run_dir(path.stem, out)
     except (PreflightError, OSError) as exc:
         print(f"run_stress_test.py: error: --out {out}: {exc}", file=sys.stderr)
-        return 2
+        return ExitCode.USAGE
     setup_logging(folder / "memory_stress_test.log", args.debug)
 
-    from runner.own import run_locustfile
-    from runner.session import RunSettings, StopFlag
+    from memstress.runner.own import run_locustfile
+    from memstress.runner.session import StopFlag
 
-    settings = RunSettings(
-        config=config,
-        config_path=(args.config or Path(config.source)).resolve(),
-        stress_level=level,
-        host=host,
-        target_pid=args.target_pid,
-        processes=args.processes,
-        fail_on=args.fail_on,
-        debug=args.debug,
-        monitor_interval=args.monitor_interval,
-        profile_leaks=args.profile_leaks,
-        profile_native=args.profile_native,
-    )
+    settings = run_settings(args, config, level, host)
     own = OwnLoad(
         locustfile=path.resolve(),
         host=host,

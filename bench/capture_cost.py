@@ -32,7 +32,7 @@ import requests
 
 from bench.procs import Service, cpus, pin, service
 from bench.results import BenchResult, Goal, Table
-from monitors.allocations import attach_blocker, capture
+from memstress.monitors.allocations import attach_blocker, capture
 
 CLIENTS = 4
 GOAL_RATIO = 0.9  # tracking keeps at least 90% of the target's request rate

@@ -19,6 +19,12 @@ Targets:
 Seeds: the ``dev`` set is for tuning the detector, the ``holdout`` set (the
 default) is what the figures in ``results.json`` come from; choose with
 ``BENCH_LEAK_SEEDS=dev``. Nothing was tuned on the holdout set.
+
+For tuning on a shared machine: ``BENCH_LEAK_CASES=steady-1mb,free-step`` runs
+only those cases, ``BENCH_LEAK_PARALLEL=8`` at most 8 runs at a time (default:
+all at once, as the reported figures were measured). Each run keeps its run
+folder (``memory_samples.csv``, ``leak_verdict.json``) under ``--out``'s
+``_runs/``, to replay through :func:`monitors.leak.replay`.
 """
 
 from __future__ import annotations
@@ -48,7 +54,7 @@ from bench.procs import (
     stop_process,
 )
 from bench.results import BenchResult, Goal, Table
-from common.units import MB
+from memstress.common.units import MB
 
 LOCUSTFILE = ROOT / "locustfile.py"
 VERDICT_FILE = "leak_verdict.json"  # the monitor's final verdict in the run folder (issue 11)
@@ -113,7 +119,12 @@ def cases(small: bool) -> list[Case]:
             "own",
             True,
             PRE_S + goal1 + TAIL_S,
-            ("--mode", "tier", "--rate", "1", "--start-s", f"{PRE_S:g}"),
+            # A full cache whose eviction broke: at its limit when the leak starts, so every
+            # leaked byte is past the limit (below it, growth is a cache filling, no leak).
+            (
+                *("--mode", "tier", "--rate", "1", "--start-s", f"{PRE_S:g}"),
+                *("--tier-mb", "6", "--tier-limit-mb", "6"),
+            ),
             1.0,
             PRE_S,
             goal1,
@@ -348,16 +359,18 @@ def run(workdir: Path, small: bool) -> BenchResult:
     if seed_set not in SEEDS:
         raise BenchError(f"BENCH_LEAK_SEEDS={seed_set!r} (valid: {', '.join(SEEDS)})")
     seeds = SEEDS[seed_set][:1] if small else SEEDS[seed_set]
-    plan = [(c, s) for c in cases(small) for s in seeds]
+    chosen = _chosen_cases(small)
+    plan = [(c, s) for c in chosen for s in seeds]
+    parallel = _parallel(len(plan))
     plan.sort(key=lambda cs: -cs[0].duration_s)
     result = BenchResult(
         name="leak",
         title="Leak detection from real runs: recall, delay, slope error, alarms, final verdicts",
         mode="small" if small else "full",
-        what=_what(small, seed_set, len(plan)),
+        what=_what(small, seed_set, len(plan), parallel),
     )
     stop = threading.Event()
-    with ThreadPoolExecutor(max_workers=len(plan), thread_name_prefix="leak") as pool:
+    with ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="leak") as pool:
         futures = [pool.submit(one_run, c, s, workdir, stop) for c, s in plan]
         try:
             results = [f.result() for f in futures]
@@ -370,21 +383,50 @@ def run(workdir: Path, small: bool) -> BenchResult:
         "scenario": SCENARIO,
         "seed_set": seed_set,
         "seeds": list(seeds),
-        "cases": [asdict(c) for c in cases(small)],
-        "parallel_runs": len(plan),
+        "cases": [asdict(c) for c in chosen],
+        "parallel_runs": parallel,
     }
     return result
 
 
-def _what(small: bool, seed_set: str, n: int) -> str:
+def _chosen_cases(small: bool) -> list[Case]:
+    """The cases ``BENCH_LEAK_CASES`` names (comma-separated), else all of them."""
+    every = cases(small)
+    wanted = [n.strip() for n in os.environ.get("BENCH_LEAK_CASES", "").split(",") if n.strip()]
+    if not wanted:
+        return every
+    names = [c.name for c in every]
+    bad = [n for n in wanted if n not in names]
+    if bad:
+        raise BenchError(f"BENCH_LEAK_CASES: unknown case {bad[0]!r} (valid: {', '.join(names)})")
+    return [c for c in every if c.name in wanted]
+
+
+def _parallel(runs: int) -> int:
+    """Runs at a time: ``BENCH_LEAK_PARALLEL`` (a positive integer), else all of them."""
+    text = os.environ.get("BENCH_LEAK_PARALLEL", "").strip()
+    if not text:
+        return max(1, runs)
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise BenchError(f"BENCH_LEAK_PARALLEL={text!r} (valid: a positive integer, e.g. 8)")
+    return min(n, max(1, runs))
+
+
+def _what(small: bool, seed_set: str, n: int, parallel: int) -> str:
+    at_once = "in parallel" if parallel >= n else f"{parallel} at a time"
     text = (
-        f"{n} real runs in parallel, each a target and a Locust process running "
+        f"{n} real runs {at_once}, each a target and a Locust process running "
         f"`locustfile.py --scenario {SCENARIO}` with the memory monitor at 1 s; the monitor's "
         "own `events.csv` gives every `leak_detected` / `leak_cleared`; the final verdict is "
         "the monitor's `leak_verdict.json` when it writes one, else the state after the last "
         "event. Leaks in `bench/leak_target.py`'s "
         "own code: steady unaccounted at 2, 1 and 0.5 MB/min from 60 s; 1 MB/min inside an "
-        "accounted tier that grows past its limit_bytes; 1 MB/min starting at 240 s; 3 KiB "
+        "accounted tier that is at its limit_bytes when the leak starts and grows past it "
+        "(a full cache whose eviction broke); 1 MB/min starting at 240 s; 3 KiB "
         "per request from 60 s (rate measured). Leak-free: a cache filling to 30 MB (tau 60 s), "
         "one 20 MB step at 120 s, a 24 MB sawtooth (90 s period), and the reference service "
         "under the same load, 600 s each. Every own-target run also carries a small sawtooth "

@@ -45,7 +45,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from common.units import MB
+from memstress.common.units import MB
 
 CHUNK = 64 * 1024
 MODES = ("free", "steady", "tier", "per-request", "plateau", "step")

@@ -30,12 +30,12 @@ def on_init(environment: Any, **_: Any) -> None:
         return
     import gevent
 
-    from common.config import load_config
-    from common.context import RunContext
-    from common.runfiles import RunFolder
-    from monitors.monitor import MemoryMonitor
-    from monitors.sources import SOURCE_NAMES
-    from scenarios.registry import get_scenario
+    from memstress.common.config import load_config
+    from memstress.common.context import RunContext
+    from memstress.common.runfiles import RunFolder
+    from memstress.monitors.monitor import MemoryMonitor
+    from memstress.monitors.sources import SOURCE_NAMES
+    from memstress.scenarios.registry import get_scenario
 
     config = load_config()
     run_dir = Path(os.environ.get("BENCH_RUN_DIR", "bench-monitor-run"))

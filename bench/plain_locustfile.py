@@ -15,7 +15,7 @@ import random
 from locust import between, constant, task
 from locust.contrib.fasthttp import FastHttpUser
 
-from scenarios.api import WORDS
+from memstress.scenarios.api import WORDS
 
 NAMESPACE = os.environ.get("BENCH_NAMESPACE", "bench-ns-0")
 WAIT = os.environ.get("BENCH_WAIT", "")  # "LO,HI" seconds of think time; none by default

@@ -30,8 +30,8 @@ from typing import Any
 import psutil
 import requests
 
-from common.target import TargetError
-from runner.service import ManagedService, clean_env, free_port, pin, spawn
+from memstress.common.target import TargetError
+from memstress.runner.service import ManagedService, clean_env, free_port, pin, spawn
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH_DIR = ROOT / "bench"
@@ -420,16 +420,7 @@ def fast_target(
     """Start ``python -m bench.fast_target``, pinned to ``cpu``; stopped on the way out."""
     workdir.mkdir(parents=True, exist_ok=True)
     out = workdir / "fast-target.port"
-    with open(out, "wb") as fh:
-        proc = subprocess.Popen(
-            [PYTHON, "-m", "bench.fast_target"],
-            cwd=ROOT,
-            stdout=fh,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env=clean_env(),
-            start_new_session=True,
-        )
+    proc = spawn([PYTHON, "-m", "bench.fast_target"], out, env=clean_env(), mode="w", cwd=ROOT)
     try:
         deadline = time.monotonic() + timeout
         port = 0

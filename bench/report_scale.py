@@ -38,7 +38,7 @@ PHASES = ("read_run", "aggregate", "to_results", "render_charts", "render_run")
 
 def make_folder(run_dir: Path, minutes: float) -> dict[str, Any]:
     """A synthetic run folder of ``minutes`` at 1 s samples; returns its row counts."""
-    from reports.synthetic import Synthetic, write_run
+    from memstress.reports.synthetic import Synthetic, write_run
 
     s = Synthetic(
         duration_s=minutes * 60, interval_s=1.0, scenario="baseline", extra_names=EXTRA_NAMES
@@ -56,8 +56,8 @@ def make_folder(run_dir: Path, minutes: float) -> dict[str, Any]:
 
 
 def _build(folder: Path, workdir: Path, tag: str) -> tuple[float, Path]:
-    from common.config import load_config
-    from reports import build_run_report
+    from memstress.common.config import load_config
+    from memstress.reports import build_run_report
 
     copy = workdir / tag
     shutil.copytree(folder, copy)
@@ -105,8 +105,8 @@ def run(workdir: Path, small: bool) -> BenchResult:
     if not small:
         copy = workdir / "build-profiled"
         shutil.copytree(folders[sizes[1]], copy)
-        from common.config import load_config
-        from reports import build_run_report
+        from memstress.common.config import load_config
+        from memstress.reports import build_run_report
 
         config = load_config()
         _, prof = cprofile_call(lambda: build_run_report(copy, config), phases=PHASES)

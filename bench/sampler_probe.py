@@ -23,12 +23,12 @@ import locust  # first: gevent's monkey patching, as in a Locust process
 import psutil
 from locust.env import Environment
 
-from common.config import load_config
-from common.context import RunContext
-from common.runfiles import RunFolder
-from monitors.monitor import MemoryMonitor
-from monitors.sources import SOURCE_NAMES
-from scenarios.registry import get_scenario
+from memstress.common.config import load_config
+from memstress.common.context import RunContext
+from memstress.common.runfiles import RunFolder
+from memstress.monitors.monitor import MemoryMonitor
+from memstress.monitors.sources import SOURCE_NAMES
+from memstress.scenarios.registry import get_scenario
 
 
 def main() -> None:

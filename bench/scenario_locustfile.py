@@ -26,9 +26,9 @@ from typing import Any
 
 from locust import constant, events
 
-from common.config import load_config
-from common.context import RunContext, Stage
-from scenarios.registry import get_scenario
+from memstress.common.config import load_config
+from memstress.common.context import RunContext, Stage
+from memstress.scenarios.registry import get_scenario
 
 RUN_ID = os.environ.get("BENCH_RUN_ID", "bench")
 DOCUMENT_BYTES = int(os.environ.get("BENCH_DOCUMENT_BYTES", "2048"))

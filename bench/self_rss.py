@@ -23,7 +23,7 @@ import psutil
 
 from bench.procs import BENCH_DIR, ROOT, BenchError, free_port, service, start_locust, stop_process
 from bench.results import BenchResult, Goal, Table
-from common.units import MB
+from memstress.common.units import MB
 
 FULL_S = 3600.0
 SMALL_S = 20.0
@@ -73,7 +73,7 @@ def envelope_slope_mb_h(
 
 
 def judge(series: list[tuple[float, float]], settings: Any) -> dict[str, Any]:
-    from monitors.leak import LeakDetector
+    from memstress.monitors.leak import LeakDetector
 
     det = LeakDetector(settings, start=series[0][0] if series else None)
     changes = []
@@ -85,8 +85,8 @@ def judge(series: list[tuple[float, float]], settings: Any) -> dict[str, Any]:
 
 
 def run(workdir: Path, small: bool) -> BenchResult:
-    from common.config import load_config
-    from scenarios.registry import get_scenario
+    from memstress.common.config import load_config
+    from memstress.scenarios.registry import get_scenario
 
     config = load_config()
     settings = config.monitor.leak_detection

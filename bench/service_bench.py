@@ -77,7 +77,7 @@ def _cycles(svc: Service, n: int) -> dict[str, Any]:
 
 
 def _searches(svc: Service, n: int, rng: random.Random) -> dict[str, Any]:
-    from scenarios.api import WORDS
+    from memstress.scenarios.api import WORDS
 
     ms: list[float] = []
     sources: dict[str, int] = {}
@@ -103,7 +103,7 @@ def _settled_rss(svc: Service) -> int:
 
 
 def _fill_to(svc: Service, target: int, stored: int, rng: random.Random, deadline: float) -> int:
-    from scenarios.api import text_of
+    from memstress.scenarios.api import text_of
 
     doc = stored // 400  # document numbers keep counting up across marks
     while stored < target:

@@ -1,4 +1,5 @@
-"""Which memory cgroup a process is in, from its ``/proc/PID/cgroup`` (and mountinfo).
+"""Which memory cgroup a process is in, from its ``/proc/PID/cgroup`` (and mountinfo),
+and what its limit file says.
 
 Used by the monitor (the target's cgroup figures) and by the reference service (its
 ``--budget-mb auto`` limit). Standard library only: ``common`` imports nothing of the
@@ -9,6 +10,19 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+
+UNLIMITED = 1 << 62
+"""cgroup limits at or above this are "no limit" (v1 writes 9223372036854771712)."""
+
+
+def parse_limit(text: str) -> int | None:
+    """A ``memory.max`` (v2) or ``memory.limit_in_bytes`` (v1) value in bytes; None for no
+    limit: ``max``, v1's huge number, nothing, 0. ValueError for text that is no number."""
+    text = text.strip()
+    if text in ("", "max"):
+        return None
+    value = int(text)
+    return value if 0 < value < UNLIMITED else None
 
 
 def own_cgroup_paths(proc_cgroup: str) -> tuple[str | None, str | None]:

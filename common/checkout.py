@@ -15,8 +15,8 @@ import logging
 from importlib import metadata
 from typing import Any
 
-from common.config import ROOT
-from common.exitcodes import ExitCode
+from memstress.common.config import ROOT
+from memstress.common.exitcodes import ExitCode
 
 log = logging.getLogger("memstress")
 

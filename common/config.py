@@ -110,6 +110,8 @@ class LeakDetection:
     lookback_s: float = _ranged(0, above=True)
     min_windows: int = _ranged(4, 10000)
     min_slope_mb_per_min: float = _ranged(0)
+    min_rise_mb: float = _ranged(0, above=True)
+    creep_mb_per_min: float = _ranged(0)
     significance: float = _ranged(0, 0.5, above=True)
     confirm: int = _ranged(1, 100)
     sustain: float = _ranged(0, 1)

@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from common.checkout import identity
-from common.config import Config, ConfigError, StressLevel
-from common.runfiles import RunFolder, make_run_dir, write_meta
-from common.target import MetricsUrl, check_host, check_target_pid, is_loopback
+from memstress.common.checkout import identity
+from memstress.common.config import Config, ConfigError, StressLevel
+from memstress.common.runfiles import RunFolder, make_run_dir, write_meta
+from memstress.common.target import MetricsUrl, check_host, check_target_pid, is_loopback
 
 STAGE_MESSAGE = "memstress_stage"
 """Custom Locust message the master sends to workers on every stage change."""

@@ -1,6 +1,6 @@
 """The exit codes of a memstress run, spelled once.
 
-The CLI, a plain ``locust`` run, ``python -m reports`` and CI all read the same
+The CLI, a plain ``locust`` run, ``python -m memstress.reports`` and CI all read the same
 codes. They are ordered by severity, and the numbers keep that order, so the
 worst of several codes is their maximum (an unknown code counts as FAILED).
 """

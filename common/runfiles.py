@@ -23,9 +23,11 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
-from common.config import ROOT, ConfigError
+from memstress.common.config import ROOT, ConfigError
 
-RESULTS_DIR = ROOT / "results"
+RESULTS_DIR = ROOT / "results" if (ROOT / "pyproject.toml").is_file() else Path("results")
+"""Run folders go under the checkout's ``results/``; an installed memstress (no checkout
+around it) writes them under ``results/`` of the working directory."""
 
 STAGE_COLUMNS = (
     "time",  # Unix seconds when the stage began
@@ -56,6 +58,7 @@ EVENT_KINDS = (
     "source_recovered",  # ... and answers well again (JSON: source, degraded_s, failed_reads)
     "source_disabled",  # a source failed with a bug: off for the rest of the run
     "capability_skipped",  # the adapter lacks an optional capability: "<capability>: ..."
+    "adapter",  # the run's adapter and each operation's Locust request name (JSON)
     "source_scope",  # host/PSI/cgroup read the load generator, not a remote target's host
     "allocation_capture",  # --profile-leaks: a capture started, ended, or could not be taken
     "run_end",
@@ -95,6 +98,7 @@ SAMPLE_COLUMNS = (
     "vectors_limit_bytes",
     "embedding_cache_limit_bytes",
     "ballast_limit_bytes",
+    "stored_vectors",  # the run's vectors on the target, the adapter's count (vector scenarios)
     "host_total_bytes",
     "host_available_bytes",
     "host_percent",  # host memory used, percent

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 import requests
 
-from common.config import ConfigError
+from memstress.common.config import ConfigError
 
 REMOTE_FLAG = "--allow-remote-target"
 """The opt-in that lets ``--host`` name another machine."""
@@ -168,6 +168,14 @@ class TargetClient:
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
         self.session = requests.Session()
+        # The environment's proxy, CA bundle and .netrc for this one base URL, read once:
+        # requests would read them again on every request (all of os.environ, ~/.netrc),
+        # the larger part of a monitor sample's HTTP cost.
+        env = self.session.merge_environment_settings(self.base_url, {}, None, None, None)
+        self.session.proxies.update(env["proxies"] or {})
+        self.session.verify = env["verify"]
+        self.session.auth = requests.utils.get_netrc_auth(self.base_url)
+        self.session.trust_env = False
 
     def _url(self, path: str) -> str:
         return f"{self.base_url}{path}"

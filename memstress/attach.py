@@ -13,7 +13,7 @@ nothing more. A locustfile that wires memstress itself (the suite's own
 - makes the run folder (``--run-dir`` or ``results/<stamp>_<locustfile>``) and
   writes ``run_meta.json``, ``events.csv``, ``stages.csv``;
 - starts the :class:`~monitors.monitor.MemoryMonitor` with a
-  :class:`~monitors.monitor.TargetProfile` for a target that may not speak the
+  :class:`~monitors.options.TargetProfile` for a target that may not speak the
   memstress API (``--host`` of any scheme);
 - turns the run into stages: a ``LoadTestShape``'s ticks (each new user count is
   a stage ``step_N``), or one ``load`` stage (``--duration S`` plays it for S
@@ -38,14 +38,15 @@ import gevent
 from locust import events as locust_events
 from locust.runners import WorkerRunner, locust_exception_handler
 
-from common.config import DEFAULT_CONFIG_PATH, Config, ConfigError, load_config
-from common.context import RunContext, new_run_id
-from common.exitcodes import ExitCode
-from common.runfiles import RunFolder, make_run_dir
-from common.units import MB
-from monitors.monitor import MemoryMonitor, TargetProfile, add_monitor_options
-from shapes.plan import PlanError, StageSpec
-from shapes.staged import StagedShape, TickResult
+from memstress.common.config import DEFAULT_CONFIG_PATH, Config, ConfigError, load_config
+from memstress.common.context import RunContext, new_run_id
+from memstress.common.exitcodes import ExitCode
+from memstress.common.runfiles import RunFolder, make_run_dir
+from memstress.common.units import MB
+from memstress.monitors.options import TargetProfile, add_monitor_options
+from memstress.monitors.worker import attach_monitor
+from memstress.shapes.plan import PlanError, StageSpec
+from memstress.shapes.staged import StagedShape, TickResult
 
 log = logging.getLogger("memstress")
 
@@ -72,23 +73,10 @@ def add_options(parser: Any, **_: Any) -> None:
         "Default: the shipped stress_test_config.yml.",
     )
     parser.add_argument(
-        "--target-pid",
-        default=None,
-        env_var="MEMSTRESS_TARGET_PID",
-        help="PID of the target process, for psutil's memory readings. "
-        "Default: found from the port --host names, where possible.",
-    )
-    parser.add_argument(
         "--run-dir",
         default=None,
         env_var="MEMSTRESS_RUN_DIR",
         help="Folder for the run's files. Default: a new folder under results/.",
-    )
-    parser.add_argument(
-        "--monitor-interval",
-        default=None,
-        env_var="MEMSTRESS_MONITOR_INTERVAL",
-        help="Seconds between memory samples, 0.05-3600. Default: the config's monitor.interval.",
     )
     parser.add_argument(
         "--duration",
@@ -242,12 +230,12 @@ class OwnLoad:
             elif self.duration is not None:
                 self.stages.play_load(self.duration, opts)
         environment.events.quit.add_listener(lambda **_kw: self.context.close())
-        MemoryMonitor(environment, profile=self.profile)
+        attach_monitor(environment, self.profile)  # a worker's: its own figures only
 
     # --- the run folder -------------------------------------------------------------
 
     def _start_files(self, opts: Any, host: str, pid: int | None) -> None:
-        from runner.session import write_meta
+        from memstress.runner.session import write_meta
 
         assert self.run_dir is not None
         ctx = self.context
@@ -291,7 +279,7 @@ class OwnLoad:
             self.stages.enter("load", users=_users(environment.parsed_options))
 
     def on_quitting(self, environment: Any, **_: Any) -> None:
-        from runner.session import write_meta
+        from memstress.runner.session import write_meta
 
         assert self.run_dir is not None
         ctx = self.context
@@ -305,7 +293,7 @@ class OwnLoad:
         if not self.report_at_quit:
             return
         self._write_stats(environment)
-        from reports import build_run_report
+        from memstress.reports import build_run_report
 
         try:
             rep = build_run_report(self.run_dir, self.config)

@@ -50,7 +50,7 @@ from typing import Any
 
 import psutil
 
-from common.units import MB
+from memstress.common.units import MB
 
 log = logging.getLogger(__name__)
 

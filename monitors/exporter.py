@@ -21,8 +21,9 @@ from __future__ import annotations
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from common.target import MetricsUrl
-from monitors.sources import Reading, SourceFailed, SourceMissing, example_of, fetch_text
+from memstress.common.target import MetricsUrl
+from memstress.monitors.http_sources import fetch_text
+from memstress.monitors.readings import Reading, SourceFailed, SourceMissing, example_of
 
 
 def selector_text(metric: str, labels: tuple[tuple[str, str], ...]) -> str:

@@ -12,11 +12,17 @@ for its own CPU monitor):
 - the **sampler**, every ``context.monitor_interval`` seconds: one row of
   ``memory_samples.csv`` (flushed), the online leak detector, the safety guard.
   Its sources are read concurrently and fail alone (:mod:`monitors.sampler`):
-  an HTTP source times out below the interval (:func:`read_timeouts`), and a
+  an HTTP source times out below the interval (:func:`monitors.assembly.read_timeouts`), and a
   source that answers badly is degraded (``source_degraded`` /
   ``source_recovered`` events), never the end of sampling or of the run;
 - the **health check** (``GET /health``) every ``system_health_check_interval``;
 - the **cleanup cycle** (``POST /memory/cycle``) every ``memory_cleanup_interval``.
+
+Its parts, each a module of its own: the options and the target profile
+(:mod:`monitors.options`), the sampler's sources and time budget
+(:mod:`monitors.assembly`), health checks and cleanup cycles
+(:mod:`monitors.upkeep`), and what it remembers for its readers
+(:mod:`monitors.snapshot`). This module wires them to Locust's events.
 
 On a worker it adds its own RSS, CPU and user count to every report to the
 master; the master writes them to ``worker_samples.csv``, stamped with its own
@@ -32,234 +38,45 @@ changed it.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import logging
-import math
-import os
-import socket
-import statistics
 import time
-from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 import gevent
-import psutil
-import requests
 from locust.runners import WorkerRunner, locust_exception_handler
 
-from common.config import ConfigError, LeakDetection
-from common.context import RunContext
-from common.exitcodes import ExitCode
-from common.runfiles import SAMPLE_COLUMNS, WORKER_COLUMNS, CsvAppender
-from common.target import DEFAULT_METRIC, TargetClient, TargetError
-from common.units import MB
-from monitors.allocations import MODES, AllocationProfiler
-from monitors.exporter import MetricsUrlSource
-from monitors.leak import (
-    LEAK,
+from memstress.common.config import ConfigError, LeakDetection
+from memstress.common.context import RunContext
+from memstress.common.runfiles import SAMPLE_COLUMNS, WORKER_COLUMNS, CsvAppender
+from memstress.monitors.allocations import AllocationProfiler
+from memstress.monitors.assembly import assemble_sampler, read_timeouts
+from memstress.monitors.http_sources import TIERS
+from memstress.monitors.leak import (
     VERDICT_FILE,
-    WARMUP,
     LeakDetector,
     LeakEvent,
-    LeakVerdict,
     TierReading,
     judged_bytes,
     on_run_clock,
     tier_readings,
 )
-from monitors.redis_source import REDIS_SCHEMES
-from monitors.registry import REGISTRY, SourceTarget
-from monitors.safety import SafetyGuard, Seen, Stop
-from monitors.sampler import GreenletCpuMeter, Sampler, Source
-from monitors.sources import (
-    HTTP_SOURCES,
-    SOURCE_NAMES,
-    TIERS,
-    SourceMissing,
-    build_sources,
-    find_listening_pid,
-    host_scope_note,
-    parse_source_names,
-)
-from scenarios.registry import get_scenario
+from memstress.monitors.options import TargetProfile, option_sources, profile_mode
+from memstress.monitors.safety import SafetyGuard, Seen, Stop
+from memstress.monitors.sampler import GreenletCpuMeter, Sampler
+from memstress.monitors.snapshot import History, Point, Snapshot, verdict_inputs
+from memstress.monitors.sources import parse_source_names
+from memstress.monitors.upkeep import Upkeep
+from memstress.monitors.worker import WORKER_KEY, WorkerReport
+from memstress.scenarios.registry import get_scenario
 
 if TYPE_CHECKING:
     from locust.env import Environment
 
 log = logging.getLogger(__name__)
-
-WORKER_KEY = "memstress_worker"
-"""Key of the worker's self-report in Locust's report_to_master data."""
-
-HISTORY = 20_000
-"""Samples kept in memory for the live view (about 5.5 h at 1 s)."""
-
-HTTP_SHARE = 0.6
-"""An HTTP source's timeout, as a share of the interval (at most monitor.http_timeout)."""
-
-DEADLINE_SHARE = 0.8
-"""How long a sample waits for its sources, as a share of the interval."""
-
-
-def read_timeouts(interval: float, http_timeout: float) -> tuple[float, float]:
-    """(HTTP timeout of a source, deadline of a sample): both below the interval."""
-    return min(http_timeout, HTTP_SHARE * interval), DEADLINE_SHARE * interval
-
-
-def add_monitor_options(parser: Any) -> None:
-    """The monitor's own Locust option; call it from ``init_command_line_parser``."""
-    parser.add_argument(
-        "--monitor-sources",
-        default="auto",
-        type=_sources_option,
-        env_var="MEMSTRESS_MONITOR_SOURCES",
-        help="Memory sample sources: auto (every one that is there), or a comma-separated "
-        "list of process, smaps, metrics_url, prometheus, stats, host, psi, cgroup. Default: auto.",
-    )
-    parser.add_argument(
-        "--metrics-url",
-        default=None,
-        env_var="MEMSTRESS_METRICS_URL",
-        help="Prometheus text with the target's RSS, for a target whose PID this machine "
-        "cannot see: its /metrics on another port, a node exporter, cAdvisor. "
-        "Default: none (RSS by PID, else the target's own /metrics or /memory/stats).",
-    )
-    parser.add_argument(
-        "--metrics-metric",
-        default=DEFAULT_METRIC,
-        env_var="MEMSTRESS_METRICS_METRIC",
-        help=f"The metric at --metrics-url that is the target's RSS in bytes, e.g. "
-        f"container_memory_rss. Default: {DEFAULT_METRIC}.",
-    )
-    parser.add_argument(
-        "--metrics-labels",
-        default="",
-        env_var="MEMSTRESS_METRICS_LABELS",
-        help="Labels the one series at --metrics-url must have, comma-separated "
-        "name=value (e.g. container=api,namespace=staging). Default: none.",
-    )
-
-    parser.add_argument(
-        "--profile-leaks",
-        nargs="?",
-        const="on",
-        default=None,
-        choices=MODES,
-        env_var="MEMSTRESS_PROFILE_LEAKS",
-        help="Name the code holding leaked memory: capture the target's allocations with "
-        "memray attach (a local Python target; needs gdb) when the detector calls a leak or "
-        "at a stage the scenario marks (on), only at a marked stage (marked), or never "
-        "(off). Alone: on. Default: the config's monitor.leak_profiling.mode, where auto "
-        "means off for a target this run did not start.",
-    )
-    parser.add_argument(
-        "--profile-native",
-        action="store_true",
-        default=False,
-        env_var="MEMSTRESS_PROFILE_NATIVE",
-        help="With --profile-leaks: capture native (C) frames too (slower capture).",
-    )
-
-
-def profile_mode(options: Any, config_mode: str) -> str:
-    """``--profile-leaks`` as given, else the config's mode (auto is off: the target is
-    not known to be the bundled service here; run_stress_test.py decides that)."""
-    value = getattr(options, "profile_leaks", None)
-    text = str(value).strip() if value is not None else ""
-    if text in MODES:
-        return text
-    if text:
-        log.error(
-            "memory monitor: --profile-leaks %r is not valid (valid: %s); off",
-            text,
-            ", ".join(MODES),
-        )
-        return "off"
-    return "on" if config_mode == "on" else "off"
-
-
-def _sources_option(text: str) -> tuple[str, ...]:
-    try:
-        return parse_source_names(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc).removeprefix("--monitor-sources: ")) from None
-
-
-def _option_sources(options: Any) -> tuple[str, ...]:
-    """``--monitor-sources`` from parsed options (a tuple, or text from the web UI form)."""
-    value = getattr(options, "monitor_sources", None)
-    if isinstance(value, tuple | list):
-        return tuple(value)
-    try:
-        return parse_source_names(value)
-    except ValueError as exc:
-        log.error("memory monitor: %s; using every source", exc)
-        return parse_source_names(None)
-
-
-@dataclass(frozen=True)
-class TargetProfile:
-    """What the monitor may assume about the target.
-
-    The suite's own scenarios drive a target of the memstress API (the default).
-    A user's own load test (``memstress.plugin``, ``run_stress_test.py
-    --locustfile``) says ``api="auto"``: health checks and cleanup cycles run
-    only once the target has answered ``/memory/stats`` (it speaks the API), or
-    against the ``health_path`` the user gave, whose repeated failure is a lost
-    target; pressure is judged only against a known budget; and the leak
-    detector keeps the config's clock (there is no scenario length to scale by).
-    """
-
-    api: str = "memstress"  # memstress | auto
-    health_path: str | None = None  # a user's health check: any 2xx is healthy
-    budget_bytes: float | None = None  # a configured budget (pressure = 100 x RSS / budget)
-
-    @property
-    def own_load(self) -> bool:
-        return self.api != "memstress"
-
-
-@dataclass(frozen=True)
-class Point:
-    """One sample, as the live view shows it."""
-
-    time: float
-    elapsed_s: float
-    stage: str
-    rss_bytes: float | None
-    pressure: float | None
-    host_percent: float | None
-    leak_slope_mb_min: float | None
-    leak_state: str
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    """What the monitor knows now, for readers such as the live view: the last sample's
-    figures, the peak, the leak verdict, the stage and why the run stopped (if it did)."""
-
-    scenario: str
-    stage: str
-    samples: int
-    interval_s: float
-    rss_bytes: float | None
-    peak_rss_bytes: float | None
-    rss_source: str | None
-    budget_bytes: float | None
-    pressure: float | None
-    strategy: str | None
-    host_percent: float | None
-    leak_slope_mb_min: float | None
-    leak_state: str
-    stop_reason: str
-    samples_csv: Path | None
-    """``memory_samples.csv`` of the run (None on a worker)."""
 
 
 class MemoryMonitor:
@@ -290,7 +107,7 @@ class MemoryMonitor:
             )
         self.context: RunContext = context
         self._sources_override = None if sources is None else parse_source_names(",".join(sources))
-        self.source_names = self._sources_override or _option_sources(environment.parsed_options)
+        self.source_names = self._sources_override or option_sources(environment.parsed_options)
         self._interval_override = interval
         self.interval = float(interval if interval is not None else context.monitor_interval)
         if self.interval <= 0:
@@ -298,13 +115,7 @@ class MemoryMonitor:
         # Made again at the first test_start, from the settings of that swarm.
         self.detector = LeakDetector(context.config.monitor.leak_detection)
         self.guard = SafetyGuard(context.config.safety)
-        self.history: deque[Point] = deque(maxlen=HISTORY)
-        self._first_rss: list[float] = []  # the first few RSS samples: start memory
-        self._last_rss: deque[float] = deque(maxlen=5)  # the last few: end memory
-        self._injected_leak = False  # a stage declared injects: leak
-        self._t0 = 0.0  # Unix time the monitor started (elapsed_s 0)
-        self.latest: dict[str, Any] = {}
-        self.peak_rss: float | None = None
+        self.history = History()
         self.stop: Stop | None = None
         self.started: float | None = None  # time.time() of the first sample
         self.samples_taken = 0
@@ -317,26 +128,26 @@ class MemoryMonitor:
         self._samples_csv: CsvAppender | None = None
         self._workers_csv: CsvAppender | None = None
         self._greenlets: list[gevent.Greenlet] = []
-        self._process = psutil.Process()
         self._closed = False
         self._stopping = False
         self._speaks_api = False  # the target answered /memory/stats (auto profile)
         self._accounting = False  # a registered source reports accounted bytes
-        self._health_failures = 0  # consecutive failures of a user-given health check
         self.extra_columns: tuple[str, ...] = ()  # registered sources' figures
         self.host = context.host
 
         events = environment.events
+        self.worker: WorkerReport | None = None  # on a worker: its own figures, nothing more
         if isinstance(environment.runner, WorkerRunner) or context.is_worker:
-            self._process.cpu_percent(None)
-            events.report_to_master.add_listener(self.on_report_to_master)
+            self.worker = WorkerReport(environment)
         else:
             events.test_start.add_listener(self.on_test_start)
             events.worker_report.add_listener(self.on_worker_report)
             events.quitting.add_listener(self.on_quitting)
             web_ui = getattr(environment, "web_ui", None)
             if web_ui is not None:
-                from monitors.webui import MemoryView  # Flask bits only where there is a UI
+                from memstress.monitors.webui import (
+                    MemoryView,  # Flask bits only where there is a UI
+                )
 
                 MemoryView(web_ui, self)
 
@@ -344,7 +155,7 @@ class MemoryMonitor:
 
     def snapshot(self) -> Snapshot:
         """The monitor's figures now, as one frozen value."""
-        row, verdict, ctx = self.latest, self.detector.verdict, self.context
+        row, verdict, ctx = self.history.latest, self.detector.verdict, self.context
         run_dir = ctx.run_dir
         return Snapshot(
             scenario=ctx.scenario,
@@ -352,7 +163,7 @@ class MemoryMonitor:
             samples=self.samples_taken,
             interval_s=self.interval,
             rss_bytes=row.get("rss_bytes"),
-            peak_rss_bytes=self.peak_rss,
+            peak_rss_bytes=self.history.peak_rss,
             rss_source=row.get("rss_source"),
             budget_bytes=row.get("budget_bytes"),
             pressure=row.get("pressure"),
@@ -365,8 +176,8 @@ class MemoryMonitor:
         )
 
     def points(self) -> list[Point]:
-        """The samples kept for the live view (the last :data:`HISTORY`), oldest first."""
-        return list(self.history)
+        """The samples kept for the live view (the last ``HISTORY``), oldest first."""
+        return list(self.history.points)
 
     # --- Locust event handlers ------------------------------------------------------
 
@@ -382,7 +193,7 @@ class MemoryMonitor:
         if self._interval_override is None:
             self.interval = ctx.monitor_interval
         if self._sources_override is None:
-            self.source_names = _option_sources(environment.parsed_options)
+            self.source_names = option_sources(environment.parsed_options)
         self.detector = LeakDetector(self._leak_settings())
         # The settings the detector judges with (scaled for a short run): the report
         # replays the detector with them to say whether the run was long enough to judge.
@@ -392,7 +203,14 @@ class MemoryMonitor:
         )
         self.guard = SafetyGuard(cfg.safety)
         self.host = (environment.host or ctx.host).rstrip("/")
-        self.sampler = self._make_sampler()
+        made = assemble_sampler(
+            ctx, self.host, self.source_names, self.profile, self.interval, self._source_event
+        )
+        self.sampler, self.target_pid, self.extra_columns = (
+            made.sampler,
+            made.pid,
+            made.extra_columns,
+        )
         self.started = time.time()
         if ctx.run_dir is not None:
             self._samples_csv = CsvAppender(
@@ -401,10 +219,19 @@ class MemoryMonitor:
         self.profiler = self._make_profiler(runner)
         if self.profiler is not None:
             self.profiler.check()
+        upkeep = Upkeep(
+            self.host,
+            ctx,
+            self.profile,
+            self.guard,
+            speaks_api=lambda: self._speaks_api,
+            stopping=lambda: self._stopping,
+            stop_run=self.stop_run,
+        )
         loops = [
             (self._sample_loop, ()),
-            (self._health_loop, (cfg.safety.system_health_check_interval,)),
-            (self._cleanup_loop, (cfg.safety.memory_cleanup_interval,)),
+            (upkeep.health_loop, (cfg.safety.system_health_check_interval,)),
+            (upkeep.cleanup_loop, (cfg.safety.memory_cleanup_interval,)),
         ]
         for fn, args in loops:
             g = runner.greenlet.spawn(fn, *args)
@@ -447,40 +274,7 @@ class MemoryMonitor:
     def verdict_inputs(self) -> dict[str, Any] | None:
         """What the verdict at quit needs from the monitor (``reports.quit_verdict``):
         memory growth (MB) and the leak the detector holds now, as the report judges it."""
-        if not self._first_rss:
-            return None
-        growth = (statistics.median(self._last_rss) - statistics.median(self._first_rss)) / MB
-        v = self.detector.verdict
-        tr = v.trend
-        if v.state == WARMUP:
-            slope, note, headline = None, "run too short for the leak detector", ""
-        elif v.state == LEAK and tr is not None:
-            called = (self.detector.detected_at or 0.0) - self._t0
-            headline = (
-                f"leak {tr.slope:.2f} MB/min (CI {tr.ci_low:.2f}–{tr.ci_high:.2f}) "
-                f"detected at {called:.0f} s"
-            )
-            slope, note = tr.slope, ""
-        else:
-            slope, note, headline = 0.0, "", "no leak"
-        if self._injected_leak:
-            slope, note = None, "the scenario injects its leak: its checks judge it"
-        return {
-            "growth_mb": growth,
-            "leak_slope_mb_min": slope,
-            "leak_note": note,
-            "leak_headline": headline,
-        }
-
-    def on_report_to_master(self, client_id: str, data: dict[str, Any], **_: Any) -> None:
-        """On a worker: add this process's RSS, CPU and user count to the report."""
-        runner = self.environment.runner
-        data[WORKER_KEY] = {
-            "time": time.time(),
-            "rss_bytes": self._process.memory_info().rss,
-            "cpu_percent": self._process.cpu_percent(None),
-            "user_count": runner.user_count if runner is not None else 0,
-        }
+        return verdict_inputs(self.history, self.detector)
 
     def on_worker_report(self, client_id: str, data: dict[str, Any], **_: Any) -> None:
         """On the master: one row of ``worker_samples.csv`` per worker report."""
@@ -551,61 +345,6 @@ class MemoryMonitor:
             return None, None
         tiers = tier_readings(row, TIERS)
         return judged_bytes(float(rss), tiers), tiers
-
-    def _make_sampler(self) -> Sampler:
-        ctx = self.context
-        pid = ctx.target_pid
-        # A PID is looked for only on loopback and when no --metrics-url says where the
-        # memory is: on another host, the local process on the same port is not the target.
-        look = pid is None and not ctx.remote and ctx.metrics is None
-        if look and {"process", "smaps", "cgroup"} & set(self.source_names):
-            pid = find_listening_pid(self.host) if self.host else None
-            if pid == os.getpid():
-                pid = None
-            if pid is not None:
-                log.info("memory monitor: target PID %d found listening at %s", pid, self.host)
-        timeout, deadline = read_timeouts(self.interval, ctx.config.monitor.http_timeout)
-        names = list(self.source_names)
-        scheme = urlsplit(self.host).scheme if self.host else ""
-        auto = set(names) >= set(SOURCE_NAMES)
-        if auto:  # every source a user registered; redis for a redis:// host
-            names += [n for n in REGISTRY.users() if n not in names]
-            if self.profile.own_load and scheme in REDIS_SCHEMES:
-                names.append("redis")
-        skipped = []
-        if scheme not in ("http", "https"):  # redis://..., or no --host at all
-            skipped = [n for n in names if n in HTTP_SOURCES]
-            names = [n for n in names if n not in HTTP_SOURCES]
-        metrics = ctx.metrics
-        sources: list[Source] = build_sources(
-            [n for n in names if n in SOURCE_NAMES],
-            pid,
-            lambda: TargetClient(self.host, timeout=timeout),
-            (lambda: MetricsUrlSource(metrics, timeout)) if metrics is not None else None,
-        )
-        self.target_pid = pid
-        note = host_scope_note(names, self.host, ctx.remote, socket.gethostname())
-        if note is not None:
-            log.warning("memory monitor: %s", note)
-            self.context.record("source_scope", note)
-        registered = []
-        for name in names:
-            if name in SOURCE_NAMES:
-                continue
-            try:
-                registered.append(REGISTRY.make(name, SourceTarget(self.host, pid, timeout)))
-            except SourceMissing as exc:
-                self._source_event("source_missing", name, {"reason": str(exc)})
-        self.extra_columns = tuple(c for src in registered for c in src.columns)
-        # Another machine's RSS is not bounded by this host's memory (junk_values' check).
-        bound = math.inf if ctx.remote else None
-        sampler = Sampler(
-            [*sources, *registered], self._source_event, deadline=deadline, host_total_bytes=bound
-        )
-        for name in skipped:  # noted once, never a lost target
-            sampler.missing[name] = f"--host {self.host or '(none)'} is not an HTTP URL"
-            self._source_event("source_missing", name, {"reason": sampler.missing[name]})
-        return sampler
 
     def _make_profiler(self, runner: Any) -> AllocationProfiler | None:
         ctx = self.context
@@ -688,7 +427,7 @@ class MemoryMonitor:
         self.wall_seconds += row["sample_cost_ms"] / 1000
         if self._samples_csv is not None:
             self._samples_csv.write(row)
-        self._remember(row, verdict)
+        self.history.add(row, verdict, self.context.stage.params.get("injects") == "leak")
         for event in verdict.events:
             self._leak_event(event)
         if self.profiler is not None:
@@ -730,32 +469,6 @@ class MemoryMonitor:
         if rss is not None and budget:
             row["pressure"] = 100.0 * float(rss) / float(budget)
 
-    def _remember(self, row: dict[str, Any], verdict: LeakVerdict) -> None:
-        self.latest = row
-        rss = row.get("rss_bytes")
-        if not self._first_rss and not self.history:
-            self._t0 = float(row["time"]) - float(row["elapsed_s"])
-        if rss is not None:
-            if len(self._first_rss) < 5:
-                self._first_rss.append(float(rss))
-            self._last_rss.append(float(rss))
-        if self.context.stage.params.get("injects") == "leak":
-            self._injected_leak = True
-        if rss is not None and (self.peak_rss is None or rss > self.peak_rss):
-            self.peak_rss = float(rss)
-        self.history.append(
-            Point(
-                row["time"],
-                row["elapsed_s"],
-                row["stage"],
-                rss,
-                row.get("pressure"),
-                row.get("host_percent"),
-                verdict.slope_mb_min,
-                verdict.state,
-            )
-        )
-
     def _leak_event(self, event: LeakEvent) -> None:
         detail: dict[str, Any] = {"reason": event.reason, "series": event.series}
         text = event.reason
@@ -783,89 +496,6 @@ class MemoryMonitor:
             path.write_text(json.dumps(final.as_dict(), indent=2, allow_nan=False) + "\n")
         except (OSError, ValueError) as exc:
             log.error("memory monitor: cannot write %s: %s", path, exc)
-
-    def _health_loop(self, every: float) -> None:
-        if self.profile.health_path:
-            self._user_health_loop(every, self.profile.health_path)
-            return
-        if urlsplit(self.host).scheme not in ("http", "https"):
-            return  # only an HTTP target has a /health to ask
-        client = TargetClient(self.host, timeout=self.context.config.monitor.http_timeout)
-        try:
-            while True:
-                gevent.sleep(every)
-                if self.profile.own_load and not self._speaks_api:
-                    continue  # not (yet) seen speaking the memstress API: no /health to ask
-                answered = True
-                try:
-                    h = client.health()
-                    status, code = h.get("status"), h.get("http_status")
-                    ok = code == 200 and status in ("ok", "degraded")
-                    detail = f"status {status!r:.40}, HTTP {code}"
-                except requests.RequestException as exc:
-                    answered, ok, detail = False, False, f"no answer ({type(exc).__name__})"
-                except ValueError:
-                    ok, detail = False, "an answer that is not JSON"
-                if not ok:
-                    log.warning("memory monitor: health check failed: %s", detail)
-                self.context.record("health_ok" if ok else "health_failed", detail)
-                stop = None if self._stopping else self.guard.health(answered)
-                if stop is not None:
-                    self.stop_run(stop)
-        finally:
-            client.close()
-
-    def _user_health_loop(self, every: float, path: str) -> None:
-        """GET the user's health path; ``target_lost_after`` failures in a row lose the target."""
-        client = TargetClient(self.host, timeout=self.context.config.monitor.http_timeout)
-        limit = self.context.config.safety.target_lost_after
-        try:
-            while True:
-                gevent.sleep(every)
-                try:
-                    r = client.session.get(f"{client.base_url}{path}", timeout=client.timeout)
-                    ok, detail = 200 <= r.status_code < 300, f"GET {path}: HTTP {r.status_code}"
-                except requests.RequestException as exc:
-                    ok, detail = False, f"GET {path}: no answer ({type(exc).__name__})"
-                self._health_failures = 0 if ok else self._health_failures + 1
-                if not ok:
-                    log.warning("memory monitor: health check failed: %s", detail)
-                self.context.record("health_ok" if ok else "health_failed", detail)
-                if self._health_failures >= limit and not self._stopping:
-                    self.stop_run(
-                        Stop(
-                            "target_lost",
-                            f"health check {path} failed {self._health_failures} times in a "
-                            f"row (target_lost_after {limit}): {detail}",
-                            ExitCode.TARGET_LOST,
-                        )
-                    )
-        finally:
-            client.close()
-
-    def _cleanup_loop(self, every: float) -> None:
-        if urlsplit(self.host).scheme not in ("http", "https"):
-            return
-        client = TargetClient(self.host, timeout=self.context.config.monitor.http_timeout)
-        try:
-            while True:
-                gevent.sleep(every)
-                if self.profile.own_load and not self._speaks_api:
-                    continue  # a cleanup cycle is the memstress API's; this target lacks it
-                try:
-                    r = client.cycle()
-                    if not isinstance(r, dict):
-                        raise TargetError(f"POST /memory/cycle: not a JSON object: {r!r:.100}")
-                    detail: dict[str, Any] = {
-                        k: r.get(k) for k in ("freed_bytes", "duration_ms", "strategy", "pressure")
-                    }
-                except (requests.RequestException, TargetError, ValueError) as exc:
-                    log.warning("memory monitor: cleanup cycle failed: %s", exc)
-                    detail = {"error": str(exc)[:200]}
-                detail["by"] = "monitor"
-                self.context.record("cleanup", detail)
-        finally:
-            client.close()
 
     # --- stopping ---------------------------------------------------------------------
 

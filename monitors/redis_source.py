@@ -23,10 +23,10 @@ from typing import TYPE_CHECKING, Any
 
 import redis
 
-from monitors.sources import SourceFailed, SourceMissing
+from memstress.monitors.readings import SourceFailed, SourceMissing
 
 if TYPE_CHECKING:
-    from monitors.registry import SourceTarget
+    from memstress.monitors.registry import SourceTarget
 
 REDIS_SCHEMES = ("redis", "rediss", "unix")
 

@@ -28,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from monitors.sources import SourceFailed, SourceMissing
+from memstress.monitors.readings import SourceFailed, SourceMissing
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ class SourceRegistry:
         self.shipped: set[str] = set()  # chosen by --host's scheme, not by auto
 
     def register(self, name: str, factory: SourceFactory) -> None:
-        from monitors.sources import SOURCE_NAMES
+        from memstress.monitors.sources import SOURCE_NAMES
 
         if not name.isidentifier() or name in SOURCE_NAMES:
             raise ValueError(
@@ -135,7 +135,7 @@ def _figure(value: Any) -> float | None:
     return float(value) if math.isfinite(value) else None
 
 
-from monitors.redis_source import RedisSource  # noqa: E402  (it uses the classes above)
+from memstress.monitors.redis_source import RedisSource  # noqa: E402  (it uses the classes above)
 
 register_source("redis", RedisSource)
 REGISTRY.shipped.add("redis")

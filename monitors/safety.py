@@ -22,8 +22,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from common.config import Safety
-from common.exitcodes import ExitCode
+from memstress.common.config import Safety
+from memstress.common.exitcodes import ExitCode
 
 
 @dataclass(frozen=True)

@@ -34,14 +34,14 @@ import gevent
 import greenlet
 import psutil
 
-from monitors.sources import (
+from memstress.monitors.readings import (
     RSS_COLUMNS,
-    TARGET_SOURCES,
     SourceFailed,
     SourceMissing,
     TargetGone,
     junk_values,
 )
+from memstress.monitors.sources import TARGET_SOURCES
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +50,14 @@ class Source(Protocol):
     name: str
 
     def read(self) -> dict[str, Any]: ...
+
+
+def is_local(source: Source) -> bool:
+    """A source that reads only this machine (``local = True``: /proc, psutil). The sampler
+    reads it in its own greenlet: it never waits on the network, and a gevent timeout
+    could not interrupt a file read anyway, so a greenlet and a timer of its own would be
+    pure cost (the monitor's CPU budget, bench ``sampler_cpu_pct_of_core``)."""
+    return getattr(source, "local", False) is True
 
 
 RSS_ORDER = (
@@ -146,9 +154,12 @@ class Sampler:
     def take(self, meter: GreenletCpuMeter | None = None) -> Sample:
         """One sample; ``meter`` also counts the CPU of the reading greenlets."""
         now = time.time()
+        feeds = list(self.feeds)  # a read may drop its feed (missing, disabled)
         reads: dict[str, gevent.Greenlet] = {}
         late: list[str] = []
-        for feed in self.feeds:
+        for feed in feeds:
+            if is_local(feed.source):
+                continue
             if feed.busy is not None and not feed.busy.dead:
                 late.append(feed.name)
                 continue
@@ -156,18 +167,23 @@ class Sampler:
             if meter is not None:
                 meter.add(g)
             feed.busy = reads[feed.name] = g
+        # The network reads are under way; the local ones meanwhile, in this greenlet.
+        outcomes = {f.name: self._read(f, now, timed=False) for f in feeds if is_local(f.source)}
         gevent.joinall(list(reads.values()), timeout=self.deadline)
         row: dict[str, Any] = {}
         failures: list[str] = []
-        outcomes: dict[str, Outcome] = {}
-        for name, g in reads.items():
-            if not g.dead:
+        for feed in feeds:
+            name = feed.name
+            g = reads.get(name)
+            if g is not None and not g.dead:
                 late.append(name)
                 failures.append(name)
                 continue
-            # a read that raised all the same (a bug in reporting): gevent logs it
-            outcome: Outcome = g.value if g.successful() else Outcome()
-            outcomes[name] = outcome
+            if g is not None:  # a read that raised all the same (a bug in reporting): logged
+                outcomes[name] = g.value if g.successful() else Outcome()
+            outcome = outcomes.get(name)
+            if outcome is None:
+                continue  # still reading from an earlier sample
             if outcome.reading is not None:
                 row.update(outcome.reading)
             elif name not in self.missing and name not in self.disabled:
@@ -188,9 +204,10 @@ class Sampler:
         """Stop the reads still running (a slow source's), so none reports after the run."""
         gevent.killall([f.busy for f in self.feeds if f.busy is not None], block=True)
 
-    def _read(self, feed: Feed, now: float) -> Outcome:
-        """Read one source (in a greenlet of its own) and move its state; never raises."""
-        timer = gevent.Timeout(self.deadline) if self.deadline is not None else None
+    def _read(self, feed: Feed, now: float, *, timed: bool = True) -> Outcome:
+        """Read one source and move its state; never raises. ``timed``: within the deadline
+        (a network source, in a greenlet of its own); a local source is read as it is."""
+        timer = gevent.Timeout(self.deadline) if self.deadline is not None and timed else None
         try:
             if timer is not None:
                 timer.start()

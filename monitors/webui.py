@@ -21,13 +21,14 @@ from typing import TYPE_CHECKING, Any
 
 from flask import Response, request, send_file
 
-from common.units import MB
-from monitors.page import PAGE_HTML
+from memstress.common.units import MB
+from memstress.monitors.page import PAGE_HTML
 
 if TYPE_CHECKING:
     from locust.web import WebUI
 
-    from monitors.monitor import MemoryMonitor, Point, Snapshot
+    from memstress.monitors.monitor import MemoryMonitor
+    from memstress.monitors.snapshot import Point, Snapshot
 
 TAB_KEY = "memstress_memory"
 MAX_POINTS = 3000

@@ -9,17 +9,17 @@ dataclasses, and :mod:`reports.results` (JSON, written first),
 
 The runner calls :func:`build_run_report` after each scenario and
 :func:`build_session_report` after a ``--quick`` or ``--comprehensive`` session.
-By hand: ``python -m reports build|compare|analyze``.
+By hand: ``python -m memstress.reports build|compare|analyze``.
 """
 
 from typing import Any
 
 _LAZY = {
-    "RunReport": "reports.build",
-    "SessionReport": "reports.build",
-    "build_run_report": "reports.build",
-    "build_session_report": "reports.build",
-    "ReportInputError": "reports.collect",
+    "RunReport": "memstress.reports.build",
+    "SessionReport": "memstress.reports.build",
+    "build_run_report": "memstress.reports.build",
+    "build_session_report": "memstress.reports.build",
+    "ReportInputError": "memstress.reports.collect",
 }
 
 

@@ -1,4 +1,4 @@
-"""``python -m reports build|compare|analyze``: rebuild, compare and analyse results.
+"""``python -m memstress.reports build|compare|analyze``: rebuild, compare and analyse results.
 
 Exit codes: ``build`` and ``analyze`` the verdict's (0 passed, 1 failed, or a
 stop code the run recorded); ``compare`` 1 on a regression, else 0; every
@@ -13,15 +13,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from common.config import GRADES, Config, ConfigError, load_config
-from common.exitcodes import ExitCode
-from reports.analyze import analyze
-from reports.build import build_run_report, build_session_report, session_runs
-from reports.collect import ReportInputError, is_run_folder
-from reports.compare import compare, load_side, render
-from reports.grading import parse_grade
+from memstress.common.config import GRADES, Config, ConfigError, load_config
+from memstress.common.exitcodes import ExitCode
+from memstress.reports.analyze import analyze
+from memstress.reports.build import build_run_report, build_session_report, session_runs
+from memstress.reports.collect import ReportInputError, is_run_folder
+from memstress.reports.compare import compare, load_side, render
+from memstress.reports.grading import parse_grade
 
-PROG = "python -m reports"
+PROG = "python -m memstress.reports"
 
 
 class _Parser(argparse.ArgumentParser):

@@ -12,11 +12,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from common.config import Config
-from reports.charts import render_charts
-from reports.collect import ReportInputError, read_locust_export
-from reports.markdown import render_run
-from reports.results import CHARTS_DIR, REPORT_NAME, RESULTS_NAME, aggregate, to_results, write_json
+from memstress.common.config import Config
+from memstress.reports.charts import render_charts
+from memstress.reports.collect import ReportInputError, read_locust_export
+from memstress.reports.markdown import render_run
+from memstress.reports.results import (
+    CHARTS_DIR,
+    REPORT_NAME,
+    RESULTS_NAME,
+    aggregate,
+    to_results,
+    write_json,
+)
 
 SUFFIXES = ("_stats.csv", "_stats_history.csv", "_failures.csv", "_exceptions.csv", ".json")
 

@@ -11,13 +11,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from common.config import Config
-from common.exitcodes import ExitCode, worst
-from reports.charts import render_charts
-from reports.collect import ReportInputError, is_run_folder, read_run
-from reports.grading import NA, overall, parse_grade, rank
-from reports.markdown import render_run, render_session
-from reports.results import (
+from memstress.common.config import Config
+from memstress.common.exitcodes import ExitCode, worst
+from memstress.reports.charts import render_charts
+from memstress.reports.collect import ReportInputError, is_run_folder, read_run
+from memstress.reports.grading import NA, overall, parse_grade, rank
+from memstress.reports.markdown import render_run, render_session
+from memstress.reports.results import (
     CHARTS_DIR,
     REPORT_NAME,
     RESULTS_NAME,

@@ -19,8 +19,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from common.config import Config
-from reports.metrics import RunMetrics
+from memstress.common.config import Config
+from memstress.reports.metrics import RunMetrics
 
 
 @dataclass

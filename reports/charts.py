@@ -15,9 +15,9 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from reports.collect import CYCLE_REQUEST, SHED_TYPE, RunData
-from reports.metrics.base import MB, budget_mb
-from reports.metrics.pressure import pressure_series
+from memstress.reports.collect import CYCLE_REQUEST, SHED_TYPE, RunData
+from memstress.reports.metrics.base import MB, budget_mb
+from memstress.reports.metrics.pressure import pressure_series
 
 DPI = 100
 SIZE = (11.0, 4.2)

@@ -15,12 +15,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from common.config import Config
-from reports.collect import RunData
-from reports.grading import CheckResult
-from reports.metrics import MB, RunMetrics
-from reports.metrics.base import col
-from reports.metrics.pressure import pressure_series
+from memstress.common.config import Config
+from memstress.reports.collect import RunData
+from memstress.reports.grading import CheckResult
+from memstress.reports.metrics import MB, RunMetrics
+from memstress.reports.metrics.base import adapter_requests, col
+from memstress.reports.metrics.pressure import pressure_series
 
 PASS, FAIL, NOT_JUDGED = "pass", "fail", "not judged"
 
@@ -256,15 +256,30 @@ def _target_stays_up(x: Inputs, _b: float | None) -> Outcome:
 
 def _search_p95(x: Inputs, b: float | None) -> Outcome:
     m = x.m
-    search = [n for n in m.latency_by_name if "search" in n.name.lower() and n.latency.count]
+    named = adapter_requests(x.data).get("search")  # the adapter's name for a search
+    search = [
+        n
+        for n in m.latency_by_name
+        if (n.name == named if named else "search" in n.name.lower()) and n.latency.count
+    ]
     if not search:
-        return NOT_JUDGED, "no search requests"
+        return NOT_JUDGED, "no search requests" + (f" ({named})" if named else "")
     worst = max(search, key=lambda n: n.latency.p95_s or 0.0)
-    return _bounded(worst.latency.p95_s, b, f"{worst.method} {worst.name} p95", " s", below=True)
+    label = (
+        worst.name if worst.name.startswith(f"{worst.method} ") else f"{worst.method} {worst.name}"
+    )
+    return _bounded(worst.latency.p95_s, b, f"{label} p95", " s", below=True)
 
 
 def _memory_per_vector(x: Inputs, b: float | None) -> Outcome:
     m = x.m
+    v = m.vectors
+    if m.cost.per_vector_kb is None and v.rss_per_vector_kb is not None:
+        return NOT_JUDGED, (
+            "the target reports no vector tier bytes to judge; RSS growth per stored vector "
+            f"{v.rss_per_vector_kb:.3g} KB is reported, not judged (it holds the server's "
+            "own warm-up too)"
+        )
     return _bounded(m.cost.per_vector_kb, b, "memory per stored vector", " KB", below=True)
 
 
@@ -316,7 +331,7 @@ def _recovery_time(x: Inputs, b: float | None) -> Outcome:
 
 def _late_slope(x: Inputs, b: float | None) -> Outcome:
     d = x.data
-    from reports.metrics.leak import judged_series, stage_slope
+    from memstress.reports.metrics.leak import judged_series, stage_slope
 
     t, y = judged_series(d.samples)
     if len(t) < 10:
@@ -390,7 +405,7 @@ def run_checks(
     """Judge the scenario's declared expectations; an unknown scenario has none."""
     if not scenario:
         return []
-    from scenarios.registry import get_scenario  # the registry imports every scenario
+    from memstress.scenarios.registry import get_scenario  # the registry imports every scenario
 
     try:
         sc = get_scenario(scenario)

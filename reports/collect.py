@@ -19,7 +19,7 @@ from typing import Any
 
 import pandas as pd
 
-from common.runfiles import EVENT_COLUMNS, SAMPLE_COLUMNS, STAGE_COLUMNS, WORKER_COLUMNS
+from memstress.common.runfiles import EVENT_COLUMNS, SAMPLE_COLUMNS, STAGE_COLUMNS, WORKER_COLUMNS
 
 PERCENTILE_COLUMNS = (
     "50%",

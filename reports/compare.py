@@ -12,11 +12,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from common.config import GRADES, Config
-from reports.collect import ReportInputError, is_run_folder, read_run
-from reports.fmt import num
-from reports.markdown import table
-from reports.results import RESULTS_NAME, aggregate, load_results, summary, to_results
+from memstress.common.config import GRADES, Config
+from memstress.common.exitcodes import ExitCode
+from memstress.reports.collect import ReportInputError, is_run_folder, read_run
+from memstress.reports.fmt import num, table
+from memstress.reports.results import RESULTS_NAME, aggregate, load_results, summary, to_results
 
 Summary = dict[str, Any]
 
@@ -65,7 +65,7 @@ class Comparison:
 
     @property
     def exit_code(self) -> int:
-        return 1 if self.regressions else 0
+        return ExitCode.FAILED if self.regressions else ExitCode.OK
 
 
 def _side_of_folder(folder: Path, cfg: Config) -> dict[str, Summary]:

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from common.config import GRADES, Config
-from reports.fmt import duration, num, with_unit
-from reports.grading import Grade, grade_all
-from reports.metrics import RunMetrics, StageMetrics
-from reports.scores import Score
+from memstress.common.config import GRADES, Config
+from memstress.reports.fmt import duration, num, with_unit
+from memstress.reports.grading import Grade, grade_all
+from memstress.reports.metrics import RunMetrics, StageMetrics
+from memstress.reports.scores import Score
 
 
 @dataclass
@@ -165,7 +165,7 @@ def recommendations(
     if injected and lk.detection_delay_s is None and lk.verdict != "not judged":
         out.append(
             "A leak was injected but the online detector never flagged it: lower "
-            "monitor.leak_detection.min_slope_mb_per_min or lookback_s."
+            "monitor.leak_detection.min_rise_mb, creep_mb_per_min or min_slope_mb_per_min."
         )
     if injected and lk.target_flagged is False:
         out.append(
@@ -174,7 +174,7 @@ def recommendations(
     if lk.false_alarms and injected:
         out.append(
             f"{lk.false_alarms} leak alarm(s) before the scenario injected its leak: "
-            "raise warmup_s or min_slope_mb_per_min to cut false alarms."
+            "raise warmup_s, min_rise_mb or creep_mb_per_min to cut false alarms."
         )
     if m.recovery.recovered is False:
         out.append(

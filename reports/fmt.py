@@ -1,9 +1,10 @@
-"""Number and time formatting shared by the renderers and the grade messages."""
+"""Number, time and table formatting shared by the renderers and the grade messages."""
 
 from __future__ import annotations
 
 import datetime as dt
 import math
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 
@@ -66,3 +67,20 @@ def duration(s: Any) -> str:
         return f"{m} min {sec:02d} s"
     h, m = divmod(m, 60)
     return f"{h} h {m:02d} min"
+
+
+def grade_word(g: str) -> str:
+    """A grade as the reports print it: Excellent, Good, ..., n/a."""
+    return g.capitalize() if g != "n/a" else "n/a"
+
+
+def _cell(v: Any) -> str:
+    text = v if isinstance(v, str) else num(v)
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    """A Markdown table; a cell that is not text is formatted by :func:`num`."""
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(_cell(c) for c in r) + " |" for r in rows]
+    return "\n".join(lines)

@@ -20,9 +20,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from common.config import GRADES, Config, PerformanceThresholds, Threshold
-from common.exitcodes import STOP_CODES, ExitCode, worst
-from reports.fmt import with_unit
+from memstress.common.config import GRADES, Config, PerformanceThresholds, Threshold
+from memstress.common.exitcodes import STOP_CODES, ExitCode, worst
+from memstress.reports.fmt import with_unit
 
 NA = "n/a"
 

@@ -24,8 +24,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from common.units import MB
-from reports.fmt import num, utc, with_unit
+from memstress.common.units import MB
+from memstress.reports.fmt import num, table, utc, with_unit
 
 AGREE = (0.5, 2.0)
 """Retained MB/min over RSS MB/min within this range: the capture explains the growth."""
@@ -259,15 +259,6 @@ def where_memory_went(run_dir: Path, samples: pd.DataFrame) -> WhereMemoryWent |
 # --- render -----------------------------------------------------------------------------
 
 
-def _table(headers: list[str], rows: list[list[str]]) -> list[str]:
-    def cell(text: str) -> str:
-        return text.replace("|", "\\|").replace("\n", " ")
-
-    out = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
-    out += ["| " + " | ".join(cell(c) for c in r) + " |" for r in rows]
-    return out
-
-
 def render(section: dict[str, Any] | None) -> list[str]:
     """Markdown lines of "Where the memory went" (nothing when the section is absent)."""
     if not section:
@@ -327,20 +318,22 @@ def _render_capture(cap: dict[str, Any]) -> list[str]:
     if not sites:
         return out
     out.append("")
-    out += _table(
-        ["#", "site", "retained", "MB/min", "share", "allocations", "first frames"],
-        [
+    out.append(
+        table(
+            ["#", "site", "retained", "MB/min", "share", "allocations", "first frames"],
             [
-                str(s["rank"]),
-                f"`{s['function']}` {s['location']}".strip(),
-                with_unit(s["retained_mb"], "MB"),
-                num(s["retained_mb_per_min"]),
-                with_unit(s["share_pct"], "%"),
-                num(s["allocations"]),
-                s["frames"],
-            ]
-            for s in sites
-        ],
+                [
+                    str(s["rank"]),
+                    f"`{s['function']}` {s['location']}".strip(),
+                    with_unit(s["retained_mb"], "MB"),
+                    num(s["retained_mb_per_min"]),
+                    with_unit(s["share_pct"], "%"),
+                    num(s["allocations"]),
+                    s["frames"],
+                ]
+                for s in sites
+            ],
+        )
     )
     top = sites[0]
     out.append(

@@ -14,7 +14,7 @@ Locust process knows when it quits, with the same thresholds and the same
 
 It sets exit code 1 when the verdict fails. A stop code already set (3 target lost,
 4 safety stop) stands. The stability score and the scenario's checks need the
-whole run folder: ``python -m reports build RUN_DIR`` gives the full report.
+whole run folder: ``python -m memstress.reports build RUN_DIR`` gives the full report.
 Nothing here imports pandas or matplotlib: a Locust process stays lean.
 """
 
@@ -23,8 +23,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from common.config import Config
-from reports.grading import Grade, Verdict, grade_all, leak_grade, verdict
+from memstress.common.config import Config
+from memstress.reports.grading import Grade, Verdict, grade_all, leak_grade, verdict
 
 log = logging.getLogger("memstress")
 
@@ -51,7 +51,7 @@ def quit_grades(stats: Any, cfg: Config, monitor: Any | None = None) -> tuple[li
         "response_time": latency,
     }
     missing = {
-        "stability_score": "graded from the run folder (python -m reports build)",
+        "stability_score": "graded from the run folder (python -m memstress.reports build)",
     }
     headline = ""
     snap = monitor.verdict_inputs() if monitor is not None else None

@@ -19,13 +19,13 @@ from typing import Any
 
 import numpy as np
 
-from common.config import GRADES, Config
-from reports.business import BusinessValue, business_value
-from reports.checks import run_checks
-from reports.collect import ReportInputError, RunData
-from reports.degraded import as_json, degraded_sources
-from reports.findings import Limit, limits, recommendations, stage_grades
-from reports.grading import (
+from memstress.common.config import GRADES, Config
+from memstress.reports.business import BusinessValue, business_value
+from memstress.reports.checks import run_checks
+from memstress.reports.collect import ReportInputError, RunData
+from memstress.reports.degraded import as_json, degraded_sources
+from memstress.reports.findings import Limit, limits, recommendations, stage_grades
+from memstress.reports.grading import (
     CheckResult,
     Grade,
     Verdict,
@@ -34,9 +34,9 @@ from reports.grading import (
     run_exit_code,
     verdict,
 )
-from reports.leak_sites import where_memory_went
-from reports.metrics import DEFINITIONS, RunMetrics, compute, health_failures
-from reports.scores import Score, health, stability
+from memstress.reports.leak_sites import where_memory_went
+from memstress.reports.metrics import DEFINITIONS, RunMetrics, compute, health_failures
+from memstress.reports.scores import Score, health, stability
 
 SCHEMA_VERSION = 2
 """2: one leak verdict from the online detector (``metrics.leak``), a graded ``leak``

@@ -39,8 +39,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from common.config import Config
-from reports.metrics import RunMetrics
+from memstress.common.config import Config
+from memstress.reports.metrics import RunMetrics
 
 STABILITY_FORMULA = (
     "stability = 100 - errors - latency_spread - leak - pressure - stop (clipped 0..100)"

@@ -24,23 +24,26 @@ from urllib.parse import urlsplit
 import requests
 from rich.console import Console
 
-from common.config import ROOT
-from common.exitcodes import ExitCode
-from runner.progress import Snapshot, make_progress, read_snapshot
-from runner.service import spawn
-from runner.session import (
+import memstress
+from memstress.common.exitcodes import ExitCode
+from memstress.common.units import MB
+from memstress.runner.progress import Snapshot, make_progress, read_snapshot
+from memstress.runner.service import spawn
+from memstress.runner.session import (
     RunOutcome,
     RunSettings,
     StopFlag,
-    _report,
-    _run_locust,
+    begin_meta,
+    finish_run,
     locust_base_args,
+    locust_exit_reason,
+    run_locust,
     write_meta,
 )
 
 log = logging.getLogger("memstress")
 
-PLUGIN = ROOT / "memstress" / "plugin.py"
+PLUGIN = Path(memstress.__file__).with_name("plugin.py")
 """The plugin as a file, for Locust's second ``-f``."""
 
 START_TIMEOUT_S = 30.0
@@ -205,26 +208,17 @@ def run_locustfile(
 ) -> RunOutcome:
     """One run of the user's locustfile: target up, Locust headless, target down, report."""
     planned = (o.duration_s or 0.0) + o.recovery_s
-    write_meta(
+    begin_meta(
         run_dir,
-        schema=1,
+        s,
         scenario=o.name,
         kind="locustfile",
         locustfile=str(o.locustfile),
-        run_id=run_dir.name,
         host=o.host or "",
-        stress_level=s.stress_level,
         duration_s=planned or None,
-        started=time.time(),
-        ended=None,
-        exit_code=None,
-        stop_reason="",
-        interrupted=False,
-        config_path=str(s.config_path),
         purpose=f"Your own load test ({o.locustfile.name}) with the memory monitor",
         expected=[],
-        budget_bytes=o.budget_mb * (1 << 20) if o.budget_mb else None,
-        processes=s.processes,
+        budget_bytes=o.budget_mb * MB if o.budget_mb else None,
         target_cmd=o.target_cmd,
     )
     target: TargetProcess | None = None
@@ -254,13 +248,10 @@ def run_locustfile(
         log.debug("locust command: %s", " ".join(cmd))
         cap = s.config.safety.max_test_duration
         try:
-            code = _run_locust(cmd, run_dir, planned or cap, cap, stop, tick, cwd=Path.cwd())
+            code = run_locust(cmd, run_dir, planned or cap, cap, stop, tick, cwd=Path.cwd())
         finally:
             view.close()
-        if code < 0:
-            reason = f"Locust was killed by {signal.Signals(-code).name}; its figures are partial"
-        elif code not in list(ExitCode):
-            reason = f"Locust exited with unexpected code {code} (see locust.log)"
+        reason = locust_exit_reason(code)
         if target is not None and not target.alive():
             reason = f"the target exited with code {target.proc.returncode} during the run"
             if code in (ExitCode.OK, ExitCode.FAILED):
@@ -268,13 +259,4 @@ def run_locustfile(
     finally:
         if target is not None:
             target.stop()
-    if stop.requested:
-        code, reason = ExitCode.INTERRUPTED, f"interrupted by {stop.signal_name or 'the user'}"
-    write_meta(
-        run_dir,
-        ended=time.time(),
-        exit_code=code,
-        interrupted=stop.requested,
-        **({"stop_reason": reason} if reason else {}),
-    )
-    return _report(o.name, run_dir, code, s)
+    return finish_run(o.name, run_dir, code, reason, stop, s)

@@ -6,6 +6,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from memstress.common.units import MB
+
 MIN_FREE_MB = 50
 """A run folder of a one-hour run is about 20 MB (samples, Locust history, charts)."""
 
@@ -31,7 +33,7 @@ def check_out_dir(out: Path, min_free_mb: float = MIN_FREE_MB) -> None:
         raise PreflightError(
             f"--out {out}: not a writable folder ({exc.strerror}; valid: a folder you can write)"
         ) from None
-    free_mb = shutil.disk_usage(out).free / 1048576
+    free_mb = shutil.disk_usage(out).free / MB
     if free_mb < min_free_mb:
         raise PreflightError(
             f"--out {out}: only {free_mb:.1f} MB free "

@@ -17,6 +17,8 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from memstress.common.units import MB
+
 
 def last_row(path: Path, tail_bytes: int = 8192) -> dict[str, str] | None:
     """The last complete row of a CSV file that is still being appended to."""
@@ -68,7 +70,7 @@ def read_snapshot(run_dir: Path, base: Snapshot) -> Snapshot:
     if stage:
         snap.stage = stage.get("name", "")
     if sample:
-        snap.rss_mb = _num(sample.get("rss_bytes"), 1 / 1048576)
+        snap.rss_mb = _num(sample.get("rss_bytes"), 1 / MB)
         snap.pressure = _num(sample.get("pressure"))
     if hist:
         snap.rps = _num(hist.get("Requests/s"))

@@ -18,8 +18,8 @@ from typing import Literal, Self
 import psutil
 import requests
 
-from common.config import ROOT
-from common.target import TargetClient, TargetError
+from memstress.common.config import ROOT
+from memstress.common.target import TargetClient, TargetError
 
 log = logging.getLogger("memstress")
 
@@ -92,7 +92,7 @@ def pin(pid: int, cpu: int | None) -> None:
 
 @dataclass
 class ManagedService:
-    """A ``python -m service`` child on a free loopback port: the one way the CLI, the
+    """A ``python -m memstress.service`` child on a free loopback port: the one way the CLI, the
     benchmarks and the tests start the reference service."""
 
     proc: subprocess.Popen[bytes]
@@ -134,7 +134,15 @@ class ManagedService:
         environment; ``cpu`` pins the service to that CPU once it is up.
         """
         port = port or free_port()
-        args = [sys.executable, "-m", "service", "--port", str(port), "--data-dir", str(data_dir)]
+        args = [
+            sys.executable,
+            "-m",
+            "memstress.service",
+            "--port",
+            str(port),
+            "--data-dir",
+            str(data_dir),
+        ]
         if faults:
             args.append("--enable-faults")
         if config_path is not None:

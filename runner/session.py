@@ -16,13 +16,13 @@ from typing import Any
 
 from rich.console import Console
 
-from common.checkout import identity
-from common.config import ROOT, Config
-from common.exitcodes import ExitCode, worst
-from common.runfiles import new_run_dir, write_meta
-from common.target import MetricsUrl, TargetError, is_loopback
-from runner.progress import Snapshot, make_progress, read_snapshot
-from runner.service import ManagedService, free_port, spawn
+from memstress.common.checkout import identity
+from memstress.common.config import ROOT, Config
+from memstress.common.exitcodes import ExitCode, worst
+from memstress.common.runfiles import new_run_dir, write_meta
+from memstress.common.target import MetricsUrl, TargetError, is_loopback
+from memstress.runner.progress import Snapshot, make_progress, read_snapshot
+from memstress.runner.service import ManagedService, free_port, spawn
 
 log = logging.getLogger("memstress")
 
@@ -171,7 +171,7 @@ def locust_base_args(locustfiles: str, run_dir: Path, s: RunSettings) -> list[st
     return cmd
 
 
-def _run_locust(
+def run_locust(
     cmd: list[str],
     run_dir: Path,
     planned_s: float,
@@ -212,27 +212,20 @@ def run_scenario(
     total: int = 1,
 ) -> RunOutcome:
     """One scenario: service up (unless --host), Locust headless, service down, report."""
-    from scenarios.registry import get_scenario  # the scenario package is heavy: import late
+    from memstress.scenarios.registry import (
+        get_scenario,  # the scenario package is heavy: import late
+    )
 
     info = get_scenario(scenario)
-    write_meta(
+    begin_meta(
         run_dir,
-        schema=1,
+        s,
         scenario=scenario,
-        run_id=run_dir.name,
         host=s.host or "",
-        stress_level=s.stress_level,
         duration_s=duration_s,
-        started=time.time(),
-        ended=None,
-        exit_code=None,
-        stop_reason="",
-        interrupted=False,
-        config_path=str(s.config_path),
         purpose=info.purpose,
         expected=[e.describe(e.setting(s.config, info.name).bound) for e in info.expected],
         budget_bytes=None,
-        processes=s.processes,
         expect_workers=s.expect_workers,
         remote_target=bool(s.host) and not is_loopback(s.host or ""),
         allow_remote_target=s.allow_remote,
@@ -256,7 +249,7 @@ def run_scenario(
             write_meta(run_dir, host=host)
         else:
             host, pid = s.host, s.target_pid
-            from scenarios.adapters import load_adapter
+            from memstress.scenarios.adapters import load_adapter
 
             adapter = load_adapter(
                 s.adapter, None if s.adapter_config is None else str(s.adapter_config)
@@ -279,16 +272,13 @@ def run_scenario(
         log.debug("locust command: %s", " ".join(cmd))
         try:
             waits = WORKERS_WAIT_S if s.expect_workers else 0.0
-            code = _run_locust(
+            code = run_locust(
                 cmd, run_dir, duration_s + waits, s.config.safety.max_test_duration, stop, tick
             )
         finally:
             view.close()
-        if code < 0:
-            reason = f"Locust was killed by {signal.Signals(-code).name}; its figures are partial"
-        elif code not in list(ExitCode):
-            reason = f"Locust exited with unexpected code {code} (see locust.log)"
-        elif s.expect_workers and _gave_up_on_workers(run_dir):
+        reason = locust_exit_reason(code)
+        if not reason and s.expect_workers and _gave_up_on_workers(run_dir):
             reason = (
                 f"fewer than {s.expect_workers} workers connected within {WORKERS_WAIT_S:g} s "
                 "(start them with: locust -f locustfile.py --worker --master-host MASTER)"
@@ -299,6 +289,47 @@ def run_scenario(
     finally:
         if service is not None:
             service.stop()
+    return finish_run(scenario, run_dir, code, reason, stop, s)
+
+
+def _gave_up_on_workers(run_dir: Path) -> bool:
+    log_path = run_dir / "locust.log"
+    text = log_path.read_text(errors="replace") if log_path.exists() else ""
+    return "Gave up waiting for workers to connect" in text
+
+
+def begin_meta(run_dir: Path, s: RunSettings, **fields: Any) -> None:
+    """``run_meta.json`` as a run begins (no end, no exit code yet), with the run's ``fields``."""
+    write_meta(
+        run_dir,
+        schema=1,
+        run_id=run_dir.name,
+        stress_level=s.stress_level,
+        started=time.time(),
+        ended=None,
+        exit_code=None,
+        stop_reason="",
+        interrupted=False,
+        config_path=str(s.config_path),
+        processes=s.processes,
+        **fields,
+    )
+
+
+def locust_exit_reason(code: int) -> str:
+    """Why Locust's exit ``code`` leaves the figures untrusted; empty for a code of ours."""
+    if code < 0:
+        return f"Locust was killed by {signal.Signals(-code).name}; its figures are partial"
+    if code not in list(ExitCode):
+        return f"Locust exited with unexpected code {code} (see locust.log)"
+    return ""
+
+
+def finish_run(
+    name: str, run_dir: Path, code: int, reason: str, stop: StopFlag, s: RunSettings
+) -> RunOutcome:
+    """Record how the run ended in ``run_meta.json`` (Ctrl-C or SIGTERM wins, exit 130),
+    then build its report, whose verdict gives the exit code unless a stop code stands."""
     if stop.requested:
         code, reason = ExitCode.INTERRUPTED, f"interrupted by {stop.signal_name or 'the user'}"
     write_meta(
@@ -308,17 +339,11 @@ def run_scenario(
         interrupted=stop.requested,
         **({"stop_reason": reason} if reason else {}),
     )
-    return _report(scenario, run_dir, code, s)
-
-
-def _gave_up_on_workers(run_dir: Path) -> bool:
-    log_path = run_dir / "locust.log"
-    text = log_path.read_text(errors="replace") if log_path.exists() else ""
-    return "Gave up waiting for workers to connect" in text
+    return _report(name, run_dir, code, s)
 
 
 def _report(scenario: str, run_dir: Path, code: int, s: RunSettings) -> RunOutcome:
-    from reports import build_run_report
+    from memstress.reports import build_run_report
 
     try:
         rep = build_run_report(run_dir, s.config, s.fail_on)
@@ -336,7 +361,7 @@ def run_session(
     console: Console,
 ) -> tuple[list[RunOutcome], int]:
     """Several scenarios, one run folder each, inside the session folder."""
-    from reports import build_session_report
+    from memstress.reports import build_session_report
 
     outcomes: list[RunOutcome] = []
     for i, (scenario, duration) in enumerate(plan, start=1):

@@ -1,5 +1,6 @@
-"""Show the scenarios' stage plans: ``python -m scenarios [--scenario N] [--duration S] [--json]``,
-or what the verdict checks for each: ``python -m scenarios --checks``.
+"""Show the scenarios' stage plans:
+``python -m memstress.scenarios [--scenario N] [--duration S] [--json]``,
+or what the verdict checks for each: ``python -m memstress.scenarios --checks``.
 
 Plans are pure functions of (config, stress level, total seconds); this prints
 them without starting Locust or a target.
@@ -14,15 +15,15 @@ from typing import Any
 
 import locust  # noqa: F401 - first: gevent must patch before anything imports ssl
 
-from common.config import ConfigError, load_config
-from common.exitcodes import ExitCode
-from scenarios.registry import all_scenarios, check_config, get_scenario
-from scenarios.spec import checks_text
-from shapes.plan import PlanError
+from memstress.common.config import ConfigError, load_config
+from memstress.common.exitcodes import ExitCode
+from memstress.scenarios.registry import all_scenarios, check_config, get_scenario
+from memstress.scenarios.spec import checks_text
+from memstress.shapes.plan import PlanError
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m scenarios", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m memstress.scenarios", description=__doc__)
     parser.add_argument("--scenario", help="one scenario (default: every registered one)")
     parser.add_argument("--duration", type=float, help="total seconds (default: the config's)")
     parser.add_argument("--stress-level", type=int, help="0-4 (default: the config's)")

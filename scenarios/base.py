@@ -31,15 +31,15 @@ import gevent
 from locust import between, constant, task
 from locust.contrib.fasthttp import FastHttpUser
 
-from scenarios import api
-from scenarios.adapters import Adapter, load_adapter
-from scenarios.api import Endpoint
-from scenarios.control import ballast_step
-from scenarios.spec import agent_id, namespace
-from scenarios.target import CAPABILITIES, CONVERSATION, FAULTS, VECTORS, Reply, Target
+from memstress.scenarios import api
+from memstress.scenarios.adapters import Adapter, load_adapter
+from memstress.scenarios.api import Endpoint
+from memstress.scenarios.control import ballast_step
+from memstress.scenarios.spec import agent_id, namespace
+from memstress.scenarios.target import CAPABILITIES, CONVERSATION, FAULTS, VECTORS, Reply, Target
 
 if TYPE_CHECKING:
-    from common.context import RunContext, Stage
+    from memstress.common.context import RunContext, Stage
 
 IDLE_S = 0.2
 """How often a user with nothing to do looks at the stage again."""

@@ -9,13 +9,13 @@ from __future__ import annotations
 import functools
 from typing import TYPE_CHECKING
 
-from common.config import Config, StressLevel
-from scenarios import api, target
-from scenarios.spec import Expect, Part, Scenario, staged_plan
-from shapes.plan import StageSpec
+from memstress.common.config import Config, StressLevel
+from memstress.scenarios import api, target
+from memstress.scenarios.spec import Expect, Part, Scenario, staged_plan
+from memstress.shapes.plan import StageSpec
 
 if TYPE_CHECKING:
-    from common.context import Stage
+    from memstress.common.context import Stage
 
 
 def plan(config: Config, stress: StressLevel, total_s: float) -> list[StageSpec]:
@@ -30,7 +30,7 @@ def plan(config: Config, stress: StressLevel, total_s: float) -> list[StageSpec]
 
 @functools.cache
 def users() -> tuple[type, ...]:
-    from scenarios.base import AgentTrafficUser, ConductorUser
+    from memstress.scenarios.base import AgentTrafficUser, ConductorUser
 
     class BaselineCycler(ConductorUser):
         """Runs one memory-management cycle about every second."""

@@ -11,13 +11,13 @@ import functools
 import math
 from typing import TYPE_CHECKING
 
-from common.config import Config, StressLevel
-from scenarios import api, target
-from scenarios.spec import Expect, Part, Scenario, staged_plan
-from shapes.plan import StageSpec
+from memstress.common.config import Config, StressLevel
+from memstress.scenarios import api, target
+from memstress.scenarios.spec import Expect, Part, Scenario, staged_plan
+from memstress.shapes.plan import StageSpec
 
 if TYPE_CHECKING:
-    from common.context import Stage
+    from memstress.common.context import Stage
 
 
 def plan(config: Config, stress: StressLevel, total_s: float) -> list[StageSpec]:
@@ -34,7 +34,7 @@ def plan(config: Config, stress: StressLevel, total_s: float) -> list[StageSpec]
 def users() -> tuple[type, ...]:
     from locust import task
 
-    from scenarios.base import ConductorUser, MemstressUser
+    from memstress.scenarios.base import ConductorUser, MemstressUser
 
     class AgentsObserver(ConductorUser):
         """Reads the target's memory stats every two seconds (per-tier bytes, evictions)."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from common.units import MB
+from memstress.common.units import MB
 
 
 def ballast_step(

@@ -11,13 +11,13 @@ from __future__ import annotations
 import functools
 from typing import TYPE_CHECKING
 
-from common.config import Config, StressLevel
-from scenarios import api, target
-from scenarios.spec import Expect, Part, Scenario, staged_plan
-from shapes.plan import StageSpec
+from memstress.common.config import Config, StressLevel
+from memstress.scenarios import api, target
+from memstress.scenarios.spec import Expect, Part, Scenario, staged_plan
+from memstress.shapes.plan import StageSpec
 
 if TYPE_CHECKING:
-    from common.context import Stage
+    from memstress.common.context import Stage
 
 STEPS = 5
 
@@ -34,7 +34,7 @@ def plan(config: Config, stress: StressLevel, total_s: float) -> list[StageSpec]
 
 @functools.cache
 def users() -> tuple[type, ...]:
-    from scenarios.base import AgentTrafficUser, ConductorUser
+    from memstress.scenarios.base import AgentTrafficUser, ConductorUser
 
     class EnduranceCycler(ConductorUser):
         """Runs a memory-management cycle every ``cycle_interval_s``."""

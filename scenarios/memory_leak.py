@@ -12,15 +12,15 @@ import functools
 import time
 from typing import TYPE_CHECKING
 
-from common.config import Config, StressLevel
-from monitors.allocations import CAPTURE_PARAM
-from scenarios import api, target
-from scenarios.control import leak_bytes
-from scenarios.spec import Expect, Part, Scenario, staged_plan
-from shapes.plan import StageSpec
+from memstress.common.config import Config, StressLevel
+from memstress.monitors.allocations import CAPTURE_PARAM
+from memstress.scenarios import api, target
+from memstress.scenarios.control import leak_bytes
+from memstress.scenarios.spec import Expect, Part, Scenario, staged_plan
+from memstress.shapes.plan import StageSpec
 
 if TYPE_CHECKING:
-    from common.context import Stage
+    from memstress.common.context import Stage
 
 LEAK_INTERVAL_S = 1.0
 
@@ -42,7 +42,7 @@ def plan(config: Config, stress: StressLevel, total_s: float) -> list[StageSpec]
 
 @functools.cache
 def users() -> tuple[type, ...]:
-    from scenarios.base import AgentTrafficUser, ConductorUser
+    from memstress.scenarios.base import AgentTrafficUser, ConductorUser
 
     class LeakInjector(ConductorUser):
         """Leaks the stage's ``leak_mb_per_min``, one request a second."""

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import functools
 
-from common.config import Config, StressLevel
-from scenarios import api, target
-from scenarios.spec import Expect, Part, Scenario, pressure_plan
-from shapes.plan import StageSpec
+from memstress.common.config import Config, StressLevel
+from memstress.scenarios import api, target
+from memstress.scenarios.spec import Expect, Part, Scenario, pressure_plan
+from memstress.shapes.plan import StageSpec
 
 
 def target_of(config: Config, stress: StressLevel) -> float:
@@ -39,7 +39,7 @@ def plan(config: Config, stress: StressLevel, total_s: float) -> list[StageSpec]
 
 @functools.cache
 def users() -> tuple[type, ...]:
-    from scenarios.base import AgentTrafficUser, PressureController
+    from memstress.scenarios.base import AgentTrafficUser, PressureController
 
     class CrisisController(PressureController):
         """Adds ballast until the pressure reaches the crisis target, then holds it."""

@@ -12,13 +12,13 @@ import functools
 import math
 from typing import TYPE_CHECKING
 
-from common.config import Config, StressLevel
-from scenarios import api, target
-from scenarios.spec import Expect, Part, Scenario, staged_plan
-from shapes.plan import StageSpec
+from memstress.common.config import Config, StressLevel
+from memstress.scenarios import api, target
+from memstress.scenarios.spec import Expect, Part, Scenario, staged_plan
+from memstress.shapes.plan import StageSpec
 
 if TYPE_CHECKING:
-    from common.context import Stage
+    from memstress.common.context import Stage
 
 BURST_TIMEOUT_S = 10.0
 
@@ -42,7 +42,7 @@ def plan(config: Config, stress: StressLevel, total_s: float) -> list[StageSpec]
 def users() -> tuple[type, ...]:
     from gevent.pool import Group
 
-    from scenarios.base import AgentTrafficUser, ConductorUser
+    from memstress.scenarios.base import AgentTrafficUser, ConductorUser
 
     class OptimizationFlood(ConductorUser):
         """Sends the stage's ``optimize_per_cycle`` requests together, then one cycle."""

@@ -15,10 +15,10 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from common.config import ConfigError, load_config
-from common.context import RunSettings
-from common.target import metrics_url
-from scenarios.registry import check_config, get_scenario
+from memstress.common.config import ConfigError, load_config
+from memstress.common.context import RunSettings
+from memstress.common.target import metrics_url
+from memstress.scenarios.registry import check_config, get_scenario
 
 
 def _text(value: Any) -> str | None:
@@ -95,7 +95,7 @@ def resolve_settings(options: Any) -> RunSettings:
         )
     allow = config.safety.allow_remote_targets or _flag(get("allow_remote_target"))
     adapter = _text(get("adapter")) or "memstress"
-    from scenarios.adapters import names as adapter_names
+    from memstress.scenarios.adapters import names as adapter_names
 
     if adapter not in adapter_names():
         valid = ", ".join(adapter_names())

@@ -13,14 +13,14 @@ from __future__ import annotations
 import functools
 from typing import TYPE_CHECKING
 
-from common.config import Config, StressLevel
-from common.units import MB
-from scenarios import api, target
-from scenarios.spec import Expect, Part, Scenario, staged_plan, with_params
-from shapes.plan import StageSpec
+from memstress.common.config import Config, StressLevel
+from memstress.common.units import MB
+from memstress.scenarios import api, target
+from memstress.scenarios.spec import Expect, Part, Scenario, staged_plan, with_params
+from memstress.shapes.plan import StageSpec
 
 if TYPE_CHECKING:
-    from common.context import Stage
+    from memstress.common.context import Stage
 
 SPIKES = 12
 """Spikes in the spike stage (fewer when that would be more than one a second)."""
@@ -45,7 +45,7 @@ def plan(config: Config, stress: StressLevel, total_s: float) -> list[StageSpec]
 
 @functools.cache
 def users() -> tuple[type, ...]:
-    from scenarios.base import AgentTrafficUser, ConductorUser
+    from memstress.scenarios.base import AgentTrafficUser, ConductorUser
 
     class GrowthSpiker(ConductorUser):
         """One spike of ballast, then one management cycle, every ``interval_s``."""

@@ -12,8 +12,8 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 
-from common.config import Config, ConfigError
-from scenarios.spec import Scenario
+from memstress.common.config import Config, ConfigError
+from memstress.scenarios.spec import Scenario
 
 MODULES: tuple[str, ...] = (
     "baseline",
@@ -31,10 +31,10 @@ MODULES: tuple[str, ...] = (
 
 
 def _load(module: str) -> list[Scenario]:
-    mod = importlib.import_module(f"scenarios.{module}")
+    mod = importlib.import_module(f"memstress.scenarios.{module}")
     found = getattr(mod, "SCENARIO", None)
     if found is None:  # the seed's way: MemoryStressTest subclasses defined here
-        from scenarios.seed import MemoryStressTest, scenarios_of
+        from memstress.scenarios.seed import MemoryStressTest, scenarios_of
 
         seeded = [
             s

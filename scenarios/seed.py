@@ -30,13 +30,13 @@ import functools
 import inspect
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from common.config import Config, StressLevel
-from scenarios import api
-from scenarios.spec import Endpoint, Expect, Part, PlanFn, Scenario, staged_plan
-from shapes.plan import StageSpec
+from memstress.common.config import Config, StressLevel
+from memstress.scenarios import api
+from memstress.scenarios.spec import Endpoint, Expect, Part, PlanFn, Scenario, staged_plan
+from memstress.shapes.plan import StageSpec
 
 if TYPE_CHECKING:
-    from scenarios.base import MemstressUser
+    from memstress.scenarios.base import MemstressUser
 
 PREFIX = "test_"
 
@@ -116,7 +116,7 @@ def _plan_of(cls: type[MemoryStressTest]) -> PlanFn:
 def _user_class(cls: type[MemoryStressTest], method: str) -> type:
     from locust import between, task
 
-    from scenarios.base import MemstressUser
+    from memstress.scenarios.base import MemstressUser
 
     def run_test(self: Any) -> None:
         if self.active():

@@ -31,11 +31,11 @@ from typing import Any
 
 import requests
 
-from common.config import CheckSetting, Config, StressLevel
-from common.target import TargetClient
-from scenarios import target
-from scenarios.api import AGENT_DELETE, NAMESPACE_DELETE, Endpoint
-from shapes.plan import MIN_STAGE_S, PlanError, StageSpec, check_plan, plan_length, split
+from memstress.common.config import CheckSetting, Config, StressLevel
+from memstress.common.target import TargetClient
+from memstress.scenarios import target
+from memstress.scenarios.api import AGENT_DELETE, NAMESPACE_DELETE, Endpoint
+from memstress.shapes.plan import MIN_STAGE_S, PlanError, StageSpec, check_plan, plan_length, split
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,12 @@ def agent_id(run_id: str, k: int) -> str:
 
 
 def namespace(run_id: str, k: int) -> str:
-    return f"{run_id}-ns-{k}"
+    return f"{namespace_prefix(run_id)}{k}"
+
+
+def namespace_prefix(run_id: str) -> str:
+    """What every vector namespace of the run starts with."""
+    return f"{run_id}-ns-"
 
 
 PHASES = ("warmup", "stress", "recovery")

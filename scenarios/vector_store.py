@@ -11,13 +11,13 @@ from __future__ import annotations
 import functools
 from typing import TYPE_CHECKING
 
-from common.config import Config, StressLevel
-from scenarios import api, target
-from scenarios.spec import Expect, Part, Scenario, staged_plan
-from shapes.plan import StageSpec
+from memstress.common.config import Config, StressLevel
+from memstress.scenarios import api, target
+from memstress.scenarios.spec import Expect, Part, Scenario, staged_plan
+from memstress.shapes.plan import StageSpec
 
 if TYPE_CHECKING:
-    from common.context import Stage
+    from memstress.common.context import Stage
 
 NAMESPACES = 4
 DOCS_PER_NAMESPACE = 100
@@ -45,7 +45,7 @@ def plan(config: Config, stress: StressLevel, total_s: float) -> list[StageSpec]
 def users() -> tuple[type, ...]:
     from locust import task
 
-    from scenarios.base import ConductorUser, MemstressUser
+    from memstress.scenarios.base import ConductorUser, MemstressUser
 
     class VectorKeeper(ConductorUser):
         """Reads the target's memory stats every two seconds (cache and vector tiers)."""

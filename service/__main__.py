@@ -1,5 +1,5 @@
-"""``python -m service``: parse the command line, then serve until SIGTERM."""
+"""``python -m memstress.service``: parse the command line, then serve until SIGTERM."""
 
-from service.cli import main
+from memstress.service.cli import main
 
 raise SystemExit(main())

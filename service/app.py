@@ -10,15 +10,15 @@ from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
 
-from service.errors import BodyLimit, install_error_handlers
-from service.manager import MB, Libc
-from service.routes_agents import router as agents_router
-from service.routes_faults import document_caps
-from service.routes_faults import router as faults_router
-from service.routes_memory import router as memory_router
-from service.routes_vectors import router as vectors_router
-from service.runtime import Runtime
-from service.settings import Settings
+from memstress.service.errors import BodyLimit, install_error_handlers
+from memstress.service.manager import MB, Libc
+from memstress.service.routes_agents import router as agents_router
+from memstress.service.routes_faults import document_caps
+from memstress.service.routes_faults import router as faults_router
+from memstress.service.routes_memory import router as memory_router
+from memstress.service.routes_vectors import router as vectors_router
+from memstress.service.runtime import Runtime
+from memstress.service.settings import Settings
 
 log = logging.getLogger("service")
 

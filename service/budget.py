@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from common.cgroup import own_cgroup_paths
-from common.units import MB
+from memstress.common.cgroup import own_cgroup_paths, parse_limit
+from memstress.common.units import MB
 
 AUTO_HOST_SHARE = 0.5
 """Without a cgroup limit, ``auto`` budgets this share of host RAM."""
@@ -26,18 +26,11 @@ class Budget:
 
 
 def _read_limit(path: Path) -> int | None:
-    """A limit file's value in bytes; None when missing, unreadable or ``max``."""
+    """A limit file's value in bytes; None when missing, unreadable or no limit."""
     try:
-        text = path.read_text().strip()
-    except OSError:
+        return parse_limit(path.read_text())
+    except (OSError, ValueError):
         return None
-    if not text or text == "max":
-        return None
-    try:
-        value = int(text)
-    except ValueError:
-        return None
-    return value if value > 0 else None
 
 
 def cgroup_limit(

@@ -1,4 +1,4 @@
-"""The command line: ``python -m service --port P --data-dir D [...]``.
+"""The command line: ``python -m memstress.service --port P --data-dir D [...]``.
 
 Flags are parsed before the web stack is imported, so a bad flag costs a
 fraction of a second and prints one line naming the flag and what is valid
@@ -16,9 +16,9 @@ from pathlib import Path
 from types import FrameType
 from typing import NoReturn
 
-from common.units import MB
-from service.budget import Budget, auto_budget, cgroup_limit
-from service.settings import Settings
+from memstress.common.units import MB
+from memstress.service.budget import Budget, auto_budget, cgroup_limit
+from memstress.service.settings import Settings
 
 LOG_FORMAT = "%(asctime)s.%(msecs)03d %(levelname)s %(name)s: %(message)s"
 LOG_DATEFMT = "%Y-%m-%dT%H:%M:%S"
@@ -87,7 +87,7 @@ def _interval(text: str) -> float:
 
 def build_parser() -> OneLineParser:
     p = OneLineParser(
-        prog="python -m service",
+        prog="python -m memstress.service",
         description="The memstress reference memory-management service.",
     )
     p.add_argument("--port", type=_port, default=8000, help="TCP port (default 8000)")
@@ -137,7 +137,7 @@ def resolve_budget(arg: float | str | None, config_mb: float) -> Budget:
 def settings_from_args(argv: list[str] | None = None) -> tuple[Settings, Budget]:
     parser = build_parser()
     args = parser.parse_args(argv)
-    from common.config import ConfigError, load_config
+    from memstress.common.config import ConfigError, load_config
 
     try:
         cfg = load_config(args.config).service
@@ -184,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import uvicorn
 
-    from service.app import create_app
+    from memstress.service.app import create_app
 
     app = create_app(settings)
     # uvicorn restores the handlers it found and re-raises the signal it shut down

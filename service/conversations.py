@@ -19,8 +19,8 @@ from typing import Final
 
 import numpy as np
 
-from service.embedding import DIMS, VECTOR_BYTES, EmbeddingCache
-from service.store import Message, Store
+from memstress.service.embedding import DIMS, VECTOR_BYTES, EmbeddingCache
+from memstress.service.store import Message, Store
 
 WINDOW = 256  # turns reloaded from disk; RAM keeps between WINDOW and 2 * WINDOW
 KEEP_FULL = 8  # compaction leaves an agent's last turns whole

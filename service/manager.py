@@ -26,13 +26,13 @@ from dataclasses import asdict, dataclass
 
 import psutil
 
-from common.units import MB
-from service.conversations import ConversationMemory
-from service.embedding import EmbeddingCache
-from service.faults import TOTAL_CAP_BUDGETS, Faults
-from service.optqueue import OptimizationQueue
-from service.settings import Settings
-from service.vectors import VectorStore
+from memstress.common.units import MB
+from memstress.service.conversations import ConversationMemory
+from memstress.service.embedding import EmbeddingCache
+from memstress.service.faults import TOTAL_CAP_BUDGETS, Faults
+from memstress.service.optqueue import OptimizationQueue
+from memstress.service.settings import Settings
+from memstress.service.vectors import VectorStore
 
 log = logging.getLogger("service.manager")
 

@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector,
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from service.manager import STRATEGIES, MemoryManager
+from memstress.service.manager import STRATEGIES, MemoryManager
 
 
 class ManagerCollector(Collector):

@@ -8,8 +8,8 @@ from fastapi import APIRouter, Path, Query
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from service.errors import ApiError, error_responses
-from service.routes_memory import Rt
+from memstress.service.errors import ApiError, error_responses
+from memstress.service.routes_memory import Rt
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$"
 AgentId = Annotated[str, Path(pattern=NAME_PATTERN, description="1-128 of A-Z a-z 0-9 . _ : @ -")]

@@ -16,14 +16,14 @@ from fastapi import APIRouter, Body
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from common.units import MB
-from service.errors import ApiError, error_responses
-from service.faults import REQUEST_CAP_BUDGETS
-from service.routes_memory import Rt, Strategy
+from memstress.common.units import MB
+from memstress.service.errors import ApiError, error_responses
+from memstress.service.faults import REQUEST_CAP_BUDGETS
+from memstress.service.routes_memory import Rt, Strategy
 
 log = logging.getLogger("service.faults")
 
-HOST_RESERVE = 512 * 1024 * 1024  # never leave the host with less available than this
+HOST_RESERVE = 512 * MB  # never leave the host with less available than this
 
 
 BYTES_DOC = "at most 2 x budget per request; leak and ballast together at most 4 x budget"

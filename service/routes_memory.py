@@ -9,8 +9,8 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field
 
-from service.errors import ApiError, error_responses
-from service.runtime import Runtime
+from memstress.service.errors import ApiError, error_responses
+from memstress.service.runtime import Runtime
 
 HEALTH = {"normal": "ok", "aggressive": "degraded", "emergency": "critical"}
 

@@ -8,9 +8,9 @@ from fastapi import APIRouter, Path
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, field_validator
 
-from service.errors import ApiError, error_responses
-from service.routes_agents import NAME_PATTERN, shed
-from service.routes_memory import Rt
+from memstress.service.errors import ApiError, error_responses
+from memstress.service.routes_agents import NAME_PATTERN, shed
+from memstress.service.routes_memory import Rt
 
 
 class DocumentIn(BaseModel):

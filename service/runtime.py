@@ -7,15 +7,15 @@ from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry
 
-from service.conversations import ConversationMemory
-from service.embedding import EmbeddingCache
-from service.faults import Faults
-from service.manager import Libc, MemoryManager
-from service.metrics import build_registry
-from service.optqueue import OptimizationQueue
-from service.settings import Settings
-from service.store import Store
-from service.vectors import VectorStore
+from memstress.service.conversations import ConversationMemory
+from memstress.service.embedding import EmbeddingCache
+from memstress.service.faults import Faults
+from memstress.service.manager import Libc, MemoryManager
+from memstress.service.metrics import build_registry
+from memstress.service.optqueue import OptimizationQueue
+from memstress.service.settings import Settings
+from memstress.service.store import Store
+from memstress.service.vectors import VectorStore
 
 
 @dataclass

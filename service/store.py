@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from service.embedding import DIMS
+from memstress.service.embedding import DIMS
 
 DB_NAME = "memstress.db"
 

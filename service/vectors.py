@@ -17,8 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from service.embedding import DIMS, VECTOR_BYTES, EmbeddingCache, chunk_text
-from service.store import Store
+from memstress.service.embedding import DIMS, VECTOR_BYTES, EmbeddingCache, chunk_text
+from memstress.service.store import Store
 
 ROW_OVERHEAD = 8 + 4 + 1  # doc id slot, chunk number, alive flag
 DOC_OVERHEAD = 160  # doc id string, dict entry, (start, count) tuple

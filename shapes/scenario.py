@@ -28,8 +28,8 @@ from typing import TYPE_CHECKING, Any
 
 from locust.runners import MasterRunner, WorkerRunner
 
-from common.config import ConfigError
-from common.context import (
+from memstress.common.config import ConfigError
+from memstress.common.context import (
     RUN_ID_OPTION,
     STAGE_MESSAGE,
     STAGE_OPTION,
@@ -37,13 +37,13 @@ from common.context import (
     Stage,
     check_target,
 )
-from common.exitcodes import ExitCode
-from scenarios.adapters import check_scenario, load_adapter
-from scenarios.options import resolve_settings
-from scenarios.registry import get_scenario
-from scenarios.spec import Scenario
-from shapes.plan import PlanError, StagePlayer, StageSpec
-from shapes.staged import StagedShape, TickResult
+from memstress.common.exitcodes import ExitCode
+from memstress.scenarios.adapters import check_scenario, load_adapter
+from memstress.scenarios.options import resolve_settings
+from memstress.scenarios.registry import get_scenario
+from memstress.scenarios.spec import Scenario
+from memstress.shapes.plan import PlanError, StagePlayer, StageSpec
+from memstress.shapes.staged import StagedShape, TickResult
 
 if TYPE_CHECKING:
     from locust.env import Environment

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from locust import LoadTestShape
 
-from shapes.plan import StagePlayer, StageSpec
+from memstress.shapes.plan import StagePlayer, StageSpec
 
 if TYPE_CHECKING:
     from locust import User

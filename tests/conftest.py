@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from runner.service import ManagedService, free_port
+from memstress.runner.service import ManagedService, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable

@@ -5,6 +5,10 @@ A series is sampled once a second (the monitor's default interval): a base of
 noise (0.3 MB) unless a caller says otherwise. Shapes are functions of seconds
 to MB above the base and add up.
 
+:func:`background` gives the slow sawtooth real targets carry instead (as
+``bench/leak_target.py`` does): 4 MB taken over a period of 20-50 s and given
+back at once, its period and phase drawn from the seed, with little noise.
+
 Seeds: the detector's settings (``penalty``, ``step_sigmas``, ``clear_hold_s``)
 were tuned on seeds from :data:`TUNING_SEEDS` only; the tests judge on
 :data:`JUDGING_SEEDS`, which tuning never saw.
@@ -16,7 +20,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from common.units import MB
+from memstress.common.units import MB
 
 Shape = Callable[[float], float]  # seconds -> MB above the base
 
@@ -35,15 +39,29 @@ def series(
     noise_mb: float = 0.3,
     saw_mb: float = 4.0,
     saw_period_s: float = 3.0,
+    saw_phase_s: float = 0.0,
 ) -> list[tuple[float, float]]:
     """(t, bytes) once a second for ``seconds``."""
     rng = np.random.default_rng(seed)
     out = []
     for i in range(seconds):
         t = float(i)
-        mb = 300 + shape(t) + saw_mb * ((t % saw_period_s) / saw_period_s)
+        into = ((t + saw_phase_s) % saw_period_s) / saw_period_s
+        mb = 300 + shape(t) + saw_mb * into
         out.append((t, (mb + rng.normal(0, noise_mb)) * MB))
     return out
+
+
+def background(seed: int) -> dict[str, float]:
+    """:func:`series` options for a slow sawtooth: 4 MB over 20-50 s, period and phase by seed."""
+    rng = np.random.default_rng(10_000 + seed)
+    period = float(rng.uniform(20, 50))
+    return {
+        "saw_mb": 4.0,
+        "saw_period_s": period,
+        "saw_phase_s": float(rng.uniform(0, period)),
+        "noise_mb": 0.1,
+    }
 
 
 def total(*shapes: Shape) -> Shape:

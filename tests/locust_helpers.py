@@ -21,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from runner.service import clean_env, spawn
+from memstress.runner.service import clean_env, spawn
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCUSTFILE = ROOT / "locustfile.py"

@@ -24,11 +24,11 @@ from typing import Any
 
 import pytest
 
-from common.config import ConfigError
-from runner.service import clean_env, free_port
-from scenarios.adapters import capability_table, check_scenario, load_adapter, runnable
-from scenarios.adapters.http_map import Operation, load_mapping
-from scenarios.registry import get_scenario, names
+from memstress.common.config import ConfigError
+from memstress.runner.service import clean_env, free_port
+from memstress.scenarios.adapters import capability_table, check_scenario, load_adapter, runnable
+from memstress.scenarios.adapters.http_map import Operation, load_mapping
+from memstress.scenarios.registry import get_scenario, names
 from tests.conftest import ROOT, start_redis
 from tests.locust_helpers import assert_no_traceback, run_cli
 

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from runner.service import ManagedService
-from scenarios import api
+from memstress.runner.service import ManagedService
+from memstress.scenarios import api
 from tests.locust_helpers import ROOT, locust_env, start_locust
 
 NAME = "cache_churn"
@@ -37,7 +37,7 @@ def walkthrough_module() -> str:
 @pytest.fixture(scope="module")
 def checkout(tmp_path_factory: pytest.TempPathFactory) -> Path:
     dst = tmp_path_factory.mktemp("added") / "checkout"
-    shutil.copytree(ROOT, dst, ignore=shutil.ignore_patterns(*IGNORED))
+    shutil.copytree(ROOT, dst, symlinks=True, ignore=shutil.ignore_patterns(*IGNORED))
     (dst / "scenarios" / f"{NAME}.py").write_text(walkthrough_module())
     registry = dst / "scenarios" / "registry.py"
     before = registry.read_text().splitlines(keepends=True)
@@ -64,14 +64,16 @@ def test_the_cli_lists_and_plans_the_added_scenario(checkout: Path) -> None:
     assert listed.returncode == 0, listed.stderr
     row = next(line for line in listed.stdout.splitlines() if NAME in line)
     assert "120" in row, row  # its own default_s: no config key needed
-    plans = run_in(checkout, "-m", "scenarios", "--scenario", NAME, "--duration", "20", "--json")
+    plans = run_in(
+        checkout, "-m", "memstress.scenarios", "--scenario", NAME, "--duration", "20", "--json"
+    )
     assert plans.returncode == 0, plans.stderr
     (plan,) = json.loads(plans.stdout)
     assert [s["name"] for s in plan["stages"]] == ["warm", "churn", "cleanup"]
     assert plan["seed_key"] is None and plan["duration_s"] == 20
     assert plan["user_classes"] == ["ChurnCycler", "ChurnAgent"]
     # The original checkout does not know it: the copy's module is what made it.
-    unknown = run_in(ROOT, "-m", "scenarios", "--scenario", NAME)
+    unknown = run_in(ROOT, "-m", "memstress.scenarios", "--scenario", NAME)
     assert unknown.returncode == 2 and f"unknown scenario '{NAME}'" in unknown.stderr
 
 

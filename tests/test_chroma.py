@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from runner.service import clean_env, free_port
-from scenarios.adapters.chroma import COLLECTIONS, HEARTBEAT
+from memstress.runner.service import clean_env, free_port
+from memstress.scenarios.adapters.chroma import COLLECTIONS, HEARTBEAT
 from tests.conftest import ROOT
 from tests.locust_helpers import assert_no_traceback
 
@@ -86,7 +86,7 @@ def test_vector_store_on_chroma_upserts_searches_and_drops_its_collections(
             "--target-pid",
             str(pid),
             "--duration",
-            "25",
+            "30",
             "--out",
             str(out),
         ],
@@ -98,10 +98,16 @@ def test_vector_store_on_chroma_upserts_searches_and_drops_its_collections(
         stdin=subprocess.DEVNULL,
         check=False,
     )
-    assert r.returncode in (0, 1), r.stdout[-2000:] + r.stderr[-2000:]
+    # Exit 0, and only 0: no request fails, every latency is far inside its bound, growth is
+    # a few tens of MB (bound 200), the run is too short for the leak detector to judge (a
+    # judged leak would be the one grade that can fail it), memory per stored vector is not
+    # judged (Chroma reports no vector tier bytes; its RSS growth per vector is reported), and
+    # memory that does not come back after the drop is a finding, never a grade.
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     assert_no_traceback(r.stderr)
     (run_dir,) = [p for p in out.iterdir() if p.is_dir()]
-    assert json.loads((run_dir / "stress_test_results.json").read_text())["partial"] is False
+    doc = json.loads((run_dir / "stress_test_results.json").read_text())
+    assert doc["partial"] is False and doc["exit_code"] == 0
     stats = json.loads((run_dir / "locust.json").read_text())
     reqs = {e["name"]: (int(e["num_requests"]), int(e["num_failures"])) for e in stats}
     assert reqs["POST collections/[ns]/upsert"][0] >= 20, reqs
@@ -112,6 +118,27 @@ def test_vector_store_on_chroma_upserts_searches_and_drops_its_collections(
     assert left == [], "cleanup deletes every collection of the run"
     samples = (run_dir / "memory_samples.csv").read_text().splitlines()
     assert len(samples) > 10 and all(",psutil," in row for row in samples[1:])
+    # The monitor counted the run's vectors on the server; the report divides by them.
+    v = doc["metrics"]["vectors"]
+    assert v["measured"] and v["most_stored"] >= 20, v
+    assert v["rss_per_vector_kb"] > 0 and v["rss_slope_kb_per_vector"] is not None, v
+    assert v["accounted_per_vector_kb"] is None  # Chroma accounts for nothing itself
+    d = v["drop"]
+    assert d["measured"] and d["vectors_after"] == 0 and d["dropped"] == d["vectors_before"], d
+    assert (
+        d["dropped"] >= v["most_stored"]
+        and d["drop_requests"] == reqs["DELETE collections/[ns]"][0]
+    )
+    assert isinstance(d["came_back"], bool) and d["rss_before_mb"] > 0 and d["rss_after_mb"] > 0
+    checks = {c["id"]: c for c in doc["checks"]}
+    assert checks["search_p95_max_s"]["status"] == "pass", checks  # the adapter's query requests
+    assert "POST collections/[ns]/query p95" in checks["search_p95_max_s"]["message"]
+    assert checks["memory_per_vector_max_kb"]["status"] == "not judged"
+    report = (run_dir / "stress_test_report.md").read_text()
+    came = "came back" if d["came_back"] else "did NOT come back"
+    assert f"- **Cleanup drop:** memory {came}" in report, report[:3000]
+    assert f"{d['dropped']} vectors dropped at cleanup" in report
+    assert "| RSS growth per stored vector |" in report
 
 
 def test_scenarios_needing_conversation_are_refused_on_chroma(tmp_path: Path) -> None:

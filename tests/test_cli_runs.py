@@ -20,7 +20,7 @@ from tests.conftest import ROOT
 from tests.locust_helpers import assert_no_traceback
 
 CLI = [sys.executable, str(ROOT / "run_stress_test.py")]
-REPORTS = [sys.executable, "-m", "reports"]
+REPORTS = [sys.executable, "-m", "memstress.reports"]
 
 RUN_FILES = (
     "run_meta.json",
@@ -256,7 +256,7 @@ def test_locust_killed_mid_run_still_builds_a_partial_report(tmp_path: Path) -> 
     assert not (run_dir / "locust.json").exists()  # Locust never got to write its totals
     # What is on disk rebuilds into a report marked partial, as often as asked.
     rebuilt = subprocess.run(
-        [sys.executable, "-m", "reports", "build", str(run_dir)],
+        [sys.executable, "-m", "memstress.reports", "build", str(run_dir)],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -274,7 +274,9 @@ def test_target_killed_mid_run_exit_3_report_says_so(tmp_path: Path) -> None:
     cli = start_cli(*BASELINE_60S, "--out", str(tmp_path))
     try:
         run_dir = wait_for_samples(tmp_path)
-        service = wait_for(lambda: child_running(cli, "service"), 10, "the service process")
+        service = wait_for(
+            lambda: child_running(cli, "memstress.service"), 10, "the service process"
+        )
         kept = sample_rows(run_dir)
         killed_at = time.time()
         service.kill()

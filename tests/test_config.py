@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 import yaml
 
-from common.config import DEFAULT_CONFIG_PATH, ConfigError, load_config, parse_config
-from scenarios.registry import check_config, get_scenario, scenario_name
+from memstress.common.config import DEFAULT_CONFIG_PATH, ConfigError, load_config, parse_config
+from memstress.scenarios.registry import check_config, get_scenario, scenario_name
 
 SHIPPED: dict[str, Any] = yaml.safe_load(DEFAULT_CONFIG_PATH.read_text())
 

@@ -44,7 +44,7 @@ def known_env_vars() -> set[str]:
     spec = importlib.util.find_spec("locust")
     assert spec is not None and spec.origin is not None
     texts = [(Path(spec.origin).parent / "argument_parser.py").read_text()]
-    texts += [(ROOT / f).read_text() for f in ("locustfile.py", "monitors/monitor.py")]
+    texts += [(ROOT / f).read_text() for f in ("locustfile.py", "monitors/options.py")]
     return {v for t in texts for v in re.findall(r'env_var="([A-Z_]+)"', t)}
 
 

@@ -31,8 +31,8 @@ from typing import Any
 import pytest
 import requests
 
-from common.units import MB
-from runner.service import ManagedService
+from memstress.common.units import MB
+from memstress.runner.service import ManagedService
 from tests.conftest import PYTHON, start_service
 
 BUDGET_MB = 256

@@ -30,8 +30,8 @@ import psutil
 import pytest
 import requests
 
-from common.units import MB
-from monitors.allocations import (
+from memstress.common.units import MB
+from memstress.monitors.allocations import (
     CAPTURE_NAME,
     CAPTURE_PARAM,
     SITES_NAME,
@@ -40,10 +40,10 @@ from monitors.allocations import (
     capture,
     write_capture,
 )
-from monitors.sources import SmapsSource, SourceFailed, SourceMissing, parse_smaps_rollup
-from reports.leak_sites import kinds, where_memory_went
-from reports.results import SCHEMA_PATH
-from runner.service import ManagedService, free_port
+from memstress.monitors.sources import SmapsSource, SourceFailed, SourceMissing, parse_smaps_rollup
+from memstress.reports.leak_sites import kinds, where_memory_went
+from memstress.reports.results import SCHEMA_PATH
+from memstress.runner.service import ManagedService, free_port
 from tests.conftest import ROOT, start_service
 from tests.test_own_load import redis_target  # noqa: F401 - a fixture this module uses
 
@@ -444,8 +444,8 @@ def test_a_target_that_is_not_python_runs_on_with_the_reason(runs: Runs) -> None
 def _settings(mode: str, **kw: Any) -> Any:
     import dataclasses
 
-    from common.config import load_config
-    from runner.session import RunSettings
+    from memstress.common.config import load_config
+    from memstress.runner.session import RunSettings
 
     cfg = load_config()
     profiling = dataclasses.replace(cfg.monitor.leak_profiling, mode=mode)

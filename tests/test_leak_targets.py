@@ -25,9 +25,9 @@ from pathlib import Path
 
 import pytest
 
-from common.config import load_config
-from common.target import TargetClient
-from monitors.leak import (
+from memstress.common.config import load_config
+from memstress.common.target import TargetClient
+from memstress.monitors.leak import (
     LEAK_VERDICT,
     NO_LEAK,
     PLATEAU,
@@ -38,9 +38,9 @@ from monitors.leak import (
     on_run_clock,
     tier_readings,
 )
-from monitors.sampler import Sampler
-from monitors.sources import TIERS, ProcessSource, StatsSource
-from runner.service import clean_env, free_port
+from memstress.monitors.sampler import Sampler
+from memstress.monitors.sources import TIERS, ProcessSource, StatsSource
+from memstress.runner.service import clean_env, free_port
 
 pytestmark = pytest.mark.slow
 

@@ -13,13 +13,15 @@ from pathlib import Path
 import pytest
 import requests
 
-from runner.service import ManagedService
+from memstress.runner.service import ManagedService, spawn
 from tests.conftest import free_port
 from tests.locust_helpers import (
+    LOCUSTFILE,
     ROOT,
     LocustRun,
     assert_no_traceback,
     config_copy,
+    locust_env,
     run_cli,
     start_locust,
 )
@@ -252,11 +254,15 @@ def test_a_plain_headless_run_sets_the_verdicts_exit_code(
 
 def test_loading_the_locustfile_imports_no_pandas_or_matplotlib() -> None:
     """Every Locust process (master and each worker) loads locustfile.py: it stays lean.
-    The quit verdict needs neither; only the report (python -m reports) does."""
+    The quit verdict needs neither; only the report (python -m memstress.reports) does.
+    Nor does loading it import the master's monitor (its detector's numpy, scipy,
+    ruptures; the redis source): that waits for the init of a master or local runner."""
     code = (
         "import locust, sys, runpy\n"
+        "sys.path.insert(0, 'tests/fixtures')\n"
+        "from worker_modules import HEAVY\n"
         "runpy.run_path('locustfile.py')\n"
-        "heavy = sorted({m.split('.')[0] for m in sys.modules} & {'pandas', 'matplotlib'})\n"
+        "heavy = [m for m in HEAVY if m in sys.modules]\n"
         "print(','.join(heavy) or 'none')\n"
     )
     p = subprocess.run(
@@ -264,3 +270,76 @@ def test_loading_the_locustfile_imports_no_pandas_or_matplotlib() -> None:
     )
     assert p.returncode == 0, p.stderr[-2000:]
     assert p.stdout.strip().splitlines()[-1] == "none", p.stdout
+
+
+WORKER_MODULES = ROOT / "tests" / "fixtures" / "worker_modules.py"
+
+PLUGIN_USER = """\
+from locust import HttpUser, constant, task
+
+import memstress.plugin  # noqa: F401
+
+
+class Reader(HttpUser):
+    wait_time = constant(0.1)
+
+    @task
+    def health(self):
+        self.client.get("/health")
+"""
+
+
+@pytest.mark.parametrize("entry", ["locustfile", "plugin"])
+def test_a_worker_loads_none_of_the_masters_monitor(
+    tmp_path: Path, service: ManagedService, entry: str
+) -> None:
+    """A real master and worker (issue 18: a worker held 2.7x a plain worker's RSS):
+    after init and its users' requests, the worker has loaded nothing of HEAVY; the
+    master, which samples and judges, has."""
+    if entry == "locustfile":
+        files, extra = [LOCUSTFILE], ["--scenario", "baseline", "--duration", "8"]
+    else:
+        mine = tmp_path / "mine.py"
+        mine.write_text(PLUGIN_USER)
+        files, extra = [mine], ["-u", "2", "-r", "2", "--duration", "5"]
+    port = free_port()
+    out = {role: tmp_path / f"{role}.modules" for role in ("master", "worker")}
+    runs = []
+    try:
+        for role, args in (
+            (
+                "master",
+                [
+                    "--headless",
+                    "--master",
+                    "--master-bind-host",
+                    "127.0.0.1",
+                    "--master-bind-port",
+                    str(port),
+                    "--expect-workers",
+                    "1",
+                    *extra,
+                ],
+            ),
+            ("worker", ["--worker", "--master-host", "127.0.0.1", "--master-port", str(port)]),
+        ):
+            locustfiles = ",".join(str(f) for f in (*files, WORKER_MODULES))
+            cmd = [sys.executable, "-m", "locust", "-f", locustfiles, *args, "--host", service.url]
+            if role == "master":
+                cmd += ["--run-dir", str(tmp_path / "run")]
+            env = {**locust_env(), "MEMSTRESS_TEST_MODULES_OUT": str(out[role])}
+            log = tmp_path / f"{role}.log"
+            runs.append((role, log, spawn(cmd, log, env=env, mode="w", cwd=tmp_path)))
+        for role, log, proc in runs:
+            code = proc.wait(90)
+            text = log.read_text(errors="replace")
+            assert code == 0, f"{role}: exit {code}\n{text[-3000:]}"
+            assert_no_traceback(text)
+    finally:
+        for _, _, proc in runs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+    assert out["worker"].read_text().strip() == "WorkerRunner:none"
+    master = out["master"].read_text().strip()
+    assert master.startswith("MasterRunner:") and "memstress.monitors.monitor" in master

@@ -28,13 +28,13 @@ import pandas as pd
 import pytest
 import requests
 
-from common.config import Config, load_config
-from reports.build import build_run_report
-from reports.collect import read_run
-from reports.degraded import DegradedSource, degraded_sources
-from reports.markdown import render_run
-from reports.results import aggregate, to_results
-from runner.service import ManagedService, free_port
+from memstress.common.config import Config, load_config
+from memstress.reports.build import build_run_report
+from memstress.reports.collect import read_run
+from memstress.reports.degraded import DegradedSource, degraded_sources
+from memstress.reports.markdown import render_run
+from memstress.reports.results import aggregate, to_results
+from memstress.runner.service import ManagedService, free_port
 from tests.conftest import PYTHON, ROOT, start_service
 from tests.hostile_target import MODES, spoiled_sources
 from tests.locust_helpers import LocustRun, assert_no_traceback, config_copy, start_locust

@@ -22,11 +22,11 @@ from pathlib import Path
 
 import pytest
 
-from common.config import load_config
-from common.runfiles import SAMPLE_COLUMNS, WORKER_COLUMNS
-from monitors.leak import VERDICT_FILE, replay
-from monitors.sources import TIERS
-from runner.service import ManagedService
+from memstress.common.config import load_config
+from memstress.common.runfiles import SAMPLE_COLUMNS, WORKER_COLUMNS
+from memstress.monitors.leak import VERDICT_FILE, replay
+from memstress.monitors.sources import TIERS
+from memstress.runner.service import ManagedService
 from tests.conftest import ROOT, free_port, start_service
 from tests.locust_helpers import (
     LocustRun,
@@ -274,7 +274,7 @@ def test_the_leak_verdict_is_written_and_a_replay_of_the_samples_agrees(
 def test_memory_leak_report_verdict_is_the_detectors_and_checks_every_expectation(
     runs: Runs,
 ) -> None:
-    from reports.build import build_run_report
+    from memstress.reports.build import build_run_report
 
     rep = build_run_report(runs.leak.run.run_dir, load_config())
     doc = rep.results
@@ -321,7 +321,7 @@ def test_a_plain_locust_run_fails_at_quit_on_a_leak_of_the_targets_own(runs: Run
 
 
 def test_a_detector_that_cannot_call_the_leak_fails_the_run_on_its_check(runs: Runs) -> None:
-    from reports.build import build_run_report
+    from memstress.reports.build import build_run_report
 
     assert runs.blind.code == 0, runs.blind.run.log()[-3000:]  # the run itself played out
     kinds = [e["kind"] for e in runs.blind.run.events()]

@@ -16,11 +16,12 @@ import gevent
 import psutil
 import pytest
 
-from common.config import load_config
-from common.exitcodes import ExitCode
-from monitors.safety import SafetyGuard, Seen
-from monitors.sampler import GreenletCpuMeter, Sampler
-from monitors.sources import (
+from memstress.common.cgroup import find_memory_cgroup
+from memstress.common.config import load_config
+from memstress.common.exitcodes import ExitCode
+from memstress.monitors.safety import SafetyGuard, Seen
+from memstress.monitors.sampler import GreenletCpuMeter, Sampler
+from memstress.monitors.sources import (
     SOURCE_NAMES,
     CgroupSource,
     HostSource,
@@ -29,7 +30,6 @@ from monitors.sources import (
     SourceFailed,
     SourceMissing,
     TargetGone,
-    find_memory_cgroup,
     junk_values,
     parse_prometheus_rss,
     parse_psi,
@@ -367,6 +367,36 @@ def test_a_slow_source_does_not_hold_the_sample_past_its_deadline() -> None:
     assert events == [
         ("source_degraded", "stats", {"reason": "no answer within 0.1 s", "example": ""})
     ]
+
+
+class WhereSource(FakeSource):
+    """Records the greenlet each read ran in."""
+
+    def __init__(self, name: str, reading: dict[str, Any], *, local: bool) -> None:
+        super().__init__(name, reading)
+        self.local = local
+        self.ran_in: list[Any] = []
+
+    def read(self) -> dict[str, Any]:
+        self.ran_in.append(gevent.getcurrent())
+        return super().read()
+
+
+def test_local_sources_are_read_in_the_samplers_greenlet_network_ones_apart() -> None:
+    """A /proc read gets no greenlet and no timer of its own (gevent could not time it
+    out): the sampler reads it while the network reads wait on their sockets."""
+    local = WhereSource("process", {"proc_rss_bytes": 3}, local=True)
+    remote = WhereSource("prometheus", {"prom_rss_bytes": 4}, local=False)
+    sampler, events = _sampler(remote, local, SlowSource(5.0), deadline=0.1)
+
+    def take() -> tuple[Any, Any]:
+        return gevent.getcurrent(), sampler.take()
+
+    me, sample = gevent.spawn(take).get()
+    assert local.ran_in == [me] and remote.ran_in and remote.ran_in[0] is not me
+    assert sample.row["rss_source"] == "psutil" and sample.row["prom_rss_bytes"] == 4
+    assert sample.late == ["stats"] and sample.failures == ["stats"]
+    assert [e[0] for e in events] == ["source_degraded"]
 
 
 class StubbornSource:

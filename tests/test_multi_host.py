@@ -30,7 +30,7 @@ from typing import Any
 import pytest
 import requests
 
-from runner.service import ManagedService
+from memstress.runner.service import ManagedService
 from tests.conftest import ROOT, free_port, start_service
 from tests.locust_helpers import (
     LocustRun,
@@ -107,7 +107,7 @@ class Runs:
 def other_version(base: Path) -> Path:
     """A copy of the checkout with one edited module: another version of memstress."""
     dst = base / "other-checkout"
-    shutil.copytree(ROOT, dst, ignore=shutil.ignore_patterns(*IGNORED))
+    shutil.copytree(ROOT, dst, symlinks=True, ignore=shutil.ignore_patterns(*IGNORED))
     module = dst / "scenarios" / "baseline.py"
     module.write_text(module.read_text() + "\n# an edit the master does not have\n")
     return dst

@@ -27,7 +27,7 @@ import psutil
 import pytest
 import requests
 
-from runner.service import clean_env, free_port
+from memstress.runner.service import clean_env, free_port
 from tests.conftest import ROOT, start_redis
 from tests.locust_helpers import assert_no_traceback, config_copy
 

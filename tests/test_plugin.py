@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from runner.service import clean_env, free_port
+from memstress.runner.service import clean_env, free_port
 from tests.locust_helpers import assert_no_traceback
 from tests.test_own_load import start_server
 from tests.test_webui import CHROMIUM, chromium_dom, text_of

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import requests
 
-from runner.service import ManagedService
+from memstress.runner.service import ManagedService
 from tests.conftest import start_service
 from tests.locust_helpers import assert_no_traceback, config_copy, start_locust
 

@@ -18,10 +18,11 @@ from typing import Any
 
 import pytest
 
-from common.config import ConfigError, load_config, parse_config
-from common.context import check_target
-from common.target import (
+from memstress.common.config import ConfigError, load_config, parse_config
+from memstress.common.context import check_target
+from memstress.common.target import (
     REMOTE_FLAG,
+    TargetClient,
     check_host,
     check_target_pid,
     is_loopback,
@@ -29,10 +30,10 @@ from common.target import (
     parse_labels,
     parse_metric_name,
 )
-from monitors.exporter import matching_values
-from reports.markdown import render_run
-from reports.synthetic import Synthetic, write_run
-from scenarios.options import resolve_settings
+from memstress.monitors.exporter import matching_values
+from memstress.reports.markdown import render_run
+from memstress.reports.synthetic import Synthetic, write_run
+from memstress.scenarios.options import resolve_settings
 from tests.conftest import ROOT
 from tests.locust_helpers import config_copy, locust_env, run_cli
 
@@ -80,7 +81,7 @@ def test_a_remote_host_without_the_opt_in_is_one_line_naming_host_and_flag(
 
 
 def test_other_schemes_are_judged_by_where_they_point(no_network: None) -> None:
-    from common.target import check_remote_allowed
+    from memstress.common.target import check_remote_allowed
 
     check_remote_allowed("redis://127.0.0.1:6379", allow_remote=False)
     check_remote_allowed("unix:///run/redis.sock", allow_remote=False)  # a local socket
@@ -245,7 +246,7 @@ def test_locust_refuses_a_remote_host_in_init(tmp_path: Path) -> None:
 
 
 def test_the_report_records_a_remote_target_and_its_opt_in(tmp_path: Path) -> None:
-    from reports import build_run_report
+    from memstress.reports import build_run_report
 
     run = write_run(tmp_path / "run", Synthetic(duration_s=120))
     meta = json.loads((run / "run_meta.json").read_text())
@@ -302,9 +303,9 @@ def test_the_source_reads_the_one_matching_series(exporter: str) -> None:
 
     import psutil
 
-    from monitors.exporter import MetricsUrlSource
-    from monitors.sampler import Sampler
-    from monitors.sources import SourceFailed, SourceMissing
+    from memstress.monitors.exporter import MetricsUrlSource
+    from memstress.monitors.sampler import Sampler
+    from memstress.monitors.sources import SourceFailed, SourceMissing
     from tests.conftest import free_port
 
     spec = metrics_url(exporter, "container_memory_rss", "container=target")
@@ -352,8 +353,8 @@ class Fixed:
 
 
 def test_metrics_url_rss_ranks_after_a_pid_and_before_the_targets_own_figures() -> None:
-    from monitors.sampler import Sampler
-    from monitors.sources import SourceFailed
+    from memstress.monitors.sampler import Sampler
+    from memstress.monitors.sources import SourceFailed
 
     exporter = Fixed("metrics_url", {"metrics_rss_bytes": 150.0})
     own = [Fixed("prometheus", {"prom_rss_bytes": 200.0}), Fixed("stats", {"stats_rss_bytes": 3})]
@@ -373,7 +374,7 @@ def test_metrics_url_rss_ranks_after_a_pid_and_before_the_targets_own_figures() 
 
 
 def test_host_psi_and_cgroup_are_marked_as_the_load_generators_for_a_remote_target() -> None:
-    from monitors.sources import SOURCE_NAMES, host_scope_note
+    from memstress.monitors.sources import SOURCE_NAMES, host_scope_note
 
     note = host_scope_note(SOURCE_NAMES, REMOTE, remote=True, here="loadgen-1")
     assert note == (
@@ -394,3 +395,17 @@ def test_your_own_locustfile_takes_a_remote_host_only_with_the_opt_in(tmp_path: 
     line = one_error_line(run_suite_cli(*args))
     assert "cache.invalid is not on this machine" in line and REMOTE_FLAG in line
     assert not out.exists(), "refused before a run folder was made"
+
+
+def test_the_target_client_takes_the_environments_proxy_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A remote target behind a proxy still goes through it; the environment is read when
+    the client is made, not again on every one of the monitor's requests."""
+    monkeypatch.setenv("HTTP_PROXY", "http://proxy.example:3128")
+    client = TargetClient("http://staging.example:8000")
+    assert client.session.proxies.get("http") == "http://proxy.example:3128"
+    assert client.session.trust_env is False
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost,staging.example")
+    assert TargetClient("http://staging.example:8000").session.proxies == {}
+    assert TargetClient("http://127.0.0.1:9").session.proxies == {}

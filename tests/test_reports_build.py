@@ -10,14 +10,20 @@ import jsonschema
 import pandas as pd
 import pytest
 
-from common.config import Config, load_config
-from reports import build_run_report, build_session_report
-from reports.build import RunReport
-from reports.collect import read_csv
-from reports.markdown import render_run
-from reports.results import CHARTS_DIR, REPORT_NAME, RESULTS_NAME, SCHEMA_PATH, load_results
-from reports.synthetic import Synthetic, write_run
-from tests.fixtures.reports_builder import T0, small_run
+from memstress.common.config import Config, load_config
+from memstress.reports import build_run_report, build_session_report
+from memstress.reports.build import RunReport
+from memstress.reports.collect import read_csv
+from memstress.reports.markdown import render_run
+from memstress.reports.results import (
+    CHARTS_DIR,
+    REPORT_NAME,
+    RESULTS_NAME,
+    SCHEMA_PATH,
+    load_results,
+)
+from memstress.reports.synthetic import SMALL_START as T0
+from memstress.reports.synthetic import Synthetic, small_run, write_run
 
 SCHEMA = json.loads(SCHEMA_PATH.read_text())
 VALIDATOR = jsonschema.Draft202012Validator(SCHEMA)

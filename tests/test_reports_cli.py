@@ -1,4 +1,4 @@
-"""``python -m reports``: build, compare and analyze; bad input is one line and exit code 2."""
+"""``python -m memstress.reports``: build, compare and analyze; bad input is one line, exit 2."""
 
 from __future__ import annotations
 
@@ -11,19 +11,18 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from common.config import load_config
-from reports.__main__ import main
-from reports.compare import compare
-from reports.results import RESULTS_NAME, SCHEMA_PATH, load_results, summary
-from reports.synthetic import Synthetic, write_run
-from tests.fixtures.reports_builder import small_run
+from memstress.common.config import load_config
+from memstress.reports.__main__ import main
+from memstress.reports.compare import compare
+from memstress.reports.results import RESULTS_NAME, SCHEMA_PATH, load_results, summary
+from memstress.reports.synthetic import Synthetic, small_run, write_run
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "reports", *args],
+        [sys.executable, "-m", "memstress.reports", *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -46,7 +45,7 @@ def test_missing_folder_is_one_line_exit_2(tmp_path: Path) -> None:
     assert p.returncode == 2
     line = one_line_error(p.stderr)
     assert line == (
-        f"python -m reports build: error: {tmp_path / 'nope'}: no such folder "
+        f"python -m memstress.reports build: error: {tmp_path / 'nope'}: no such folder "
         "(valid: a run folder or a session folder)"
     )
     assert p.stdout == ""
@@ -83,7 +82,7 @@ def test_bad_input_in_process(
     assert main(args) == 2
     out = capsys.readouterr()
     line = one_line_error(out.err)
-    assert line.startswith(f"python -m reports {argv[0]}: error: ")
+    assert line.startswith(f"python -m memstress.reports {argv[0]}: error: ")
     assert expected in line
 
 

@@ -7,10 +7,10 @@ import itertools
 
 import pytest
 
-from common.config import Config, load_config
-from common.exitcodes import worst
-from reports.business import business_value
-from reports.grading import (
+from memstress.common.config import Config, load_config
+from memstress.common.exitcodes import worst
+from memstress.reports.business import business_value
+from memstress.reports.grading import (
     Grade,
     grade_all,
     overall,
@@ -19,7 +19,7 @@ from reports.grading import (
     thresholds,
     verdict,
 )
-from reports.metrics import (
+from memstress.reports.metrics import (
     CostMetrics,
     Latency,
     LeakMetrics,
@@ -31,7 +31,7 @@ from reports.metrics import (
     RunMetrics,
     StopInfo,
 )
-from reports.scores import health, stability
+from memstress.reports.scores import health, stability
 
 
 @pytest.fixture(scope="module")

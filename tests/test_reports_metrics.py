@@ -9,13 +9,23 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from common.config import Config, load_config
-from common.runfiles import EVENT_COLUMNS, SAMPLE_COLUMNS
-from reports.collect import read_run
-from reports.metrics import RunMetrics, compute, locust_percentile
-from reports.metrics.base import stage_injects, stage_phase
-from reports.metrics.leak import judged_series, lower_envelope, stage_slope
-from tests.fixtures.reports_builder import MB, T0, small_run, write_csv
+from memstress.common.config import Config, load_config
+from memstress.common.runfiles import EVENT_COLUMNS, SAMPLE_COLUMNS
+from memstress.common.units import MB
+from memstress.reports.collect import read_run
+from memstress.reports.metrics import RunMetrics, compute, locust_percentile
+from memstress.reports.metrics.base import stage_injects, stage_phase
+from memstress.reports.metrics.leak import judged_series, lower_envelope, stage_slope
+from memstress.reports.synthetic import SMALL_START as T0
+from memstress.reports.synthetic import (
+    Stage,
+    empty_samples,
+    locust_entry,
+    small_run,
+    write_csv,
+    write_meta,
+    write_stages,
+)
 
 
 @pytest.fixture(scope="module")
@@ -305,3 +315,87 @@ def test_leak_trend_is_judged_net_of_the_targets_accounted_tiers() -> None:
     _, rss = judged_series(plain)
     rss = rss / mb  # a target with no tiers: plain RSS
     assert rss[-1] - rss[0] == pytest.approx((cache[-1] + leak[-1]) / mb)
+
+
+def vector_run(run: Path, *, after_drop_mb: float) -> Path:
+    """70 samples 1 s apart: no vectors for 5 s at 100 MB; then 10 more vectors a second up to
+    400, RSS 105 MB (a one-off 5 MB on the first requests) + 0.05 MB per vector, the vector
+    tier 0.01 MB per vector; the cleanup stage at 60 s drops them all (count 0 from 61 s),
+    after which RSS is ``after_drop_mb``."""
+    run.mkdir(parents=True)
+    write_meta(run, scenario="vector_store", duration_s=70.0, started=T0, ended=T0 + 70)
+    ns = {"namespaces": 4}
+    write_stages(
+        run,
+        T0,
+        [
+            Stage("load", 0, 60, 5, {**ns, "phase": "stress"}),
+            Stage("cleanup", 60, 10, 1, {**ns, "cleanup": True, "phase": "recovery"}),
+        ],
+    )
+    i = np.arange(70)
+    count = np.where(i < 5, 0, np.minimum(10 * (i - 4), 400))
+    count = np.where(i > 60, 0, count)
+    rss = np.where(count > 0, 105.0 + 0.05 * count, 100.0)
+    rss = np.where(i > 60, after_drop_mb, rss)
+    samples = empty_samples(70)
+    samples["time"] = T0 + i
+    samples["elapsed_s"] = i
+    samples["rss_bytes"] = rss * MB
+    samples["rss_source"] = "psutil"
+    samples["stored_vectors"] = count
+    samples["vectors_bytes"] = 0.01 * count * MB
+    samples.to_csv(run / "memory_samples.csv", index=False)
+    names = {"search": "POST collections/[ns]/query", "drop_namespace": "DELETE collections/[ns]"}
+    write_csv(
+        run / "events.csv",
+        [{"time": T0, "kind": "adapter", "detail": json.dumps({"name": "t", "requests": names})}],
+        EVENT_COLUMNS,
+    )
+    # searches: p95 0.9 s; drops: 5 sent, 1 failed
+    search = locust_entry(
+        "POST", names["search"], {100: 50, 200: 45, 900: 4, 2000: 1}, start=T0, end=T0 + 60
+    )
+    drop = locust_entry("DELETE", names["drop_namespace"], {100: 5}, start=T0, end=T0 + 61)
+    drop["num_failures"] = 1
+    (run / "locust.json").write_text(json.dumps([search, drop]))
+    return run
+
+
+def test_memory_per_stored_vector_and_a_drop_that_gives_nothing_back(
+    tmp_path: Path, cfg: Config
+) -> None:
+    m = compute(read_run(vector_run(tmp_path / "run", after_drop_mb=125.0)), cfg)
+    v = m.vectors
+    assert v.measured and v.most_stored == 400
+    assert (v.rss_empty_mb, v.rss_at_most_mb) == (100.0, 125.0)
+    assert v.rss_per_vector_kb == pytest.approx(25 * 1024 / 400)  # the one-off 5 MB included
+    assert v.rss_slope_kb_per_vector == pytest.approx(0.05 * 1024)  # ... and left out
+    assert v.accounted_per_vector_kb == pytest.approx(0.01 * 1024)
+    assert m.cost.per_vector_kb == pytest.approx(0.01 * 1024)  # tier bytes / stored vectors
+    d = v.drop
+    assert (d.vectors_before, d.vectors_after, d.dropped, d.drop_requests) == (400, 0, 400, 4)
+    assert (d.rss_before_mb, d.rss_after_mb, d.returned_mb) == (125.0, 125.0, 0.0)
+    assert d.returned_pct_of_growth == 0.0 and d.observed_s == 9.0
+    assert d.came_back is False
+    assert "did NOT come back within 9 s" in d.finding and "125.0 MB" in d.finding
+
+
+def test_a_drop_that_gives_memory_back_and_the_adapters_search_name(
+    tmp_path: Path, cfg: Config
+) -> None:
+    from memstress.reports.results import aggregate
+
+    a = aggregate(read_run(vector_run(tmp_path / "run", after_drop_mb=102.0)), cfg)
+    d = a.metrics.vectors.drop
+    assert d.came_back is True  # 102 MB <= 100 MB * 1.10
+    assert d.returned_mb == 23.0 and d.returned_pct_of_growth == pytest.approx(92.0)
+    assert d.finding.startswith("memory came back within 9 s")
+    checks = {c.id: c for c in a.checks}
+    assert checks["search_p95_max_s"].status == "fail"  # p95 0.9 s of the adapter's query
+    assert "POST collections/[ns]/query p95 0.9 s" in checks["search_p95_max_s"].message
+
+
+def test_no_stored_vector_counts_no_vector_figures(small: RunMetrics) -> None:
+    assert small.vectors.measured is False and small.vectors.most_stored is None
+    assert "no stored_vectors samples" in small.vectors.note

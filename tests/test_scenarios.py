@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from common.config import Config, ConfigError, load_config
-from common.units import MB
-from scenarios import api, concurrent_agents, high_memory, memory_pressure_crisis
-from scenarios.control import ballast_step, leak_bytes, within
-from scenarios.registry import all_scenarios, get_scenario, names
-from scenarios.spec import MAX_SPAWN_RATE, Scenario
-from shapes.plan import MIN_STAGE_S, PlanError, StageSpec
+from memstress.common.config import Config, ConfigError, load_config
+from memstress.common.units import MB
+from memstress.scenarios import api, concurrent_agents, high_memory, memory_pressure_crisis
+from memstress.scenarios.control import ballast_step, leak_bytes, within
+from memstress.scenarios.registry import all_scenarios, get_scenario, names
+from memstress.scenarios.spec import MAX_SPAWN_RATE, Scenario
+from memstress.shapes.plan import MIN_STAGE_S, PlanError, StageSpec
 from tests.conftest import ROOT
 
 REQUEST_NAMES = {
@@ -257,11 +257,11 @@ def test_leak_bytes_follow_the_rate() -> None:
 
 
 def test_readme_scenario_table_shows_exactly_the_checks_the_verdict_makes() -> None:
-    """The README's "what the verdict checks" column is `python -m scenarios --checks`."""
+    """The README's "what the verdict checks" column is `python -m memstress.scenarios --checks`."""
     import re
 
-    from reports.checks import CATALOGUE
-    from scenarios.spec import checks_text
+    from memstress.reports.checks import CATALOGUE
+    from memstress.scenarios.spec import checks_text
 
     config = load_config()
     readme = (ROOT / "README.md").read_text()
@@ -279,7 +279,7 @@ def test_readme_scenario_table_shows_exactly_the_checks_the_verdict_makes() -> N
 def test_a_config_check_that_names_no_declared_check_is_refused(tmp_path: Path) -> None:
     import yaml
 
-    from scenarios.registry import check_config
+    from memstress.scenarios.registry import check_config
 
     data = yaml.safe_load((ROOT / "stress_test_config.yml").read_text())
     data["checks"]["baseline"]["no_such_check"] = {"required": True}

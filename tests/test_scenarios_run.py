@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 import pytest
 import requests
 
-from common.config import load_config
-from runner.service import ManagedService
-from scenarios.registry import get_scenario
+from memstress.common.config import load_config
+from memstress.runner.service import ManagedService
+from memstress.scenarios.registry import get_scenario
 from tests.conftest import start_service
 from tests.locust_helpers import ROOT, LocustRun, assert_no_traceback, start_locust
 
@@ -61,10 +61,10 @@ class TenRuns:
 
 
 def user_class_names() -> dict[str, list[str]]:
-    """Each scenario's user class names, from ``python -m scenarios --json`` (Locust
+    """Each scenario's user class names, from ``python -m memstress.scenarios --json`` (Locust
     stays out of the pytest process)."""
     out = subprocess.run(
-        [sys.executable, "-m", "scenarios", "--json"],
+        [sys.executable, "-m", "memstress.scenarios", "--json"],
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from runner.service import ManagedService
-from scenarios import api
+from memstress.runner.service import ManagedService
+from memstress.scenarios import api
 from tests.locust_helpers import ROOT, locust_env, start_locust
 
 MODULE = "cache_tests"
@@ -39,7 +39,7 @@ def readme_module() -> str:
 @pytest.fixture(scope="module")
 def checkout(tmp_path_factory: pytest.TempPathFactory) -> Path:
     dst = tmp_path_factory.mktemp("seedway") / "checkout"
-    shutil.copytree(ROOT, dst, ignore=shutil.ignore_patterns(*IGNORED))
+    shutil.copytree(ROOT, dst, symlinks=True, ignore=shutil.ignore_patterns(*IGNORED))
     (dst / "scenarios" / f"{MODULE}.py").write_text(readme_module())
     registry = dst / "scenarios" / "registry.py"
     before = registry.read_text().splitlines(keepends=True)
@@ -65,7 +65,9 @@ def test_a_test_method_is_listed_and_planned_as_a_scenario(checkout: Path) -> No
     assert listed.returncode == 0, listed.stderr
     row = next(line for line in listed.stdout.splitlines() if NAME in line)
     assert "60" in row and "Write one" in row, row
-    plans = run_in(checkout, "-m", "scenarios", "--scenario", NAME, "--duration", "20", "--json")
+    plans = run_in(
+        checkout, "-m", "memstress.scenarios", "--scenario", NAME, "--duration", "20", "--json"
+    )
     assert plans.returncode == 0, plans.stderr
     (plan,) = json.loads(plans.stdout)
     assert [s["name"] for s in plan["stages"]] == ["warmup", "stress", "cleanup"]
@@ -109,7 +111,7 @@ def test_the_seed_way_scenario_runs_headless_and_cleans_up(
 
 
 def test_an_async_test_method_is_refused_in_one_line() -> None:
-    from scenarios.seed import MemoryStressTest, scenarios_of
+    from memstress.scenarios.seed import MemoryStressTest, scenarios_of
 
     class Async(MemoryStressTest):
         async def test_x(self) -> None: ...

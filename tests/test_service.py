@@ -21,8 +21,8 @@ import pytest
 import requests
 import yaml
 
-from common.units import MB
-from runner.service import ManagedService
+from memstress.common.units import MB
+from memstress.runner.service import ManagedService
 from tests.conftest import ROOT, start_service
 
 TIMEOUT = 10

@@ -1,4 +1,4 @@
-"""``python -m service`` refuses bad flags with one line naming the flag (exit 2)."""
+"""``python -m memstress.service`` refuses bad flags with one line naming the flag (exit 2)."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ def test_bad_flag_is_one_line_naming_it_and_exit_2(
     tmp_path: Path, args: list[str], flag: str, valid: str
 ) -> None:
     p = subprocess.run(
-        [PYTHON, "-m", "service", "--data-dir", str(tmp_path / "d"), *args],
+        [PYTHON, "-m", "memstress.service", "--data-dir", str(tmp_path / "d"), *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -42,7 +42,7 @@ def test_bad_flag_is_one_line_naming_it_and_exit_2(
 
 def test_data_dir_is_required(tmp_path: Path) -> None:
     p = subprocess.run(
-        [PYTHON, "-m", "service", "--port", "8123"],
+        [PYTHON, "-m", "memstress.service", "--port", "8123"],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -56,7 +56,15 @@ def test_a_bad_config_file_names_the_key(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yml"
     bad.write_text(text.replace("budget_mb: 512", "budget_mb: 2"))
     p = subprocess.run(
-        [PYTHON, "-m", "service", "--data-dir", str(tmp_path / "d"), "--config", str(bad)],
+        [
+            PYTHON,
+            "-m",
+            "memstress.service",
+            "--data-dir",
+            str(tmp_path / "d"),
+            "--config",
+            str(bad),
+        ],
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -21,8 +21,8 @@ import psutil
 import pytest
 import requests
 
-from common.units import MB
-from runner.service import ManagedService
+from memstress.common.units import MB
+from memstress.runner.service import ManagedService
 from tests.conftest import start_service
 
 LIMIT = 1024 * 1024  # the shipped config's service.max_body_bytes

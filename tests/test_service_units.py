@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from common.units import MB
-from service.budget import auto_budget, cgroup_limit
-from service.embedding import CHUNK_CHARS, DIMS, EmbeddingCache, chunk_text, embed
-from service.optqueue import OptimizationQueue
-from service.vectors import NamespaceIndex
+from memstress.common.units import MB
+from memstress.service.budget import auto_budget, cgroup_limit
+from memstress.service.embedding import CHUNK_CHARS, DIMS, EmbeddingCache, chunk_text, embed
+from memstress.service.optqueue import OptimizationQueue
+from memstress.service.vectors import NamespaceIndex
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -174,9 +174,9 @@ def test_no_limit_or_a_limit_above_host_ram_falls_back_to_host_ram(tmp_path: Pat
             "sys/fs/cgroup/memory/memory.limit_in_bytes": "9223372036854771712",
         },
     )
-    found = cgroup_limit(root, "0::/\n")
-    assert found is not None and found[0] > 10**18  # the v1 "no limit" sentinel
-    b = auto_budget(4096 * MB, found)
+    assert cgroup_limit(root, "0::/\n") is None  # "max" and v1's "no limit" sentinel
+    root = _tree(tmp_path / "big", {"sys/fs/cgroup/memory.max": f"{8192 * MB}\n"})
+    b = auto_budget(4096 * MB, cgroup_limit(root, "0::/\n"))
     assert b.bytes == 2048 * MB and b.source == "host RAM" and "not below host RAM" in b.note
     b = auto_budget(4096 * MB, cgroup_limit(tmp_path / "nothing", ""))
     assert b.bytes == 2048 * MB and "no cgroup memory limit" in b.note

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from common.config import load_config
-from common.context import RunContext, Stage
-from common.runfiles import STAGE_COLUMNS
-from scenarios.options import resolve_settings
-from shapes.plan import (
+from memstress.common.config import load_config
+from memstress.common.context import RunContext, Stage
+from memstress.common.runfiles import STAGE_COLUMNS
+from memstress.scenarios.options import resolve_settings
+from memstress.shapes.plan import (
     MIN_STAGE_S,
     PLAN_COMPLETE,
     PlanError,
@@ -170,7 +170,7 @@ def test_stage_message_round_trip_and_remaining_time() -> None:
 
 
 def test_every_stage_of_the_shipped_plans_outlasts_a_locust_tick() -> None:
-    from scenarios.registry import all_scenarios
+    from memstress.scenarios.registry import all_scenarios
 
     config = load_config()
     for scenario in all_scenarios():

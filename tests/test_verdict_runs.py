@@ -48,7 +48,7 @@ def target(*args: str) -> Iterator[tuple[str, int]]:
 
 def compare(old: Path, new: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "reports", "compare", str(old), str(new)],
+        [sys.executable, "-m", "memstress.reports", "compare", str(old), str(new)],
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from runner.service import ManagedService
+from memstress.runner.service import ManagedService
 from tests.conftest import free_port
 from tests.locust_helpers import LocustRun, start_locust
 

@@ -1,7 +1,7 @@
 """Aggregate: the metrics of a run from a :class:`RunData`, as plain dataclasses.
 
 One module per concern: :mod:`.memory`, :mod:`.leak`, :mod:`.latency`,
-:mod:`.pressure`, :mod:`.recovery`, :mod:`.cost`, :mod:`.stages`; shared units
+:mod:`.pressure`, :mod:`.recovery`, :mod:`.cost`, :mod:`.vectors`, :mod:`.stages`; shared units
 and helpers in :mod:`.base`. :data:`DEFINITIONS` holds the one-line definition
 the report prints next to every figure.
 """
@@ -13,12 +13,20 @@ from typing import Any
 
 import pandas as pd
 
-from common.config import Config
-from reports.collect import CYCLE_REQUEST, RunData
-from reports.metrics import cost, latency, leak, memory, pressure, recovery
-from reports.metrics.base import MB, StageSpan, few, finite, parse_params, stage_spans, timeline
-from reports.metrics.cost import CostMetrics, cost_metrics
-from reports.metrics.latency import (
+from memstress.common.config import Config
+from memstress.reports.collect import CYCLE_REQUEST, RunData
+from memstress.reports.metrics import cost, latency, leak, memory, pressure, recovery, vectors
+from memstress.reports.metrics.base import (
+    MB,
+    StageSpan,
+    few,
+    finite,
+    parse_params,
+    stage_spans,
+    timeline,
+)
+from memstress.reports.metrics.cost import CostMetrics, cost_metrics
+from memstress.reports.metrics.latency import (
     Latency,
     NamedLatency,
     RequestMetrics,
@@ -29,16 +37,16 @@ from reports.metrics.latency import (
     request_latency,
     request_metrics,
 )
-from reports.metrics.leak import LeakEpisode, LeakMetrics, leak_metrics
-from reports.metrics.memory import (
+from memstress.reports.metrics.leak import LeakEpisode, LeakMetrics, leak_metrics
+from memstress.reports.metrics.memory import (
     MemoryMetrics,
     OptimizationMetrics,
     memory_metrics,
     optimization_metrics,
 )
-from reports.metrics.pressure import PressureMetrics, pressure_metrics
-from reports.metrics.recovery import RecoveryMetrics, recovery_metrics
-from reports.metrics.stages import (
+from memstress.reports.metrics.pressure import PressureMetrics, pressure_metrics
+from memstress.reports.metrics.recovery import RecoveryMetrics, recovery_metrics
+from memstress.reports.metrics.stages import (
     StageMetrics,
     StopInfo,
     first_shed,
@@ -47,11 +55,13 @@ from reports.metrics.stages import (
     stop_info,
     worker_summary,
 )
+from memstress.reports.metrics.vectors import DropMetrics, VectorMetrics, vector_metrics
 
 __all__ = [
     "DEFINITIONS",
     "MB",
     "CostMetrics",
+    "DropMetrics",
     "Latency",
     "LeakEpisode",
     "LeakMetrics",
@@ -64,6 +74,7 @@ __all__ = [
     "StageMetrics",
     "StageSpan",
     "StopInfo",
+    "VectorMetrics",
     "aggregated_latency",
     "compute",
     "few",
@@ -94,6 +105,7 @@ class RunMetrics:
     stop: StopInfo
     stages: list[StageMetrics]
     workers: dict[str, Any] = field(default_factory=dict)
+    vectors: VectorMetrics = field(default_factory=VectorMetrics)
     source_figures: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -104,6 +116,7 @@ DEFINITIONS: dict[str, tuple[str, str, str]] = {
     **pressure.DEFINITIONS,
     **recovery.DEFINITIONS,
     **cost.DEFINITIONS,
+    **vectors.DEFINITIONS,
     "duration_s": ("duration", "s", "from the run's start to its end"),
 }
 
@@ -121,6 +134,7 @@ def compute(data: RunData, cfg: Config) -> RunMetrics:
     else:
         latency, basis = aggregated_latency(data), "all requests"
     req.first_shed_s = first_shed(data, t0)
+    stored = vector_metrics(data, spans, tol)
     return RunMetrics(
         t0=t0,
         t_end=t_end,
@@ -136,6 +150,7 @@ def compute(data: RunData, cfg: Config) -> RunMetrics:
         pressure=pressure_metrics(data),
         recovery=recovery_metrics(data, spans, t0, tol, cfg.scenarios.recovery_min_observed_s),
         cost=cost_metrics(data, memory, req, spans),
+        vectors=stored,
         stop=stop_info(data),
         stages=stage_metrics(data, spans, t0, cfg),
         workers=worker_summary(data),
@@ -147,7 +162,7 @@ def source_figures(data: RunData) -> list[dict[str, Any]]:
     """First, last, lowest and highest value of each registered source's own column
     (``<source>_<figure>`` in memory_samples.csv beyond the suite's columns, e.g.
     ``redis_used_memory``)."""
-    from common.runfiles import SAMPLE_COLUMNS
+    from memstress.common.runfiles import SAMPLE_COLUMNS
 
     out: list[dict[str, Any]] = []
     for column in data.samples.columns:

@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from common.units import MB
-from reports.collect import RunData
+from memstress.common.units import MB
+from memstress.reports.collect import RunData
 
 FEW = 5
 """Samples whose median is the start or end level of memory."""
@@ -92,6 +92,7 @@ def counter_delta(values: pd.Series) -> float | None:
 
 
 def parse_params(text: Any) -> dict[str, Any]:
+    """A JSON object in CSV text (a stage's params, an event's detail); {} for anything else."""
     if not isinstance(text, str) or not text.strip():
         return {}
     try:
@@ -176,6 +177,22 @@ def stage_spans(data: RunData, t0: float, t_end: float) -> list[StageSpan]:
         for s in spans:
             s.phase = "stress"
     return spans
+
+
+def adapter_requests(data: RunData) -> dict[str, str]:
+    """Operation -> Locust request name, from the run's ``adapter`` event ({} when the run
+    has none: a run from before adapters, or a user's own locustfile)."""
+    ev = data.events
+    if ev.empty or "kind" not in ev:
+        return {}
+    for detail in ev.loc[ev["kind"] == "adapter", "detail"]:
+        try:
+            names = json.loads(detail).get("requests")
+        except (ValueError, TypeError, AttributeError):
+            continue
+        if isinstance(names, dict):
+            return {str(k): str(v) for k, v in names.items()}
+    return {}
 
 
 def rss_series(samples: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:

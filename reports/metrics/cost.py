@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from reports.collect import RunData
-from reports.metrics.base import (
+import numpy as np
+
+from memstress.reports.collect import RunData
+from memstress.reports.metrics.base import (
     StageSpan,
     col,
     finite,
 )
-from reports.metrics.latency import RequestMetrics, entries
-from reports.metrics.memory import MemoryMetrics
+from memstress.reports.metrics.latency import RequestMetrics, entries
+from memstress.reports.metrics.memory import MemoryMetrics
 
 
 @dataclass
@@ -42,10 +44,13 @@ def cost_metrics(
     s = data.samples
     vec_bytes = col(s, "vectors_bytes").dropna()
     if len(vec_bytes) and vec_bytes.max() > 0:
-        items = col(s, "vectors_items").dropna() if "vectors_items" in s.columns else None
-        if items is not None and len(items) and items.iloc[-1] > 0:
-            c.per_vector_kb = float(vec_bytes.iloc[-1]) / float(items.iloc[-1]) / 1024.0
-            c.vector_basis = "vectors_bytes / vectors_items (last sample)"
+        stored = col(s, "stored_vectors").to_numpy(dtype=float)
+        tier = col(s, "vectors_bytes").to_numpy(dtype=float)
+        both = np.isfinite(stored) & np.isfinite(tier) & (stored > 0)
+        if both.any():
+            at = int(np.argmax(np.where(both, stored, -1.0)))  # first sample with the most
+            c.per_vector_kb = float(tier[at]) / float(stored[at]) / 1024.0
+            c.vector_basis = "vectors_bytes / stored_vectors (the sample with the most vectors)"
         else:
             docs = sum(
                 int(e.get("num_requests") or 0) - int(e.get("num_failures") or 0)
@@ -66,7 +71,11 @@ def cost_metrics(
 
 DEFINITIONS: dict[str, tuple[str, str, str]] = {
     "cost.per_request_kb": ("memory per request", "KB", "memory growth / requests"),
-    "cost.per_vector_kb": ("memory per stored vector", "KB", "vector tier bytes / stored items"),
+    "cost.per_vector_kb": (
+        "memory per stored vector",
+        "KB",
+        "vector tier bytes / stored vectors, at the sample with the most (else per document)",
+    ),
     "cost.per_agent_kb": ("memory per agent", "KB", "conversation tier bytes / agents"),
 }
 """Label, unit and one-line definition of each figure above, keyed by its path in the

@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from reports.collect import CYCLE_REQUEST, SHED_TYPE, RunData
-from reports.metrics.base import (
+from memstress.reports.collect import CYCLE_REQUEST, SHED_TYPE, RunData
+from memstress.reports.metrics.base import (
     col,
     finite,
     pct,

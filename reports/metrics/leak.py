@@ -38,10 +38,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from common.config import Config, LeakDetection
-from monitors.leak import on_run_clock, replay
-from reports.collect import RunData
-from reports.metrics.base import MB, StageSpan, col, finite, rss_series
+from memstress.common.config import Config, LeakDetection
+from memstress.monitors.leak import on_run_clock, replay
+from memstress.reports.collect import RunData
+from memstress.reports.metrics.base import MB, StageSpan, col, finite, parse_params, rss_series
 
 JUDGED_TIERS = ("conversations_bytes", "vectors_bytes", "embedding_cache_bytes", "ballast_bytes")
 """The tier columns the monitor subtracts from RSS before the detector judges it."""
@@ -109,16 +109,6 @@ class LeakMetrics:
         return f"leak not judged ({self.reason})"
 
 
-def _detail(text: Any) -> dict[str, Any]:
-    if not isinstance(text, str) or not text.startswith("{"):
-        return {}
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError:
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
 def settings_used(data: RunData, cfg: Config) -> tuple[LeakDetection, float]:
     """The detector settings and sampling interval the run used."""
     base = cfg.monitor.leak_detection
@@ -133,7 +123,7 @@ def settings_used(data: RunData, cfg: Config) -> tuple[LeakDetection, float]:
     ev = data.events
     rows = ev.loc[ev["kind"] == "leak_settings", "detail"]
     if len(rows):
-        d = _detail(rows.iloc[-1])
+        d = parse_params(rows.iloc[-1])
         try:
             values = {k: type(getattr(base, k))(d[k]) for k in names if k in d}
             return dataclasses.replace(base, **values), float(d.get("interval_s", 1.0))
@@ -309,7 +299,7 @@ DEFINITIONS: dict[str, tuple[str, str, str]] = {
     "leak.verdict": (
         "leak verdict",
         "",
-        "the online detector's state at the end of the run (monitors/leak.py): leak, no leak, "
+        "the online detector's state at the end of the run (monitors/leak/): leak, no leak, "
         "or not judged (too few samples)",
     ),
     "leak.slope_mb_min": (

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from reports.collect import RunData
-from reports.metrics.base import (
+from memstress.reports.collect import RunData
+from memstress.reports.metrics.base import (
     MB,
     budget_mb,
     col,

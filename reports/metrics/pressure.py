@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from reports.collect import RunData
-from reports.metrics.base import (
+from memstress.reports.collect import RunData
+from memstress.reports.metrics.base import (
     MB,
     budget_mb,
     col,

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from reports.collect import RunData
-from reports.metrics.base import (
+from memstress.reports.collect import RunData
+from memstress.reports.metrics.base import (
     StageSpan,
     few,
     median,

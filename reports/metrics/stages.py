@@ -7,9 +7,10 @@ from typing import Any
 
 import numpy as np
 
-from common.config import Config
-from reports.collect import CYCLE_REQUEST, SHED_TYPE, RunData
-from reports.metrics.base import (
+from memstress.common.config import Config
+from memstress.common.exitcodes import ExitCode
+from memstress.reports.collect import CYCLE_REQUEST, SHED_TYPE, RunData
+from memstress.reports.metrics.base import (
     MB,
     StageSpan,
     col,
@@ -21,9 +22,9 @@ from reports.metrics.base import (
     rss_series,
     whole,
 )
-from reports.metrics.latency import HistoryCounters, Latency
-from reports.metrics.leak import judged_series, settings_used, stage_slope
-from reports.metrics.pressure import pressure_series
+from memstress.reports.metrics.latency import HistoryCounters, Latency
+from memstress.reports.metrics.leak import judged_series, settings_used, stage_slope
+from memstress.reports.metrics.pressure import pressure_series
 
 
 @dataclass
@@ -46,17 +47,17 @@ def stop_info(data: RunData) -> StopInfo:
     code = whole((meta or {}).get("exit_code"))
     reason = str((meta or {}).get("stop_reason") or "")
     kinds = set(stops["kind"])
-    if meta is not None and (meta.get("interrupted") or code == 130):
+    if meta is not None and (meta.get("interrupted") or code == ExitCode.INTERRUPTED):
         return StopInfo("interrupted", reason or "interrupted by the user", code, events)
-    if "target_lost" in kinds or code == 3:
+    if "target_lost" in kinds or code == ExitCode.TARGET_LOST:
         detail = next((e for e in events if e.startswith("target_lost")), "")
         return StopInfo("target_lost", reason or detail or "the target was lost", code, events)
-    if "emergency_stop" in kinds or code == 4:
+    if "emergency_stop" in kinds or code == ExitCode.SAFETY:
         detail = next((e for e in events if e.startswith("emergency_stop")), "")
         return StopInfo("safety", reason or detail or "stopped by a safety limit", code, events)
-    if code == 2:
+    if code == ExitCode.USAGE:
         return StopInfo("usage", reason or "bad usage or config", code, events)
-    if code is not None and code not in (0, 1):
+    if code is not None and code not in (ExitCode.OK, ExitCode.FAILED):
         # Locust killed by a signal (negative code) or crashed: the figures are cut short.
         why = f"killed by signal {-code}" if code < 0 else f"exited with code {code}"
         return StopInfo("crashed", reason or f"the load generator {why}", code, events)

@@ -11,18 +11,21 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Mapping
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from common.config import ConfigError
-from scenarios.target import Target, refusal
+from memstress.common.config import ConfigError
+from memstress.scenarios.target import Target, refusal
+
+if TYPE_CHECKING:
+    import requests
 
 DEFAULT = "memstress"
 
 ADAPTERS: dict[str, str] = {
-    "memstress": "scenarios.adapters.memstress:MemstressAdapter",
-    "redis": "scenarios.adapters.redis_lists:RedisAdapter",
-    "http-map": "scenarios.adapters.http_map:HttpMapAdapter",
-    "chroma": "scenarios.adapters.chroma:ChromaAdapter",
+    "memstress": "memstress.scenarios.adapters.memstress:MemstressAdapter",
+    "redis": "memstress.scenarios.adapters.redis_lists:RedisAdapter",
+    "http-map": "memstress.scenarios.adapters.http_map:HttpMapAdapter",
+    "chroma": "memstress.scenarios.adapters.chroma:ChromaAdapter",
 }
 """Adapter name -> ``module:class``; the class is made with the ``--adapter-config`` path."""
 
@@ -32,6 +35,7 @@ class Adapter(Protocol):
     capabilities: frozenset[str]
     schemes: tuple[str, ...]  # the --host URL schemes it speaks
     health_path: str | None  # an HTTP path the monitor may poll (None: none to poll)
+    request_names: Mapping[str, str]  # operation (Target method) -> its Locust request name
 
     def connect(self, user: Any) -> Target: ...
     def wait_ready(self, host: str, deadline_s: float) -> None:
@@ -39,6 +43,22 @@ class Adapter(Protocol):
         ...
 
     def sweep(self, host: str, run_id: str, params: Mapping[str, Any]) -> dict[str, Any]: ...
+
+
+class CountsVectors(Protocol):
+    """An adapter that can count the vectors its target holds for a run."""
+
+    def count_vectors(
+        self, session: requests.Session, host: str, run_id: str, timeout: float
+    ) -> int:
+        """Vectors (stored items) in the run's namespaces now; TargetError when the target
+        cannot say. Called by the monitor on the master, every sample."""
+        ...
+
+
+def vector_counter(adapter: Any) -> CountsVectors | None:
+    """The adapter as a :class:`CountsVectors`, or None when it cannot count vectors."""
+    return adapter if callable(getattr(adapter, "count_vectors", None)) else None
 
 
 def names() -> tuple[str, ...]:
@@ -59,7 +79,7 @@ def load_adapter(name: str | None, config_path: str | None = None) -> Adapter:
 
 def runnable(adapter: Adapter) -> list[str]:
     """The registered scenarios this adapter can run, in registry order."""
-    from scenarios.registry import all_scenarios
+    from memstress.scenarios.registry import all_scenarios
 
     return [s.name for s in all_scenarios() if s.required <= adapter.capabilities]
 
@@ -73,7 +93,7 @@ def check_scenario(scenario: Any, adapter: Adapter) -> None:
 
 def capability_table() -> str:
     """The README's adapter x scenario table (Markdown), from what each declares."""
-    from scenarios.registry import all_scenarios
+    from memstress.scenarios.registry import all_scenarios
 
     fixed = [load_adapter("memstress"), load_adapter("redis"), load_adapter("chroma")]
     head = "| scenario | needs | optional | memstress | redis | chroma | http-map |"

@@ -8,7 +8,9 @@ download); a search is a ``query`` with the embedded query text; dropping a
 namespace deletes its collection. The requests go through Chroma's HTTP API
 (v2) on the user's own HTTP client, so they are timed and named like every
 other request. Chroma reports no memory of its own: memory comes from the
-process (``--target-pid``).
+process (``--target-pid``). The monitor counts the run's stored vectors
+(:meth:`ChromaAdapter.count_vectors`: each of the run's collections' ``count``),
+so the report can give memory per stored vector and what dropping them gave back.
 """
 
 from __future__ import annotations
@@ -19,22 +21,43 @@ from typing import Any
 
 import requests
 
-from common.config import ConfigError
-from common.target import TargetError
-from scenarios import target
-from scenarios.spec import namespace
-from scenarios.target import Reply
+from memstress.common.config import ConfigError
+from memstress.common.target import TargetError
+from memstress.scenarios import target
+from memstress.scenarios.spec import namespace, namespace_prefix
+from memstress.scenarios.target import Reply
 
 DATABASE = "/api/v2/tenants/default_tenant/databases/default_database"
 COLLECTIONS = f"{DATABASE}/collections"
 HEARTBEAT = "/api/v2/heartbeat"
+PAGE = 100
+"""Collections listed per request when the monitor counts the run's vectors."""
+
+CREATE = "POST collections (get_or_create)"
+UPSERT = "POST collections/[ns]/upsert"
+QUERY = "POST collections/[ns]/query"
+DELETE = "DELETE collections/[ns]"
+NAMES = {"add_document": UPSERT, "search": QUERY, "drop_namespace": DELETE}
+"""Each operation's Locust request name."""
 
 
 def _embed(text: str) -> list[float]:
-    from service.embedding import embed  # numpy; only where documents are embedded
+    from memstress.service.embedding import embed  # numpy; only where documents are embedded
 
     vector: list[float] = embed(text).astype(float).tolist()
     return vector
+
+
+def _json(r: requests.Response) -> Any:
+    """The JSON answer of a 200; TargetError naming the status or the body otherwise."""
+    if r.status_code != 200:
+        raise TargetError(f"{r.request.method} {r.url}: HTTP {r.status_code}")
+    try:
+        return r.json()
+    except ValueError:
+        raise TargetError(
+            f"{r.request.method} {r.url}: HTTP 200 with a body that is not JSON"
+        ) from None
 
 
 class ChromaTarget:
@@ -49,7 +72,7 @@ class ChromaTarget:
             reply = self.user.request(
                 "POST",
                 COLLECTIONS,
-                "POST collections (get_or_create)",
+                CREATE,
                 {"name": name, "get_or_create": True},
             )
             if not reply.ok or not isinstance(reply.data, dict) or "id" not in reply.data:
@@ -62,9 +85,7 @@ class ChromaTarget:
         if cid is None:
             return Reply(False, False, 0)
         body = {"ids": [doc_id], "embeddings": [_embed(text)], "documents": [text]}
-        reply: Reply = self.user.request(
-            "POST", f"{COLLECTIONS}/{cid}/upsert", "POST collections/[ns]/upsert", body
-        )
+        reply: Reply = self.user.request("POST", f"{COLLECTIONS}/{cid}/upsert", UPSERT, body)
         return reply
 
     def search(self, namespace: str, query: str, k: int) -> Reply:
@@ -72,15 +93,13 @@ class ChromaTarget:
         if cid is None:
             return Reply(False, False, 0)
         body = {"query_embeddings": [_embed(query)], "n_results": k, "include": ["distances"]}
-        reply: Reply = self.user.request(
-            "POST", f"{COLLECTIONS}/{cid}/query", "POST collections/[ns]/query", body
-        )
+        reply: Reply = self.user.request("POST", f"{COLLECTIONS}/{cid}/query", QUERY, body)
         return reply
 
     def drop_namespace(self, namespace: str) -> Reply:
         self.ids.pop(namespace, None)
         reply: Reply = self.user.request(
-            "DELETE", f"{COLLECTIONS}/{namespace}", "DELETE collections/[ns]", allow=(404,)
+            "DELETE", f"{COLLECTIONS}/{namespace}", DELETE, allow=(404,)
         )
         return reply
 
@@ -123,6 +142,7 @@ class ChromaAdapter:
     capabilities = ChromaTarget.capabilities
     schemes = ("http", "https")
     health_path = HEARTBEAT
+    request_names = NAMES
 
     def __init__(self, config_path: str | None = None) -> None:
         if config_path:
@@ -145,6 +165,37 @@ class ChromaAdapter:
                     last = type(exc).__name__
                 time.sleep(0.1)
         raise TargetError(f"GET {url} did not answer 200 in {deadline_s:g} s ({last})")
+
+    def count_vectors(
+        self, session: requests.Session, host: str, run_id: str, timeout: float
+    ) -> int:
+        """Records in the run's collections (named ``<run id>-ns-<k>``), each one's ``count``."""
+        base, prefix = f"{host.rstrip('/')}{COLLECTIONS}", namespace_prefix(run_id)
+        ids: list[str] = []
+        try:
+            for offset in range(0, 100 * PAGE, PAGE):  # bounded: at most 100 pages
+                page = _json(
+                    session.get(base, params={"limit": PAGE, "offset": offset}, timeout=timeout)
+                )
+                if not isinstance(page, list):
+                    raise TargetError(f"GET {COLLECTIONS}: not a list of collections")
+                ids += [
+                    str(c.get("id"))
+                    for c in page
+                    if isinstance(c, dict) and str(c.get("name", "")).startswith(prefix)
+                ]
+                if len(page) < PAGE:
+                    break
+            counts = []
+            for cid in ids:
+                r = session.get(f"{base}/{cid}/count", timeout=timeout)
+                # dropped between the list and its count (the cleanup stage): none left
+                counts.append(0 if r.status_code == 404 else _json(r))
+        except requests.RequestException as exc:
+            raise TargetError(f"GET {COLLECTIONS}: {type(exc).__name__}") from None
+        if not all(isinstance(n, int) and not isinstance(n, bool) for n in counts):
+            raise TargetError(f"GET {COLLECTIONS}/[id]/count: not a whole number")
+        return sum(counts)
 
     def sweep(self, host: str, run_id: str, params: Mapping[str, Any]) -> dict[str, Any]:
         """Delete the run's collections once more (a 404 is gone already)."""

@@ -39,11 +39,11 @@ from urllib.parse import quote
 import requests
 import yaml
 
-from common.config import ConfigError
-from common.target import TargetError
-from scenarios import target
-from scenarios.spec import agent_id, namespace
-from scenarios.target import Reply
+from memstress.common.config import ConfigError
+from memstress.common.target import TargetError
+from memstress.scenarios import target
+from memstress.scenarios.spec import agent_id, namespace
+from memstress.scenarios.target import Reply
 
 PLACEHOLDERS: dict[str, tuple[str, ...]] = {
     "remember": ("agent", "role", "content"),
@@ -310,6 +310,7 @@ class HttpMapAdapter:
         self.mapping = load_mapping(config_path)
         self.capabilities = self.mapping.capabilities
         self.health_path: str | None = self.mapping.health
+        self.request_names = {op: o.name for op, o in self.mapping.operations.items()}
 
     def connect(self, user: Any) -> HttpMapTarget:
         return HttpMapTarget(user, self.mapping)

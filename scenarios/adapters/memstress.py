@@ -2,7 +2,9 @@
 
 Request names are the endpoints' (``POST /agents/[id]/messages`` ...), which the
 reports look for; a 429/503 with ``Retry-After`` is shed (see
-:meth:`scenarios.base.MemstressUser.call`).
+:meth:`scenarios.base.MemstressUser.call`). The stored vectors the monitor counts
+are the service's (``tiers.vectors.stored`` of ``/memory/stats``): the bundled
+service serves one run.
 """
 
 from __future__ import annotations
@@ -10,10 +12,29 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from common.config import ConfigError
-from common.target import TargetClient
-from scenarios import api, target
-from scenarios.target import Reply
+import requests
+
+from memstress.common.config import ConfigError
+from memstress.common.target import TargetClient, TargetError
+from memstress.scenarios import api, target
+from memstress.scenarios.target import Reply
+
+NAMES = {
+    "remember": api.MESSAGE_ADD.name,
+    "context": api.CONTEXT.name,
+    "history": api.MESSAGES.name,
+    "forget": api.AGENT_DELETE.name,
+    "add_document": api.DOCUMENT_ADD.name,
+    "search": api.SEARCH.name,
+    "drop_namespace": api.NAMESPACE_DELETE.name,
+    "optimize": api.OPTIMIZE.name,
+    "cycle": api.CYCLE.name,
+    "stats": api.STATS.name,
+    "leak": api.LEAK.name,
+    "ballast": api.BALLAST.name,
+    "reset_faults": api.RESET.name,
+}
+"""Each operation's Locust request name (its endpoint's)."""
 
 
 class MemstressTarget:
@@ -68,6 +89,7 @@ class MemstressAdapter:
     capabilities = MemstressTarget.capabilities
     schemes = ("http", "https")
     health_path = "/health"
+    request_names = NAMES
 
     def __init__(self, config_path: str | None = None) -> None:
         if config_path:
@@ -83,7 +105,25 @@ class MemstressAdapter:
         finally:
             client.close()
 
+    def count_vectors(
+        self, session: requests.Session, host: str, run_id: str, timeout: float
+    ) -> int:
+        """The vectors (chunks) the service stores: ``tiers.vectors.stored`` of its stats."""
+        url = f"{host.rstrip('/')}{api.STATS.path}"
+        try:
+            r = session.get(url, timeout=timeout)
+            data = r.json() if r.status_code == 200 else None
+        except (requests.RequestException, ValueError) as exc:
+            raise TargetError(f"GET {api.STATS.path}: {type(exc).__name__}") from None
+        vectors = (
+            ((data or {}).get("tiers") or {}).get("vectors") if isinstance(data, dict) else None
+        )
+        stored = vectors.get("stored") if isinstance(vectors, dict) else None
+        if not isinstance(stored, int) or isinstance(stored, bool):
+            raise TargetError(f"GET {api.STATS.path}: no whole tiers.vectors.stored")
+        return stored
+
     def sweep(self, host: str, run_id: str, params: Mapping[str, Any]) -> dict[str, Any]:
-        from scenarios.spec import sweep_run_data
+        from memstress.scenarios.spec import sweep_run_data
 
         return sweep_run_data(host, run_id, params)

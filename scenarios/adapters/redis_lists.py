@@ -24,10 +24,10 @@ from typing import Any
 
 import redis
 
-from common.config import ConfigError
-from common.target import TargetError
-from scenarios import api, target
-from scenarios.target import Reply
+from memstress.common.config import ConfigError
+from memstress.common.target import TargetError
+from memstress.scenarios import api, target
+from memstress.scenarios.target import Reply
 
 HISTORY_MAX = 200
 """Messages kept per agent (``LTRIM``)."""
@@ -37,6 +37,17 @@ TTL_MARGIN_S = 600
 
 KEY_PREFIX = "memstress:"
 REQUEST_TYPE = "REDIS"
+
+
+NAMES = {
+    "remember": "LPUSH+LTRIM memstress:[agent]",
+    "context": "LRANGE memstress:[agent] (context)",
+    "history": "LRANGE memstress:[agent] (history)",
+    "forget": "DEL memstress:[agent]",
+    "optimize": "MEMORY PURGE",
+    "stats": "INFO memory",
+}
+"""Each operation's Locust request name."""
 
 
 def key_of(agent: str) -> str:
@@ -96,28 +107,26 @@ class RedisTarget:
             pipe.expire(key, self.ttl_s)
             return pipe.execute()
 
-        return self._run("LPUSH+LTRIM memstress:[agent]", push)
+        return self._run(NAMES["remember"], push)
 
     def context(self, agent: str, query: str, k: int) -> Reply:
-        return self._run(
-            "LRANGE memstress:[agent] (context)", lambda: self.db.lrange(key_of(agent), 0, k - 1)
-        )
+        return self._run(NAMES["context"], lambda: self.db.lrange(key_of(agent), 0, k - 1))
 
     def history(self, agent: str, offset: int, limit: int) -> Reply:
         key = key_of(agent)
         return self._run(
-            "LRANGE memstress:[agent] (history)",
+            NAMES["history"],
             lambda: self.db.lrange(key, offset, offset + limit - 1),
         )
 
     def forget(self, agent: str) -> Reply:
-        return self._run("DEL memstress:[agent]", lambda: self.db.delete(key_of(agent)))
+        return self._run(NAMES["forget"], lambda: self.db.delete(key_of(agent)))
 
     def optimize(self, priority: str, reason: str) -> Reply:
-        return self._run("MEMORY PURGE", lambda: self.db.execute_command("MEMORY PURGE"))
+        return self._run(NAMES["optimize"], lambda: self.db.execute_command("MEMORY PURGE"))
 
     def stats(self) -> Reply:
-        reply = self._run("INFO memory", lambda: self.db.info("memory"))
+        reply = self._run(NAMES["stats"], lambda: self.db.info("memory"))
         if not reply.ok:
             return reply
         return Reply(True, False, 200, stats_of(reply.data))
@@ -166,6 +175,7 @@ class RedisAdapter:
     capabilities = RedisTarget.capabilities
     schemes = ("redis", "rediss", "unix")
     health_path = None
+    request_names = NAMES
 
     def __init__(self, config_path: str | None = None) -> None:
         if config_path:
