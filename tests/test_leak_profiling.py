@@ -396,7 +396,7 @@ def test_memory_leak_names_the_fault_injection_as_top_site(runs: Runs) -> None:
     capture_json = (run.run_dir / CAPTURE_NAME).read_text()
     assert top["kind"] == "heap"
     assert top["function"] == "touched_block", (rows[:3], capture_json)
-    assert top["location"].startswith("service/faults.py:"), top
+    assert top["location"].startswith("memstress/service/faults.py:"), top
     assert "routes_faults.py" in top["frames"]
     assert float(top["share_pct"]) >= 80, (rows[:3], capture_json)
     doc = run.results()
@@ -408,7 +408,7 @@ def test_memory_leak_names_the_fault_injection_as_top_site(runs: Runs) -> None:
     assert doc["where_memory_went"]["kinds"]["anon_mb"] is not None
     report = run.report()
     assert "## Where the memory went" in report
-    assert "Top site: `touched_block` at service/faults.py:" in report
+    assert "Top site: `touched_block` at memstress/service/faults.py:" in report
     assert "RSS slope over the same window" in report
     events = (run.run_dir / "events.csv").read_text()
     assert events.count("allocation_capture") == 2  # started, then captured
@@ -551,7 +551,7 @@ def test_own_locustfile_run_names_the_leaking_function(leaky: Target, tmp_path: 
         "--target-pid",
         str(leaky.proc.pid),
         "--duration",
-        "40",
+        "55",  # the leak is called at about 20 s; a loaded machine's attach can take 15 s
         "--users",
         "3",
         "--monitor-interval",
