@@ -30,8 +30,14 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+# The tests run on PYTEST_WORKERS processes (pytest-xdist). Most of their time is real
+# runs waiting on their stage plans, so 4 workers keep 2 cores busy; a file's tests stay
+# on one worker (they share its runs) and the longest start first: tests/conftest.py.
+# PYTEST_WORKERS=0 runs them in this process, one after another.
+PYTEST_WORKERS ?= 4
+
 pytest: $(STAMP) browser redis gdb chroma-ci
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
 # The live memory view is checked in headless Chromium (Debian's chromium). In CI
 # (CI set) it is installed when missing (root and apt-get needed), and a failed

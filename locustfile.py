@@ -25,7 +25,7 @@ from memstress.common.checkout import VersionCheck
 from memstress.common.config import DEFAULT_CONFIG_PATH, ConfigError
 from memstress.common.context import build_context
 from memstress.common.exitcodes import ExitCode
-from memstress.common.locustfix import stop_csv_writer_at_quit
+from memstress.common.locustfix import stop_csv_writer_at_quit, stop_forked_workers
 from memstress.monitors.options import TargetProfile, add_monitor_options
 from memstress.monitors.worker import attach_monitor
 from memstress.reports.quit_verdict import QuitVerdict
@@ -131,6 +131,7 @@ def on_init(environment: Any, runner: Any, web_ui: Any = None, **_: Any) -> None
         # One line and exit code 2; a --processes child stays quiet (its parent says it).
         if not (getattr(opts, "worker", False) and getattr(opts, "processes", None)):
             log.error("%s", exc)
+        stop_forked_workers(opts)  # a --processes parent's; see common/locustfix.py
         sys.exit(ExitCode.USAGE)
     environment.memstress = ctx
     # The reports find the run's searches (and drops) by these names, whatever the target.

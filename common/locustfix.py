@@ -7,6 +7,14 @@ sleep lets Locust's CSV writer greenlet run once more, against closed files: a
 ``ValueError`` traceback in the log of a run that otherwise went well. The fix
 here stops that greenlet at ``quit``, just before the files are closed; its rows
 are as complete as in any other run (Locust writes none at shutdown).
+
+**Workers left behind by a refused --processes run (Locust 2.47).** The parent forks
+its workers before the ``init`` listeners run, and when one of them refuses the
+options (exit code 2), Locust's exit handler waits up to 3 s for the workers but
+drops one still alive from its list without signalling it. On a loaded machine a
+worker can still be connecting then: it outlives its parent, retrying the master's
+port for a minute and holding the terminal (or a caller's pipe) open.
+:func:`stop_forked_workers` ends them at the refusal.
 """
 
 from __future__ import annotations
@@ -16,6 +24,7 @@ import logging
 from typing import Any
 
 import gevent
+import psutil
 
 log = logging.getLogger(__name__)
 
@@ -42,3 +51,21 @@ def _stop_csv_writer(**_: Any) -> None:
         ):
             obj.kill(block=True, timeout=2)
             log.debug("stopped Locust's CSV writer before it sees its files closed")
+
+
+def stop_forked_workers(opts: Any) -> None:
+    """In a ``--processes`` parent that is about to exit, end the workers it forked."""
+    if not getattr(opts, "processes", None) or getattr(opts, "worker", False):
+        return
+    me = psutil.Process()
+    try:
+        mine = me.cmdline()
+        children = me.children()
+    except psutil.Error:
+        return
+    for child in children:
+        try:
+            if child.cmdline() == mine:  # a fork of this process: one of its workers
+                child.terminate()
+        except psutil.Error:
+            pass  # gone already

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -111,3 +112,93 @@ def _end_the_tests_own_locust_runs() -> Iterator[None]:
     for run in STARTED[before:]:
         run.kill()
     del STARTED[before:]
+
+
+# --- pytest-xdist: what runs together, and in what order ---------------------------------
+# `make test` runs the tests on 4 workers (-n 4). Each test file goes to one worker as a
+# whole, so a module fixture's runs (one set of real runs read by several tests) start
+# once, except the files below, whose tests each start runs of their own: those are sent
+# test by test to whichever worker is free. (`--dist loadgroup` would say this with
+# marks, but it stops grouping on pytest 9.2: pytest-dev/pytest-xdist#1386.)
+EACH_ON_ITS_OWN = frozenset(
+    {
+        "tests/test_cli.py",
+        "tests/test_cli_runs.py",
+        "tests/test_detector.py",
+        "tests/test_locustfile.py",
+        "tests/test_own_load.py",
+        "tests/test_reliability.py",
+    }
+)
+
+# Sent first, in this order: what takes a minute or more of wall time (a serial run:
+# test_leak_profiling.py 185 s, test_verdict_runs.py and test_multi_host.py 95 s, the
+# quick session 80 s ...), so that none of it starts last while the others wait. Then
+# the other slow tests, then the rest, which fill the gaps at the end.
+FIRST = (
+    "tests/test_leak_profiling.py",
+    "tests/test_verdict_runs.py",
+    "tests/test_multi_host.py",
+    "tests/test_cli_runs.py",
+    "tests/test_own_load.py",
+    "tests/test_leak_targets.py",
+    "tests/test_adapters.py",
+    "tests/test_bench.py",
+    "tests/test_monitor_runs.py",
+    "tests/test_scenarios_run.py",
+    "tests/test_monitor_hostile.py",
+)
+
+
+def scope_of(nodeid: str) -> str:
+    """The unit a worker is given: the test's file, or the test alone."""
+    path = nodeid.split("::", 1)[0]
+    return nodeid if path in EACH_ON_ITS_OWN else path
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    if config.getvalue("dist") not in ("load", "loadfile", "loadscope", "loadgroup"):
+        return None  # --dist each, worksteal: xdist's own
+    from xdist.scheduler import LoadScopeScheduling
+
+    class Scheduler(LoadScopeScheduling):
+        """Load by :func:`scope_of`, in the collection's order (see below)."""
+
+        def _split_scope(self, nodeid: str) -> str:
+            return scope_of(nodeid)
+
+    config.option.loadscopereorder = False  # the order is pytest_collection_modifyitems's
+    return Scheduler(config, log)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Refuse a module-scoped fixture in a file sent test by test (it would run once per
+    worker); under xdist, order the units as :data:`FIRST` says."""
+    for item in items:
+        if item.nodeid.split("::", 1)[0] in EACH_ON_ITS_OWN and _uses_module_fixture(item):
+            raise pytest.UsageError(
+                f"{item.nodeid} uses a module-scoped fixture, but its file is in "
+                "EACH_ON_ITS_OWN (tests/conftest.py): take the file out of that set"
+            )
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return  # the order is pytest's own
+
+    def rank(item: pytest.Item) -> int:
+        first = [i for i, prefix in enumerate(FIRST) if item.nodeid.startswith(prefix)]
+        if first:
+            return first[0]
+        return len(FIRST) + (0 if item.get_closest_marker("slow") else 1)
+
+    units: dict[str, list[pytest.Item]] = {}
+    for item in items:
+        units.setdefault(scope_of(item.nodeid), []).append(item)
+    ordered = sorted(units.values(), key=lambda unit: min(rank(i) for i in unit))
+    items[:] = [item for unit in ordered for item in unit]
+
+
+def _uses_module_fixture(item: pytest.Item) -> bool:
+    info = getattr(item, "_fixtureinfo", None)  # pytest's record of the test's fixtures
+    if info is None:
+        return False
+    return any(defs and defs[-1].scope == "module" for defs in info.name2fixturedefs.values())

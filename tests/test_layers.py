@@ -97,13 +97,18 @@ def imports_of_file(path: Path, forbidden: tuple[str, ...]) -> list[str]:
 
 
 def python_files(root: Path) -> list[Path]:
-    """Every ``.py`` under root outside hidden folders and ``results/``; ``os.walk`` does
-    not enter ``memstress/``'s links to the folders, so each file is seen once."""
+    """Every ``.py`` under root outside hidden folders and what the checkout ignores
+    (``results/``, a wheel build's ``build/`` and ``*.egg-info``); ``os.walk`` does not
+    enter ``memstress/``'s links to the folders, so each file is seen once."""
     found: list[Path] = []
     for folder, dirs, names in os.walk(root):
-        dirs[:] = [d for d in dirs if not d.startswith(".") and d != "results"]
+        dirs[:] = [d for d in dirs if not d.startswith(".") and not _ignored(d)]
         found += [Path(folder, n) for n in names if n.endswith(".py")]
     return found
+
+
+def _ignored(folder: str) -> bool:
+    return folder in ("results", "build", "__pycache__") or folder.endswith(".egg-info")
 
 
 def test_no_file_imports_a_suite_folder_by_its_bare_name() -> None:

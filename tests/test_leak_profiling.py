@@ -551,7 +551,7 @@ def test_own_locustfile_run_names_the_leaking_function(leaky: Target, tmp_path: 
         "--target-pid",
         str(leaky.proc.pid),
         "--duration",
-        "40",
+        "55",  # the leak is called at about 20 s; a loaded machine's attach can take 15 s
         "--users",
         "3",
         "--monitor-interval",

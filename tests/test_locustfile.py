@@ -72,10 +72,19 @@ def test_a_bad_option_is_one_line_and_exit_code_2(
 
 def test_a_bad_scenario_from_the_environment_and_with_processes(tmp_path: Path) -> None:
     """MEMSTRESS_SCENARIO reaches the option; --processes children stay quiet."""
+    # Locust binds the master's port before the init listener refuses: a port of this
+    # test's own, not the default 5557 that any other run on the host may hold.
+    port = str(free_port())
     cli = run_cli(
         "--headless",
         "--processes",
         "2",
+        "--master-bind-host",
+        "127.0.0.1",
+        "--master-bind-port",
+        port,
+        "--master-port",
+        port,
         "--host",
         "http://127.0.0.1:9",
         "--run-dir",

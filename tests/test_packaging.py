@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -50,10 +51,17 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def build_and_install(tmp_path: Path) -> Path:
+    # Built from a copy: setuptools writes build/ and *.egg-info into the tree it builds,
+    # and other tests (tests/test_layers.py) read this checkout meanwhile.
+    source = tmp_path / "source"
+    shutil.copytree(
+        ROOT, source, symlinks=True,
+        ignore=shutil.ignore_patterns(".*", "results", "build", "*.egg-info", "tests", "bench"),
+    )  # fmt: skip
     wheels = tmp_path / "wheels"
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-         "-w", str(wheels), str(ROOT)],
+         "-w", str(wheels), str(source)],
         check=True, capture_output=True, timeout=180,
     )  # fmt: skip
     (wheel,) = wheels.glob("memstress-*.whl")

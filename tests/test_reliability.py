@@ -57,9 +57,13 @@ def test_emergency_stop_fires_just_above_the_current_pressure_and_leaves_faults_
     log = run.log()
     assert code == 4, log[-3000:]
     assert_no_traceback(log)
-    assert time.monotonic() - run.started < 40, "the guard stopped the run before its plan ended"
-    stop = [e for e in run.events() if e["kind"] == "emergency_stop"]
-    assert stop, run.events()
+    events = run.events()
+    stop = [e for e in events if e["kind"] == "emergency_stop"]
+    assert stop, events
+    # on the run's own clock (its first stage to the stop), not from the process start,
+    # which on a loaded machine can come seconds before the plan does
+    started = next(float(e["time"]) for e in events if e["kind"] == "stage")
+    assert float(stop[0]["time"]) - started < 40, "the guard stopped the run before its plan ended"
     assert f"{limit:g}" in stop[0]["detail"] and "pressure" in stop[0]["detail"]
     after = stats(small_service)
     # The run's cleanup reset the faults: no ballast is held once it has stopped.

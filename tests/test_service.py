@@ -123,15 +123,17 @@ def test_stats_carry_every_contract_field(quiet: ManagedService) -> None:
 
 
 def test_cycle_reports_its_work_and_is_fast_without_pressure(quiet: ManagedService) -> None:
-    walls = []
+    walls, spent = [], []
     for _ in range(30):
         t0 = time.perf_counter()
         body = cycle(quiet)
         walls.append(time.perf_counter() - t0)
+        spent.append(body["duration_ms"])
     assert set(body) >= {"duration_ms", "strategy", "pressure", "freed_bytes"}
     assert body["strategy"] == "normal" and body["freed_bytes"] >= 0
-    assert body["duration_ms"] < 50
-    assert statistics.median(walls) < 0.1
+    # medians: on a loaded machine any one cycle may be descheduled mid-way
+    assert statistics.median(spent) < 50, spent
+    assert statistics.median(walls) < 0.1, walls
 
 
 def test_metrics_expose_process_rss_and_the_managers_gauges(quiet: ManagedService) -> None:
