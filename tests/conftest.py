@@ -134,20 +134,22 @@ EACH_ON_ITS_OWN = frozenset(
 # Sent first, in this order: what takes a minute or more of wall time (a serial run:
 # test_leak_profiling.py 185 s, test_verdict_runs.py and test_multi_host.py 95 s, the
 # quick session 80 s ...), so that none of it starts last while the others wait. Then
-# the other slow tests, then the rest, which fill the gaps at the end.
+# the other slow tests, then LATE, then the rest, which fill the gaps at the end.
 FIRST = (
     "tests/test_leak_profiling.py",
     "tests/test_verdict_runs.py",
     "tests/test_multi_host.py",
     "tests/test_cli_runs.py",
     "tests/test_own_load.py",
-    "tests/test_leak_targets.py",
     "tests/test_adapters.py",
     "tests/test_bench.py",
     "tests/test_monitor_runs.py",
     "tests/test_scenarios_run.py",
     "tests/test_monitor_hostile.py",
 )
+# After the other slow ones: 60 s but little CPU, its own sampler and seven targets judge
+# best on a machine less busy than at the start, when every worker starts a set of runs.
+LATE = ("tests/test_leak_targets.py",)
 
 
 def scope_of(nodeid: str) -> str:
@@ -174,7 +176,7 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Refuse a module-scoped fixture in a file sent test by test (it would run once per
-    worker); under xdist, order the units as :data:`FIRST` says."""
+    worker); under xdist, order the units as :data:`FIRST` and :data:`LATE` say."""
     for item in items:
         if item.nodeid.split("::", 1)[0] in EACH_ON_ITS_OWN and _uses_module_fixture(item):
             raise pytest.UsageError(
@@ -188,7 +190,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         first = [i for i, prefix in enumerate(FIRST) if item.nodeid.startswith(prefix)]
         if first:
             return first[0]
-        return len(FIRST) + (0 if item.get_closest_marker("slow") else 1)
+        if item.nodeid.startswith(LATE):
+            return len(FIRST) + 1
+        return len(FIRST) + (0 if item.get_closest_marker("slow") else 2)
 
     units: dict[str, list[pytest.Item]] = {}
     for item in items:
