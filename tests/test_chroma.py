@@ -121,7 +121,13 @@ def test_vector_store_on_chroma_upserts_searches_and_drops_its_collections(
     # The monitor counted the run's vectors on the server; the report divides by them.
     v = doc["metrics"]["vectors"]
     assert v["measured"] and v["most_stored"] >= 20, v
-    assert v["rss_per_vector_kb"] > 0 and v["rss_slope_kb_per_vector"] is not None, v
+    # Growth per vector needs a sample before the first vector was stored; on a loaded
+    # machine the monitor's first sample can come after it, and the report says so.
+    if v["rss_per_vector_kb"] is None:
+        assert v["note"].startswith("no sample before the first stored vector"), v
+    else:
+        assert v["rss_per_vector_kb"] > 0, v
+    assert v["rss_slope_kb_per_vector"] is not None, v
     assert v["accounted_per_vector_kb"] is None  # Chroma accounts for nothing itself
     d = v["drop"]
     assert d["measured"] and d["vectors_after"] == 0 and d["dropped"] == d["vectors_before"], d
