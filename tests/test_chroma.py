@@ -135,7 +135,9 @@ def test_vector_store_on_chroma_upserts_searches_and_drops_its_collections(
         d["dropped"] >= v["most_stored"]
         and d["drop_requests"] == reqs["DELETE collections/[ns]"][0]
     )
-    assert isinstance(d["came_back"], bool) and d["rss_before_mb"] > 0 and d["rss_after_mb"] > 0
+    # whether memory came back is judged against RSS with no vectors: n/a without it
+    assert d["came_back"] is None if v["rss_empty_mb"] is None else isinstance(d["came_back"], bool)
+    assert d["rss_before_mb"] > 0 and d["rss_after_mb"] > 0
     checks = {c["id"]: c for c in doc["checks"]}
     assert checks["search_p95_max_s"]["status"] == "pass", checks  # the adapter's query requests
     assert "POST collections/[ns]/query p95" in checks["search_p95_max_s"]["message"]
