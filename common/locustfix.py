@@ -19,6 +19,7 @@ port for a minute and holding the terminal (or a caller's pipe) open.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 from typing import Any
@@ -64,8 +65,6 @@ def stop_forked_workers(opts: Any) -> None:
     except psutil.Error:
         return
     for child in children:
-        try:
+        with contextlib.suppress(psutil.Error):  # a child already gone needs no ending
             if child.cmdline() == mine:  # a fork of this process: one of its workers
                 child.terminate()
-        except psutil.Error:
-            pass  # gone already
