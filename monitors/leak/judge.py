@@ -56,6 +56,12 @@ def judge(
         return Judgement(None, None)
     t = np.fromiter((p[0] for p in envelope), float, len(envelope))
     y_mb = np.fromiter((p[1] for p in envelope), float, len(envelope)) / MB
+    if np.ptp(y_mb) == 0:
+        # A level that never moved (a tier at or under its limit: 0 bytes past it) has
+        # no cut, gives nothing back and has slope 0: what the full look finds, for free.
+        first = int(np.searchsorted(t, floor, side="left"))
+        kept_flat = tuple((y_mb * MB).tolist())
+        return Judgement(0.0, None, (), first, first, (), kept_flat, len(t))
     sigma = noise_mb(y_mb)
     kept = kept_level(t, y_mb, settings, sigma)
     settled = kept.settled
