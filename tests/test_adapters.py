@@ -55,7 +55,7 @@ def test_memstress_runs_every_scenario_and_redis_refuses_those_needing_what_it_l
         check_scenario(get_scenario("memory_leak"), redis)
     line = str(err.value)
     assert "\n" not in line and "fault injection" in line and "(faults)" in line
-    assert "would run on redis: baseline, concurrent_agents" in line
+    assert "would run on redis: baseline, high_memory, concurrent_agents" in line
     with pytest.raises(ConfigError, match="vector store"):
         check_scenario(get_scenario("vector_store"), redis)
 
