@@ -44,6 +44,7 @@ from memstress.monitors.leak import (
     noise_mb,
     on_run_clock,
     replay,
+    rise_start,
     scales,
 )
 from tests import leak_series as ls
@@ -318,6 +319,47 @@ def test_a_leak_under_a_slow_sawtooth_is_found_within_its_goal(rate: float, seed
     final = det.final_verdict()
     assert final.verdict == LEAK_VERDICT and final.series == MEMORY
     assert final.slope_mb_min == pytest.approx(rate, rel=0.25), final
+
+
+def test_the_rate_reported_is_the_rate_since_the_leak_began() -> None:
+    """The scale that calls a leak may begin in flat time before it: its slope is too low.
+
+    Issue 18's ``leak_slope_error_pct``: the slope reported is measured from the start of
+    the rise (under a slow sawtooth, from the first trough after it), within 8 % of the
+    rate, and the test's own scale slope stays in the event's detail.
+    """
+    earlier = []
+    for rate in GOALS:
+        for seed in SEEDS:
+            start = 60.0
+            saw = ls.background(seed)
+            pts = series(ls.leak(rate, start), int(start + GOALS[rate] + 30), seed=seed, **saw)
+            _, det = run(pts)
+            tr = det.verdict.trend
+            assert tr is not None, (rate, seed)
+            assert tr.slope == pytest.approx(rate, rel=0.08), (rate, seed, tr)
+            assert tr.ci_low <= tr.slope <= tr.ci_high
+            assert tr.rising  # the test is still the scale's own
+            detail = tr.as_detail()
+            assert detail["since_s"] <= detail["scale_s"]
+            assert detail["scale_slope_mb_min"] == pytest.approx(tr.tested_slope, abs=1e-4)
+            final = det.final_verdict()
+            assert final.slope_mb_min == tr.slope
+            earlier.append(tr.reported_s < tr.scale_s)
+    assert sum(earlier) >= len(earlier) // 2  # most scales began before the leak
+
+
+def test_rise_start_is_where_a_flat_line_bends_up() -> None:
+    t = np.arange(40, dtype=float) * 5
+    y = np.where(t < 100, 10.0, 10.0 + (t - 100) / 30)
+    assert rise_start(t, y, np.ones(40, bool)) == 20
+    # Only troughs are anchors (the kept level between them is a drawn line): the first
+    # trough at or after the bend.
+    anchor = np.zeros(40, bool)
+    anchor[[0, 7, 15, 24, 31, 39]] = True
+    assert rise_start(t, y, anchor) == 24
+    assert rise_start(t, 10.0 + t / 30, np.ones(40, bool)) == 0  # a line from the start
+    assert rise_start(t, y, anchor & (np.arange(40) < 10)) == 0  # too few anchors
 
 
 @pytest.mark.parametrize("seed", SEEDS)

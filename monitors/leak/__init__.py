@@ -127,6 +127,15 @@ With the settings of ``monitor.leak_detection`` (see
 
    A rise that passes on ``confirm`` consecutive judgements (one a window) is
    called a leak (an :class:`Episode` of kind ``trend``).
+
+   **The rate reported** is the leak's since it began, not the scale's: a
+   scale that began before the leak judges flat time too (a leak that started 75
+   s ago is called on a scale of about 100 s), and its slope is too low. The
+   start is where a continuous hinge, flat then a line, best fits the kept
+   level's anchors (the points it did not lower: a sawtooth's troughs) within
+   the scale (:func:`rise_start`); the Theil-Sen slope of the kept level from
+   the first anchor at or after it is reported, with an interval spanning its
+   own and the scale's. The test and the clearing still use the scale.
 9. **Cleared on evidence.** A called leak clears when the Theil-Sen slope of
    the *newest segment* (from the newest cut of any kind, or across the steps
    of a staircase that is still going; its last L seconds of judged points at
@@ -173,7 +182,15 @@ from memstress.monitors.leak.detector import (
     tier_readings,
 )
 from memstress.monitors.leak.judge import Judgement, judge
-from memstress.monitors.leak.segments import Cut, Kept, cuts, kept_level, noise_mb, staircase
+from memstress.monitors.leak.segments import (
+    Cut,
+    Kept,
+    cuts,
+    kept_level,
+    noise_mb,
+    rise_start,
+    staircase,
+)
 from memstress.monitors.leak.trend import (
     Trend,
     full_trend,
@@ -240,6 +257,7 @@ __all__ = [
     "on_run_clock",
     "replay",
     "required_rise_mb",
+    "rise_start",
     "scales",
     "shortest_scale",
     "staircase",

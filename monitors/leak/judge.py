@@ -10,8 +10,16 @@ import numpy as np
 
 from memstress.common.config import LeakDetection
 from memstress.common.units import MB
-from memstress.monitors.leak.segments import Cut, cuts, kept_level, noise_mb, staircase
+from memstress.monitors.leak.segments import (
+    Cut,
+    cuts,
+    kept_level,
+    noise_mb,
+    rise_start,
+    staircase,
+)
 from memstress.monitors.leak.trend import (
+    MIN_HALF,
     Trend,
     full_trend,
     median_slope,
@@ -84,6 +92,11 @@ def judge(
             continue
         tr = full_trend(ts, ys, alpha, need_slope, length, settings.sustain)
         if tr.rising:
+            # The scale may begin before the leak did: report the rate since the rise began.
+            anchor = kept.values[start:settled] >= y_mb[start:settled] - 1e-9
+            i = rise_start(ts, kept.values[start:settled], anchor)
+            if 0 < i <= len(ts) - MIN_HALF:
+                tr = tr.since(ts[i:], ys[i:], settings.window_s)
             return dataclasses.replace(base, slope=overall, rising=tr)
     return dataclasses.replace(base, slope=overall)
 
