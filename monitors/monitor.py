@@ -131,6 +131,7 @@ class MemoryMonitor:
         self._closed = False
         self._stopping = False
         self._speaks_api = False  # the target answered /memory/stats (auto profile)
+        self._enforced = False  # the target keeps itself under its budget (LRU at maxmemory)
         self._accounting = False  # a registered source reports accounted bytes
         self.extra_columns: tuple[str, ...] = ()  # registered sources' figures
         self.host = context.host
@@ -440,7 +441,7 @@ class MemoryMonitor:
                 now,
                 row["elapsed_s"],
                 row.get("host_percent"),
-                row.get("pressure"),
+                None if self._enforced else row.get("pressure"),  # a full LRU cache is normal
                 Seen(sample.process_alive, sample.memory_read),
             )
             if stop is not None:
@@ -453,11 +454,12 @@ class MemoryMonitor:
         A source's own pressure stands. Otherwise pressure is RSS against the
         configured budget, else the cgroup limit, else a budget a source reported
         that the target does not enforce itself. A budget the target enforces (an
-        LRU cache at ``maxmemory``) is shown, not judged: a full cache is normal.
+        LRU cache at ``maxmemory``) is shown, not judged: a full cache is normal, so
+        the safety guard does not judge the pressure against it either.
         """
         if "stats_rss_bytes" in row:
             self._speaks_api = True  # it answered /memory/stats: the memstress API
-        enforced = bool(row.pop("budget_enforced", False))
+        enforced = self._enforced = bool(row.pop("budget_enforced", False))
         if row.get("pressure") is not None:
             return
         rss = row.get("rss_bytes")

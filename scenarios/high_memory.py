@@ -63,5 +63,6 @@ SCENARIO = Scenario(
     endpoints=(api.STATS, api.BALLAST, api.RESET, *api.AGENT_TRAFFIC, *api.CLEANUP),
     users=users,
     plan=plan,
+    needs=frozenset({target.CONVERSATION, target.PRESSURE, target.STATS}),
     optional=frozenset({target.VECTORS}),
 )
