@@ -99,8 +99,10 @@ def judge(
         tr = full_trend(ts, ys, alpha, need_slope, length, settings.sustain)
         if tr.rising:
             # The scale may begin before the leak did: report the rate since the rise began.
+            # (A staircase is judged from the tread before its first step already, and a
+            # hinge would start it on a later tread: a span of whole steps is its pace.)
             anchor = kept.values[start:settled] >= y_mb[start:settled] - 1e-9
-            i = rise_start(ts, kept.values[start:settled], anchor)
+            i = 0 if stairs else rise_start(ts, kept.values[start:settled], anchor)
             if 0 < i <= len(ts) - MIN_HALF:
                 tr = tr.since(ts[i:], ys[i:], settings.window_s)
             return dataclasses.replace(base, slope=overall, rising=tr)
