@@ -14,8 +14,10 @@ on ``TUNING_SEEDS`` (see tests/leak_series.py), which no test uses.
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -37,6 +39,7 @@ from memstress.monitors.leak import (
     FinalVerdict,
     LeakDetector,
     TierReading,
+    cuts,
     judge,
     judged_bytes,
     kept_level,
@@ -224,7 +227,11 @@ def test_a_staircase_is_a_leak(size_mb: float, every_s: float, seed: int) -> Non
     assert detected is not None, evs
     assert detected - start <= 3 * every_s + 60
     assert "staircase" in evs[0][2] or size_mb < 3.2  # small chunks: a ramp across them
-    assert det.final_verdict().verdict == LEAK_VERDICT
+    final = det.final_verdict()
+    assert final.verdict == LEAK_VERDICT
+    if "staircase" in final.reason:
+        # Its rate is its pace, over whole steps (not from a later tread, which reads high).
+        assert final.slope_mb_min == pytest.approx(size_mb * 60 / every_s, rel=0.1), final
 
 
 def test_a_staircase_that_stops_is_cleared() -> None:
@@ -597,6 +604,48 @@ def test_scales_and_needed_slopes() -> None:
         above = (need - SETTINGS.creep_mb_per_min) * s / 60
         assert need >= SETTINGS.min_slope_mb_per_min
         assert above == pytest.approx(SETTINGS.min_rise_mb) or need == SETTINGS.min_slope_mb_per_min
+
+
+def test_a_level_that_never_moved_is_judged_without_the_full_look(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A tier at or under its limit is 0 bytes past it on every sample: judged for free.
+
+    The short cut must say what the full look says of a flat level: kept as it
+    is, no cut, slope 0; and a detector with such tiers calls what one without
+    them calls, at the same times.
+    """
+    t = np.arange(40, dtype=float) * SETTINGS.window_s
+    flat = np.full(40, 7.0)
+    kept = kept_level(t, flat, SETTINGS, noise_mb(flat))
+    assert kept.settled == 40 and np.array_equal(kept.values, flat)
+    assert cuts(t, flat, SETTINGS)[0] == []
+    j = judge([(float(x), 7.0 * MB) for x in t], SETTINGS)
+    assert j.slope == 0.0 and j.rising is None and j.cuts == () and j.settled == 40
+    assert j.kept == (7.0 * MB,) * 40
+
+    judge_module = importlib.import_module("memstress.monitors.leak.judge")  # not the function
+    looked: list[int] = []
+    full_cuts = judge_module.cuts
+
+    def counted(*a: Any, **k: Any) -> Any:
+        looked.append(len(a[0]))
+        return full_cuts(*a, **k)
+
+    monkeypatch.setattr(judge_module, "cuts", counted)
+    pts = series(ls.leak(2.0, 60.0), 200, seed=SEEDS[0], **ls.background(SEEDS[0]))
+    zero = {n: TierReading(0.0, 64 * MB) for n in ("a", "b", "c")}
+    plain = LeakDetector(SETTINGS, start=0.0)
+    tiered = LeakDetector(SETTINGS, start=0.0)
+    said: list[list[tuple[float, str, str]]] = [[], []]
+    for tm, v in pts:
+        before = len(looked)
+        said[0] += [(tm, e.kind, e.series) for e in plain.add(tm, v).events]
+        plain_looks = len(looked) - before
+        before = len(looked)
+        said[1] += [(tm, e.kind, e.series) for e in tiered.add(tm, v, zero).events]
+        assert len(looked) - before == plain_looks  # the three flat tiers cost no look
+    assert said[0] == said[1] and [k for _, k, _ in said[0]] == ["leak_detected"]
 
 
 def test_judge_needs_min_windows() -> None:

@@ -135,7 +135,9 @@ With the settings of ``monitor.leak_detection`` (see
    level's anchors (the points it did not lower: a sawtooth's troughs) within
    the scale (:func:`rise_start`); the Theil-Sen slope of the kept level from
    the first anchor at or after it is reported, with an interval spanning its
-   own and the scale's. The test and the clearing still use the scale.
+   own and the scale's. The test and the clearing still use the scale. A
+   staircase is judged from the tread before its first step already: its rate
+   is its pace over whole steps (a hinge would start it on a later tread).
 9. **Cleared on evidence.** A called leak clears when the Theil-Sen slope of
    the *newest segment* (from the newest cut of any kind, or across the steps
    of a staircase that is still going; its last L seconds of judged points at

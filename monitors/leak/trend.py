@@ -10,6 +10,7 @@ of a shortened run.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from dataclasses import dataclass
 
@@ -138,8 +139,16 @@ class Trend:
 
 def median_slope(t: np.ndarray, y: np.ndarray) -> float:
     """Theil-Sen slope (median pairwise slope) in MB/min, without its interval."""
-    i, j = np.triu_indices(len(t), 1)
+    i, j = _pairs(len(t))
     return float(np.median((y[j] - y[i]) / (t[j] - t[i]))) * PER_MIN
+
+
+@functools.lru_cache(maxsize=256)
+def _pairs(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The index pairs i < j of n points (read-only; the same few n come every window)."""
+    i, j = np.triu_indices(n, 1)
+    i.flags.writeable = j.flags.writeable = False
+    return i, j
 
 
 def _mann_kendall_rising(t: np.ndarray, y: np.ndarray) -> float:
