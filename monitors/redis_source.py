@@ -7,7 +7,8 @@
   ``maxmemory`` Redis's own pressure (the redis adapter's, which the pressure
   scenarios drive). With an evicting policy (``allkeys-lru`` ...) Redis keeps
   itself under it: the budget is marked as enforced, so a full cache is no
-  safety stop.
+  safety stop, and its pressure is kept only in a run that drives pressure
+  (``MemoryMonitor._enforced_pressure``).
 - ``used_memory_rss`` stands in for RSS when psutil cannot read the process.
 - figures kept as columns: ``used_memory``, ``used_memory_rss``, ``maxmemory``,
   ``mem_fragmentation_ratio``, ``used_pct`` (of maxmemory) and ``evicted_keys``;

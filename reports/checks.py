@@ -20,6 +20,7 @@ from memstress.reports.collect import RunData
 from memstress.reports.grading import CheckResult
 from memstress.reports.metrics import MB, RunMetrics
 from memstress.reports.metrics.base import adapter_name, adapter_requests, col
+from memstress.reports.metrics.latency import entries
 from memstress.reports.metrics.pressure import pressure_series
 
 PASS, FAIL, NOT_JUDGED = "pass", "fail", "not judged"
@@ -312,23 +313,29 @@ def _not_ours(x: Inputs) -> str:
 
 
 def _writes_shed(x: Inputs, b: float | None) -> Outcome:
-    """As ``_shed_not_errors``; on another adapter's target, nothing shed is not judged:
-    503 + Retry-After at emergency is the bundled service's answer (Redis sheds a write
-    only with OOM at maxmemory under noeviction, and evicts under an LRU policy)."""
+    """As ``_shed_not_errors`` on the bundled service. On another adapter's target only the
+    agents' writes count (its ``remember`` requests: a refused ballast write is the
+    controller's own), and none shed is not judged: 503 + Retry-After at emergency is the
+    bundled service's answer (Redis sheds a write only with OOM under noeviction, and
+    evicts under an LRU policy)."""
     r = x.m.requests
     name = adapter_name(x.data)
-    if r.requests is None or r.shed or name in (None, "memstress"):
+    if r.requests is None or name in (None, "memstress"):
         return _shed_not_errors(x, b)
+    writes = adapter_requests(x.data).get("remember")
+    shed = sum(int(e.get("num_requests") or 0) for e in entries(x.data, writes, shed=True))
+    if writes and shed:
+        return PASS, f"{shed} agent writes ({writes}) shed, counted apart; {r.failures or 0} errors"
+    others = (r.shed or 0) - shed
     evicted = col(x.data.samples, "redis_evicted_keys").dropna()
-    gone = (
-        f"; Redis evicted {int(evicted.max() - evicted.min())} keys in the run (evicted_keys)"
-        if len(evicted)
-        else ""
-    )
+    seen = f"; {others} other answers shed (the pressure's own writes)" if others else ""
+    if len(evicted):
+        seen += f"; Redis evicted {int(evicted.max() - evicted.min())} keys (evicted_keys)"
     return NOT_JUDGED, (
-        f"nothing was shed, {r.failures or 0} errors: shedding writes with 503 + Retry-After "
-        f"is the bundled service's answer to emergency; the {name} adapter's target sheds "
-        f"a write only when it refuses one (Redis: OOM at maxmemory under noeviction){gone}"
+        f"no agent write was shed, {r.failures or 0} errors: shedding writes with 503 + "
+        f"Retry-After is the bundled service's answer to emergency; the {name} adapter's "
+        f"target sheds a write only when it refuses one (Redis: OOM at maxmemory under "
+        f"noeviction){seen}"
     )
 
 

@@ -1,9 +1,11 @@
 """The pressure scenarios on Redis: ballast by Redis's own means, filler keys toward maxmemory.
 
-Two redis-servers of this module's own (32 MB, allkeys-lru, each on a free
-loopback port: two runs filling one Redis would each see the other's ballast)
-run a short ``high_memory`` and a short ``memory_pressure_crisis`` at once
-through ``run_stress_test.py``. Each must reach its stages' pressure
+Three redis-servers of this module's own (32 MB, each on a free loopback port:
+two runs filling one Redis would each see the other's ballast) run at once
+through ``run_stress_test.py``: a short ``high_memory`` and a short
+``memory_pressure_crisis`` under ``allkeys-lru``, and a crisis to 99 % (stress
+level 2) under ``noeviction``, where Redis refuses the ballast keys that would
+pass ``maxmemory`` (shed, not failed). Each must reach its stages' pressure
 targets in ``used_memory / maxmemory`` (the samples' ``pressure``, Redis's own
 ``INFO memory``), give a complete report whose checks of the bundled service's
 strategies are "not judged" with the reason, and leave none of its keys. A
@@ -34,9 +36,9 @@ BALLAST = "SET memstress:[run]-ballast-[n] PX"
 RELEASE = "UNLINK memstress:[run]-ballast-*"
 
 
-def test_ballast_is_cut_into_keys_of_at_most_a_megabyte_and_pressure_is_used_over_max() -> None:
+def test_ballast_is_cut_into_keys_of_at_most_256_kib_and_pressure_is_used_over_max() -> None:
     assert chunks(0) == [] and chunks(10, size=4) == [4, 4, 2] and chunks(8, size=4) == [4, 4]
-    assert sum(chunks(3_500_000)) == 3_500_000 and max(chunks(3_500_000)) == 1 << 20
+    assert sum(chunks(3_500_000)) == 3_500_000 and max(chunks(3_500_000)) == 1 << 18
     got = stats_of({"used_memory": 24 << 20, "maxmemory": 32 << 20, "maxmemory_policy": "x"})
     assert got["pressure"] == 75.0 and got["budget_bytes"] == 32 << 20
     assert stats_of({"used_memory": 1 << 20, "maxmemory": 0})["pressure"] is None
@@ -84,9 +86,22 @@ class Run:
         data: dict[str, Any] = json.loads((self.dir / "stress_test_results.json").read_text())
         return data
 
-    def requests(self) -> dict[str, tuple[int, int]]:
+    def requests(self, kind: str = "REDIS") -> dict[str, tuple[int, int]]:
+        """Requests and failures by name, of one kind (REDIS, or SHED: counted apart)."""
         data = json.loads((self.dir / "locust.json").read_text())
-        return {e["name"]: (int(e["num_requests"]), int(e["num_failures"])) for e in data}
+        return {
+            e["name"]: (int(e["num_requests"]), int(e["num_failures"]))
+            for e in data
+            if e["method"] == kind
+        }
+
+
+PLANS = {
+    "high_memory": ("high_memory", "allkeys-lru", "1"),
+    "crisis": ("memory_pressure_crisis", "allkeys-lru", "1"),
+    "crisis_noeviction": ("memory_pressure_crisis", "noeviction", "2"),
+}
+"""Each run: scenario, Redis's maxmemory-policy, stress level."""
 
 
 @pytest.fixture(scope="module")
@@ -98,15 +113,16 @@ def pressure_runs(
     urls: list[str] = []
     runs: dict[str, Run] = {}
     try:
-        for scenario in ("high_memory", "memory_pressure_crisis"):
-            (base / scenario).mkdir()
-            server, url = start_redis(base / scenario, maxmemory="32mb", policy="allkeys-lru")
+        for key, (scenario, policy, level) in PLANS.items():
+            (base / key).mkdir()
+            server, url = start_redis(base / key, maxmemory="32mb", policy=policy)
             servers.append(server)
             urls.append(url)
             wait_for_redis(url)
-            out = base / scenario / "out"
+            out = base / key / "out"
             args = ["--scenario", scenario, "--duration", "30", "--out", str(out)]
-            args += ["--adapter", "redis", "--host", url, "--target-pid", str(server.pid)]
+            args += ["--stress-level", level, "--adapter", "redis", "--host", url]
+            args += ["--target-pid", str(server.pid)]
             proc = subprocess.Popen(
                 [*CLI, *args],
                 cwd=base,
@@ -117,7 +133,7 @@ def pressure_runs(
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
             )
-            runs[scenario] = Run(out, proc)
+            runs[key] = Run(out, proc)
         for run in runs.values():
             run.stdout, run.stderr = run.proc.communicate(timeout=180)
             run.code = run.proc.returncode
@@ -148,17 +164,18 @@ def hold_pressures(run: Run) -> dict[str, tuple[float, float, list[float]]]:
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    ("scenario", "hold", "not_judged"),
+    ("key", "hold", "not_judged"),
     [
         ("high_memory", "hold", {"aggressive_reached"}),
-        ("memory_pressure_crisis", "crisis", {"emergency_reached", "writes_shed"}),
+        ("crisis", "crisis", {"emergency_reached", "writes_shed"}),
+        ("crisis_noeviction", "crisis", {"emergency_reached", "writes_shed"}),
     ],
 )
 def test_redis_is_filled_toward_maxmemory_to_each_stage_target_and_let_go(
-    pressure_runs: tuple[list[str], dict[str, Run]], scenario: str, hold: str, not_judged: set[str]
+    pressure_runs: tuple[list[str], dict[str, Run]], key: str, hold: str, not_judged: set[str]
 ) -> None:
     _, runs = pressure_runs
-    run = runs[scenario]
+    run = runs[key]
     assert run.code == 0, run.stdout[-2000:] + run.stderr[-2000:]
     assert_no_traceback(run.stderr)
     res = run.results()
@@ -180,6 +197,12 @@ def test_redis_is_filled_toward_maxmemory_to_each_stage_target_and_let_go(
     reqs = run.requests()
     assert reqs[BALLAST][0] >= 3 and reqs[RELEASE][0] >= 1, reqs
     assert sum(f for _, f in reqs.values()) == 0, reqs
+    shed = run.requests("SHED")
+    if key == "crisis_noeviction":  # aiming past 99 % asks past maxmemory: OOM, shed
+        assert shed.get(BALLAST, (0, 0))[0] >= 1 or median(settled) >= target, (shed, seen)
+        assert set(shed) <= {BALLAST}, f"no agent write is refused below maxmemory: {shed}"
+    else:
+        assert shed == {}, shed
     checks = {c["id"]: c for c in res["checks"]}
     for cid in not_judged:
         assert checks[cid]["status"] == "not judged", checks[cid]
