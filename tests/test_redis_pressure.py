@@ -29,7 +29,7 @@ import pytest
 from memstress.runner.service import clean_env
 from memstress.scenarios.adapters.redis_lists import chunks, stats_of
 from tests.conftest import ROOT, start_redis
-from tests.locust_helpers import assert_no_traceback
+from tests.locust_helpers import assert_no_traceback, run_cli
 
 CLI = [sys.executable, str(ROOT / "run_stress_test.py")]
 BALLAST = "SET memstress:[run]-ballast-[n] PX"
@@ -261,5 +261,20 @@ def test_a_redis_without_maxmemory_is_refused_before_any_load(tmp_path: Path) ->
             assert "would run there: baseline, concurrent_agents" in lines[0], lines
             assert "high_memory" not in lines[0].split("would run there")[1], lines
         assert not out.exists() or not any(out.iterdir()), "no run folder before a refusal"
+        # a plain Locust run asks the target too, in its init, before any user starts
+        r = run_cli(
+            "--headless",
+            "--host",
+            url,
+            "--scenario",
+            "high_memory",
+            "--run-dir",
+            str(tmp_path / "run"),
+            env={"MEMSTRESS_ADAPTER": "redis"},
+        )
+        assert r.returncode == 2, r.stderr[-2000:]
+        assert "scenario high_memory needs memory pressure" in r.stderr
+        assert "maxmemory is 0" in r.stderr
+        assert_no_traceback(r.stderr)
     finally:
         stop(server)
