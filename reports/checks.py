@@ -22,6 +22,7 @@ from memstress.reports.metrics import MB, RunMetrics
 from memstress.reports.metrics.base import adapter_name, adapter_requests, col
 from memstress.reports.metrics.latency import entries
 from memstress.reports.metrics.pressure import pressure_series
+from memstress.reports.metrics.recovery import watched_text
 
 PASS, FAIL, NOT_JUDGED = "pass", "fail", "not judged"
 
@@ -362,13 +363,19 @@ def _pressure_back(x: Inputs, b: float | None) -> Outcome:
 
 
 def _recovery_time(x: Inputs, b: float | None) -> Outcome:
+    """Judged on RSS on every target (on Redis: whether its allocator gives the pages
+    back is the finding); the message gives the figures either way."""
     m = x.m
     r = m.recovery
     if not r.measured:
         return NOT_JUDGED, f"recovery {r.note or 'not measured'}"
+    stages = [(s.name, s.phase, s.start_s, s.end_s) for s in m.stages]
+    seen = watched_text(x.data, r, m.t0, stages)
+    seen = f" ({seen})" if seen else ""
     if r.recovered is False:
-        return FAIL, f"memory did not come back within {r.tolerance_pct:g} % ({r.note})"
-    return _bounded(r.recovery_time_s, b, "recovery time", " s", below=True, inclusive=True)
+        return FAIL, f"memory did not come back within {r.tolerance_pct:g} % ({r.note}){seen}"
+    status, text = _bounded(r.recovery_time_s, b, "recovery time", " s", below=True, inclusive=True)
+    return status, text + seen
 
 
 def _late_slope(x: Inputs, b: float | None) -> Outcome:

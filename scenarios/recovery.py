@@ -6,6 +6,12 @@ become garbage when the load stops), while more agent users send longer
 messages; objects stop when the pressure reaches the stress level's target.
 In the idle stage only that user remains: once a second it reads the memory
 stats and one context (a latency probe), watching the target settle.
+
+The objects are the target's ``pressure`` capability (ballast with a ttl), not
+fault injection: on the bundled service its ballast fault, on Redis filler keys
+(``SET ... PX``) toward ``maxmemory``, which expire as the stress stage ends;
+the idle stage then watches the Redis process's RSS and ``INFO memory`` settle.
+The cleanup stage releases what is left (``reset_faults``).
 """
 
 from __future__ import annotations
@@ -61,7 +67,8 @@ def users() -> tuple[type, ...]:
             if size:
                 reply = self.target.stats()
                 data = reply.data if reply.ok and isinstance(reply.data, dict) else {}
-                pressure = float(data.get("pressure") or 100.0)
+                seen = data.get("pressure")  # none read: assume full, add nothing
+                pressure = 100.0 if seen is None else float(seen)
                 if pressure < float(stage.params.get("pressure_cap", 80)):
                     ttl = max(1.0, stage.remaining_s())
                     self.target.ballast(size, round(ttl, 1))
@@ -90,5 +97,6 @@ SCENARIO = Scenario(
     endpoints=(api.STATS, api.BALLAST, api.RESET, *api.AGENT_TRAFFIC, *api.CLEANUP),
     users=users,
     plan=plan,
+    needs=frozenset({target.CONVERSATION, target.PRESSURE, target.STATS}),
     optional=frozenset({target.VECTORS}),
 )

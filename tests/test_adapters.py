@@ -49,6 +49,7 @@ def test_memstress_runs_every_scenario_and_redis_refuses_those_needing_what_it_l
         "concurrent_agents",
         "optimization_overload",
         "memory_pressure_crisis",
+        "recovery",
         "endurance",
     ]
     with pytest.raises(ConfigError) as err:

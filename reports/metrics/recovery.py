@@ -8,7 +8,9 @@ import numpy as np
 
 from memstress.reports.collect import RunData
 from memstress.reports.metrics.base import (
+    MB,
     StageSpan,
+    col,
     few,
     median,
     rss_series,
@@ -74,6 +76,44 @@ def recovery_metrics(
         m.recovered = False
         m.note = f"memory watched for {m.observed_s:.0f} s after the stress"
     return m
+
+
+def watched_text(
+    data: RunData, m: RecoveryMetrics, t0: float, stages: list[tuple[str, str, float, float]]
+) -> str:
+    """What memory did around the stress, in numbers: RSS before it, at its peak, at the
+    end of each stage after it (``stages``: name, phase, start and end in run seconds); and
+    the target's accounted bytes (Redis's ``used_memory``) before and at the end where
+    it reports them, so RSS the allocator kept can be told from data the target still
+    holds (the cleanup stage deletes the run's data). '' when unmeasured."""
+    if not m.measured or m.stress_end_s is None or m.pre_stress_mb is None:
+        return ""
+    t, rss = rss_series(data.samples)
+    end = t0 + m.stress_end_s
+    during, after = rss[t < end], rss[t >= end]
+    if not len(during) or not len(after):  # pragma: no cover - measured needs both
+        return ""
+    ends = [
+        f"{float(rss[(t >= t0 + a) & (t < t0 + b)][-1]):.1f} MB at the end of {name}"
+        for name, _, a, b in stages
+        if a >= m.stress_end_s - 0.5 and len(rss[(t >= t0 + a) & (t < t0 + b)])
+    ]
+    text = (
+        f"RSS {m.pre_stress_mb:.1f} MB before the stress, {float(during.max()):.1f} MB at "
+        f"its peak, {', '.join(ends) or f'{float(after[-1]):.1f} MB at the end'}"
+    )
+    acc = col(data.samples, "accounted_bytes")
+    ta = col(data.samples, "time").to_numpy(dtype=float)
+    ok = acc.notna().to_numpy()
+    stress_start = min((a for _, phase, a, _ in stages if phase == "stress"), default=0.0)
+    before = acc.to_numpy(dtype=float)[ok & (ta < t0 + stress_start)] / MB
+    last = acc.to_numpy(dtype=float)[ok & (ta >= end)] / MB
+    if len(before) and len(last):
+        text += (
+            f"; accounted by the target {median(before):.1f} MB before, "
+            f"{float(last[-1]):.1f} MB at the end"
+        )
+    return text
 
 
 DEFINITIONS: dict[str, tuple[str, str, str]] = {
