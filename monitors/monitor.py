@@ -177,7 +177,7 @@ class MemoryMonitor:
 
     def points(self) -> list[Point]:
         """The samples kept for the live view (the last ``HISTORY``), oldest first."""
-        return list(self.history.points)
+        return self.history.points
 
     # --- Locust event handlers ------------------------------------------------------
 
