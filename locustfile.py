@@ -29,7 +29,7 @@ from memstress.common.locustfix import stop_csv_writer_at_quit, stop_forked_work
 from memstress.monitors.options import TargetProfile, add_monitor_options
 from memstress.monitors.worker import attach_monitor
 from memstress.reports.quit_verdict import QuitVerdict
-from memstress.scenarios.adapters import check_scenario, load_adapter
+from memstress.scenarios.adapters import check_scenario, check_target, load_adapter
 from memstress.scenarios.adapters import names as adapter_names
 from memstress.scenarios.options import resolve_settings
 from memstress.scenarios.registry import get_scenario, user_classes
@@ -124,6 +124,8 @@ def on_init(environment: Any, runner: Any, web_ui: Any = None, **_: Any) -> None
         scenario = get_scenario(settings.scenario)
         adapter = load_adapter(settings.adapter, settings.adapter_config)
         check_scenario(scenario, adapter)  # before any load: what the scenario needs is there
+        if not getattr(opts, "worker", False):  # ... on this target too (the master asks)
+            check_target(scenario, adapter, environment.host or "")
         scenario.build_plan(settings.config, settings.stress, settings.duration_s)  # refuse now
         ctx = build_context(environment, settings, adapter.schemes)
         ctx.adapter = adapter

@@ -36,7 +36,7 @@ from memstress.common.target import (
     metrics_url,
 )
 from memstress.runner.preflight import PreflightError, check_out_dir
-from memstress.scenarios.adapters import check_scenario, load_adapter
+from memstress.scenarios.adapters import check_scenario, check_target, load_adapter
 from memstress.scenarios.adapters import names as adapter_names
 from memstress.scenarios.registry import (
     all_scenarios,
@@ -394,6 +394,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for name, _ in plan:  # before any load: what each scenario needs, the adapter has
             check_scenario(get_scenario(name), adapter)
+        for name, _ in plan:  # ... and the target (a Redis without maxmemory has no pressure)
+            check_target(get_scenario(name), adapter, host or "")
         check_plans(plan, config, level)
     except (ConfigError, ValueError) as exc:
         print(f"run_stress_test.py: error: {exc}", file=sys.stderr)

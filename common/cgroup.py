@@ -1,14 +1,17 @@
 """Which memory cgroup a process is in, from its ``/proc/PID/cgroup`` (and mountinfo),
 and what its limit file says.
 
-Used by the monitor (the target's cgroup figures) and by the reference service (its
-``--budget-mb auto`` limit). Standard library only: ``common`` imports nothing of the
-suite, so the service stays importable on its own.
+One lookup for the monitor (the target's cgroup figures and limit) and the reference
+service (its ``--budget-mb auto`` limit): the process's own cgroup found through
+mountinfo, and the tightest limit from there up to the mount's top. Standard library
+only: ``common`` imports nothing of the suite, so the service stays importable on its
+own.
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 UNLIMITED = 1 << 62
@@ -53,26 +56,67 @@ def _mount_points(mountinfo: str) -> list[tuple[str, str, str, str]]:
     return out
 
 
-def find_memory_cgroup(cgroups: str, mountinfo: str) -> tuple[Path, int] | None:
-    """The directory and version of a process's memory cgroup, preferring v2.
+@dataclass(frozen=True)
+class MemoryCgroup:
+    """A process's memory cgroup: its directory, the cgroup version and the mount it is under."""
+
+    path: Path
+    version: int
+    mount: Path
+
+    @property
+    def limit_file(self) -> str:
+        return "memory.max" if self.version == 2 else "memory.limit_in_bytes"
+
+    def limit(self) -> tuple[int, Path] | None:
+        """The tightest limit from this cgroup up to its mount's top, and the file it is in.
+
+        A parent's limit binds its children too, so a service in a container or a systemd
+        slice is held by whichever of its ancestors is tightest. None for no limit anywhere.
+        """
+        found: list[tuple[int, Path]] = []
+        d = self.path
+        while True:
+            try:
+                value = parse_limit((d / self.limit_file).read_text())
+            except (OSError, ValueError):
+                value = None
+            if value is not None:
+                found.append((value, d / self.limit_file))
+            if d == self.mount or self.mount not in d.parents:
+                break
+            d = d.parent
+        return min(found) if found else None
+
+
+def find_memory_cgroup(cgroups: str, mountinfo: str) -> MemoryCgroup | None:
+    """The memory cgroup of a process, preferring v2.
 
     ``cgroups`` is ``/proc/PID/cgroup``, ``mountinfo`` ``/proc/PID/mountinfo``;
     the cgroup path is taken relative to the mount's root (as in a container).
     """
     mounts = _mount_points(mountinfo)
     v2_path, v1_path = own_cgroup_paths(cgroups)
-    candidates: list[tuple[Path, int]] = []
+    candidates: list[MemoryCgroup] = []
     for fstype, root, point, opts in mounts:
         if fstype == "cgroup2" and v2_path is not None:
-            candidates.append((_join(point, root, v2_path), 2))
+            candidates.append(MemoryCgroup(_join(point, root, v2_path), 2, Path(point)))
         elif fstype == "cgroup" and v1_path is not None and "memory" in opts.split(","):
-            candidates.append((_join(point, root, v1_path), 1))
-    candidates.sort(key=lambda c: -c[1])
-    for d, version in candidates:
-        probe = "memory.current" if version == 2 else "memory.usage_in_bytes"
-        if os.access(d / probe, os.R_OK):
-            return d, version
+            candidates.append(MemoryCgroup(_join(point, root, v1_path), 1, Path(point)))
+    candidates.sort(key=lambda c: -c.version)
+    for found in candidates:
+        probe = "memory.current" if found.version == 2 else "memory.usage_in_bytes"
+        if os.access(found.path / probe, os.R_OK):
+            return found
     return None
+
+
+def process_cgroup(proc: Path = Path("/proc"), who: str = "self") -> MemoryCgroup | None:
+    """:func:`find_memory_cgroup` for process ``who`` (a PID or ``self``); OSError when its
+    ``cgroup`` or ``mountinfo`` file cannot be read."""
+    cgroups = (proc / who / "cgroup").read_text()
+    mountinfo = (proc / who / "mountinfo").read_text()
+    return find_memory_cgroup(cgroups, mountinfo)
 
 
 def _join(point: str, root: str, path: str) -> Path:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import psutil
 
-from memstress.common.cgroup import find_memory_cgroup, parse_limit
+from memstress.common.cgroup import MemoryCgroup, process_cgroup
 from memstress.monitors.readings import Reading, SourceFailed, SourceMissing, TargetGone
 
 
@@ -169,8 +169,9 @@ class CgroupSource:
 
     v2: ``memory.current``, ``memory.max``, ``memory.events``; v1:
     ``memory.usage_in_bytes``, ``memory.limit_in_bytes``, ``memory.failcnt``.
-    ``cgroup_events`` is ``max=N;oom=N;oom_kill=N`` (v2) or ``failcnt=N`` (v1);
-    a limit of "max" (or v1's huge number) is left empty.
+    ``cgroup_events`` is ``max=N;oom=N;oom_kill=N`` (v2) or ``failcnt=N`` (v1).
+    ``cgroup_max_bytes`` is the tightest limit from the target's cgroup up to the
+    mount's top (a parent's limit binds it too); empty when none is set.
     """
 
     name = "cgroup"
@@ -179,39 +180,38 @@ class CgroupSource:
     def __init__(self, pid: int | None, proc: str | Path = "/proc") -> None:
         self.pid = pid
         self.proc = Path(proc)
-        self._dir: Path | None = None
-        self._version = 0
+        self._cgroup: MemoryCgroup | None = None
 
     def _locate(self) -> None:
         who = "self" if self.pid is None else str(self.pid)
         try:
-            cgroups = (self.proc / who / "cgroup").read_text()
-            mounts = (self.proc / who / "mountinfo").read_text()
+            found = process_cgroup(self.proc, who)
         except OSError as exc:
             raise SourceMissing(f"cannot read /proc/{who}/cgroup: {exc.strerror}") from None
-        found = find_memory_cgroup(cgroups, mounts)
         if found is None:
             raise SourceMissing(f"no readable memory cgroup for process {who}")
-        self._dir, self._version = found
+        self._cgroup = found
 
     def read(self) -> Reading:
-        if self._dir is None:
+        if self._cgroup is None:
             self._locate()
-        assert self._dir is not None
-        d = self._dir
+        assert self._cgroup is not None
+        d = self._cgroup.path
+        limit = self._cgroup.limit()
+        limit_bytes = None if limit is None else limit[0]
         try:
-            if self._version == 2:
+            if self._cgroup.version == 2:
                 events = _keyvals((d / "memory.events").read_text())
                 return {
                     "cgroup_current_bytes": int((d / "memory.current").read_text()),
-                    "cgroup_max_bytes": parse_limit((d / "memory.max").read_text()),
+                    "cgroup_max_bytes": limit_bytes,
                     "cgroup_events": ";".join(
                         f"{k}={events.get(k, 0)}" for k in ("max", "oom", "oom_kill")
                     ),
                 }
             return {
                 "cgroup_current_bytes": int((d / "memory.usage_in_bytes").read_text()),
-                "cgroup_max_bytes": parse_limit((d / "memory.limit_in_bytes").read_text()),
+                "cgroup_max_bytes": limit_bytes,
                 "cgroup_events": f"failcnt={int((d / 'memory.failcnt').read_text())}",
             }
         except FileNotFoundError:

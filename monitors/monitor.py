@@ -73,6 +73,7 @@ from memstress.monitors.sources import parse_source_names
 from memstress.monitors.upkeep import Upkeep
 from memstress.monitors.worker import WORKER_KEY, WorkerReport
 from memstress.scenarios.registry import get_scenario
+from memstress.scenarios.target import PRESSURE
 
 if TYPE_CHECKING:
     from locust.env import Environment
@@ -132,6 +133,8 @@ class MemoryMonitor:
         self._closed = False
         self._stopping = False
         self._speaks_api = False  # the target answered /memory/stats (auto profile)
+        self._enforced = False  # the target keeps itself under its budget (LRU at maxmemory)
+        self._drives: tuple[str, bool] = ("", False)  # scenario -> whether it drives pressure
         self._accounting = False  # a registered source reports accounted bytes
         self.extra_columns: tuple[str, ...] = ()  # registered sources' figures
         self.host = context.host
@@ -413,6 +416,7 @@ class MemoryMonitor:
         with GreenletCpuMeter() as cpu:
             sample = self.sampler.take(cpu)
             row = sample.row
+            self._enforced_pressure(row)
             if self.profile.own_load:
                 self._judge_budget(row)
             value, tiers = self._judged_value(row)
@@ -447,12 +451,31 @@ class MemoryMonitor:
                 now,
                 row["elapsed_s"],
                 row.get("host_percent"),
-                row.get("pressure"),
+                None if self._enforced else row.get("pressure"),  # a full LRU cache is normal
                 Seen(sample.process_alive, sample.memory_read),
             )
             if stop is not None:
                 self.stop_run(stop)
         return row
+
+    def _enforced_pressure(self, row: dict[str, Any]) -> None:
+        """A source's pressure against a budget the target enforces itself (Redis evicting
+        at ``maxmemory``) is kept only in a run that drives pressure on purpose (its
+        scenario needs ``pressure``: high_memory, memory_pressure_crisis); elsewhere a full
+        cache is normal and shown as such. The safety guard never judges it."""
+        self._enforced = bool(row.get("budget_enforced", False))
+        if self._enforced and not self._drives_pressure():
+            row.pop("pressure", None)
+
+    def _drives_pressure(self) -> bool:
+        name = self.context.scenario
+        if self._drives[0] != name:
+            try:
+                drives = PRESSURE in get_scenario(name).required
+            except (ConfigError, KeyError, ValueError):  # a user's own load: no scenario of ours
+                drives = False
+            self._drives = (name, drives)
+        return self._drives[1]
 
     def _judge_budget(self, row: dict[str, Any]) -> None:
         """A user's target: pressure only against a known budget, never its own cap.
@@ -460,7 +483,8 @@ class MemoryMonitor:
         A source's own pressure stands. Otherwise pressure is RSS against the
         configured budget, else the cgroup limit, else a budget a source reported
         that the target does not enforce itself. A budget the target enforces (an
-        LRU cache at ``maxmemory``) is shown, not judged: a full cache is normal.
+        LRU cache at ``maxmemory``) is shown, not judged: a full cache is normal
+        (see :meth:`_enforced_pressure`).
         """
         if "stats_rss_bytes" in row:
             self._speaks_api = True  # it answered /memory/stats: the memstress API

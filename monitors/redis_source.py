@@ -3,9 +3,12 @@
 - ``used_memory`` is the accounted bytes: what Redis holds on purpose (keys,
   values, buffers). The leak detector judges RSS less this, so a cache filling
   to ``maxmemory`` is not a leak, while memory Redis cannot account for is.
-- ``maxmemory`` is the budget when one is set. With an evicting policy
-  (``allkeys-lru`` ...) Redis keeps itself under it: the budget is marked as
-  enforced, so a full cache is no safety stop.
+- ``maxmemory`` is the budget when one is set, and ``used_memory`` /
+  ``maxmemory`` Redis's own pressure (the redis adapter's, which the pressure
+  scenarios drive). With an evicting policy (``allkeys-lru`` ...) Redis keeps
+  itself under it: the budget is marked as enforced, so a full cache is no
+  safety stop, and its pressure is kept only in a run that drives pressure
+  (``MemoryMonitor._enforced_pressure``).
 - ``used_memory_rss`` stands in for RSS when psutil cannot read the process.
 - figures kept as columns: ``used_memory``, ``used_memory_rss``, ``maxmemory``,
   ``mem_fragmentation_ratio``, ``used_pct`` (of maxmemory) and ``evicted_keys``;
@@ -70,7 +73,9 @@ class RedisSource:
         used = mem.get("used_memory")
         maxmemory = mem.get("maxmemory") or None
         policy = str(mem.get("maxmemory_policy", ""))
+        used_pct = 100.0 * used / maxmemory if maxmemory and used is not None else None
         return {
+            "pressure": used_pct,
             "accounted_bytes": used,
             "rss_bytes": mem.get("used_memory_rss"),
             "budget_bytes": maxmemory,
@@ -79,7 +84,7 @@ class RedisSource:
             "used_memory_rss": mem.get("used_memory_rss"),
             "maxmemory": maxmemory,
             "mem_fragmentation_ratio": mem.get("mem_fragmentation_ratio"),
-            "used_pct": 100.0 * used / maxmemory if maxmemory and used is not None else None,
+            "used_pct": used_pct,
             "evicted_keys": stats.get("evicted_keys"),
             "dataset_bytes": breakdown.get("dataset.bytes"),
             "overhead_bytes": breakdown.get("overhead.total"),

@@ -19,7 +19,8 @@ from memstress.common.config import Config
 from memstress.reports.collect import RunData
 from memstress.reports.grading import CheckResult
 from memstress.reports.metrics import MB, RunMetrics
-from memstress.reports.metrics.base import adapter_requests, col
+from memstress.reports.metrics.base import adapter_name, adapter_requests, col
+from memstress.reports.metrics.latency import entries
 from memstress.reports.metrics.pressure import pressure_series
 
 PASS, FAIL, NOT_JUDGED = "pass", "fail", "not judged"
@@ -179,7 +180,7 @@ def _strategy(name: str) -> Evaluator:
         m = x.m
         top = m.pressure.max_strategy
         if top is None:
-            return NOT_JUDGED, "the target reports no strategy"
+            return NOT_JUDGED, "the target reports no strategy" + _not_ours(x)
         ok = rank.get(top, -1) >= rank[name]
         return (
             PASS if ok else FAIL
@@ -297,6 +298,47 @@ def _shed_not_errors(x: Inputs, _b: float | None) -> Outcome:
     return PASS, f"{r.shed} answers shed (429/503, counted apart), {r.failures or 0} errors"
 
 
+def _not_ours(x: Inputs) -> str:
+    """Why a figure of the bundled service is missing on another adapter's target ('' on
+    the bundled service, where a missing figure is its own fault)."""
+    name = adapter_name(x.data)
+    if name in (None, "memstress"):
+        return ""
+    if name == "redis":
+        return (
+            " (the redis adapter: Redis's maxmemory policy is its memory manager; "
+            "strategies are the bundled service's)"
+        )
+    return f" (the {name} adapter: strategies are the bundled service's)"
+
+
+def _writes_shed(x: Inputs, b: float | None) -> Outcome:
+    """As ``_shed_not_errors`` on the bundled service. On another adapter's target only the
+    agents' writes count (its ``remember`` requests: a refused ballast write is the
+    controller's own), and none shed is not judged: 503 + Retry-After at emergency is the
+    bundled service's answer (Redis sheds a write only with OOM under noeviction, and
+    evicts under an LRU policy)."""
+    r = x.m.requests
+    name = adapter_name(x.data)
+    if r.requests is None or name in (None, "memstress"):
+        return _shed_not_errors(x, b)
+    writes = adapter_requests(x.data).get("remember")
+    shed = sum(int(e.get("num_requests") or 0) for e in entries(x.data, writes, shed=True))
+    if writes and shed:
+        return PASS, f"{shed} agent writes ({writes}) shed, counted apart; {r.failures or 0} errors"
+    others = (r.shed or 0) - shed
+    evicted = col(x.data.samples, "redis_evicted_keys").dropna()
+    seen = f"; {others} other answers shed (the pressure's own writes)" if others else ""
+    if len(evicted):
+        seen += f"; Redis evicted {int(evicted.max() - evicted.min())} keys (evicted_keys)"
+    return NOT_JUDGED, (
+        f"no agent write was shed, {r.failures or 0} errors: shedding writes with 503 + "
+        f"Retry-After is the bundled service's answer to emergency; the {name} adapter's "
+        f"target sheds a write only when it refuses one (Redis: OOM at maxmemory under "
+        f"noeviction){seen}"
+    )
+
+
 def _pressure_back(x: Inputs, b: float | None) -> Outcome:
     m, d = x.m, x.data
     held = [s for s in m.stages if "pressure_target" in s.params]
@@ -388,7 +430,7 @@ CATALOGUE: dict[str, CheckKind] = {
     "overflow_shed_not_errors": CheckKind(
         "overflow answered 429/503 (shed, counted apart)", _shed_not_errors
     ),
-    "writes_shed": CheckKind("writes answered 503 + Retry-After (shed)", _shed_not_errors),
+    "writes_shed": CheckKind("writes answered 503 + Retry-After (shed)", _writes_shed),
     "pressure_under_90_within_s": CheckKind(
         "delay from the end of the last pressure stage to pressure < 90 (s)", _pressure_back
     ),

@@ -37,7 +37,15 @@ from memstress.scenarios.adapters import Adapter, load_adapter
 from memstress.scenarios.api import Endpoint
 from memstress.scenarios.control import ballast_step
 from memstress.scenarios.spec import agent_id, namespace
-from memstress.scenarios.target import CAPABILITIES, CONVERSATION, FAULTS, VECTORS, Reply, Target
+from memstress.scenarios.target import (
+    CAPABILITIES,
+    CONVERSATION,
+    FAULTS,
+    PRESSURE,
+    VECTORS,
+    Reply,
+    Target,
+)
 
 if TYPE_CHECKING:
     from memstress.common.context import RunContext, Stage
@@ -271,7 +279,7 @@ class ConductorUser(MemstressUser):
     def on_stage(self, stage: Stage) -> None:
         """A new stage began; the default resets the target's faults when it says so."""
         resets = stage.params.get("reset_faults") and not stage.params.get("cleanup")
-        if resets and self.can(FAULTS):
+        if resets and (PRESSURE in self.adapter.capabilities or self.can(FAULTS)):
             self.target.reset_faults()
 
     def cleanup(self, params: dict[str, Any]) -> None:
@@ -283,7 +291,7 @@ class ConductorUser(MemstressUser):
         if VECTORS in has:
             for k in range(int(params.get("namespaces", 0))):
                 self.target.drop_namespace(self.namespace(k))
-        if params.get("reset_faults") and FAULTS in has:
+        if params.get("reset_faults") and has & {FAULTS, PRESSURE}:
             self.target.reset_faults()
 
 
@@ -373,11 +381,12 @@ class PressureController(ConductorUser):
     """Drives the target's pressure to the stage's ``pressure_target`` and holds it.
 
     One user (a conductor, so never several racing) reads the target's memory
-    stats and adds ballast (a fault with a ttl) until the pressure
+    stats and adds ballast (the ``pressure`` capability: the bundled service's
+    ballast fault, Redis's filler keys; each with a ttl) until the pressure
     reaches the target, then keeps it within ``tolerance`` points: the step is
     proportional to the gap and bounded (:func:`scenarios.control.ballast_step`).
     The ballast lives until the end of the last pressure stage (``hold_after_s``
-    past this stage's end); the stage after that resets the faults.
+    past this stage's end); the stage after that releases it (``reset_faults``).
     """
 
     abstract = True

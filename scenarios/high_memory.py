@@ -2,7 +2,9 @@
 
 The hold target is the stress level's ``memory_pressure_targets`` entry (80 at
 the default level 1); two ramp stages approach it 20 and 10 points below. The
-pressure controller is :class:`scenarios.base.PressureController`.
+pressure controller is :class:`scenarios.base.PressureController`. It needs the
+target's ``pressure`` capability, not fault injection: on the bundled service
+the ballast fault, on Redis filler keys toward ``maxmemory``.
 """
 
 from __future__ import annotations
@@ -63,5 +65,6 @@ SCENARIO = Scenario(
     endpoints=(api.STATS, api.BALLAST, api.RESET, *api.AGENT_TRAFFIC, *api.CLEANUP),
     users=users,
     plan=plan,
+    needs=frozenset({target.CONVERSATION, target.PRESSURE, target.STATS}),
     optional=frozenset({target.VECTORS}),
 )

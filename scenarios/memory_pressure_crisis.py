@@ -3,7 +3,8 @@
 The crisis target is two entries above the stress level's in
 ``memory_pressure_targets`` (70/80/90/95/99: 95 at the default level 1, capped
 at the last entry), so it is always past high_memory's. Then the faults are
-reset and the target should come back under 90 %.
+reset and the target should come back under 90 %. Like high_memory it needs the
+target's ``pressure`` capability (Redis: filler keys toward ``maxmemory``).
 """
 
 from __future__ import annotations
@@ -66,5 +67,6 @@ SCENARIO = Scenario(
     endpoints=(api.STATS, api.BALLAST, api.RESET, *api.AGENT_TRAFFIC, *api.CLEANUP),
     users=users,
     plan=plan,
+    needs=frozenset({target.CONVERSATION, target.PRESSURE, target.STATS}),
     optional=frozenset({target.VECTORS}),
 )

@@ -7,6 +7,12 @@ has. A scenario declares what it ``needs`` and what it uses only if it is there
 run on an adapter; a user skips an optional operation the adapter lacks and
 records it once in ``events.csv`` (``capability_skipped``).
 
+Fault injection (``faults``: leak, ballast, reset) is the bundled service's own
+test hook. Memory pressure (``pressure``: ballast with a ttl, and its release)
+is the part of it a target can give by its own means: Redis fills toward its
+``maxmemory`` with keys of the run. A target that injects faults gives pressure
+too (the same two operations); the pressure scenarios need only ``pressure``.
+
 The adapters live one per module in :mod:`scenarios.adapters` and are chosen by
 name (``--adapter``). No Locust import here (see :mod:`scenarios.spec`).
 """
@@ -23,6 +29,7 @@ OPTIMIZE = "optimize"
 CYCLE = "cycle"
 STATS = "stats"
 FAULTS = "faults"
+PRESSURE = "pressure"
 
 CAPABILITIES: dict[str, str] = {
     CONVERSATION: "agent conversation memory (remember, context, history, forget)",
@@ -31,6 +38,7 @@ CAPABILITIES: dict[str, str] = {
     CYCLE: "a management cycle",
     STATS: "memory stats (pressure, budget)",
     FAULTS: "fault injection (leak, ballast, reset)",
+    PRESSURE: "memory pressure by the target's own means (ballast with a ttl, release)",
 }
 """Every capability, with the words a refusal uses for it."""
 
@@ -65,8 +73,14 @@ class Target(Protocol):
         ...
 
     def leak(self, n_bytes: int) -> Reply: ...
-    def ballast(self, n_bytes: int, ttl_s: float) -> Reply: ...
-    def reset_faults(self) -> Reply: ...
+    def ballast(self, n_bytes: int, ttl_s: float) -> Reply:
+        """Hold ``n_bytes`` more of the target's memory for ``ttl_s`` seconds (faults or
+        pressure: the bundled service's ballast, Redis's filler keys)."""
+        ...
+
+    def reset_faults(self) -> Reply:
+        """Let go of every leak and ballast of the run (faults or pressure)."""
+        ...
 
 
 def describe(capabilities: Iterable[str]) -> str:

@@ -1,9 +1,10 @@
 """The memory budget: a number of MB, or ``auto`` from the cgroup limit.
 
 ``auto`` takes the cgroup memory limit (v2 ``memory.max``, v1
-``memory.limit_in_bytes``) when one is set below host RAM; otherwise it falls
-back to a share of host RAM and says so. The sysfs root is a parameter so the
-lookup can be tested against a fake tree.
+``memory.limit_in_bytes``, the tightest of the process's cgroup and its ancestors)
+when one is set below host RAM; otherwise it falls back to a share of host RAM and
+says so. The ``/proc`` root is a parameter so the lookup can be tested against a
+fake tree.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from memstress.common.cgroup import own_cgroup_paths, parse_limit
+from memstress.common.cgroup import process_cgroup
 from memstress.common.units import MB
 
 AUTO_HOST_SHARE = 0.5
@@ -25,42 +26,20 @@ class Budget:
     note: str = ""  # the log line that explains an auto budget
 
 
-def _read_limit(path: Path) -> int | None:
-    """A limit file's value in bytes; None when missing, unreadable or no limit."""
+def cgroup_limit(proc: Path = Path("/proc")) -> tuple[int, str] | None:
+    """The tightest cgroup memory limit that holds this process, and the file it came from.
+
+    The same lookup as the monitor's cgroup source (:mod:`memstress.common.cgroup`): the
+    process's own cgroup through mountinfo, then its ancestors up to the mount's top.
+    """
     try:
-        return parse_limit(path.read_text())
-    except (OSError, ValueError):
+        found = process_cgroup(proc)
+    except OSError:
         return None
-
-
-def cgroup_limit(
-    sys_root: Path = Path("/"), proc_cgroup: str | None = None
-) -> tuple[int, str] | None:
-    """The tightest cgroup memory limit visible to this process, and the file it came from."""
-    if proc_cgroup is None:
-        try:
-            proc_cgroup = (sys_root / "proc/self/cgroup").read_text()
-        except OSError:
-            proc_cgroup = ""
-    v2_path, v1_path = own_cgroup_paths(proc_cgroup)
-    base = sys_root / "sys/fs/cgroup"
-    candidates: list[tuple[Path, str]] = []
-    # Inside a container the cgroup namespace root is mounted at the top, so the
-    # top-level file is tried as well as the process's own path.
-    if v2_path is not None:
-        candidates.append((base / v2_path.lstrip("/") / "memory.max", "cgroup v2"))
-    candidates.append((base / "memory.max", "cgroup v2"))
-    if v1_path is not None:
-        candidates.append(
-            (base / "memory" / v1_path.lstrip("/") / "memory.limit_in_bytes", "cgroup v1")
-        )
-    candidates.append((base / "memory" / "memory.limit_in_bytes", "cgroup v1"))
-    found: list[tuple[int, str]] = []
-    for path, kind in candidates:
-        value = _read_limit(path)
-        if value is not None:
-            found.append((value, f"{kind} {path.relative_to(sys_root)}"))
-    return min(found) if found else None
+    limit = None if found is None else found.limit()
+    if found is None or limit is None:
+        return None
+    return limit[0], f"cgroup v{found.version} {limit[1]}"
 
 
 def auto_budget(host_ram: int, limit: tuple[int, str] | None) -> Budget:

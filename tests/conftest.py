@@ -66,9 +66,11 @@ def _no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
 
 
-def start_redis(folder: Path) -> tuple[subprocess.Popen[bytes], str]:
-    """Debian's redis-server on a free loopback port, 64 MB allkeys-lru, no persistence;
-    a missing server fails in CI (make test installs it) and skips elsewhere."""
+def start_redis(
+    folder: Path, maxmemory: str = "64mb", policy: str = "allkeys-lru"
+) -> tuple[subprocess.Popen[bytes], str]:
+    """Debian's redis-server on a free loopback port, 64 MB allkeys-lru (or as given), no
+    persistence; a missing server fails in CI (make test installs it) and skips elsewhere."""
     server = shutil.which("redis-server")
     if server is None:
         message = "redis-server is not installed (Debian: apt-get install redis-server)"
@@ -88,9 +90,9 @@ def start_redis(folder: Path) -> tuple[subprocess.Popen[bytes], str]:
             "--appendonly",
             "no",
             "--maxmemory",
-            "64mb",
+            maxmemory,
             "--maxmemory-policy",
-            "allkeys-lru",
+            policy,
             "--dir",
             str(folder),
         ],

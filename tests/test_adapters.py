@@ -45,15 +45,17 @@ def test_memstress_runs_every_scenario_and_redis_refuses_those_needing_what_it_l
     redis = load_adapter("redis")
     assert runnable(redis) == [
         "baseline",
+        "high_memory",
         "concurrent_agents",
         "optimization_overload",
+        "memory_pressure_crisis",
         "endurance",
     ]
     with pytest.raises(ConfigError) as err:
         check_scenario(get_scenario("memory_leak"), redis)
     line = str(err.value)
     assert "\n" not in line and "fault injection" in line and "(faults)" in line
-    assert "would run on redis: baseline, concurrent_agents" in line
+    assert "would run on redis: baseline, high_memory, concurrent_agents" in line
     with pytest.raises(ConfigError, match="vector store"):
         check_scenario(get_scenario("vector_store"), redis)
 
@@ -77,6 +79,23 @@ def test_the_sessions_mapping_gives_conversation_and_stats_and_fills_its_templat
     assert stats == {"pressure": 3.5, "budget_bytes": 9}
     typed = Operation("search", "POST", "/s", {"k": "{k}", "q": "about {query}"})
     assert typed.body_of({"k": 5, "query": "x"}) == {"k": 5, "q": "about x"}
+
+
+def test_a_mapping_with_ballast_and_reset_but_no_leak_gives_pressure_not_faults(
+    tmp_path: Path,
+) -> None:
+    text = SESSIONS_MAP.read_text() + (
+        "  ballast: {method: POST, path: /v1/fill, body: {bytes: '{bytes}', ttl: '{ttl_s}'}}\n"
+        "  reset_faults: {method: POST, path: /v1/fill/reset}\n"
+    )
+    path = tmp_path / "fill.yml"
+    path.write_text(text)
+    assert load_mapping(path).capabilities == {"conversation", "stats", "pressure"}
+    runs_on = runnable(load_adapter("http-map", str(path)))
+    assert "high_memory" in runs_on and "memory_leak" not in runs_on
+    path.write_text(SESSIONS_MAP.read_text() + "  leak: {method: POST, path: /v1/leak}\n")
+    with pytest.raises(ConfigError, match=r"faults takes leak, ballast, reset_faults"):
+        load_mapping(path)
 
 
 BAD_MAPS = {
@@ -186,13 +205,13 @@ def test_plain_locust_takes_the_adapter_from_its_env_var_and_refuses_before_load
         "--host",
         f"redis://127.0.0.1:{free_port()}",
         "--scenario",
-        "high_memory",
+        "memory_leak",
         "--run-dir",
         str(tmp_path / "run"),
         env={"MEMSTRESS_ADAPTER": "redis"},
     )
     assert r.returncode == 2, r.stderr[-2000:]
-    assert "scenario high_memory needs fault injection" in r.stderr
+    assert "scenario memory_leak needs fault injection" in r.stderr
     assert_no_traceback(r.stderr)
 
 

@@ -171,6 +171,9 @@ def test_cgroup_v2_of_the_target(tmp_path: Path) -> None:
     }
     (d / "memory.max").write_text("max\n")
     assert CgroupSource(4242, proc).read()["cgroup_max_bytes"] is None
+    # The slice above it caps it: the target's limit is the tightest of its ancestors.
+    (d.parent / "memory.max").write_text("2097152\n")
+    assert CgroupSource(4242, proc).read()["cgroup_max_bytes"] == 2097152
 
 
 def test_cgroup_v1_inside_a_container_mount(tmp_path: Path) -> None:

@@ -152,31 +152,58 @@ def _tree(tmp_path: Path, files: dict[str, str]) -> Path:
     return tmp_path
 
 
+def _proc_self(tmp_path: Path, cgroup: str, mountinfo: str) -> Path:
+    """A fake /proc whose ``self`` has the given cgroup and mountinfo files."""
+    return _tree(tmp_path / "proc-root", {"self/cgroup": cgroup, "self/mountinfo": mountinfo})
+
+
+def _v2_mount(point: Path) -> str:
+    return f"30 1 0:26 / {point} rw,nosuid - cgroup2 cgroup2 rw\n"
+
+
 def test_cgroup_v2_limit_of_the_own_cgroup(tmp_path: Path) -> None:
-    root = _tree(tmp_path, {"sys/fs/cgroup/app/memory.max": f"{300 * MB}\n"})
-    found = cgroup_limit(root, "0::/app\n")
-    assert found is not None and found[0] == 300 * MB and "memory.max" in found[1]
+    mnt = tmp_path / "cg2"
+    _tree(mnt, {"app/memory.max": f"{300 * MB}\n", "app/memory.current": "1\n"})
+    found = cgroup_limit(_proc_self(tmp_path, "0::/app\n", _v2_mount(mnt)))
+    assert found is not None and found[0] == 300 * MB and found[1].endswith("app/memory.max")
     b = auto_budget(8192 * MB, found)
     assert b.bytes == 300 * MB and "cgroup v2" in b.source and "300 MB" in b.note
 
 
+def test_cgroup_v2_a_parents_tighter_limit_binds(tmp_path: Path) -> None:
+    # A systemd slice (or a container's outer cgroup) caps the service's own cgroup.
+    mnt = tmp_path / "cg2"
+    _tree(
+        mnt,
+        {
+            "memory.max": "max\n",
+            "slice/memory.max": f"{150 * MB}\n",
+            "slice/app/memory.max": f"{300 * MB}\n",
+            "slice/app/memory.current": "1\n",
+        },
+    )
+    found = cgroup_limit(_proc_self(tmp_path, "0::/slice/app\n", _v2_mount(mnt)))
+    assert found is not None and found[0] == 150 * MB
+    assert found[1].endswith("slice/memory.max")
+
+
 def test_cgroup_v1_limit(tmp_path: Path) -> None:
-    root = _tree(tmp_path, {"sys/fs/cgroup/memory/memory.limit_in_bytes": str(200 * MB)})
-    found = cgroup_limit(root, "4:memory:/\n")
+    mnt = tmp_path / "memory"
+    _tree(mnt, {"memory.limit_in_bytes": str(200 * MB), "memory.usage_in_bytes": "1"})
+    mountinfo = f"35 31 0:32 / {mnt} rw,relatime - cgroup cgroup rw,memory\n"
+    found = cgroup_limit(_proc_self(tmp_path, "4:memory:/\n", mountinfo))
     assert found is not None and found[0] == 200 * MB and "cgroup v1" in found[1]
 
 
 def test_no_limit_or_a_limit_above_host_ram_falls_back_to_host_ram(tmp_path: Path) -> None:
-    root = _tree(
-        tmp_path,
-        {
-            "sys/fs/cgroup/memory.max": "max\n",
-            "sys/fs/cgroup/memory/memory.limit_in_bytes": "9223372036854771712",
-        },
-    )
-    assert cgroup_limit(root, "0::/\n") is None  # "max" and v1's "no limit" sentinel
-    root = _tree(tmp_path / "big", {"sys/fs/cgroup/memory.max": f"{8192 * MB}\n"})
-    b = auto_budget(4096 * MB, cgroup_limit(root, "0::/\n"))
+    mnt = tmp_path / "cg2"
+    _tree(mnt, {"memory.max": "max\n", "memory.current": "1\n"})
+    assert cgroup_limit(_proc_self(tmp_path, "0::/\n", _v2_mount(mnt))) is None
+    big = tmp_path / "big"
+    _tree(big, {"memory.max": f"{8192 * MB}\n", "memory.current": "1\n"})
+    found = cgroup_limit(_proc_self(big, "0::/\n", _v2_mount(big)))
+    assert found is not None and found[0] == 8192 * MB
+    b = auto_budget(4096 * MB, found)
     assert b.bytes == 2048 * MB and b.source == "host RAM" and "not below host RAM" in b.note
-    b = auto_budget(4096 * MB, cgroup_limit(tmp_path / "nothing", ""))
+    b = auto_budget(4096 * MB, cgroup_limit(tmp_path / "nothing"))
     assert b.bytes == 2048 * MB and "no cgroup memory limit" in b.note

@@ -10,8 +10,16 @@ import numpy as np
 
 from memstress.common.config import LeakDetection
 from memstress.common.units import MB
-from memstress.monitors.leak.segments import Cut, cuts, kept_level, noise_mb, staircase
+from memstress.monitors.leak.segments import (
+    Cut,
+    cuts,
+    kept_level,
+    noise_mb,
+    rise_start,
+    staircase,
+)
 from memstress.monitors.leak.trend import (
+    MIN_HALF,
     Trend,
     full_trend,
     median_slope,
@@ -48,6 +56,12 @@ def judge(
         return Judgement(None, None)
     t = np.fromiter((p[0] for p in envelope), float, len(envelope))
     y_mb = np.fromiter((p[1] for p in envelope), float, len(envelope)) / MB
+    if np.ptp(y_mb) == 0:
+        # A level that never moved (a tier at or under its limit: 0 bytes past it) has
+        # no cut, gives nothing back and has slope 0: what the full look finds, for free.
+        first = int(np.searchsorted(t, floor, side="left"))
+        kept_flat = tuple((y_mb * MB).tolist())
+        return Judgement(0.0, None, (), first, first, (), kept_flat, len(t))
     sigma = noise_mb(y_mb)
     kept = kept_level(t, y_mb, settings, sigma)
     settled = kept.settled
@@ -84,6 +98,13 @@ def judge(
             continue
         tr = full_trend(ts, ys, alpha, need_slope, length, settings.sustain)
         if tr.rising:
+            # The scale may begin before the leak did: report the rate since the rise began.
+            # (A staircase is judged from the tread before its first step already, and a
+            # hinge would start it on a later tread: a span of whole steps is its pace.)
+            anchor = kept.values[start:settled] >= y_mb[start:settled] - 1e-9
+            i = 0 if stairs else rise_start(ts, kept.values[start:settled], anchor)
+            if 0 < i <= len(ts) - MIN_HALF:
+                tr = tr.since(ts[i:], ys[i:], settings.window_s)
             return dataclasses.replace(base, slope=overall, rising=tr)
     return dataclasses.replace(base, slope=overall)
 

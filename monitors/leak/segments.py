@@ -2,8 +2,9 @@
 
 :func:`kept_level` takes away the memory a series gave back later (a sawtooth of
 any period becomes its troughs), :func:`cuts` segments what is left with
-``ruptures`` into steps and bends, and :func:`staircase` finds the upward steps
-that come at a steady pace (a leak in chunks).
+``ruptures`` into steps and bends, :func:`staircase` finds the upward steps
+that come at a steady pace (a leak in chunks), and :func:`rise_start` where a
+rise began (its rate is measured from there).
 """
 
 from __future__ import annotations
@@ -205,6 +206,36 @@ def cuts(
         bend_mb = 2 * settings.window_s * max(abs(s1), abs(s2))
         out.append(Cut(i, float(at), float(jump), abs(jump) >= max(step_mb, bend_mb)))
     return out, sigma
+
+
+def rise_start(t: np.ndarray, kept_mb: np.ndarray, anchor: np.ndarray) -> int:
+    """Index of the first anchor at or after the start of a span's rise.
+
+    ``anchor`` marks the points the kept level did not lower (a sawtooth's
+    troughs; nearly every point of a series without one): between them the kept
+    level is only a line drawn from trough to trough, and the line across the
+    start of a leak mixes flat time with the leak's. The start is where a
+    continuous hinge, flat and then a straight line, fits the anchors best (least
+    squares, tried at every point's time); the rise is measured from the first
+    anchor at or after it. 0 when there are too few anchors to tell.
+    """
+    a = np.nonzero(anchor)[0]
+    if a.size < 3:
+        return 0
+    ta, ya = t[a], kept_mb[a]
+    taus = t[t < ta[-2]]  # at least two anchors after the hinge
+    if taus.size == 0:
+        return 0
+    x = np.maximum(0.0, ta[None, :] - taus[:, None])  # (tau, anchor)
+    n = float(a.size)
+    sx, sxx = x.sum(axis=1), (x * x).sum(axis=1)
+    sy, sxy, syy = float(ya.sum()), x @ ya, float(ya @ ya)
+    var_x = sxx - sx * sx / n
+    cov = sxy - sx * sy / n
+    sse = (syy - sy * sy / n) - np.where(var_x > 0, cov * cov / np.where(var_x > 0, var_x, 1), 0)
+    best = float(taus[int(np.argmin(sse))])  # the earliest of equal fits: the plain line first
+    later = a[ta >= best]
+    return int(later[0]) if later.size else 0
 
 
 def staircase(steps: list[Cut], now: float, settings: LeakDetection) -> list[Cut]:

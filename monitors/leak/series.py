@@ -106,7 +106,9 @@ class Series:
             self.state, self.trend = LEAK, tr
             self._peak = _kept_peak(j)
             self._below_since = None
-            why = f"rising {tr.slope:.2f} MB/min over the last {tr.scale_s:.0f} s"
+            why = f"rising {tr.slope:.2f} MB/min over the last {tr.reported_s:.0f} s"
+            if tr.reported_s != tr.scale_s:
+                why += f" (since it began; judged over {tr.scale_s:.0f} s)"
             if j.stairs:
                 gaps = np.diff([c.time for c in j.stairs])
                 size = float(np.median([c.jump_mb for c in j.stairs]))

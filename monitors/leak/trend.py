@@ -10,6 +10,7 @@ of a shortened run.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from dataclasses import dataclass
 
@@ -36,7 +37,14 @@ PER_MIN = 60.0 / MB  # bytes per second -> MB per minute
 
 @dataclass(frozen=True)
 class Trend:
-    """The full trend test on the envelope points of one scale; slopes in MB/min."""
+    """The full trend test on the envelope points of one scale; slopes in MB/min.
+
+    ``slope``, ``ci_low`` and ``ci_high`` are the figures reported: the rate
+    since the leak began (:meth:`since`), the scale's own until then. The test
+    itself (:attr:`rising`) judges the scale's own ``scale_slope`` and
+    ``scale_ci_low``: a scale that began before the leak judges flat time too,
+    and its slope is lower than the leak's rate.
+    """
 
     scale_s: float  # the scale judged (shorter than nominal while the run is young)
     points: int
@@ -51,6 +59,41 @@ class Trend:
     alpha: float  # the significance this scale is judged at
     below_peak_mb: float  # how far the newest point lies below the highest one
     sustain: float = 0.5  # the share each half's slope must keep (settings.sustain)
+    scale_slope: float = math.nan  # the scale's own Theil-Sen slope (nan: ``slope``)
+    scale_ci_low: float = math.nan
+    since_s: float = math.nan  # the span ``slope`` was measured over (nan: the scale)
+
+    def since(self, t: np.ndarray, y: np.ndarray, window_s: float) -> Trend:
+        """This test, reporting the Theil-Sen rate of the points ``t, y`` (since the leak began).
+
+        The interval reported spans both this fit's and the scale's: under a
+        sawtooth the points since the start may be a line drawn between two
+        troughs, whose own interval is far too narrow.
+        """
+        res = theilslopes(y, t, alpha=self.confidence)
+        return dataclasses.replace(
+            self,
+            slope=float(res.slope) * PER_MIN,
+            ci_low=min(float(res.low_slope) * PER_MIN, self.ci_low),
+            ci_high=max(float(res.high_slope) * PER_MIN, self.ci_high),
+            scale_slope=self.tested_slope,
+            scale_ci_low=self._tested_ci_low,
+            since_s=float(t[-1] - t[0]) + window_s,
+        )
+
+    @property
+    def tested_slope(self) -> float:
+        """The slope the test judged: the scale's own."""
+        return self.slope if math.isnan(self.scale_slope) else self.scale_slope
+
+    @property
+    def _tested_ci_low(self) -> float:
+        return self.ci_low if math.isnan(self.scale_ci_low) else self.scale_ci_low
+
+    @property
+    def reported_s(self) -> float:
+        """The span the reported slope was measured over."""
+        return self.scale_s if math.isnan(self.since_s) else self.since_s
 
     @property
     def rise_mb(self) -> float:
@@ -61,14 +104,15 @@ class Trend:
     def rising(self) -> bool:
         """The leak rule at this scale (module docstring, steps 7 and 8)."""
         k = self.sustain
+        slope = self.tested_slope
         steady = (
-            self.older_slope >= k * self.slope
-            and self.recent_slope >= k * self.slope
+            self.older_slope >= k * slope
+            and self.recent_slope >= k * slope
             and self.recent_slope >= k * self.older_slope
         )
         return (
-            self.slope >= self.needed_slope
-            and self.ci_low > 0
+            slope >= self.needed_slope
+            and self._tested_ci_low > 0
             and self.p_value < self.alpha
             and steady
             and self.below_peak_mb <= PEAK_TOLERANCE * self.rise_mb
@@ -88,13 +132,23 @@ class Trend:
             "below_peak_mb": round(self.below_peak_mb, 3),
             "scale_s": round(self.scale_s, 1),
             "windows": self.points,
+            "scale_slope_mb_min": round(self.tested_slope, 4),
+            "since_s": round(self.reported_s, 1),
         }
 
 
 def median_slope(t: np.ndarray, y: np.ndarray) -> float:
     """Theil-Sen slope (median pairwise slope) in MB/min, without its interval."""
-    i, j = np.triu_indices(len(t), 1)
+    i, j = _pairs(len(t))
     return float(np.median((y[j] - y[i]) / (t[j] - t[i]))) * PER_MIN
+
+
+@functools.lru_cache(maxsize=256)
+def _pairs(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The index pairs i < j of n points (read-only; the same few n come every window)."""
+    i, j = np.triu_indices(n, 1)
+    i.flags.writeable = j.flags.writeable = False
+    return i, j
 
 
 def _mann_kendall_rising(t: np.ndarray, y: np.ndarray) -> float:

@@ -179,6 +179,21 @@ def stage_spans(data: RunData, t0: float, t_end: float) -> list[StageSpan]:
     return spans
 
 
+def adapter_name(data: RunData) -> str | None:
+    """The run's adapter from its ``adapter`` event (None: a run without one)."""
+    ev = data.events
+    if ev.empty or "kind" not in ev:
+        return None
+    for detail in ev.loc[ev["kind"] == "adapter", "detail"]:
+        try:
+            name = json.loads(detail).get("name")
+        except (ValueError, TypeError, AttributeError):
+            continue
+        if isinstance(name, str) and name:
+            return name
+    return None
+
+
 def adapter_requests(data: RunData) -> dict[str, str]:
     """Operation -> Locust request name, from the run's ``adapter`` event ({} when the run
     has none: a run from before adapters, or a user's own locustfile)."""

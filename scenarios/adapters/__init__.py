@@ -4,7 +4,9 @@ An adapter (:class:`Adapter`) says what it can do before any connection is
 made (``capabilities``), checks the ``--host`` it is given, waits for the
 target to be ready, makes one :class:`~scenarios.target.Target` per Locust user
 (``connect``) and deletes a run's data once more at test stop (``sweep``, the
-master's backstop after the conductor's cleanup stage).
+master's backstop after the conductor's cleanup stage). An adapter may also say
+what one target lacks although the adapter could give it (``target_lacks``, see
+:func:`check_target`): a Redis without ``maxmemory`` has no pressure to drive.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 from memstress.common.config import ConfigError
-from memstress.scenarios.target import Target, refusal
+from memstress.scenarios.target import Target, describe, refusal
 
 if TYPE_CHECKING:
     import requests
@@ -56,6 +58,15 @@ class CountsVectors(Protocol):
         ...
 
 
+class ChecksTarget(Protocol):
+    """An adapter that can tell, before any load, what one target lacks."""
+
+    def target_lacks(self, host: str) -> dict[str, str]:
+        """Capability -> why this target cannot give it; {} when it can, or when it does
+        not answer (``wait_ready`` reports that)."""
+        ...
+
+
 def vector_counter(adapter: Any) -> CountsVectors | None:
     """The adapter as a :class:`CountsVectors`, or None when it cannot count vectors."""
     return adapter if callable(getattr(adapter, "count_vectors", None)) else None
@@ -77,11 +88,12 @@ def load_adapter(name: str | None, config_path: str | None = None) -> Adapter:
     return adapter
 
 
-def runnable(adapter: Adapter) -> list[str]:
-    """The registered scenarios this adapter can run, in registry order."""
+def runnable(adapter: Adapter, lacking: frozenset[str] = frozenset()) -> list[str]:
+    """The registered scenarios this adapter can run (without ``lacking``), in registry order."""
     from memstress.scenarios.registry import all_scenarios
 
-    return [s.name for s in all_scenarios() if s.required <= adapter.capabilities]
+    has = adapter.capabilities - lacking
+    return [s.name for s in all_scenarios() if s.required <= has]
 
 
 def check_scenario(scenario: Any, adapter: Adapter) -> None:
@@ -89,6 +101,24 @@ def check_scenario(scenario: Any, adapter: Adapter) -> None:
     problem = refusal(scenario, adapter.name, adapter.capabilities, runnable(adapter))
     if problem:
         raise ConfigError(problem)
+
+
+def check_target(scenario: Any, adapter: Adapter, host: str) -> None:
+    """A one-line ConfigError when the target at ``host`` lacks what ``scenario`` needs
+    although the adapter has it (asked of adapters with ``target_lacks``; one short read)."""
+    ask = getattr(adapter, "target_lacks", None)
+    if not callable(ask) or not host:
+        return
+    lacks: dict[str, str] = ask(host)
+    missing = sorted(set(scenario.required) & set(lacks))
+    if not missing:
+        return
+    why = "; ".join(lacks[c] for c in missing)
+    would = ", ".join(runnable(adapter, frozenset(lacks))) or "none"
+    raise ConfigError(
+        f"--adapter {adapter.name}: scenario {scenario.name} needs {describe(missing)}, which "
+        f"the target {host} cannot give: {why} (scenarios that would run there: {would})"
+    )
 
 
 def capability_table() -> str:

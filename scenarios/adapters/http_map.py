@@ -69,8 +69,10 @@ GROUPS: dict[str, tuple[str, ...]] = {
     target.CYCLE: ("cycle",),
     target.STATS: ("stats",),
     target.FAULTS: ("leak", "ballast", "reset_faults"),
+    target.PRESSURE: ("ballast", "reset_faults"),
 }
-"""A capability and the operations it takes, all of them."""
+"""A capability and the operations it takes, all of them (pressure is part of faults: a
+mapping with ballast and reset_faults but no leak gives pressure only)."""
 
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 OPERATION_KEYS = ("method", "path", "body", "result", "fields")
@@ -185,16 +187,15 @@ def _check(data: Any) -> ApiMap:
             f"operations: expected a mapping of operations (valid: {', '.join(PLACEHOLDERS)})"
         )
     operations = {str(op): _operation(str(op), spec) for op, spec in ops.items()}
-    capabilities = set()
+    capabilities = {c for c, needed in GROUPS.items() if all(op in operations for op in needed)}
+    covered = {op for c in capabilities for op in GROUPS[c]}
     for capability, needed in GROUPS.items():
         have = [op for op in needed if op in operations]
-        if have and len(have) < len(needed):
+        if have and capability not in capabilities and not set(have) <= covered:
             missing = ", ".join(op for op in needed if op not in operations)
             raise ValueError(
                 f"operations: {capability} takes {', '.join(needed)} (missing: {missing})"
             )
-        if have:
-            capabilities.add(capability)
     if target.CONVERSATION not in capabilities and target.VECTORS not in capabilities:
         raise ValueError("operations: map the conversation or the vector operations (or both)")
     return ApiMap(health, operations, frozenset(capabilities))

@@ -13,19 +13,32 @@ management cycle and no fault injection; vectors need the query engine, which
 Debian's ``redis-server`` lacks, so they are no capability here. An ``OOM``
 answer (``maxmemory`` reached under ``noeviction``) is Redis shedding a write:
 counted apart, like a 503 with ``Retry-After``.
+
+Pressure comes by Redis's own means (the ``pressure`` capability): ballast is
+filler keys ``memstress:<run id>-ballast-<connection>-<n>`` of at most
+:data:`BALLAST_CHUNK` bytes, set with a TTL of the ballast's ttl, so
+``used_memory`` rises toward ``maxmemory``; the release deletes them
+(``UNLINK``), and so does the sweep at test stop, with the rest of the run's
+keys. Under an evicting policy (``allkeys-lru`` ...) Redis evicts keys as it
+nears ``maxmemory``: its memory manager at work, counted in ``evicted_keys``.
+A Redis without ``maxmemory`` has no pressure to drive:
+:meth:`RedisAdapter.target_lacks` says so before any load.
 """
 
 from __future__ import annotations
 
 import json
+import secrets
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import redis
+from redis.exceptions import OutOfMemoryError
 
 from memstress.common.config import ConfigError
 from memstress.common.target import TargetError
+from memstress.common.units import MB
 from memstress.scenarios import api, target
 from memstress.scenarios.target import Reply
 
@@ -38,6 +51,12 @@ TTL_MARGIN_S = 600
 KEY_PREFIX = "memstress:"
 REQUEST_TYPE = "REDIS"
 
+BALLAST_CHUNK = MB // 4
+"""Largest value of one ballast key (a step of ballast is several keys in one pipeline).
+Small enough that under ``noeviction`` the keys before the first ``OOM`` still fill:
+Redis counts the value being written against ``maxmemory`` (1 MB keys stopped a 32 MB
+Redis at 94.7 % when the stage asked 99 %)."""
+
 
 NAMES = {
     "remember": "LPUSH+LTRIM memstress:[agent]",
@@ -46,6 +65,8 @@ NAMES = {
     "forget": "DEL memstress:[agent]",
     "optimize": "MEMORY PURGE",
     "stats": "INFO memory",
+    "ballast": "SET memstress:[run]-ballast-[n] PX",
+    "reset_faults": "UNLINK memstress:[run]-ballast-*",
 }
 """Each operation's Locust request name."""
 
@@ -54,13 +75,27 @@ def key_of(agent: str) -> str:
     return f"{KEY_PREFIX}{agent}"
 
 
+def ballast_pattern(run_id: str) -> str:
+    """What every ballast key of the run matches (``SCAN MATCH``)."""
+    return f"{KEY_PREFIX}{run_id}-ballast-*"
+
+
+def chunks(n_bytes: int, size: int = BALLAST_CHUNK) -> list[int]:
+    """``n_bytes`` as values of at most ``size`` bytes each."""
+    whole, rest = divmod(max(0, n_bytes), size)
+    return [size] * whole + ([rest] if rest else [])
+
+
 class RedisTarget:
-    capabilities = frozenset({target.CONVERSATION, target.OPTIMIZE, target.STATS})
+    capabilities = frozenset({target.CONVERSATION, target.OPTIMIZE, target.STATS, target.PRESSURE})
 
     def __init__(self, user: Any) -> None:
         self.user = user
         self.db = redis.Redis.from_url(user.host, socket_timeout=10, socket_connect_timeout=5)
         self.ttl_s = int(user.ctx.duration_s) + TTL_MARGIN_S
+        self.run_id: str = user.ctx.run_id
+        self.ballast_keys = 0  # filler keys this connection wrote (their numbers)
+        self.ballast_prefix = f"{KEY_PREFIX}{self.run_id}-ballast-{secrets.token_hex(3)}-"
 
     def _run(self, name: str, fn: Callable[[], Any]) -> Reply:
         """One Redis call as one Locust request named ``name``; OOM is shed."""
@@ -71,7 +106,8 @@ class RedisTarget:
         try:
             data = fn()
         except redis.ResponseError as exc:
-            if str(exc).startswith("OOM"):
+            if isinstance(exc, OutOfMemoryError):  # also inside a pipeline, whose error
+                # message starts "Command # 1 (...) of pipeline caused error: OOM ..."
                 elapsed = 1000 * (time.perf_counter() - start)
                 for kind in (REQUEST_TYPE, api.SHED_TYPE):
                     events.request.fire(
@@ -150,10 +186,37 @@ class RedisTarget:
         return self._lacks(target.FAULTS)
 
     def ballast(self, n_bytes: int, ttl_s: float) -> Reply:
-        return self._lacks(target.FAULTS)
+        """``n_bytes`` of filler keys living ``ttl_s`` seconds (``SET ... PX``, one pipeline)."""
+        ttl_ms = max(1, round(1000 * ttl_s))
+        sizes = chunks(n_bytes)
+
+        def fill() -> Any:
+            pipe = self.db.pipeline(transaction=False)
+            for size in sizes:
+                self.ballast_keys += 1
+                pipe.set(f"{self.ballast_prefix}{self.ballast_keys}", b"b" * size, px=ttl_ms)
+            return pipe.execute()
+
+        return self._run(NAMES["ballast"], fill)
 
     def reset_faults(self) -> Reply:
-        return self._lacks(target.FAULTS)
+        """``UNLINK`` every ballast key of the run (whichever user wrote it)."""
+        return self._run(
+            NAMES["reset_faults"], lambda: unlink_matching(self.db, ballast_pattern(self.run_id))
+        )
+
+
+def unlink_matching(db: redis.Redis, pattern: str, batch: int = 500) -> int:
+    """``UNLINK`` every key matching ``pattern``, ``batch`` at a time; how many went."""
+    gone, keys = 0, []
+    for key in db.scan_iter(match=pattern, count=batch):
+        keys.append(key)
+        if len(keys) >= batch:
+            gone += int(db.unlink(*keys))
+            keys.clear()
+    if keys:
+        gone += int(db.unlink(*keys))
+    return gone
 
 
 def stats_of(info: Mapping[str, Any]) -> dict[str, Any]:
@@ -199,19 +262,35 @@ class RedisAdapter:
             db.close()
         raise TargetError(f"{host} did not answer PING in {deadline_s:g} s ({last})")
 
+    def target_lacks(self, host: str) -> dict[str, str]:
+        """What this Redis cannot give although the adapter can, and why: pressure
+        without ``maxmemory``. Nothing when it does not answer (``wait_ready`` says so)."""
+        try:
+            db = redis.Redis.from_url(host, socket_timeout=2, socket_connect_timeout=2)
+        except ValueError:  # not a Redis URL: the host check names the valid forms
+            return {}
+        try:
+            maxmemory = db.info("memory").get("maxmemory")
+        except redis.RedisError:
+            return {}
+        finally:
+            db.close()
+        if maxmemory:
+            return {}
+        return {
+            target.PRESSURE: (
+                "its maxmemory is 0, so its pressure, used_memory / maxmemory, is undefined; "
+                "give it one with redis-server --maxmemory 256mb or CONFIG SET maxmemory 256mb"
+            )
+        }
+
     def sweep(self, host: str, run_id: str, params: Mapping[str, Any]) -> dict[str, Any]:
-        """Delete every key of the run (``memstress:<run id>-*``), however many there are."""
+        """Delete every key of the run (``memstress:<run id>-*``: agents and ballast),
+        however many there are."""
         done: dict[str, Any] = {"keys": 0, "complete": False}
         db = redis.Redis.from_url(host, socket_timeout=2, socket_connect_timeout=2)
         try:
-            batch: list[Any] = []
-            for key in db.scan_iter(match=f"{KEY_PREFIX}{run_id}-*", count=500):
-                batch.append(key)
-                if len(batch) >= 500:
-                    done["keys"] += int(db.delete(*batch))
-                    batch.clear()
-            if batch:
-                done["keys"] += int(db.delete(*batch))
+            done["keys"] = unlink_matching(db, f"{KEY_PREFIX}{run_id}-*")
             done["complete"] = True
         except redis.RedisError as exc:
             done["error"] = f"{type(exc).__name__}: {exc}"[:200]
