@@ -5,9 +5,10 @@ nothing is registered on import. The locustfile calls it once in its
 ``init`` listener, after it has put the :class:`common.context.RunContext`
 on ``environment.memstress``.
 
-On the master or a local runner, at ``test_start`` it spawns into the
-runner's greenlet group (linked to Locust's exception handler, as Locust does
-for its own CPU monitor):
+On the master or a local runner, at ``test_start`` it takes a first sample
+there and then (before any user is spawned), then spawns into the runner's
+greenlet group (linked to Locust's exception handler, as Locust does for its
+own CPU monitor):
 
 - the **sampler**, every ``context.monitor_interval`` seconds: one row of
   ``memory_samples.csv`` (flushed), the online leak detector, the safety guard.
@@ -180,7 +181,7 @@ class MemoryMonitor:
 
     def points(self) -> list[Point]:
         """The samples kept for the live view (the last ``HISTORY``), oldest first."""
-        return list(self.history.points)
+        return self.history.points
 
     # --- Locust event handlers ------------------------------------------------------
 
@@ -231,8 +232,13 @@ class MemoryMonitor:
             stopping=lambda: self._stopping,
             stop_run=self.stop_run,
         )
+        # The first sample here, before test_start returns: Locust spawns no user (and a
+        # master sends no spawn message) until its test_start listeners are done, so the
+        # target's memory before any load is on record (growth per stored vector needs it).
+        first_at = time.monotonic()
+        self.sample_once()
         loops = [
-            (self._sample_loop, ()),
+            (self._sample_loop, (first_at + self.interval,)),
             (upkeep.health_loop, (cfg.safety.system_health_check_interval,)),
             (upkeep.cleanup_loop, (cfg.safety.memory_cleanup_interval,)),
         ]
@@ -387,17 +393,18 @@ class MemoryMonitor:
             log.info("memory monitor: source %s recovered after %.1f s", name, detail["degraded_s"])
         self.context.record(kind, {"source": name, **detail})
 
-    def _sample_loop(self) -> None:
-        next_at = time.monotonic()
+    def _sample_loop(self, next_at: float) -> None:
+        """A sample every interval from ``next_at`` (``time.monotonic()``), the slot after the
+        first sample's (taken at test_start)."""
         while True:
-            self.sample_once()
-            next_at += self.interval
             now = time.monotonic()
             if next_at <= now:  # a slow sample: skip the slots it overran
                 skipped = 1 + int((now - next_at) // self.interval)
                 self.slots_skipped += skipped
                 next_at += self.interval * skipped
             gevent.sleep(next_at - now)
+            self.sample_once()
+            next_at += self.interval
 
     def sample_once(self) -> dict[str, Any]:
         """Take, record and judge one sample; returns its row."""

@@ -7,6 +7,7 @@ per agent id), and the reports can find them.
 
 from __future__ import annotations
 
+import functools
 import random
 from dataclasses import dataclass
 from urllib.parse import quote
@@ -21,9 +22,10 @@ class Endpoint:
     method: str
     path: str
 
-    @property
+    @functools.cached_property
     def name(self) -> str:
-        """The Locust request name, e.g. ``GET /agents/[id]/context``."""
+        """The Locust request name, e.g. ``GET /agents/[id]/context`` (made once: every
+        request of a run reads it, bench ``loadgen_cpu_per_request_ratio``)."""
         path = self.path
         for template, shown in _PLACEHOLDERS.items():
             path = path.replace(template, shown)
@@ -31,6 +33,8 @@ class Endpoint:
 
     def url(self, **parts: str) -> str:
         """The path with its placeholders filled in (URL-quoted)."""
+        if not parts:
+            return self.path
         return self.path.format(**{k: quote(v, safe="") for k, v in parts.items()})
 
     def __str__(self) -> str:

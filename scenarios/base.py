@@ -21,6 +21,7 @@ whose message names the status and the endpoint.
 
 from __future__ import annotations
 
+import json
 import random
 import time
 from collections.abc import Callable
@@ -61,6 +62,12 @@ class MemstressUser(FastHttpUser):
     network_timeout = 30.0
     wait_time = between(0.2, 0.8)
 
+    def __init__(self, environment: Any) -> None:
+        super().__init__(environment)
+        # This user's own random numbers: an attribute, not a property, as it is read on
+        # every request (bench loadgen_cpu_per_request_ratio).
+        self.rng = random.Random()
+
     # --- the run ---------------------------------------------------------------
 
     @property
@@ -70,11 +77,13 @@ class MemstressUser(FastHttpUser):
 
     @property
     def stage(self) -> Stage:
-        return self.ctx.stage
+        stage: Stage = self.environment.memstress.stage
+        return stage
 
     @property
     def params(self) -> dict[str, Any]:
-        return self.ctx.stage.params
+        params: dict[str, Any] = self.environment.memstress.stage.params
+        return params
 
     def agent(self, k: int) -> str:
         """Agent id ``k`` of this run (ids outside the run's namespace are never used)."""
@@ -115,13 +124,6 @@ class MemstressUser(FastHttpUser):
                 f"stage {self.stage.name} and those after go on without it",
             )
         return False
-
-    @property
-    def rng(self) -> random.Random:
-        rng = self.__dict__.get("_rng")
-        if rng is None:
-            rng = self.__dict__["_rng"] = random.Random()
-        return rng
 
     def claim_slot(self) -> int:
         """A number no other user of this run holds (across workers), from 0 up."""
@@ -213,11 +215,17 @@ class MemstressUser(FastHttpUser):
 
 
 def _json(resp: Any) -> tuple[Any, bool]:
-    """The parsed body (None when empty) and whether it failed to parse."""
-    if not resp.content:
+    """The parsed body (None when empty) and whether it failed to parse.
+
+    ``json.loads`` of the bytes, not ``resp.json()``: JSON is UTF-8 (RFC 8259; ``loads``
+    also reads UTF-16/32 by their BOM-less pattern), and Locust's ``text`` would first
+    look up a charset in the headers on every answer (bench ``loadgen_cpu_per_request_ratio``).
+    An undecodable body is a ``UnicodeDecodeError``, a ``ValueError`` too."""
+    content = resp.content
+    if not content:
         return None, False
     try:
-        return resp.json(), False
+        return json.loads(content), False
     except ValueError:
         return None, True
 

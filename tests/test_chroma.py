@@ -121,12 +121,9 @@ def test_vector_store_on_chroma_upserts_searches_and_drops_its_collections(
     # The monitor counted the run's vectors on the server; the report divides by them.
     v = doc["metrics"]["vectors"]
     assert v["measured"] and v["most_stored"] >= 20, v
-    # Growth per vector needs a sample before the first vector was stored; on a loaded
-    # machine the monitor's first sample can come after it, and the report says so.
-    if v["rss_per_vector_kb"] is None:
-        assert v["note"].startswith("no sample before the first stored vector"), v
-    else:
-        assert v["rss_per_vector_kb"] > 0, v
+    # Growth per vector needs a sample before the first vector was stored: the monitor
+    # takes its first at test_start, before any user is spawned, however loaded the machine.
+    assert v["rss_empty_mb"] is not None and v["rss_per_vector_kb"] > 0, v
     assert v["rss_slope_kb_per_vector"] is not None, v
     assert v["accounted_per_vector_kb"] is None  # Chroma accounts for nothing itself
     d = v["drop"]
@@ -135,9 +132,7 @@ def test_vector_store_on_chroma_upserts_searches_and_drops_its_collections(
         d["dropped"] >= v["most_stored"]
         and d["drop_requests"] == reqs["DELETE collections/[ns]"][0]
     )
-    # whether memory came back is judged against RSS with no vectors: n/a without it
-    assert d["came_back"] is None if v["rss_empty_mb"] is None else isinstance(d["came_back"], bool)
-    assert d["rss_before_mb"] > 0 and d["rss_after_mb"] > 0
+    assert isinstance(d["came_back"], bool) and d["rss_before_mb"] > 0 and d["rss_after_mb"] > 0
     checks = {c["id"]: c for c in doc["checks"]}
     assert checks["search_p95_max_s"]["status"] == "pass", checks  # the adapter's query requests
     assert "POST collections/[ns]/query p95" in checks["search_p95_max_s"]["message"]

@@ -203,6 +203,11 @@ def test_samples_have_every_column_and_a_row_per_interval(runs: Runs) -> None:
         assert tuple(next(csv.reader(fh))) == SAMPLE_COLUMNS
     samples = done.samples
     assert_on_schedule(done.run.log(), samples, INTERVAL)
+    # the first sample is taken at test_start, before Locust spawns a user: no user and,
+    # when /memory/stats answered it, no message stored yet (the memory before any load)
+    first = samples[0]
+    assert first["users"] == "0" and first["stage"] == "warmup", first
+    assert float(first["conversations_bytes"] or 0) == 0, first
     # the last row every source answered in time (at 0.2 s an HTTP source times out at
     # 0.12 s, so on a loaded machine one may miss a sample: its columns are then empty)
     answered = [i for i, s in enumerate(samples) if s["prom_rss_bytes"] and s["budget_bytes"]]

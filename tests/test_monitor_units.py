@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 import time
+import tracemalloc
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +20,10 @@ import pytest
 from memstress.common.cgroup import find_memory_cgroup
 from memstress.common.config import load_config
 from memstress.common.exitcodes import ExitCode
+from memstress.monitors.leak import LeakVerdict
 from memstress.monitors.safety import SafetyGuard, Seen
 from memstress.monitors.sampler import GreenletCpuMeter, Sampler
+from memstress.monitors.snapshot import History, Point
 from memstress.monitors.sources import (
     SOURCE_NAMES,
     CgroupSource,
@@ -521,3 +524,53 @@ def test_cpu_meter_counts_only_its_own_greenlet() -> None:
 
     spent = gevent.spawn(sample).get()
     assert 0.09 <= spent < 0.14
+
+
+def _history_row(i: int) -> dict[str, Any]:
+    return {
+        "time": 1.7e9 + i,
+        "elapsed_s": float(i),
+        "stage": f"step_{i // 100}",
+        "rss_bytes": None if i % 7 == 0 else 50e6 + 1000 * i,
+        "pressure": 10.0 + i % 3,
+        "host_percent": None,
+    }
+
+
+def test_history_keeps_the_last_samples_as_points_with_none_where_none_was_read() -> None:
+    history = History(keep=50)
+    for i in range(120):
+        verdict = LeakVerdict("leak" if i > 100 else "warmup", None if i < 30 else 0.5 * i)
+        history.add(_history_row(i), verdict, injects_leak=False)
+    points = history.points
+    # at most 50 kept, the oldest dropped in chunks of a tenth: between 45 and 50, in order
+    assert 45 <= len(points) <= 50 and len(history) == len(points) and history.added == 120
+    assert [p.elapsed_s for p in points] == [float(i) for i in range(120 - len(points), 120)]
+    by_i = {int(p.elapsed_s): p for p in points}
+    expected = Point(1.7e9 + 118, 118.0, "step_1", 50e6 + 118_000, 11.0, None, 59.0, "leak")
+    assert by_i[118] == expected
+    assert by_i[119].rss_bytes is None and by_i[119].pressure == 12.0
+    assert by_i[100].leak_state == "warmup"
+    # what the growth and the peak are judged from is kept whole, dropped points or not
+    assert history.first_rss == [50e6 + 1000 * i for i in (1, 2, 3, 4, 5)]
+    assert history.peak_rss == 50e6 + 118_000 and history.t0 == 1.7e9
+    with pytest.raises(ValueError, match="valid: 1 or more"):
+        History(keep=0)
+
+
+def test_history_holds_no_object_per_sample() -> None:
+    """An hour of 1 s samples costs the master well under 0.2 MB (an object per sample held
+    some 300 B each, ~1 MB an hour: bench self_rss_slope_mb_per_hour)."""
+    history = History()
+    verdict = LeakVerdict("clear", 0.1)
+    history.add(_history_row(1), verdict, injects_leak=False)  # its first row stays as latest
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for i in range(2, 3602):
+            history.add(_history_row(i), verdict, injects_leak=False)
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert len(history) == 3601
+    assert held / 3600 < 100, f"{held / 3600:.0f} B per sample"

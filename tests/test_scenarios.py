@@ -77,6 +77,8 @@ def test_request_names_are_exactly_the_contracts() -> None:
     assert {e.name for e in api.ALL} == REQUEST_NAMES
     assert api.MESSAGE_ADD.url(id="ms1-agent-0") == "/agents/ms1-agent-0/messages"
     assert api.NAMESPACE_DELETE.url(ns="a/b") == "/vectors/namespaces/a%2Fb"
+    assert api.SEARCH.url() == "/vectors/search" and str(api.CONTEXT) == "GET /agents/[id]/context"
+    assert api.CONTEXT.name is api.CONTEXT.name, "made once, not on every request"
     for s in all_scenarios():
         assert set(s.endpoints) <= set(api.ALL), s.name
         assert len(set(s.endpoints)) == len(s.endpoints), s.name
