@@ -36,6 +36,7 @@ from tests.locust_helpers import assert_no_traceback, config_copy, run_cli
 CLI = [sys.executable, str(ROOT / "run_stress_test.py")]
 BALLAST = "SET memstress:[run]-ballast-[n] PX"
 RELEASE = "UNLINK memstress:[run]-ballast-*"
+REMEMBER = "LPUSH+LTRIM memstress:[agent]"
 
 
 def test_ballast_is_cut_into_keys_of_at_most_256_kib_and_pressure_is_used_over_max() -> None:
@@ -210,12 +211,18 @@ def test_redis_is_filled_toward_maxmemory_to_each_stage_target_and_let_go(
     assert reqs[BALLAST][0] >= 3 and reqs[RELEASE][0] >= 1, reqs
     assert sum(f for _, f in reqs.values()) == 0, reqs
     shed = run.requests("SHED")
+    checks = {c["id"]: c for c in res["checks"]}
     if key == "crisis_noeviction":  # aiming past 99 % asks past maxmemory: OOM, shed
         assert shed.get(BALLAST, (0, 0))[0] >= 1 or median(settled) >= target, (shed, seen)
-        assert set(shed) <= {BALLAST}, f"no agent write is refused below maxmemory: {shed}"
+        # Redis checks maxmemory before a write, not after: a ballast key accepted just
+        # under it can take used_memory past it, and the agents' writes then get OOM
+        # too until the ballast expires. Shed, never failed; writes_shed is then judged.
+        assert set(shed) <= {BALLAST, REMEMBER}, f"only writes are refused: {shed}"
+        if REMEMBER in shed:
+            assert checks["writes_shed"]["status"] == "pass", checks["writes_shed"]
+            not_judged = not_judged - {"writes_shed"}
     else:
         assert shed == {}, shed
-    checks = {c["id"]: c for c in res["checks"]}
     for cid in not_judged:
         assert checks[cid]["status"] == "not judged", checks[cid]
         assert "redis" in checks[cid]["message"].lower(), checks[cid]
