@@ -135,8 +135,9 @@ EACH_ON_ITS_OWN = frozenset(
 
 # Sent first, in this order: what takes a minute or more of wall time (a serial run:
 # test_leak_profiling.py 185 s, test_verdict_runs.py and test_multi_host.py 95 s, the
-# quick session 80 s ...), so that none of it starts last while the others wait. Then
-# the other slow tests, then LATE, then the rest, which fill the gaps at the end.
+# quick session 80 s, test_redis_pressure.py 75 s ...), so that none of it starts last
+# while the others wait. Then the other slow tests, then LATE, then the rest, which fill
+# the gaps at the end.
 FIRST = (
     "tests/test_leak_profiling.py",
     "tests/test_verdict_runs.py",
@@ -144,6 +145,7 @@ FIRST = (
     "tests/test_cli_runs.py",
     "tests/test_own_load.py",
     "tests/test_adapters.py",
+    "tests/test_redis_pressure.py",
     "tests/test_bench.py",
     "tests/test_monitor_runs.py",
     "tests/test_scenarios_run.py",
