@@ -117,6 +117,44 @@ def test_not_recovered_when_memory_stays_high(tmp_path: Path, cfg: Config) -> No
     assert r.note == "memory watched for 29 s after the stress"
 
 
+def test_memory_the_cleanup_gives_back_is_not_the_targets_recovery(
+    tmp_path: Path, cfg: Config
+) -> None:
+    # Memory stays high through the idle stage and drops only once the cleanup stage
+    # deletes the run's data (from 90 s): the target did not recover by itself.
+    run = small_run(tmp_path / "run")
+    write_stages(
+        run,
+        T0,
+        [
+            Stage("warmup", 0, 20, 2, {"phase": "warmup"}),
+            Stage("load", 20, 50, 10, {"leak_mb_per_min": 0, "agents": 4, "phase": "stress"}),
+            Stage("idle", 70, 20, 1, {"traffic": False, "phase": "recovery"}),
+            Stage("cleanup", 90, 10, 1, {"cleanup": True, "phase": "recovery"}),
+        ],
+    )
+    s = pd.read_csv(run / "memory_samples.csv")
+    s.loc[s["elapsed_s"] >= 70, "rss_bytes"] = 150 * MB
+    s.loc[s["elapsed_s"] >= 92, "rss_bytes"] = 100 * MB
+    s.to_csv(run / "memory_samples.csv", index=False)
+    r = compute(read_run(run), cfg).recovery
+    assert r.measured and r.stress_end_s == 70.0
+    assert r.recovered is False and r.recovery_time_s is None
+    assert r.observed_s == 19.0  # the samples at 70..89 s; the cleanup's are not watched
+    # Without its cleanup flag the same stage would have counted as recovery at 22 s.
+    write_stages(
+        run,
+        T0,
+        [
+            Stage("warmup", 0, 20, 2, {"phase": "warmup"}),
+            Stage("load", 20, 50, 10, {"leak_mb_per_min": 0, "agents": 4, "phase": "stress"}),
+            Stage("idle", 70, 30, 1, {"traffic": False, "phase": "recovery"}),
+        ],
+    )
+    r = compute(read_run(run), cfg).recovery
+    assert r.recovered is True and r.recovery_time_s == 22.0
+
+
 def test_per_stage_cut_by_stage_times(small: RunMetrics) -> None:
     warm, load, idle = small.stages
     assert [s.phase for s in small.stages] == ["warmup", "stress", "recovery"]

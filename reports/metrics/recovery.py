@@ -1,7 +1,13 @@
-"""Recovery: how long memory took to come back to its pre-stress level after the stress."""
+"""Recovery: how long memory took to come back to its pre-stress level after the stress.
+
+Watched from the start of the recovery stages after the last stress stage until the
+cleanup stage begins: the cleanup deletes the run's data, so memory coming back there
+is the suite's doing, not the target's recovery.
+"""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,7 +31,7 @@ class RecoveryMetrics:
     tolerance_pct: float = 0.0
     recovered: bool | None = None
     recovery_time_s: float | None = None
-    observed_s: float | None = None  # how long memory was watched after the stress ended
+    observed_s: float | None = None  # how long memory was watched, stress end to cleanup
     note: str = ""
 
 
@@ -42,9 +48,13 @@ def recovery_metrics(
         m.note = "no stress stage"
         return m
     last_stress = max(i for i, s in enumerate(spans) if s.phase == "stress")
-    trailing = [s for s in spans[last_stress + 1 :] if s.phase == "recovery"]
+    after_stress = spans[last_stress + 1 :]
+    # The cleanup stage deletes the run's own data: memory that comes back then was
+    # taken back by the suite, not given back by the target, so the watch ends there.
+    cleanup = next((s.start for s in after_stress if s.params.get("cleanup")), math.inf)
+    trailing = [s for s in after_stress if s.phase == "recovery" and s.start < cleanup]
     if not trailing:
-        m.note = "no recovery stage after the last stress stage"
+        m.note = "no recovery stage between the last stress stage and the cleanup"
         return m
     stress_end = trailing[0].start
     m.stress_end_s = stress_end - t0
@@ -54,8 +64,8 @@ def recovery_metrics(
     first_stress = stress[0].start
     before = rss[t < first_stress]
     m.pre_stress_mb = median(before) if len(before) else median(rss[: few(len(rss))])
-    after_t = t[t >= stress_end]
-    after = rss[t >= stress_end]
+    watched = (t >= stress_end) & (t < cleanup)
+    after_t, after = t[watched], rss[watched]
     if not len(after):
         m.note = "no memory samples after the stress ended"
         return m
@@ -130,7 +140,8 @@ DEFINITIONS: dict[str, tuple[str, str, str]] = {
     "recovery.recovery_time_s": (
         "recovery time",
         "s",
-        "from the end of stress to RSS <= pre-stress * (1 + recovery_tolerance_pct/100)",
+        "from the end of stress to RSS <= pre-stress * (1 + recovery_tolerance_pct/100), "
+        "before the cleanup stage",
     ),
     "recovery.recovered": (
         "recovered",
@@ -140,7 +151,7 @@ DEFINITIONS: dict[str, tuple[str, str, str]] = {
     "recovery.observed_s": (
         "observed after stress",
         "s",
-        "time memory was sampled after the stress ended",
+        "time memory was sampled after the stress ended, up to the cleanup stage",
     ),
 }
 """Label, unit and one-line definition of each figure above, keyed by its path in the
