@@ -143,12 +143,16 @@ With the settings of ``monitor.leak_detection`` (see
    of a staircase that is still going; its last L seconds of judged points at
    most, L the span that called the leak, and at least the shortest span) has
    had the high end of its ``1 - 2 * significance`` confidence interval below
-   the slope a leak needs at L, for ``clear_hold_s`` seconds. The question is the
-   one that called the leak, asked of the newest data: a filling cache clears as
-   its rate falls, a slow creep after a step or a fill does not keep a leak
-   alive, and a steady leak does not clear (its interval holds its own rate, at
-   least what was needed). The leak's episode becomes a ``plateau``: growth that
-   ended. It also clears when the envelope falls :data:`RELEASE_FACTOR` times R
+   the slope a leak needs at L, and the slope itself below
+   :data:`~memstress.monitors.leak.series.CLEAR_SHARE` (a half) of that need, for
+   ``clear_hold_s`` seconds. The question is the one that called the leak, asked
+   of the newest data, with a gap between calling and clearing: a filling cache
+   clears as its rate falls, a slow creep after a step or a fill does not keep a
+   leak alive, and a steady leak does not clear, even one whose rate is right at
+   L's need (without the gap, a per-request leak of 1.23 MB/min called at the
+   120 s scale, which needs 1.25, was cleared in a real run while it went on
+   growing). The leak's episode becomes a ``plateau``: growth that ended.
+   It also clears when the envelope falls :data:`RELEASE_FACTOR` times R
    below the kept level's peak since the call: memory was given back (the
    episode stays a ``trend``, ``ended`` "released"). Either way the clearing
    time becomes the *floor*: a new leak must make the required rise again after
