@@ -359,6 +359,14 @@ class SlowSource:
         return {"stats_rss_bytes": 1}
 
 
+def _reads_ended(sampler: Sampler) -> None:
+    """Wait for the reads a sample left running: a late read reports ``source_degraded``
+    from its own greenlet when its timer fires, which on a loaded machine can come after
+    the sample has returned (a fresh-clone run saw no event yet)."""
+    busy = [f.busy for f in sampler.feeds if f.busy is not None]
+    assert set(gevent.joinall(busy, timeout=5)) == set(busy)
+
+
 def test_a_slow_source_does_not_hold_the_sample_past_its_deadline() -> None:
     process = FakeSource("process", {"proc_rss_bytes": 3})
     sampler, events = _sampler(process, SlowSource(5.0), deadline=0.1)
@@ -370,6 +378,7 @@ def test_a_slow_source_does_not_hold_the_sample_past_its_deadline() -> None:
 
     spent, sample = gevent.spawn(take).get()
     assert spent < 0.5 and sample.row["rss_bytes"] == 3 and "stats_rss_bytes" not in sample.row
+    _reads_ended(sampler)
     assert events == [
         ("source_degraded", "stats", {"reason": "no answer within 0.1 s", "example": ""})
     ]
@@ -402,6 +411,7 @@ def test_local_sources_are_read_in_the_samplers_greenlet_network_ones_apart() ->
     assert local.ran_in == [me] and remote.ran_in and remote.ran_in[0] is not me
     assert sample.row["rss_source"] == "psutil" and sample.row["prom_rss_bytes"] == 4
     assert sample.late == ["stats"] and sample.failures == ["stats"]
+    _reads_ended(sampler)
     assert [e[0] for e in events] == ["source_degraded"]
 
 
