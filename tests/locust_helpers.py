@@ -141,6 +141,21 @@ def run_cli(
     )
 
 
+def run_stress(cwd: Path, *args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    """``run_stress_test.py ARGS`` to the end in folder ``cwd`` (as in a user's project),
+    output captured."""
+    return subprocess.run(
+        [sys.executable, str(ROOT / "run_stress_test.py"), *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=clean_env(),
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+
+
 def config_copy(path: Path, **changes: Any) -> Path:
     """The shipped config with ``section.key=value`` changes (keys as ``section__key``)."""
     data = yaml.safe_load((ROOT / "stress_test_config.yml").read_text())

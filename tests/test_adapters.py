@@ -30,7 +30,7 @@ from memstress.scenarios.adapters import capability_table, check_scenario, load_
 from memstress.scenarios.adapters.http_map import Operation, load_mapping
 from memstress.scenarios.registry import get_scenario, names
 from tests.conftest import ROOT, start_redis
-from tests.locust_helpers import assert_no_traceback, run_cli
+from tests.locust_helpers import assert_no_traceback, run_cli, run_stress
 
 CLI = [sys.executable, str(ROOT / "run_stress_test.py")]
 OWN = ROOT / "tests" / "own"
@@ -131,24 +131,12 @@ def test_a_bad_mapping_is_one_line_naming_the_key(tmp_path: Path, key: str) -> N
 # --- refused before any load (CLI) -----------------------------------------------------------
 
 
-def cli(*args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*CLI, *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=clean_env(),
-        stdin=subprocess.DEVNULL,
-        check=False,
-    )
-
-
 def test_cli_refuses_memory_leak_on_redis_before_any_load(tmp_path: Path) -> None:
     # No Redis listens here: the refusal must come before anything is asked of it.
     host = f"redis://127.0.0.1:{free_port()}/0"
     out = tmp_path / "out"
-    r = cli(
+    r = run_stress(
+        tmp_path,
         "--scenario",
         "memory_leak",
         "--adapter",
@@ -157,7 +145,7 @@ def test_cli_refuses_memory_leak_on_redis_before_any_load(tmp_path: Path) -> Non
         host,
         "--out",
         str(out),
-        cwd=tmp_path,
+        timeout=120,
     )
     assert r.returncode == 2, r.stderr
     lines = r.stderr.strip().splitlines()
@@ -169,7 +157,8 @@ def test_cli_refuses_memory_leak_on_redis_before_any_load(tmp_path: Path) -> Non
 def test_cli_refuses_a_bad_mapping_and_an_adapter_without_host(tmp_path: Path) -> None:
     bad = tmp_path / "mine.yml"
     bad.write_text("health: /healthz\noperations:\n  remember: {method: POST, path: '/t/{who}'}\n")
-    r = cli(
+    r = run_stress(
+        tmp_path,
         "--scenario",
         "baseline",
         "--adapter",
@@ -180,21 +169,22 @@ def test_cli_refuses_a_bad_mapping_and_an_adapter_without_host(tmp_path: Path) -
         "http://127.0.0.1:9",
         "--out",
         str(tmp_path / "o"),
-        cwd=tmp_path,
+        timeout=120,
     )
     assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
     assert "mine.yml: operations.remember.path: unknown placeholder {who}" in r.stderr
-    r = cli("--scenario", "baseline", "--adapter", "redis", cwd=tmp_path)
+    r = run_stress(tmp_path, "--scenario", "baseline", "--adapter", "redis", timeout=120)
     assert r.returncode == 2 and "--adapter redis needs --host" in r.stderr, r.stderr
-    r = cli(
+    r = run_stress(
+        tmp_path,
         "--locustfile",
         str(ROOT / "examples" / "http_locustfile.py"),
         "--adapter",
         "redis",
-        cwd=tmp_path,
+        timeout=120,
     )
     assert r.returncode == 2 and "--adapter goes with --scenario" in r.stderr, r.stderr
-    r = cli("--scenario", "baseline", "--adapter", "mongo", cwd=tmp_path)
+    r = run_stress(tmp_path, "--scenario", "baseline", "--adapter", "mongo", timeout=120)
     assert r.returncode == 2 and "memstress" in r.stderr and "http-map" in r.stderr, r.stderr
 
 

@@ -12,7 +12,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,11 +22,10 @@ import requests
 from memstress.runner.service import clean_env, free_port
 from memstress.scenarios.adapters.chroma import COLLECTIONS, HEARTBEAT
 from tests.conftest import ROOT
-from tests.locust_helpers import assert_no_traceback
+from tests.locust_helpers import assert_no_traceback, run_stress
 
 pytestmark = pytest.mark.slow
 
-CLI = [sys.executable, str(ROOT / "run_stress_test.py")]
 _VENV_CHROMA = ROOT / ".venv-chroma" / "bin" / "chroma"
 CHROMA = str(_VENV_CHROMA) if _VENV_CHROMA.exists() else shutil.which("chroma")
 
@@ -74,29 +72,21 @@ def test_vector_store_on_chroma_upserts_searches_and_drops_its_collections(
 ) -> None:
     url, pid = chroma
     out = tmp_path / "out"
-    r = subprocess.run(
-        [
-            *CLI,
-            "--scenario",
-            "vector_store",
-            "--adapter",
-            "chroma",
-            "--host",
-            url,
-            "--target-pid",
-            str(pid),
-            "--duration",
-            "30",
-            "--out",
-            str(out),
-        ],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
+    r = run_stress(
+        tmp_path,
+        "--scenario",
+        "vector_store",
+        "--adapter",
+        "chroma",
+        "--host",
+        url,
+        "--target-pid",
+        str(pid),
+        "--duration",
+        "30",
+        "--out",
+        str(out),
         timeout=400,
-        env=clean_env(),
-        stdin=subprocess.DEVNULL,
-        check=False,
     )
     # Exit 0, and only 0: no request fails, every latency is far inside its bound, growth is
     # a few tens of MB (bound 200), the run is too short for the leak detector to judge (a
@@ -145,23 +135,15 @@ def test_vector_store_on_chroma_upserts_searches_and_drops_its_collections(
 
 
 def test_scenarios_needing_conversation_are_refused_on_chroma(tmp_path: Path) -> None:
-    r = subprocess.run(
-        [
-            *CLI,
-            "--scenario",
-            "baseline",
-            "--adapter",
-            "chroma",
-            "--host",
-            f"http://127.0.0.1:{free_port()}",
-        ],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
+    r = run_stress(
+        tmp_path,
+        "--scenario",
+        "baseline",
+        "--adapter",
+        "chroma",
+        "--host",
+        f"http://127.0.0.1:{free_port()}",
         timeout=120,
-        env=clean_env(),
-        stdin=subprocess.DEVNULL,
-        check=False,
     )
     assert r.returncode == 2 and "agent conversation memory" in r.stderr, r.stderr
     assert "would run on chroma: vector_store" in r.stderr

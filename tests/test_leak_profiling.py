@@ -539,10 +539,11 @@ def test_own_locustfile_run_names_the_leaking_function(leaky: Target, tmp_path: 
     """``run_stress_test.py --locustfile ... --target-pid PID --profile-leaks`` against the
     tests' own leaking server, unchanged: the detector calls the leak, the capture follows."""
     need_gdb()
-    from tests.test_own_load import EXAMPLES, only_run_dir, run_cli, short_clock_config
+    from tests.locust_helpers import run_stress
+    from tests.test_own_load import EXAMPLES, only_run_dir, short_clock_config
 
     out = tmp_path / "results"
-    proc = run_cli(
+    proc = run_stress(
         tmp_path,
         "--locustfile",
         str(EXAMPLES / "http_locustfile.py"),
@@ -587,11 +588,12 @@ def test_redis_is_not_python_said_once_and_the_run_goes_on(
     redis_target: tuple[str, int],  # noqa: F811 - the fixture imported above
 ) -> None:
     """Redis with --profile-leaks: the smaps breakdown, and one line on why no sites."""
-    from tests.test_own_load import EXAMPLES, only_run_dir, run_cli, short_clock_config
+    from tests.locust_helpers import run_stress
+    from tests.test_own_load import EXAMPLES, only_run_dir, short_clock_config
 
     url, pid = redis_target
     out = tmp_path / "results"
-    proc = run_cli(
+    proc = run_stress(
         tmp_path,
         "--locustfile",
         str(EXAMPLES / "redis_locustfile.py"),

@@ -27,9 +27,9 @@ import psutil
 import pytest
 import requests
 
-from memstress.runner.service import clean_env, free_port
+from memstress.runner.service import free_port
 from tests.conftest import ROOT, start_redis
-from tests.locust_helpers import assert_no_traceback, config_copy
+from tests.locust_helpers import assert_no_traceback, config_copy, run_stress
 
 pytestmark = pytest.mark.slow
 
@@ -50,19 +50,6 @@ def short_clock_config(path: Path) -> Path:
         monitor__leak_detection__window_s=2,
         monitor__leak_detection__lookback_s=120,
         monitor__leak_detection__min_slope_mb_per_min=1.0,
-    )
-
-
-def run_cli(cwd: Path, *args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*CLI, *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=clean_env(),
-        stdin=subprocess.DEVNULL,
-        check=False,
     )
 
 
@@ -147,7 +134,7 @@ def test_a_leak_in_a_plain_http_target_is_found_and_fails_the_run(
 ) -> None:
     url, pid = leaky_server
     out = tmp_path / "results"
-    proc = run_cli(
+    proc = run_stress(
         tmp_path,
         "--locustfile",
         str(EXAMPLES / "http_locustfile.py"),
@@ -184,7 +171,7 @@ def test_the_same_server_without_a_leak_passes_started_and_stopped_by_target_cmd
 ) -> None:
     port = free_port()
     out = tmp_path / "results"
-    proc = run_cli(
+    proc = run_stress(
         tmp_path,
         "--locustfile",
         str(EXAMPLES / "http_locustfile.py"),
@@ -227,7 +214,7 @@ def test_the_same_server_without_a_leak_passes_started_and_stopped_by_target_cmd
 def test_a_target_that_dies_mid_run_gives_exit_3_and_keeps_the_report(tmp_path: Path) -> None:
     port = free_port()
     out = tmp_path / "results"
-    proc = run_cli(
+    proc = run_stress(
         tmp_path,
         "--locustfile",
         str(EXAMPLES / "http_locustfile.py"),
@@ -257,15 +244,15 @@ def test_a_target_that_dies_mid_run_gives_exit_3_and_keeps_the_report(tmp_path: 
 def test_a_bad_host_or_locustfile_is_one_line_and_exit_2(tmp_path: Path) -> None:
     mine = tmp_path / "mine.py"
     mine.write_text("from locust import User\n")
-    bad = run_cli(tmp_path, "--locustfile", str(mine), "--host", "nowhere", timeout=60)
+    bad = run_stress(tmp_path, "--locustfile", str(mine), "--host", "nowhere", timeout=60)
     assert bad.returncode == 2 and "--host: 'nowhere' is not a URL" in bad.stderr, bad.stderr
-    missing = run_cli(tmp_path, "--locustfile", str(tmp_path / "none.py"), timeout=60)
+    missing = run_stress(tmp_path, "--locustfile", str(tmp_path / "none.py"), timeout=60)
     assert missing.returncode == 2 and "is not a .py file" in missing.stderr, missing.stderr
-    both = run_cli(
+    both = run_stress(
         tmp_path, "--locustfile", str(mine), "--target-pid", "1", "--target-cmd", "x", timeout=60
     )
     assert both.returncode == 2 and "not allowed with" in both.stderr, both.stderr
-    stray = run_cli(tmp_path, "--scenario", "baseline", "--recovery-s", "5", timeout=60)
+    stray = run_stress(tmp_path, "--scenario", "baseline", "--recovery-s", "5", timeout=60)
     assert stray.returncode == 2 and "--recovery-s goes with --locustfile" in stray.stderr
 
 
@@ -298,7 +285,7 @@ def test_redis_filling_to_maxmemory_is_no_leak_and_recovers_after_a_flush(
 ) -> None:
     url, pid = redis_target
     out = tmp_path / "results"
-    proc = run_cli(
+    proc = run_stress(
         tmp_path,
         "--locustfile",
         str(EXAMPLES / "redis_locustfile.py"),

@@ -31,7 +31,7 @@ import pytest
 from memstress.runner.service import clean_env
 from memstress.scenarios.adapters.redis_lists import chunks, stats_of
 from tests.conftest import ROOT, start_redis
-from tests.locust_helpers import assert_no_traceback, config_copy, run_cli
+from tests.locust_helpers import assert_no_traceback, config_copy, run_cli, run_stress
 
 CLI = [sys.executable, str(ROOT / "run_stress_test.py")]
 BALLAST = "SET memstress:[run]-ballast-[n] PX"
@@ -252,25 +252,17 @@ def test_a_redis_without_maxmemory_is_refused_before_any_load(tmp_path: Path) ->
         wait_for_redis(url)
         out = tmp_path / "out"
         for scenario in ("high_memory", "memory_pressure_crisis"):
-            r = subprocess.run(
-                [
-                    *CLI,
-                    "--scenario",
-                    scenario,
-                    "--adapter",
-                    "redis",
-                    "--host",
-                    url,
-                    "--out",
-                    str(out),
-                ],
-                cwd=tmp_path,
-                capture_output=True,
-                text=True,
+            r = run_stress(
+                tmp_path,
+                "--scenario",
+                scenario,
+                "--adapter",
+                "redis",
+                "--host",
+                url,
+                "--out",
+                str(out),
                 timeout=120,
-                env=clean_env(),
-                stdin=subprocess.DEVNULL,
-                check=False,
             )
             assert r.returncode == 2, r.stderr
             lines = r.stderr.strip().splitlines()
@@ -320,16 +312,7 @@ def test_recovery_on_redis_lets_its_objects_expire_and_reports_what_rss_did(
         args = ["--scenario", "recovery", "--duration", "26", "--stress-level", "0"]
         args += ["--config", str(config)]
         args += ["--adapter", "redis", "--host", url, "--target-pid", str(server.pid)]
-        r = subprocess.run(
-            [*CLI, *args, "--out", str(out)],
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            env=clean_env(),
-            stdin=subprocess.DEVNULL,
-            check=False,
-        )
+        r = run_stress(tmp_path, *args, "--out", str(out), timeout=120)
         run = Folder(out)
         assert_no_traceback(r.stderr)
         res = run.results()
