@@ -40,6 +40,7 @@ changed it.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import time
@@ -79,6 +80,16 @@ if TYPE_CHECKING:
     from locust.env import Environment
 
 log = logging.getLogger(__name__)
+
+
+@functools.cache
+def drives_pressure(scenario: str) -> bool:
+    """Whether ``scenario`` drives the target's pressure on purpose (it needs ``pressure``);
+    False for a name that is no scenario of ours (a user's own load)."""
+    try:
+        return PRESSURE in get_scenario(scenario).required
+    except (ConfigError, KeyError, ValueError):
+        return False
 
 
 class MemoryMonitor:
@@ -133,8 +144,6 @@ class MemoryMonitor:
         self._closed = False
         self._stopping = False
         self._speaks_api = False  # the target answered /memory/stats (auto profile)
-        self._enforced = False  # the target keeps itself under its budget (LRU at maxmemory)
-        self._drives: tuple[str, bool] = ("", False)  # scenario -> whether it drives pressure
         self._accounting = False  # a registered source reports accounted bytes
         self.extra_columns: tuple[str, ...] = ()  # registered sources' figures
         self.host = context.host
@@ -416,7 +425,7 @@ class MemoryMonitor:
         with GreenletCpuMeter() as cpu:
             sample = self.sampler.take(cpu)
             row = sample.row
-            self._enforced_pressure(row)
+            enforced = self._enforced_pressure(row)
             if self.profile.own_load:
                 self._judge_budget(row)
             value, tiers = self._judged_value(row)
@@ -451,31 +460,22 @@ class MemoryMonitor:
                 now,
                 row["elapsed_s"],
                 row.get("host_percent"),
-                None if self._enforced else row.get("pressure"),  # a full LRU cache is normal
+                None if enforced else row.get("pressure"),  # a full LRU cache is normal
                 Seen(sample.process_alive, sample.memory_read),
             )
             if stop is not None:
                 self.stop_run(stop)
         return row
 
-    def _enforced_pressure(self, row: dict[str, Any]) -> None:
-        """A source's pressure against a budget the target enforces itself (Redis evicting
-        at ``maxmemory``) is kept only in a run that drives pressure on purpose (its
-        scenario needs ``pressure``: high_memory, memory_pressure_crisis); elsewhere a full
-        cache is normal and shown as such. The safety guard never judges it."""
-        self._enforced = bool(row.get("budget_enforced", False))
-        if self._enforced and not self._drives_pressure():
+    def _enforced_pressure(self, row: dict[str, Any]) -> bool:
+        """Whether the row's budget is one the target enforces itself (Redis evicting at
+        ``maxmemory``). Its pressure is kept only in a run that drives pressure on purpose
+        (its scenario needs ``pressure``: high_memory, memory_pressure_crisis); elsewhere a
+        full cache is normal and shown as such. The safety guard never judges it."""
+        enforced = bool(row.get("budget_enforced", False))
+        if enforced and not drives_pressure(self.context.scenario):
             row.pop("pressure", None)
-
-    def _drives_pressure(self) -> bool:
-        name = self.context.scenario
-        if self._drives[0] != name:
-            try:
-                drives = PRESSURE in get_scenario(name).required
-            except (ConfigError, KeyError, ValueError):  # a user's own load: no scenario of ours
-                drives = False
-            self._drives = (name, drives)
-        return self._drives[1]
+        return enforced
 
     def _judge_budget(self, row: dict[str, Any]) -> None:
         """A user's target: pressure only against a known budget, never its own cap.
