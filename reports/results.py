@@ -36,6 +36,7 @@ from memstress.reports.grading import (
 )
 from memstress.reports.leak_sites import where_memory_went
 from memstress.reports.metrics import DEFINITIONS, RunMetrics, compute, health_failures
+from memstress.reports.metrics.base import event_field
 from memstress.reports.scores import Score, health, stability
 
 SCHEMA_VERSION = 2
@@ -145,15 +146,8 @@ def scenario_of(data: RunData) -> str | None:
     named = (data.meta or {}).get("scenario")
     if isinstance(named, str) and named:
         return named
-    ev = data.events
-    for detail in ev.loc[ev["kind"] == "run_start", "detail"]:
-        try:
-            found = json.loads(detail).get("scenario")
-        except (ValueError, TypeError, AttributeError):
-            continue
-        if isinstance(found, str) and found:
-            return found
-    return None
+    found: str | None = event_field(data, "run_start", "scenario", str)
+    return found
 
 
 def plain(x: Any) -> Any:

@@ -179,35 +179,33 @@ def stage_spans(data: RunData, t0: float, t_end: float) -> list[StageSpan]:
     return spans
 
 
-def adapter_name(data: RunData) -> str | None:
-    """The run's adapter from its ``adapter`` event (None: a run without one)."""
+def event_field(data: RunData, kind: str, key: str, want: type) -> Any:
+    """``key`` of the first ``kind`` event whose JSON detail has it as a non-empty ``want``
+    (None when no event has: a run without one, or an older folder)."""
     ev = data.events
     if ev.empty or "kind" not in ev:
         return None
-    for detail in ev.loc[ev["kind"] == "adapter", "detail"]:
+    for detail in ev.loc[ev["kind"] == kind, "detail"]:
         try:
-            name = json.loads(detail).get("name")
+            value = json.loads(detail).get(key)
         except (ValueError, TypeError, AttributeError):
             continue
-        if isinstance(name, str) and name:
-            return name
+        if isinstance(value, want) and value:
+            return value
     return None
+
+
+def adapter_name(data: RunData) -> str | None:
+    """The run's adapter from its ``adapter`` event (None: a run without one)."""
+    name: str | None = event_field(data, "adapter", "name", str)
+    return name
 
 
 def adapter_requests(data: RunData) -> dict[str, str]:
     """Operation -> Locust request name, from the run's ``adapter`` event ({} when the run
     has none: a run from before adapters, or a user's own locustfile)."""
-    ev = data.events
-    if ev.empty or "kind" not in ev:
-        return {}
-    for detail in ev.loc[ev["kind"] == "adapter", "detail"]:
-        try:
-            names = json.loads(detail).get("requests")
-        except (ValueError, TypeError, AttributeError):
-            continue
-        if isinstance(names, dict):
-            return {str(k): str(v) for k, v in names.items()}
-    return {}
+    names = event_field(data, "adapter", "requests", dict) or {}
+    return {str(k): str(v) for k, v in names.items()}
 
 
 def rss_series(samples: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:

@@ -103,11 +103,11 @@ def watched_text(
     during, after = rss[t < end], rss[t >= end]
     if not len(during) or not len(after):  # pragma: no cover - measured needs both
         return ""
-    ends = [
-        f"{float(rss[(t >= t0 + a) & (t < t0 + b)][-1]):.1f} MB at the end of {name}"
-        for name, _, a, b in stages
-        if a >= m.stress_end_s - 0.5 and len(rss[(t >= t0 + a) & (t < t0 + b)])
-    ]
+    ends = []
+    for name, _, a, b in stages:
+        in_stage = rss[(t >= t0 + a) & (t < t0 + b)]
+        if a >= m.stress_end_s - 0.5 and len(in_stage):
+            ends.append(f"{float(in_stage[-1]):.1f} MB at the end of {name}")
     text = (
         f"RSS {m.pre_stress_mb:.1f} MB before the stress, {float(during.max()):.1f} MB at "
         f"its peak, {', '.join(ends) or f'{float(after[-1]):.1f} MB at the end'}"
