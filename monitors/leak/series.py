@@ -185,13 +185,13 @@ class Series:
         threshold = needed_slope(s, window)
         confidence = 1 - 2 * s.significance
         res = theilslopes(y, t, alpha=confidence)
-        high = float(res.high_slope) * PER_MIN
+        slope, high = float(res.slope) * PER_MIN, float(res.high_slope) * PER_MIN
         why = (
-            f"the newest {span:.0f} s rise {float(res.slope) * PER_MIN:.2f} MB/min "
+            f"the newest {span:.0f} s rise {slope:.2f} MB/min "
             f"({100 * confidence:.0f}% CI up to {high:.2f}), below {threshold:.2f} MB/min "
             f"(and the rise below {CLEAR_SHARE * threshold:.2f})"
         )
-        return high < threshold and float(res.slope) * PER_MIN < CLEAR_SHARE * threshold, why
+        return high < threshold and slope < CLEAR_SHARE * threshold, why
 
     def _clear(self, t: float, ended: str, why: str) -> list[LeakEvent]:
         self.state, self._streak, self._below_since = CLEAR, 0, None
