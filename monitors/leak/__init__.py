@@ -71,7 +71,10 @@ With the settings of ``monitor.leak_detection`` (see
    since the newest trough is not judged yet (it is most likely memory the
    sawtooth gives back again) while it is younger and lower than
    :data:`TAIL_FACTOR` times the longest and the highest climb given back; the
-   time it took still counts in the span judged.
+   time it took still counts in the span judged. A climb given back that began
+   before the envelope's first point (in the warm-up, or past the lookback) took,
+   at the rate seen, as long as rising from the trough to its top takes, not just
+   the part seen.
 4. **Change points.** The kept level is cut into segments, each fit by a
    straight line (``ruptures`` binary segmentation, linear model, at least
    :data:`MIN_SEGMENT` points a segment), with a penalty of ``penalty * sigma**2
@@ -168,12 +171,14 @@ What it cannot tell apart
 These are called and then cleared, never a final leak verdict; the report
 lists them as episodes. Each was tried and left as it is, for the reason given.
 
-- **A large sawtooth's first climb** (24 MB over 90 s, then given back). Until
-  the first drop nothing tells it from a leak of 16 MB/min, and waiting a whole
+- **A large sawtooth's first climb** (24 MB over 120 s, then given back). Until
+  the first drop nothing tells it from a leak of 12 MB/min, and waiting a whole
   period before calling any rise would miss the goal of finding a 2 MB/min leak
-  within 90 s. After the first drop the kept level is its troughs and later
-  climbs are not judged (step 3), so it is called at most once, and cleared
-  when it gives the memory back.
+  within 90 s. It is called only when the climb seen after the warm-up fills a
+  shortest span and two more windows (a 120 s sawtooth on most phases, at 90 s of
+  the run; a 90 s one only when it drops at 90 s). After the first drop the kept
+  level is its troughs and later climbs are not judged (step 3), so it is called
+  at most once, and cleared when it gives the memory back.
 - **A slow settling that stops just before the call.** The reference service
   grows about 0.55 MB/min for its first five minutes, as a 0.5 MB/min leak
   would, and stops about 40 s before the long scale reaches the slope a leak

@@ -90,7 +90,8 @@ def kept_level(t: np.ndarray, y_mb: np.ndarray, settings: LeakDetection, sigma: 
         # where it fell (a sawtooth: about one period; noise: a window or two).
         lows = np.nonzero(y_mb[:tr] <= y_mb[tr] + tol)[0]
         began = int(lows[-1]) if lows.size else 0
-        longest = max(longest, float(t[tr] - t[began]))
+        took = float(t[tr] - t[began]) if lows.size else _climb_before(t, y_mb, int(tr), tol)
+        longest = max(longest, took)
         highest = max(highest, float(y_mb[began:tr].max() - min(y_mb[began], y_mb[tr])))
     # Between two troughs less than a step and at most a shortest span apart the kept level
     # grows evenly: a leak under a sawtooth is a line through its troughs, not a stair of tiny
@@ -106,6 +107,24 @@ def kept_level(t: np.ndarray, y_mb: np.ndarray, settings: LeakDetection, sigma: 
     within = y_mb[last:].max() - y_mb[last] <= TAIL_FACTOR * highest
     settled = last + 1 if young and within else n
     return Kept(values, settled, int(troughs.size), longest)
+
+
+def _climb_before(t: np.ndarray, y_mb: np.ndarray, trough: int, tol: float) -> float:
+    """How long a climb given back at ``trough`` took when it began before the first point.
+
+    The envelope begins mid-climb (at the end of the warm-up, or of the lookback): the
+    climb took at least the time seen, and, at the rate seen, as long as it takes to
+    rise from the trough's level to its top. Taking only the time seen (a climb of 60 s
+    seen for its last 10 s) let the sawtooth's next climb be judged a third of the way up,
+    across the drop, and called a leak.
+    """
+    seen = float(t[trough] - t[0])
+    top = int(np.argmax(y_mb[:trough]))
+    rose = float(y_mb[top] - y_mb[0])
+    if top == 0 or rose <= tol:  # no rate to go by: a climb seen for a window or two
+        return seen
+    to_top = float(y_mb[top] - y_mb[trough]) / rose * float(t[top] - t[0])
+    return max(seen, to_top + float(t[trough] - t[top]))
 
 
 # --- change points --------------------------------------------------------------------
