@@ -8,11 +8,19 @@ Locust process's one core. Side A is ``bench/scenario_locustfile.py``
 ``MemstressUser.call`` with ``catch_response``, shed handling, a JSON parse of
 every answer), side B ``bench/plain_locustfile.py`` (one ``self.client.post``).
 Same users, no think time, the generator pinned to one CPU and the target to
-the other, run A B A B ... Requests/s are Locust's per-second counts over the
-steady seconds; generator CPU is the process's user + system time from
-``/proc`` (psutil) over the same seconds. wrk on the generator's CPU against the
-same target is the ceiling: the figures count only when it serves at least
-:data:`CEILING_FACTOR` times what the faster generator sent.
+the other, in pairs whose order alternates (A B, B A, A B ...), so a drift in the
+machine's load favours neither side. Requests/s are Locust's per-second counts;
+generator CPU is the process's user + system time from ``/proc`` (psutil) over
+the same seconds. Both figures are taken over a run's *saturated* seconds, those
+in which the generator had at least :data:`SATURATED_SHARE` of its core: on a
+shared machine a neighbour on that core takes a varying share of it, and a
+second at 60 % measures the neighbour, not the generator (a run at 66 % of its
+core sent two thirds of the requests). A run with fewer than
+:data:`MIN_SATURATED_S` such seconds does not count, nor does its pair; the
+goals are judged on the median of the pairs left when most pairs are left.
+wrk on the generator's CPU against the same target is the ceiling: the figures
+count only when it serves at least :data:`CEILING_FACTOR` times what the faster
+generator sent.
 
 **Worker footprint.** A Locust master and one worker on ``locustfile.py``
 (a memstress scenario) against the fast target, then a master and worker on
@@ -54,6 +62,10 @@ RUN_ID = "benchload"
 NAMESPACE = f"{RUN_ID}-ns-0"
 USERS = 20
 CEILING_FACTOR = 3.0
+SATURATED_SHARE = 0.9
+"""A second counts when the generator had at least this share of its core in it."""
+MIN_SATURATED_S = 3
+"""A run counts with at least this many saturated seconds."""
 WORKER_SETTLE_S = 30.0
 WORKER_SCENARIO = "vector_store"
 
@@ -97,6 +109,11 @@ def _side(
     rps, n, t0, t1 = steady_rate(entry)
     gen_cpu = watch.between(tag, t0, t1)
     span = t1 - t0
+    per_sec = {int(k): int(v) for k, v in entry.get("num_reqs_per_sec", {}).items()}
+    sat_s, sat_n, sat_cpu = saturated_seconds(
+        per_sec, [(t, watch.between(tag, t, t + 1)) for t in range(int(t0), int(t1))]
+    )
+    counts = sat_s >= MIN_SATURATED_S and sat_n > 0
     return {
         "side": side,
         "run": tag,
@@ -107,8 +124,20 @@ def _side(
         "generator_cpu_s": gen_cpu,
         "generator_cpu_util": None if gen_cpu is None else gen_cpu / span,
         "generator_cpu_ms_per_request": None if gen_cpu is None or not n else 1000 * gen_cpu / n,
+        "saturated_s": sat_s,
+        "saturated_rps": sat_n / sat_s if counts else None,
+        "saturated_cpu_ms_per_request": 1000 * sat_cpu / sat_n if counts else None,
         "exit_code": run.exit_code,
     }
+
+
+def saturated_seconds(
+    per_sec: dict[int, int], cpu: list[tuple[int, float | None]]
+) -> tuple[int, int, float]:
+    """Of the seconds in ``cpu`` (start, generator CPU seconds in it), those with at least
+    :data:`SATURATED_SHARE` of a core: how many, their requests and their CPU seconds."""
+    full = [(t, c) for t, c in cpu if c is not None and c >= SATURATED_SHARE]
+    return len(full), sum(per_sec.get(t, 0) for t, _ in full), sum(c for _, c in full)
 
 
 def _wrk(target: FastTarget, workdir: Path, seconds: float, cpu: int | None) -> dict[str, Any]:
@@ -191,7 +220,7 @@ def _distributed(
 
 def run(workdir: Path, small: bool) -> BenchResult:
     seconds = 4.0 if small else 10.0
-    pairs = 1 if small else 5
+    pairs = 1 if small else 7
     wrk_s = 2.0 if small else 5.0
     settle = 3.0 if small else WORKER_SETTLE_S
     cores = cpus()
@@ -204,10 +233,15 @@ def run(workdir: Path, small: bool) -> BenchResult:
             f"Generator cost: `{ENDPOINT}` from vector_store's real `VectorClient` (A, "
             "`bench/scenario_locustfile.py`) and from a bare FastHttpUser with the same body "
             f"(B, `bench/plain_locustfile.py`), {USERS} users, no think time, {seconds:g} s per "
-            f"run, {pairs} pairs A B, against `bench/fast_target.py` (an asyncio server "
-            "answering every request at once with a small JSON body), the generator pinned to "
-            "one CPU and the target to the other. Generator CPU: user + system time of the "
-            "Locust process from /proc (psutil) over the steady seconds, per request. wrk "
+            f"run, {pairs} pairs in alternating order (A B, B A, ...), against "
+            "`bench/fast_target.py` (an asyncio server answering every request at once with a "
+            "small JSON body), the generator pinned to one CPU and the target to the other. "
+            "Generator CPU: user + system time of the Locust process from /proc (psutil), per "
+            "request. Both figures are taken over each run's saturated seconds, those in which "
+            f"the generator had >= {SATURATED_SHARE:.0%} of its core (a neighbour on that core "
+            "otherwise sets the rate); a run with fewer than "
+            f"{MIN_SATURATED_S} such seconds, and its pair, do not count, and the goals are "
+            "judged on the median of the pair ratios when most pairs count. wrk "
             f"(1 thread, {USERS} connections, on the generator's CPU) against the same target "
             f"is the ceiling: the two generator goals count only when wrk serves >= "
             f"{CEILING_FACTOR:g}x the faster side's rate, which shows the generator set it. "
@@ -235,7 +269,7 @@ def run(workdir: Path, small: bool) -> BenchResult:
         with CpuWatch({"target": target.pid}) as watch:
             _side("plain", target, workdir, "warmup", seconds=2, cpu=gen_cpu, watch=watch)
             for i in range(pairs):
-                for side in ("scenario", "plain"):
+                for side in ("scenario", "plain") if i % 2 == 0 else ("plain", "scenario"):
                     runs.append(
                         _side(
                             side,
@@ -264,6 +298,10 @@ def run(workdir: Path, small: bool) -> BenchResult:
     return result
 
 
+def _ratio(x: float | None, y: float | None) -> float | None:
+    return x / y if x is not None and y else None
+
+
 def _med(values: list[float | None]) -> float | None:
     vals = [v for v in values if v is not None]
     return statistics.median(vals) if vals else None
@@ -277,17 +315,20 @@ def _aggregate(
 ) -> None:
     a = [r for r in runs if r["side"] == "scenario"]
     b = [r for r in runs if r["side"] == "plain"]
-    rps_pairs = [ra["rps"] / rb["rps"] if rb["rps"] else None for ra, rb in zip(a, b, strict=True)]
+    pairs = list(zip(a, b, strict=True))
+    rps_pairs = [_ratio(ra["saturated_rps"], rb["saturated_rps"]) for ra, rb in pairs]
     cpu_pairs = [
-        ra["generator_cpu_ms_per_request"] / rb["generator_cpu_ms_per_request"]
-        if ra["generator_cpu_ms_per_request"] and rb["generator_cpu_ms_per_request"]
-        else None
-        for ra, rb in zip(a, b, strict=True)
+        _ratio(ra["saturated_cpu_ms_per_request"], rb["saturated_cpu_ms_per_request"])
+        for ra, rb in pairs
     ]
-    rps_ratio, cpu_ratio = _med(list(rps_pairs)), _med(list(cpu_pairs))
-    rps_a, rps_b = _med([r["rps"] for r in a]), _med([r["rps"] for r in b])
-    cpu_a = _med([r["generator_cpu_ms_per_request"] for r in a])
-    cpu_b = _med([r["generator_cpu_ms_per_request"] for r in b])
+    counted = sum(v is not None for v in cpu_pairs)
+    enough = counted > len(pairs) // 2
+    rps_ratio = _med(list(rps_pairs)) if enough else None
+    cpu_ratio = _med(list(cpu_pairs)) if enough else None
+    rps_a = _med([r["saturated_rps"] for r in a])
+    rps_b = _med([r["saturated_rps"] for r in b])
+    cpu_a = _med([r["saturated_cpu_ms_per_request"] for r in a])
+    cpu_b = _med([r["saturated_cpu_ms_per_request"] for r in b])
     util_a = _med([r["generator_cpu_util"] for r in a])
     util_b = _med([r["generator_cpu_util"] for r in b])
     wrk_rps = min(w["rps"] for w in wrk_runs) if wrk_runs else None
@@ -316,11 +357,20 @@ def _aggregate(
         )
     else:
         why = ""
-    cpu_why = why or (
-        "" if cpu_ratio is not None else "the CPU watcher took no sample inside a steady window"
-    )
+    if not why and not enough:
+        short = any(r["window_s"] < MIN_SATURATED_S for r in runs)
+        why = (
+            f"only {counted} of {len(pairs)} pairs had both runs saturated (>= "
+            f"{MIN_SATURATED_S} s with >= {SATURATED_SHARE:.0%} of the generator's core; "
+            "needs most pairs): "
+            + (
+                "the runs' steady windows are shorter than that"
+                if short
+                else "neighbours on the generator's core took part of it, so they set the rate"
+            )
+        )
     result.goals = [
-        Goal.of("loadgen_cpu_per_request_ratio", cpu_ratio, reason=cpu_why, valid=not why),
+        Goal.of("loadgen_cpu_per_request_ratio", cpu_ratio, reason=why, valid=not why),
         Goal.of("loadgen_saturated_rps_ratio", rps_ratio, reason=why, valid=not why),
         Goal.of(
             "worker_rss_ratio",
@@ -338,6 +388,9 @@ def _aggregate(
                 "failures",
                 "generator CPU % of its core",
                 "generator CPU ms/request",
+                f"saturated s (>= {SATURATED_SHARE:.0%})",
+                "saturated requests/s",
+                "saturated CPU ms/request",
             ],
             [
                 [
@@ -347,8 +400,26 @@ def _aggregate(
                     r["failures"],
                     None if r["generator_cpu_util"] is None else 100 * r["generator_cpu_util"],
                     r["generator_cpu_ms_per_request"],
+                    r["saturated_s"],
+                    r["saturated_rps"],
+                    r["saturated_cpu_ms_per_request"],
                 ]
                 for r in runs
+            ],
+        ),
+        Table(
+            "Pair by pair, scenario (A) / plain (B), saturated seconds",
+            ["pair", "order", "requests/s A / B", "CPU ms/request A / B"],
+            [
+                [
+                    i,
+                    f"{ra['run']} {rb['run']}" if i % 2 == 0 else f"{rb['run']} {ra['run']}",
+                    rp,
+                    cp,
+                ]
+                for i, ((ra, rb), rp, cp) in enumerate(
+                    zip(pairs, rps_pairs, cpu_pairs, strict=True)
+                )
             ],
         ),
         Table(
@@ -373,8 +444,9 @@ def _aggregate(
             "Medians and ratios",
             ["figure", "scenario (A)", "plain (B)", "A / B (median of pairs)"],
             [
-                ["requests/s", rps_a, rps_b, rps_ratio],
-                ["generator CPU ms per request", cpu_a, cpu_b, cpu_ratio],
+                ["requests/s, saturated seconds", rps_a, rps_b, rps_ratio],
+                ["generator CPU ms per request, saturated seconds", cpu_a, cpu_b, cpu_ratio],
+                ["pairs counted", None, None, counted],
             ],
         ),
         Table(
@@ -414,9 +486,14 @@ def _aggregate(
         )
     if cpu_a and cpu_b:
         reading.append(
-            f"Per request the scenario path spends {cpu_a:.3f} ms of generator CPU, the plain "
-            f"user {cpu_b:.3f} ms (pair ratios' median {cpu_ratio or 0:.2f}x); requests/s "
-            f"{rps_a or 0:,.0f} vs {rps_b or 0:,.0f} (pair ratios' median {rps_ratio or 0:.3f})."
+            f"Over saturated seconds, per request the scenario path spends {cpu_a:.3f} ms of "
+            f"generator CPU, the plain user {cpu_b:.3f} ms; requests/s {rps_a or 0:,.0f} vs "
+            f"{rps_b or 0:,.0f}. {counted} of {len(pairs)} pairs counted"
+            + (
+                f": pair ratios' medians {cpu_ratio:.3f}x (CPU) and {rps_ratio:.3f}x (requests/s)."
+                if cpu_ratio is not None and rps_ratio is not None
+                else ", too few to judge."
+            )
         )
     if rss_ratio is not None and mem and plain:
         reading.append(

@@ -6,7 +6,8 @@ every source: ``/metrics``, ``/memory/stats``, its PID for psutil; host, PSI
 and cgroup are read from the machine). It alternates an idle phase and a phase
 with a :class:`monitors.monitor.MemoryMonitor` running (every source, 1 s
 interval: sampler, health check and cleanup greenlets). Each phase's CPU is the
-process's user + system time from ``/proc`` (psutil). The figure is the median
+process's user + system time from its CPU clock (``time.process_time``; /proc's
+10 ms ticks would be a twentieth of the goal). The figure is the median
 over cycles of (on - off) / phase length, as % of one core; the sampler
 greenlet's own CPU (the monitor's greenlet-switch tracer) is a cross-check.
 
@@ -15,7 +16,11 @@ plain search user at no think time against :mod:`bench.fast_target` (which
 answers at once, and serves ``/metrics``, ``/memory/stats`` and ``/health`` so
 every source has something to read), with the monitor attached (every source,
 1 s) or not imported at all. Generator and target each pinned to one CPU; pairs
-on/off back to back; requests/s over the steady seconds. It counts only when
+back to back, on first in even pairs and off first in odd ones, so a drift of the
+shared machine over the run favours neither side; requests/s over the steady
+seconds. The figure is the median of the pairs' ratios; requests per generator
+CPU second (on / off) is shown beside it, a cross-check that a neighbour taking
+the generator's core does not move. It counts only when
 wrk on the generator's CPU gets at least 3x the faster run's rate from the
 target: the generator is saturated, so the monitor's CPU would show as lost
 requests.
@@ -134,7 +139,7 @@ def run(workdir: Path, small: bool) -> BenchResult:
     phase_s = 2.0 if small else 20.0
     cycles = 1 if small else 4
     seconds = 4.0 if small else 10.0
-    pairs = 1 if small else 5
+    pairs = 1 if small else 8
     cores = cpus()
     tgt_cpu, gen_cpu = (cores[0], cores[1]) if len(cores) >= 2 else (None, None)
     result = BenchResult(
@@ -145,13 +150,15 @@ def run(workdir: Path, small: bool) -> BenchResult:
             f"Sampler CPU: one process (`bench/sampler_probe.py`, a Locust environment with "
             f"no users) alternating {cycles} x ({phase_s:g} s idle, {phase_s:g} s with a "
             "MemoryMonitor running every source at 1 s: sampler, health and cleanup greenlets) "
-            "next to the reference service; CPU of each phase from /proc (psutil user + "
-            "system), the figure the median of (on - off) / phase over cycles. Requests/s: "
+            "next to the reference service; CPU of each phase user + system from the "
+            "process's CPU clock (time.process_time), the figure the median of (on - off) / phase "
+            "over cycles. Requests/s: "
             f"`bench/monitored_locustfile.py` ({USERS} plain users, no think time) against "
             "`bench/fast_target.py`, the monitor attached (every source, 1 s) or not imported, "
-            f"{pairs} pairs on/off of {seconds:g} s, generator and target pinned to separate "
-            f"CPUs; counted only when wrk gets >= {CEILING_FACTOR:g}x the faster run's rate "
-            "from the target on the generator's CPU."
+            f"{pairs} pairs of {seconds:g} s (on first in even pairs, off first in odd ones), "
+            "the figure the median of the pairs' ratios; generator and target pinned to "
+            f"separate CPUs; counted only when wrk gets >= {CEILING_FACTOR:g}x the faster "
+            "run's rate from the target on the generator's CPU."
         ),
     )
     result.setup = {
@@ -171,7 +178,7 @@ def run(workdir: Path, small: bool) -> BenchResult:
     wrk_runs: list[dict[str, Any]] = []
     with fast_target(workdir, cpu=tgt_cpu) as target, CpuWatch({}) as watch:
         for i in range(pairs):
-            for monitor in (True, False):
+            for monitor in (True, False) if i % 2 == 0 else (False, True):
                 tag = f"{'on' if monitor else 'off'}-{i}"
                 runs.append(
                     _side(monitor, target, workdir, tag, seconds=seconds, cpu=gen_cpu, watch=watch)
@@ -185,6 +192,14 @@ def run(workdir: Path, small: bool) -> BenchResult:
 def _med(values: list[Any]) -> float | None:
     vals = [float(v) for v in values if v is not None]
     return statistics.median(vals) if vals else None
+
+
+def _per_cpu(on: dict[str, Any], off: dict[str, Any]) -> float | None:
+    """Requests per generator CPU second, on / off (None when a CPU figure is missing)."""
+    a, b = on["generator_cpu_util"], off["generator_cpu_util"]
+    if not a or not b or not off["rps"]:
+        return None
+    return float((on["rps"] / a) / (off["rps"] / b))
 
 
 def _aggregate(
@@ -208,6 +223,7 @@ def _aggregate(
     off_r = [r for r in runs if r["monitor"] == "off"]
     pair = [a["rps"] / b["rps"] if b["rps"] else None for a, b in zip(on_r, off_r, strict=True)]
     ratio = _med(pair)
+    per_cpu = [_per_cpu(a, b) for a, b in zip(on_r, off_r, strict=True)]
     wrk_rps = min(w["rps"] for w in wrk_runs) if wrk_runs else None
     fastest = max((r["rps"] for r in runs), default=None)
     headroom = wrk_rps / fastest if wrk_rps and fastest else None
@@ -225,6 +241,7 @@ def _aggregate(
         "monitor_process_cpu_pct_of_core": pct,
         "sampler_greenlet_cpu_pct_of_core": _med(tracer),
         "rps_on_over_off": ratio,
+        "rps_per_generator_cpu_on_over_off": _med(per_cpu),
         "wrk_ceiling_over_fastest_run": headroom,
     }
     result.goals = [
@@ -233,7 +250,7 @@ def _aggregate(
     ]
     result.tables = [
         Table(
-            "Sampler probe phases (one process; CPU from /proc)",
+            "Sampler probe phases (one process; CPU from its CPU clock)",
             ["cycle", "phase", "CPU s", "wall s", "% of a core", "samples", "tracer CPU s"],
             [
                 [
@@ -265,11 +282,26 @@ def _aggregate(
             ],
         ),
         Table(
+            "Pairs (on / off)",
+            ["pair", "first", "requests/s on", "requests/s off", "ratio", "per generator CPU s"],
+            [
+                [
+                    i,
+                    "on" if i % 2 == 0 else "off",
+                    a["rps"],
+                    b["rps"],
+                    pair[i],
+                    per_cpu[i],
+                ]
+                for i, (a, b) in enumerate(zip(on_r, off_r, strict=True))
+            ],
+        ),
+        Table(
             "The setup that makes the figures mean what they say",
             ["figure", "value"],
             [
                 ["sources the monitor read", ", ".join(sources)],
-                ["CPU source", "/proc/self/stat user+system (psutil), per phase"],
+                ["CPU source", "time.process_time (user + system, all threads), per phase"],
                 ["wrk ceiling requests/s (lowest run)", wrk_rps],
                 ["fastest Locust run requests/s", fastest],
                 [f"ceiling / fastest (must be >= {CEILING_FACTOR:g})", headroom],
@@ -289,7 +321,8 @@ def _aggregate(
             f"Requests/s with the monitor attached were {ratio:.3f} of those without it "
             "(median of pair ratios "
             + ", ".join(f"{x:.3f}" for x in pair if x is not None)
-            + ")."
+            + "); per generator CPU second, "
+            + f"{_med(per_cpu) or 0:.3f}."
             + (f" Not judged: {why}." if why else "")
         )
     result.reading = reading

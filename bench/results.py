@@ -74,8 +74,8 @@ GOALS: dict[str, GoalSpec] = {
         GoalSpec(
             "sampler_cpu_pct_of_core",
             "monitor",
-            "the monitor's process CPU (/proc), every source on, 1 s interval, on minus off "
-            "in one process, repeated",
+            "the monitor's process CPU (its CPU clock), every source on, 1 s interval, "
+            "on minus off in one process, repeated",
             "<=",
             0.5,
             "% of a core",

@@ -36,27 +36,75 @@ MAX_BODY_BYTES = 4 * MB
 reference service's are a few kB; a Prometheus page of a big process, some 100 kB)."""
 
 
-def _get(client: TargetClient, path: str) -> str:
-    """``GET path`` on the target: its body as text, else SourceMissing (404) or SourceFailed."""
-    return fetch_text(
-        client.session,
-        f"{client.base_url}{path}",
-        client.timeout,
-        f"GET {path}",
-        missing=f"the target has no {path} (HTTP 404)",
-    )
+class Get:
+    """``GET path`` on the target, again every sample: its body as text, else
+    SourceMissing (404) or SourceFailed (see :func:`fetch_text`).
+
+    The request is prepared once (URL, the session's headers and auth) and sent
+    straight to the session's transport adapter: ``Session.get`` would merge and
+    prepare it again each time, a quarter of a sample's GET in CPU (1.36 -> 1.03
+    ms against the reference service). The adapter maps transport errors to
+    requests' exceptions as ``Session.get`` does; a redirect is followed by
+    ``Session.get`` itself.
+    """
+
+    def __init__(self, client: TargetClient, path: str) -> None:
+        self.client = client
+        self.path = path
+        self.prepared = client.session.prepare_request(
+            requests.Request("GET", f"{client.base_url}{path}")
+        )
+
+    def __call__(self) -> str:
+        return fetch_text(
+            self.client.session,
+            f"{self.client.base_url}{self.path}",
+            self.client.timeout,
+            f"GET {self.path}",
+            missing=f"the target has no {self.path} (HTTP 404)",
+            prepared=self.prepared,
+        )
+
+
+def _send(
+    session: requests.Session,
+    url: str,
+    timeout: float,
+    prepared: requests.PreparedRequest | None,
+) -> requests.Response:
+    """The streamed answer to ``GET url``; with ``prepared``, sent on the session's adapter."""
+    if prepared is not None:
+        r = session.get_adapter(url).send(
+            prepared,
+            stream=True,
+            timeout=timeout,
+            verify=True if session.verify is None else session.verify,
+            cert=session.cert,
+            proxies=session.proxies,
+        )
+        if not r.is_redirect:
+            return r
+        r.close()
+    return session.get(url, timeout=timeout, stream=True)
 
 
 def fetch_text(
-    session: requests.Session, url: str, timeout: float, what: str, *, missing: str
+    session: requests.Session,
+    url: str,
+    timeout: float,
+    what: str,
+    *,
+    missing: str,
+    prepared: requests.PreparedRequest | None = None,
 ) -> str:
     """``GET url``: its body as text, else SourceMissing(``missing``) on a 404, or SourceFailed.
 
     The body is streamed and refused past :data:`MAX_BODY_BYTES`, so a huge
-    answer costs at most that much memory and reading time.
+    answer costs at most that much memory and reading time. ``prepared``: the
+    same GET prepared once on ``session`` (:class:`Get`).
     """
     try:
-        with session.get(url, timeout=timeout, stream=True) as r:
+        with _send(session, url, timeout, prepared) as r:
             if r.status_code == 404:
                 raise SourceMissing(missing)
             declared = r.headers.get("Content-Length", "")
@@ -100,9 +148,10 @@ class PrometheusSource:
 
     def __init__(self, client: TargetClient) -> None:
         self.client = client
+        self._get = Get(client, "/metrics")
 
     def read(self) -> Reading:
-        value = parse_prometheus_rss(_get(self.client, "/metrics"))
+        value = parse_prometheus_rss(self._get())
         if value is None:
             raise SourceMissing(f"/metrics has no {PROM_RSS}")
         return {"prom_rss_bytes": value}
@@ -147,9 +196,10 @@ class StatsSource:
 
     def __init__(self, client: TargetClient) -> None:
         self.client = client
+        self._get = Get(client, "/memory/stats")
 
     def read(self) -> Reading:
-        text = _get(self.client, "/memory/stats")
+        text = self._get()
         try:
             data = json.loads(text)
         except ValueError as exc:

@@ -39,6 +39,7 @@ from memstress.monitors.http_sources import (
     stats_row,
 )
 from memstress.monitors.local_sources import (
+    SMAPS_SHARE,
     CgroupSource,
     HostSource,
     ProcessSource,
@@ -60,6 +61,7 @@ __all__ = [
     "HOST_SOURCES",
     "HTTP_SOURCES",
     "MAX_BODY_BYTES",
+    "SMAPS_SHARE",
     "SOURCE_NAMES",
     "TARGET_SOURCES",
     "TIERS",
@@ -149,7 +151,7 @@ def build_sources(
         "metrics_url": metrics_url or (lambda: None),
         "prometheus": lambda: PrometheusSource(client_factory()),
         "stats": lambda: StatsSource(client_factory()),
-        "smaps": lambda: SmapsSource(pid),
+        "smaps": lambda: SmapsSource(pid, share=SMAPS_SHARE),
         "host": HostSource,
         "psi": PsiSource,
         "cgroup": lambda: CgroupSource(pid),

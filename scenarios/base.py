@@ -21,7 +21,6 @@ whose message names the status and the endpoint.
 
 from __future__ import annotations
 
-import json
 import random
 import time
 from collections.abc import Callable
@@ -161,7 +160,7 @@ class MemstressUser(FastHttpUser):
         **parts: str,
     ) -> Reply:
         """Send one request named after ``endpoint``; 2xx and ``allow`` statuses are success."""
-        url = endpoint.url(**parts)
+        url = endpoint.url(**parts) if parts else endpoint.path
         if query:
             url = f"{url}?{urlencode(query)}"
         return self.request(endpoint.method, url, endpoint.name, body, allow=allow)
@@ -182,7 +181,7 @@ class MemstressUser(FastHttpUser):
         with self.client.request(method, url, name=name, json=body, catch_response=True) as resp:
             status = int(resp.status_code or 0)
             if 200 <= status < 300 or status in allow:
-                data, bad = _json(resp)
+                data, bad = api.parse_json(resp.content)
                 if bad:
                     resp.failure(f"{name}: HTTP {status} with a body that is not JSON")
                     return Reply(False, False, status)
@@ -212,22 +211,6 @@ class MemstressUser(FastHttpUser):
                 context={},
             )
         return Reply(False, shed, status)
-
-
-def _json(resp: Any) -> tuple[Any, bool]:
-    """The parsed body (None when empty) and whether it failed to parse.
-
-    ``json.loads`` of the bytes, not ``resp.json()``: JSON is UTF-8 (RFC 8259; ``loads``
-    also reads UTF-16/32 by their BOM-less pattern), and Locust's ``text`` would first
-    look up a charset in the headers on every answer (bench ``loadgen_cpu_per_request_ratio``).
-    An undecodable body is a ``UnicodeDecodeError``, a ``ValueError`` too."""
-    content = resp.content
-    if not content:
-        return None, False
-    try:
-        return json.loads(content), False
-    except ValueError:
-        return None, True
 
 
 def _snippet(resp: Any) -> str:

@@ -20,8 +20,7 @@ name (``--adapter``). No Locust import here (see :mod:`scenarios.spec`).
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 CONVERSATION = "conversation"
 VECTORS = "vectors"
@@ -43,10 +42,13 @@ CAPABILITIES: dict[str, str] = {
 """Every capability, with the words a refusal uses for it."""
 
 
-@dataclass(frozen=True)
-class Reply:
+class Reply(NamedTuple):
     """What one operation got: ``ok`` (success), ``shed`` (the target protecting
-    itself, counted apart), or neither (a failure, already reported to Locust)."""
+    itself, counted apart), or neither (a failure, already reported to Locust).
+
+    A named tuple, not a frozen dataclass: one is made for every request, and a frozen
+    dataclass's ``__init__`` costs twice as much (four ``object.__setattr__`` calls;
+    bench ``loadgen_cpu_per_request_ratio``)."""
 
     ok: bool
     shed: bool

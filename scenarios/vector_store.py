@@ -59,19 +59,17 @@ def users() -> tuple[type, ...]:
         """Upserts (share ``upsert_share`` of its requests) or searches its namespaces."""
 
         def on_start(self) -> None:
-            self._seeded: list[int] = []
+            self._seeded: list[str] = []  # the namespaces this user has written to, by name
 
         def upsert(self) -> None:
-            k = self.rng.randrange(int(self.params.get("namespaces", NAMESPACES)))
+            ns = self.namespace(self.rng.randrange(int(self.params.get("namespaces", NAMESPACES))))
             doc_id = f"doc-{self.rng.randrange(int(self.params.get('docs', 1)))}"
             text = api.text_of(self.rng, int(self.params.get("document_bytes", 8192)))
-            if self.target.add_document(self.namespace(k), doc_id, text).ok and (
-                k not in self._seeded
-            ):
-                self._seeded.append(k)
+            if self.target.add_document(ns, doc_id, text).ok and ns not in self._seeded:
+                self._seeded.append(ns)
 
         def search(self) -> None:
-            ns = self.namespace(self.rng.choice(self._seeded))
+            ns = self.rng.choice(self._seeded)  # a name, not made again every search
             query = " ".join(self.rng.choices(api.WORDS, k=6))
             self.target.search(ns, query, 10)
 

@@ -216,3 +216,49 @@ def test_the_issue_goals_have_stable_ids() -> None:
         "<=",
         0.5,
     )
+
+
+def _load_run(side: str, i: int, sat_rps: float | None, sat_cpu: float | None) -> dict[str, Any]:
+    return {
+        "side": side,
+        "run": f"{side}-{i}",
+        "rps": 5000.0,
+        "requests": 40000,
+        "window_s": 8.0,
+        "failures": 0,
+        "generator_cpu_s": 5.0,
+        "generator_cpu_util": 0.7,
+        "generator_cpu_ms_per_request": 0.125,
+        "saturated_s": 0 if sat_rps is None else 6,
+        "saturated_rps": sat_rps,
+        "saturated_cpu_ms_per_request": sat_cpu,
+        "exit_code": 0,
+    }
+
+
+def test_load_counts_only_seconds_and_pairs_where_the_generator_had_its_core() -> None:
+    """Seconds under 90 % of a core are left out; the goals take the median of the pairs
+    whose both runs had enough saturated seconds, and are not judged unless most did."""
+    from bench.loadgen import _aggregate, saturated_seconds
+    from bench.results import BenchResult
+
+    per_sec = {10: 9000, 11: 6000, 12: 9100, 13: 100}
+    cpu = [(10, 0.99), (11, 0.66), (12, 0.95), (13, None)]
+    assert saturated_seconds(per_sec, cpu) == (2, 18100, pytest.approx(1.94))
+
+    wrk = [{"rps": 90000.0}]
+    ok = [("scenario", 9000.0, 0.110), ("plain", 9900.0, 0.100)] * 3  # three pairs at 1.1x
+    runs = [_load_run(s, i // 2, r, c) for i, (s, r, c) in enumerate(ok)]
+    runs += [_load_run("scenario", 3, None, None), _load_run("plain", 3, 9000.0, 0.1)]
+    result = BenchResult(name="load", title="t", mode="full", what="w")
+    _aggregate(result, runs, wrk, [])
+    goals = {g.id: g for g in result.goals}
+    assert goals["loadgen_cpu_per_request_ratio"].value == pytest.approx(1.1)
+    assert goals["loadgen_saturated_rps_ratio"].value == pytest.approx(9000 / 9900)
+    assert goals["loadgen_cpu_per_request_ratio"].passed is True
+
+    few = runs[:2] + [_load_run(s, 1, None, None) for s in ("scenario", "plain")] * 2
+    result = BenchResult(name="load", title="t", mode="full", what="w")
+    _aggregate(result, few, wrk, [])
+    goal = next(g for g in result.goals if g.id == "loadgen_cpu_per_request_ratio")
+    assert goal.passed is None and "only 1 of 3 pairs" in goal.reason, goal.reason

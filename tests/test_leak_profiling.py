@@ -113,6 +113,28 @@ def test_smaps_source_reads_a_live_process_and_says_when_it_cannot(tmp_path: Pat
         SmapsSource(7, proc=tmp_path).read()
 
 
+def test_smaps_source_spends_at_most_its_share_of_a_core(tmp_path: Path) -> None:
+    """Its reads cost in proportion to the target's memory (the kernel's page walk), so a
+    read is skipped, leaving the columns empty, until the last one's CPU spread over the
+    time since is within ``share``; the first read of a run is always made."""
+    (tmp_path / "7").mkdir()
+    (tmp_path / "7" / "smaps_rollup").write_text(ROLLUP)
+    now = [100.0]
+    src = SmapsSource(7, proc=tmp_path, share=0.0005, clock=lambda: now[0])
+    assert src.read()["smaps_anon_bytes"] == 51200 * 1024
+    gap = src.next_read - now[0]
+    assert 0 < gap < 60  # a read of a small file: microseconds of CPU, 2000x that in gap
+    assert src.read() == {}  # within the gap: no figures, and no error
+    now[0] += gap / 2
+    assert src.read() == {}
+    now[0] = src.next_read
+    assert src.read()["smaps_anon_bytes"] == 51200 * 1024
+    every = SmapsSource(7, proc=tmp_path, clock=lambda: now[0])  # share None: every read
+    assert all(every.read() for _ in range(3))
+    with pytest.raises(ValueError, match="valid: above 0"):
+        SmapsSource(7, share=0)
+
+
 def test_growth_by_kind_names_what_grew() -> None:
     t = list(range(10))
     heap = pd.DataFrame(

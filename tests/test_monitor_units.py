@@ -6,6 +6,7 @@ No Locust here (it would monkey-patch pytest's process); the real runs are in
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import time
@@ -20,6 +21,8 @@ import pytest
 from memstress.common.cgroup import find_memory_cgroup
 from memstress.common.config import load_config
 from memstress.common.exitcodes import ExitCode
+from memstress.common.target import TargetClient
+from memstress.monitors.http_sources import Get
 from memstress.monitors.leak import LeakVerdict
 from memstress.monitors.safety import SafetyGuard, Seen
 from memstress.monitors.sampler import GreenletCpuMeter, Sampler
@@ -29,6 +32,7 @@ from memstress.monitors.sources import (
     CgroupSource,
     HostSource,
     ProcessSource,
+    PrometheusSource,
     PsiSource,
     SourceFailed,
     SourceMissing,
@@ -39,6 +43,7 @@ from memstress.monitors.sources import (
     parse_source_names,
     stats_row,
 )
+from memstress.runner.service import ManagedService, free_port
 
 PROM_PAGE = """\
 # HELP python_gc_objects_collected_total Objects collected during gc
@@ -112,6 +117,28 @@ def test_stats_row_maps_the_contract_fields() -> None:
         stats_row({"rss_bytes": "lots", "tiers": {"vectors": {"bytes": True}}})
     with pytest.raises(SourceFailed, match="not a JSON object"):
         stats_row(["not", "an", "object"])
+
+
+def test_a_get_prepared_once_answers_as_session_get(service: ManagedService) -> None:
+    """The HTTP sources send a request prepared once on the session's adapter; what they
+    read is what ``Session.get`` reads, a redirect is followed, a 404 is a missing source."""
+    client = TargetClient(service.url, timeout=5)
+    plain = client.session
+    stats = Get(client, "/memory/stats")
+    for _ in range(2):  # the same prepared request again, on the pooled connection
+        assert json_keys(stats()) == json_keys(plain.get(f"{service.url}/memory/stats").text)
+    slash = Get(client, "/memory/stats/")  # FastAPI answers 307 to /memory/stats
+    assert plain.get(f"{service.url}/memory/stats/", allow_redirects=False).status_code == 307
+    assert json_keys(slash()) == json_keys(stats())
+    assert PrometheusSource(client).read()["prom_rss_bytes"] > 0
+    with pytest.raises(SourceMissing, match="the target has no /nowhere"):
+        Get(client, "/nowhere")()
+    with pytest.raises(SourceFailed, match="GET /metrics: ConnectionError"):
+        Get(TargetClient(f"http://127.0.0.1:{free_port()}", timeout=5), "/metrics")()
+
+
+def json_keys(text: str) -> set[str]:
+    return set(json.loads(text))
 
 
 def test_process_source_reads_a_live_process_and_fails_when_it_is_gone() -> None:

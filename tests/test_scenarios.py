@@ -294,3 +294,32 @@ def test_a_config_check_that_names_no_declared_check_is_refused(tmp_path: Path) 
     path.write_text(yaml.safe_dump(data))
     with pytest.raises(ConfigError, match=r"memory_growth_max_mb\.required: 'yes' has the wrong"):
         load_config(path)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"ok":true,"results":[]}',
+        b'[1, 2.5, "x", null]',
+        b"42",
+        b' {"a": 1}\n',  # whitespace around: json.loads decides
+        b'{"a": 1} ',
+        '{"a": "é"}'.encode("utf-8-sig"),  # a BOM
+        '{"a": "é"}'.encode("utf-16"),  # another encoding json.loads reads
+        '{"a": 1}'.encode("utf-32-le"),
+        b'{"a": 1}{"b": 2}',  # two values: not JSON
+        b'{"a": 1} x',
+        b"<html>busy</html>",
+        b'{"a": "\xff"}',  # not UTF-8
+        b'"\x00"',  # a raw control character in a string
+        b"",
+    ],
+)
+def test_answers_parse_exactly_as_json_loads_of_their_bytes(body: bytes) -> None:
+    """The two-step parse of every answer (a fast path, then json.loads) accepts and
+    rejects what json.loads of the bytes does, with the same value."""
+    try:
+        expected: tuple[object, bool] = (json.loads(body) if body else None, False)
+    except ValueError:
+        expected = (None, True)
+    assert api.parse_json(body) == expected
