@@ -25,7 +25,11 @@ from memstress.common.checkout import VersionCheck
 from memstress.common.config import DEFAULT_CONFIG_PATH, ConfigError
 from memstress.common.context import build_context
 from memstress.common.exitcodes import ExitCode
-from memstress.common.locustfix import stop_csv_writer_at_quit, stop_forked_workers
+from memstress.common.locustfix import (
+    PerSecondArchive,
+    stop_csv_writer_at_quit,
+    stop_forked_workers,
+)
 from memstress.monitors.options import TargetProfile, add_monitor_options
 from memstress.monitors.worker import attach_monitor
 from memstress.reports.quit_verdict import QuitVerdict
@@ -152,6 +156,8 @@ def on_init(environment: Any, runner: Any, web_ui: Any = None, **_: Any) -> None
 
     environment.events.quit.add_listener(on_quit)
     stop_csv_writer_at_quit(environment)  # a Locust 2.47 race; see common/locustfix.py
+    if not ctx.is_worker:  # Locust 2.47 keeps every second's counts; see common/locustfix.py
+        PerSecondArchive(environment).start()
     # --- distributed: every worker runs the master's checkout, or is refused ---
     VersionCheck(environment)
 

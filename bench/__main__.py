@@ -1,5 +1,8 @@
 """``python -m bench [load|monitor|report|leak|service|selfrss|capture ...] [--small] [--out DIR]``.
 
+``--seconds N`` shortens selfrss's run (default an hour) for an experiment; a
+run shorter than an hour gives its slopes but does not judge the goal.
+
 With no name, every benchmark runs in turn (that is ``make bench``). Results go
 to ``DIR/results.json`` (a benchmark run alone replaces its own entry) and
 ``DIR/RESULTS.md``; scratch files to ``DIR/_runs/<stamp>/``. ``render``
@@ -94,6 +97,18 @@ def _runner(name: str) -> Callable[[Path, bool], BenchResult]:
     return fn
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 60 <= value <= 86400:
+        raise argparse.ArgumentTypeError(
+            f"not a run length: {text!r} (valid: seconds from 60 to 86400, e.g. 900)"
+        )
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m bench",
@@ -113,6 +128,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="folder for results.json and RESULTS.md (default: bench/)",
     )
     p.add_argument("--keep", action="store_true", help="keep the services' data folders")
+    p.add_argument(
+        "--seconds",
+        type=_seconds,
+        default=None,
+        help="selfrss only: run length in seconds (default 3600, the goal's hour; a "
+        "shorter run reports slopes but leaves the goal unjudged)",
+    )
     return p
 
 
@@ -132,6 +154,10 @@ def main(argv: list[str] | None = None) -> int:
     if bad:
         parser.error(f"unknown benchmark {bad[0]!r} (valid: {', '.join(ORDER)}, or render)")
     names = [n for n in ORDER if n in names] if names else list(ORDER)
+    if args.seconds is not None and "selfrss" not in names:
+        parser.error(
+            "--seconds applies to selfrss only (valid: python -m bench selfrss --seconds N)"
+        )
     stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
     runs_root = out / "_runs"
     if runs_root.is_dir():  # only the latest run's scratch files are kept
@@ -149,7 +175,12 @@ def main(argv: list[str] | None = None) -> int:
         commit, clean = git_state()
         host = HostLoad()
         try:
-            result = _runner(name)(workdir, args.small)
+            if name == "selfrss" and args.seconds is not None:
+                from bench.self_rss import run as selfrss_run
+
+                result = selfrss_run(workdir, args.small, seconds=args.seconds)
+            else:
+                result = _runner(name)(workdir, args.small)
         except Exception as exc:
             failed += 1
             traceback.print_exc()

@@ -218,7 +218,7 @@ class Table:
 class BenchResult:
     name: str  # load | monitor | report | leak | service | capture
     title: str
-    mode: str  # full | small
+    mode: str  # full | small | short (selfrss --seconds under an hour)
     what: str  # what exactly is measured, in words
     started: str = ""
     wall_s: float = 0.0

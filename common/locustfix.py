@@ -15,6 +15,17 @@ drops one still alive from its list without signalling it. On a loaded machine a
 worker can still be connecting then: it outlives its parent, retrying the master's
 port for a minute and holding the terminal (or a caller's pipe) open.
 :func:`stop_forked_workers` ends them at the refusal.
+
+**Per-second counts kept in dicts all run (Locust 2.47).** Each request name's
+``StatsEntry.num_reqs_per_sec`` and ``num_fail_per_sec`` on the master are dicts
+keyed by epoch second, never trimmed: an int key and a dict slot, some 60-100 B,
+per name per second (endurance's six names and the total: about 1 MB an hour,
+bench ``self_rss_slope_mb_per_hour``). Locust reads only the last dozen seconds
+while running (``current_rps``, ``current_fail_per_sec``) and the whole of them
+once, in ``--json``/``--json-file`` at shutdown. :class:`PerSecondArchive` moves
+the older seconds into two ``array('q')`` (16 B a second) every minute and puts
+them back at ``quitting``, before Locust writes them: every figure it shows is
+the same.
 """
 
 from __future__ import annotations
@@ -22,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import logging
+from array import array
 from typing import Any
 
 import gevent
@@ -68,3 +80,85 @@ def stop_forked_workers(opts: Any) -> None:
         with contextlib.suppress(psutil.Error):  # a child already gone needs no ending
             if child.cmdline() == mine:  # a fork of this process: one of its workers
                 child.terminate()
+
+
+class PerSecondArchive:
+    """On a master or local runner: each stats entry's per-second counts older than
+    ``keep_s`` (Locust reads the last 12 s) kept in arrays, not dicts, until ``quitting``.
+
+    :meth:`trim` moves them out (every ``every_s`` from a greenlet in the runner's group),
+    :meth:`restore` puts them back, summed with any that arrived late (a slow worker's
+    report), so the dicts at shutdown hold what Locust alone would have held. Seconds
+    archived from a dict Locust has since replaced (``--reset-stats``, the web UI's reset,
+    a new test's entries) are dropped, as Locust dropped that dict.
+    """
+
+    def __init__(self, environment: Any, every_s: float = 60.0, keep_s: int = 30) -> None:
+        self.environment = environment
+        self.every_s = every_s
+        self.keep_s = keep_s
+        # (id(entry), attribute) -> (entry, the dict trimmed, its seconds, their counts)
+        self._old: dict[tuple[int, str], tuple[Any, dict[int, int], array[int], array[int]]] = {}
+        self._greenlet: Any = None
+        environment.events.quitting.add_listener(self.on_quitting)
+
+    def start(self) -> None:
+        """Trim every ``every_s`` in the runner's greenlet group (a bug fails the run)."""
+        from locust.runners import locust_exception_handler  # here: importing Locust patches
+
+        self._greenlet = self.environment.runner.greenlet.spawn(self._loop)
+        self._greenlet.link_exception(locust_exception_handler(self.environment))
+
+    def _loop(self) -> None:
+        while True:
+            gevent.sleep(self.every_s)
+            self.trim()
+
+    def _current(self) -> dict[tuple[int, str], tuple[Any, dict[int, int]]]:
+        stats = self.environment.runner.stats
+        return {
+            (id(e), attr): (e, getattr(e, attr))
+            for e in [stats.total, *stats.entries.values()]
+            for attr in ("num_reqs_per_sec", "num_fail_per_sec")
+        }
+
+    def trim(self) -> int:
+        """Move the seconds before ``last request - keep_s`` out of the dicts; how many."""
+        stats = self.environment.runner.stats
+        current = self._current()
+        for key in [k for k, v in self._old.items() if current.get(k, (None, None))[1] is not v[1]]:
+            del self._old[key]  # Locust replaced that dict (a reset): its seconds go with it
+        last = stats.total.last_request_timestamp
+        if last is None:
+            return 0
+        cut = int(last) - self.keep_s
+        moved = 0
+        for key, (entry, counts) in current.items():
+            old = [t for t in counts if t < cut]
+            if not old:
+                continue
+            if key not in self._old:
+                self._old[key] = (entry, counts, array("q"), array("q"))
+            _, _, seconds, values = self._old[key]
+            for t in old:
+                seconds.append(t)
+                values.append(counts.pop(t))
+            moved += len(old)
+        return moved
+
+    def restore(self) -> None:
+        """Put every archived second back into its dict (summed with any there), when
+        that dict is still its entry's."""
+        current = self._current()
+        for key, (_, counts, seconds, values) in self._old.items():
+            if current.get(key, (None, None))[1] is not counts:
+                continue
+            for t, n in zip(seconds, values, strict=True):
+                counts[t] = counts.get(t, 0) + n
+        self._old.clear()
+
+    def on_quitting(self, **_: Any) -> None:
+        if self._greenlet is not None:
+            self._greenlet.kill(block=True)
+            self._greenlet = None
+        self.restore()

@@ -174,6 +174,15 @@ def test_an_unknown_benchmark_is_one_line_and_exit_2() -> None:
     assert_no_traceback(r.stderr)
 
 
+def test_a_bad_selfrss_length_is_one_line_and_exit_2() -> None:
+    r = bench("selfrss", "--seconds", "5")
+    assert r.returncode == 2
+    assert "not a run length: '5' (valid: seconds from 60 to 86400" in r.stderr
+    r = bench("load", "--seconds", "900")
+    assert r.returncode == 2
+    assert "--seconds applies to selfrss only" in r.stderr
+
+
 def test_a_goal_says_why_it_is_not_met_or_not_judged() -> None:
     missed = Goal.of("worker_rss_ratio", 1.4).as_dict()
     assert missed["passed"] is False and "1.4" in missed["reason"] and missed["goal"] == "<= 1.25"

@@ -443,6 +443,26 @@ def test_a_sawtooth_of_a_shortest_span_is_no_leak_in_any_phase(phase_s: float) -
     assert det.final_verdict().verdict == NO_LEAK
 
 
+@pytest.mark.parametrize("rate", [1.0, 2.0])
+@pytest.mark.parametrize("seed", SEEDS)
+def test_a_leak_under_a_large_sawtooth_is_called_and_held(rate: float, seed: int) -> None:
+    """A steady leak under a 24 MB / 90 s sawtooth (a GC-like heap cycle) ends on "leak".
+
+    Judged on JUDGING_SEEDS (0-3), tuned on 100-119. Its troughs rise 1.5 or 3 MB a period.
+    The kept level was a stair between troughs further apart than a shortest span (and
+    between troughs a step or more apart): cut at each riser, the newest segment was one
+    flat tread, and the call was cleared as growth that ended a period later (1 MB/min:
+    on all 20 tuning seeds, 2 MB/min: on 18). Now the troughs are a line: called once, held.
+    """
+    saw = {**ls.background(seed), "saw_mb": 24.0, "saw_period_s": 90.0}
+    evs, det = run(series(ls.leak(rate, 60.0), 900, seed=seed, **saw))
+    assert [k for _, k, _ in evs] == ["leak_detected"], evs
+    assert det.verdict.state == LEAK
+    final = det.final_verdict()
+    assert final.verdict == LEAK_VERDICT and final.series == MEMORY, final.reason
+    assert final.called_at == evs[0][0]
+
+
 def test_the_kept_level_of_a_sawtooth_is_its_troughs() -> None:
     """Flat under a sawtooth alone, rising at the leak's rate under a sawtooth that leaks."""
     settings = SETTINGS

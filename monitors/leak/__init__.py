@@ -64,8 +64,11 @@ With the settings of ``monitor.leak_detection`` (see
    in the envelope. A point counts as *given back* when the envelope later falls
    below it by more than a tolerance (:data:`GIVEBACK_SHARE` of R and
    :data:`GIVEBACK_SIGMAS` noise sigmas); it is lowered to that later level plus
-   the tolerance. Between two troughs less than a step and at most the shortest
-   span (step 6) apart the kept level is the line through them. So a sawtooth
+   the tolerance. Between two troughs less than a step apart, or a step or more
+   apart when a neighbouring pair of troughs rises about as much (at most
+   :data:`STAIR_REGULARITY` times more or less: a leak under a large sawtooth
+   raises each trough by its rate times the period), the kept level is the line
+   through them, however long the period. So a sawtooth
    alone becomes the flat line of its troughs, a leak under a sawtooth the line
    its troughs climb, and growth never given back stays as it is. The climb
    since the newest trough is not judged yet (it is most likely memory the
@@ -104,7 +107,8 @@ With the settings of ``monitor.leak_detection`` (see
    steps, from the start of the tread before the first one. A **sawtooth** has
    no steps at all: its drops are memory given back (step 3), so its kept level
    is its troughs; a leak under it raises them by a little each period (less than
-   a step: one trend), a sawtooth alone leaves them flat.
+   a step, or about as much each period: one trend), a sawtooth alone leaves them
+   flat.
 6. **Scales.** Within that span the trend is judged over the last
    ``lookback_s`` and over shorter spans (each :data:`SCALE_STEP` of the
    last), down to ``shortest_share`` of the lookback (and at least
@@ -179,6 +183,14 @@ lists them as episodes. Each was tried and left as it is, for the reason given.
   the run; a 90 s one only when it drops at 90 s). After the first drop the kept
   level is its troughs and later climbs are not judged (step 3), so it is called
   at most once, and cleared when it gives the memory back.
+- **Two like steps in consecutive periods of a large sawtooth.** Two loads of
+  about the same size (8 MB each, say) that stay, one in each of two periods in a
+  row of a 90 s sawtooth, raise its troughs as a 5 MB/min leak under it would for
+  those two periods. They are judged as one rise (called, then cleared as growth
+  that ended about 110 s later), not as two steps: waiting for a third like rise
+  before drawing the troughs' line cleared a 2 MB/min leak under a 24 MB / 90 s
+  sawtooth once and called it again a period later on 4 of 20 tuning seeds.
+  Without such a sawtooth they are two steps.
 - **A slow settling that stops just before the call.** The reference service
   grows about 0.55 MB/min for its first five minutes, as a 0.5 MB/min leak
   would, and stops about 40 s before the long scale reaches the slope a leak

@@ -17,7 +17,7 @@ import numpy as np
 import ruptures as rpt
 
 from memstress.common.config import LeakDetection
-from memstress.monitors.leak.trend import min_points, required_rise_mb, shortest_scale
+from memstress.monitors.leak.trend import min_points, required_rise_mb
 
 MIN_SEGMENT = 2
 """Fewest envelope points in a segment: two points already fix a line, so a
@@ -52,7 +52,8 @@ climb a little higher than the last)."""
 STAIR_REGULARITY = 2.0
 """A staircase's steps come at a steady pace: the longest gap between two steps
 at most this many times the shortest, and the newest step no older than this
-many longest gaps."""
+many longest gaps. Under a sawtooth, two neighbouring pairs of troughs rise at a
+leak's pace when the larger rise is at most this many times the smaller."""
 
 # --- the kept level -------------------------------------------------------------------
 
@@ -93,13 +94,21 @@ def kept_level(t: np.ndarray, y_mb: np.ndarray, settings: LeakDetection, sigma: 
         took = float(t[tr] - t[began]) if lows.size else _climb_before(t, y_mb, int(tr), tol)
         longest = max(longest, took)
         highest = max(highest, float(y_mb[began:tr].max() - min(y_mb[began], y_mb[tr])))
-    # Between two troughs less than a step and at most a shortest span apart the kept level
-    # grows evenly: a leak under a sawtooth is a line through its troughs, not a stair of tiny
-    # steps. Troughs further apart are too few to draw a line through: one trough read high
-    # (a sample missed right after a drop) would be a steady rise over a whole period.
+    # Between two troughs the kept level grows evenly: a leak under a sawtooth is a line
+    # through its troughs, not a stair. A stair's treads are flat for a whole period and its
+    # risers sit right after each trough: cut there, the newest segment was one flat tread,
+    # and a leak under a sawtooth slower than a shortest span was cleared as growth that
+    # ended, one period after it was called. A rise of a step or more between two troughs
+    # stays a step (a load that stayed) unless a neighbouring pair rises about as much: a
+    # leak under a large sawtooth raises each trough by its rate times the period (2 MB/min
+    # under a 90 s one: 3 MB, more than a step). Waiting for a staircase's three such pairs
+    # called those leaks a period late on some phases, and cleared them once in between.
+    # (One trough read high, a sample missed right after a drop, lifts the line by less
+    # than a step over a period and back: less than the rise a leak needs over that span.)
     step = STEP_SHARE * required_rise_mb(settings)
-    for a, b in itertools.pairwise(troughs):
-        if abs(y_mb[b] - y_mb[a]) < step and t[b] - t[a] <= shortest_scale(settings):
+    rises = np.diff(y_mb[troughs])
+    for k, (a, b) in enumerate(itertools.pairwise(troughs)):
+        if abs(rises[k]) < step or _steady(rises, k):
             line = np.interp(t[a:b], (t[a], t[b]), (y_mb[a], y_mb[b]))
             values[a:b] = np.minimum(values[a:b], line)
     last = int(troughs[-1])
@@ -107,6 +116,20 @@ def kept_level(t: np.ndarray, y_mb: np.ndarray, settings: LeakDetection, sigma: 
     within = y_mb[last:].max() - y_mb[last] <= TAIL_FACTOR * highest
     settled = last + 1 if young and within else n
     return Kept(values, settled, int(troughs.size), longest)
+
+
+def _steady(rises: np.ndarray, k: int) -> bool:
+    """Whether trough pair ``k`` rises about as much as a neighbouring pair (both up, the
+    larger at most :data:`STAIR_REGULARITY` times the smaller): a leak's pace under a
+    sawtooth, which raises each trough by its rate times the period."""
+    r = float(rises[k])
+    if r <= 0:
+        return False
+    for j in (k - 1, k + 1):
+        other = float(rises[j]) if 0 <= j < len(rises) else 0.0
+        if other > 0 and max(r, other) <= STAIR_REGULARITY * min(r, other):
+            return True
+    return False
 
 
 def _climb_before(t: np.ndarray, y_mb: np.ndarray, trough: int, tol: float) -> float:
