@@ -174,9 +174,9 @@ def run(workdir: Path, small: bool) -> BenchResult:
             f"`bench/monitored_locustfile.py` ({USERS} plain users, no think time) against "
             "`bench/fast_target.py`, the monitor attached (every source, 1 s) or not imported, "
             f"{pairs} pairs of {seconds:g} s (on first in even pairs, off first in odd ones), "
-            f"requests/s over each run's seconds with >= {SATURATED_SHARE:.0%} of the generator's core, the "
-            "figure the median of the pairs' ratios when most pairs count; generator and "
-            "target pinned to "
+            f"requests/s over each run's seconds with >= {SATURATED_SHARE:.0%} of the "
+            "generator's core, the figure the median of the pairs' ratios when most pairs "
+            "count; generator and target pinned to "
             f"separate CPUs; counted only when wrk gets >= {CEILING_FACTOR:g}x the faster "
             "run's rate from the target on the generator's CPU."
         ),
