@@ -18,9 +18,13 @@ every source has something to read), with the monitor attached (every source,
 1 s) or not imported at all. Generator and target each pinned to one CPU; pairs
 back to back, on first in even pairs and off first in odd ones, so a drift of the
 shared machine over the run favours neither side; requests/s over the steady
-seconds. The figure is the median of the pairs' ratios; requests per generator
-CPU second (on / off) is shown beside it, a cross-check that a neighbour taking
-the generator's core does not move. It counts only when
+seconds. As in ``bench load``, requests/s are taken over a run's *saturated*
+seconds (the generator had at least ``SATURATED_SHARE`` of its core: a second at
+60 % measures a neighbour on that core, not the generator); a run with fewer than
+``MIN_SATURATED_S`` of them does not count, nor does its pair, and the figure is
+the median of the pairs left when most pairs are left. Requests per generator
+CPU second over all steady seconds (on / off) is shown beside it, a cross-check
+that a neighbour taking the generator's core does not move. It counts only when
 wrk on the generator's CPU gets at least 3x the faster run's rate from the
 target: the generator is saturated, so the monitor's CPU would show as lost
 requests.
@@ -34,7 +38,15 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from bench.loadgen import CEILING_FACTOR, ENDPOINT, USERS, _wrk
+from bench.loadgen import (
+    CEILING_FACTOR,
+    ENDPOINT,
+    MIN_SATURATED_S,
+    SATURATED_SHARE,
+    USERS,
+    _wrk,
+    saturated_seconds,
+)
 from bench.procs import (
     BENCH_DIR,
     PYTHON,
@@ -120,6 +132,10 @@ def _side(
         raise BenchError(f"{tag}: no {ENDPOINT} requests (exit {run.exit_code}): {run.log_tail()}")
     rps, n, t0, t1 = steady_rate(entry)
     gen = watch.between(tag, t0, t1)
+    per_sec = {int(k): int(v) for k, v in entry.get("num_reqs_per_sec", {}).items()}
+    sat_s, sat_n, _ = saturated_seconds(
+        per_sec, [(t, watch.between(tag, t, t + 1)) for t in range(int(t0), int(t1))]
+    )
     samples = 0
     csv = workdir / tag / "run" / "memory_samples.csv"
     if csv.exists():
@@ -130,6 +146,8 @@ def _side(
         "rps": rps,
         "requests": n,
         "generator_cpu_util": None if gen is None else gen / max(1e-6, t1 - t0),
+        "saturated_s": sat_s,
+        "saturated_rps": sat_n / sat_s if sat_s >= MIN_SATURATED_S and sat_n > 0 else None,
         "monitor_samples": samples,
         "failures": sum(int(e["num_failures"]) for e in run.entries),
     }
@@ -156,7 +174,9 @@ def run(workdir: Path, small: bool) -> BenchResult:
             f"`bench/monitored_locustfile.py` ({USERS} plain users, no think time) against "
             "`bench/fast_target.py`, the monitor attached (every source, 1 s) or not imported, "
             f"{pairs} pairs of {seconds:g} s (on first in even pairs, off first in odd ones), "
-            "the figure the median of the pairs' ratios; generator and target pinned to "
+            f"requests/s over each run's seconds with >= {SATURATED_SHARE:.0%} of the "
+            "generator's core, the figure the median of the pairs' ratios when most pairs "
+            "count; generator and target pinned to "
             f"separate CPUs; counted only when wrk gets >= {CEILING_FACTOR:g}x the faster "
             "run's rate from the target on the generator's CPU."
         ),
@@ -221,8 +241,18 @@ def _aggregate(
     pct = _med(diffs)
     on_r = [r for r in runs if r["monitor"] == "on"]
     off_r = [r for r in runs if r["monitor"] == "off"]
-    pair = [a["rps"] / b["rps"] if b["rps"] else None for a, b in zip(on_r, off_r, strict=True)]
-    ratio = _med(pair)
+    pair = [
+        a["saturated_rps"] / b["saturated_rps"]
+        if a["saturated_rps"] is not None and b["saturated_rps"]
+        else None
+        for a, b in zip(on_r, off_r, strict=True)
+    ]
+    counted = sum(x is not None for x in pair)
+    enough = counted > len(pair) // 2
+    ratio = _med(pair) if enough else None
+    all_seconds = _med(
+        [a["rps"] / b["rps"] if b["rps"] else None for a, b in zip(on_r, off_r, strict=True)]
+    )
     per_cpu = [_per_cpu(a, b) for a, b in zip(on_r, off_r, strict=True)]
     wrk_rps = min(w["rps"] for w in wrk_runs) if wrk_runs else None
     fastest = max((r["rps"] for r in runs), default=None)
@@ -236,11 +266,19 @@ def _aggregate(
         )
     else:
         why = ""
+    if not why and not enough:
+        why = (
+            f"only {counted} of {len(pair)} pairs had both runs saturated (>= "
+            f"{MIN_SATURATED_S} s with >= {SATURATED_SHARE:.0%} of the generator's core; "
+            "needs most pairs): neighbours on the generator's core took part of it, so they "
+            "set the rate"
+        )
     result.raw = {"phases": phases, "runs": runs, "wrk": wrk_runs}
     result.ratios = {
         "monitor_process_cpu_pct_of_core": pct,
         "sampler_greenlet_cpu_pct_of_core": _med(tracer),
         "rps_on_over_off": ratio,
+        "rps_on_over_off_all_steady_seconds": all_seconds,
         "rps_per_generator_cpu_on_over_off": _med(per_cpu),
         "wrk_ceiling_over_fastest_run": headroom,
     }
@@ -267,7 +305,17 @@ def _aggregate(
         ),
         Table(
             "Requests/s runs against the fast target",
-            ["run", "monitor", "requests/s", "requests", "generator CPU %", "samples", "failures"],
+            [
+                "run",
+                "monitor",
+                "requests/s",
+                "requests",
+                "generator CPU %",
+                f"saturated s (>= {SATURATED_SHARE:.0%})",
+                "saturated requests/s",
+                "samples",
+                "failures",
+            ],
             [
                 [
                     r["run"],
@@ -275,6 +323,8 @@ def _aggregate(
                     r["rps"],
                     r["requests"],
                     None if r["generator_cpu_util"] is None else 100 * r["generator_cpu_util"],
+                    r["saturated_s"],
+                    r["saturated_rps"],
                     r["monitor_samples"],
                     r["failures"],
                 ]
@@ -283,13 +333,20 @@ def _aggregate(
         ),
         Table(
             "Pairs (on / off)",
-            ["pair", "first", "requests/s on", "requests/s off", "ratio", "per generator CPU s"],
+            [
+                "pair",
+                "first",
+                "saturated requests/s on",
+                "saturated requests/s off",
+                "ratio",
+                "per generator CPU s (all steady seconds)",
+            ],
             [
                 [
                     i,
                     "on" if i % 2 == 0 else "off",
-                    a["rps"],
-                    b["rps"],
+                    a["saturated_rps"],
+                    b["saturated_rps"],
                     pair[i],
                     per_cpu[i],
                 ]
@@ -316,13 +373,13 @@ def _aggregate(
             + ", ".join(f"{d:.2f}" for d in diffs)
             + f"); the sampler greenlet's own CPU by the tracer was {_med(tracer) or 0:.2f}%."
         )
-    if ratio is not None:
-        reading.append(
-            f"Requests/s with the monitor attached were {ratio:.3f} of those without it "
-            "(median of pair ratios "
-            + ", ".join(f"{x:.3f}" for x in pair if x is not None)
-            + "); per generator CPU second, "
-            + f"{_med(per_cpu) or 0:.3f}."
-            + (f" Not judged: {why}." if why else "")
-        )
+    reading.append(
+        "Requests/s with the monitor attached over its saturated seconds were "
+        + ("n/a" if ratio is None else f"{ratio:.3f}")
+        + f" of those without it ({counted} of {len(pair)} pairs counted: "
+        + ", ".join("-" if x is None else f"{x:.3f}" for x in pair)
+        + f"); over all steady seconds {all_seconds or 0:.3f}; per generator CPU second, "
+        + f"{_med(per_cpu) or 0:.3f}."
+        + (f" Not judged: {why}." if why else "")
+    )
     result.reading = reading
