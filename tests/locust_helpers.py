@@ -129,28 +129,29 @@ def run_cli(
 ) -> subprocess.CompletedProcess[str]:
     """``locust -f locustfile.py ARGS`` to the end, output captured (for quick refusals)."""
     cmd = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), *args]
-    return subprocess.run(
-        cmd,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**locust_env(), **(env or {})},
-        stdin=subprocess.DEVNULL,
-        check=False,
-    )
+    return run_to_end(cmd, cwd=ROOT, timeout=timeout, env={**locust_env(), **(env or {})})
 
 
 def run_stress(cwd: Path, *args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
     """``run_stress_test.py ARGS`` to the end in folder ``cwd`` (as in a user's project),
     output captured."""
+    return run_to_end(
+        [sys.executable, str(ROOT / "run_stress_test.py"), *args], cwd=cwd, timeout=timeout
+    )
+
+
+def run_to_end(
+    cmd: list[str], *, cwd: Path, timeout: float, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``cmd`` to the end in ``cwd``, no stdin, output captured as text; ``env`` defaults
+    to the test's environment without MEMSTRESS_* options or proxies (:func:`clean_env`)."""
     return subprocess.run(
-        [sys.executable, str(ROOT / "run_stress_test.py"), *args],
+        cmd,
         cwd=cwd,
         capture_output=True,
         text=True,
         timeout=timeout,
-        env=clean_env(),
+        env=clean_env() if env is None else env,
         stdin=subprocess.DEVNULL,
         check=False,
     )

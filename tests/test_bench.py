@@ -19,23 +19,14 @@ from typing import Any
 import pytest
 
 from bench.results import GOALS, Goal
-from tests.locust_helpers import ROOT, assert_no_traceback, locust_env
+from tests.locust_helpers import ROOT, assert_no_traceback, locust_env, run_to_end
 
 NAMES = ("load", "monitor", "report", "leak", "service", "selfrss", "capture")
 NUMBER = (int, float)
 
 
 def bench(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "bench", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=locust_env(),
-        stdin=subprocess.DEVNULL,
-        check=False,
-    )
+    return run_to_end([sys.executable, "-m", "bench", *args], cwd=ROOT, timeout=timeout)
 
 
 @pytest.fixture(scope="module")
