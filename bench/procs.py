@@ -129,9 +129,12 @@ def start_service(
     faults: bool = True,
     cpu: int | None = None,
     log_level: str = "warning",
+    python_args: Sequence[str] = (),
     timeout: float = 30.0,
 ) -> Service:
-    """Start the reference service with its data in ``workdir`` and wait for /health."""
+    """Start the reference service with its data in ``workdir`` and wait for /health;
+    ``python_args`` go to its interpreter before ``-m memstress.service`` (e.g. ``-m memray
+    run``, see :meth:`ManagedService.start`)."""
     port = free_port()
     try:
         return Service.start(
@@ -144,6 +147,7 @@ def start_service(
             log_level=log_level,
             env=clean_env(),
             cpu=cpu,
+            python_args=python_args,
             ready="answering",
             timeout=timeout,
         )

@@ -121,6 +121,7 @@ class ManagedService:
         bind: str | None = None,
         log_level: str | None = None,
         extra_args: Sequence[str] = (),
+        python_args: Sequence[str] = (),
         env: dict[str, str] | None = None,
         cpu: int | None = None,
         ready: Ready = "healthy",
@@ -131,11 +132,15 @@ class ManagedService:
 
         ``None`` leaves a flag to the service's own default (bind 127.0.0.1, log level
         info, the shipped config and its budget); ``env`` None inherits this process's
-        environment; ``cpu`` pins the service to that CPU once it is up.
+        environment; ``cpu`` pins the service to that CPU once it is up. ``python_args`` go
+        to the interpreter before ``-m memstress.service``: ``("-m", "memray", "run", ...)``
+        runs the service under a tool that runs it in the same process (the pid, the pin and
+        the SIGTERM stay the service's).
         """
         port = port or free_port()
         args = [
             sys.executable,
+            *python_args,
             "-m",
             "memstress.service",
             "--port",

@@ -29,12 +29,30 @@ def bench(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return run_to_end([sys.executable, "-m", "bench", *args], cwd=ROOT, timeout=timeout)
 
 
+def needed(session: pytest.Session, module: object) -> list[str]:
+    """The benchmarks the selected tests of this module read: a parametrized test its
+    ``name``, the render test ``report``; all of them when the whole module runs."""
+    names = set()
+    for item in session.items:
+        if getattr(item, "module", None) is not module:
+            continue
+        callspec = getattr(item, "callspec", None)
+        if callspec is not None and "name" in callspec.params:
+            names.add(callspec.params["name"])
+        elif "small_runs" in getattr(item, "fixturenames", ()):
+            names.add("report")
+    return [n for n in NAMES if n in names]
+
+
 @pytest.fixture(scope="module")
-def small_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[int, str, Path]]:
-    """Every benchmark's --small run, all at once; name -> (exit code, output, out folder)."""
+def small_runs(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, tuple[int, str, Path]]:
+    """The --small run of every benchmark a selected test reads, all at once; name ->
+    (exit code, output, out folder). ``-k capture`` starts the capture bench alone."""
     base = tmp_path_factory.mktemp("bench")
     procs = {}
-    for name in NAMES:
+    for name in needed(request.session, request.module):
         out = base / name
         log = open(base / f"{name}.log", "w")  # noqa: SIM115 - closed below
         procs[name] = (
@@ -125,6 +143,11 @@ def test_small_mode_writes_well_formed_results(
     assert list(doc["benchmarks"]) == [name]
     b = doc["benchmarks"][name]
     check_entry(name, b)
+    if name == "capture":  # the memray-run reference ran beside the attach windows
+        for key in ("tracking_rps_ratio", "memray_run_rps_ratio", "tracking_over_memray_run"):
+            assert isinstance(b["ratios"][key], NUMBER) and b["ratios"][key] > 0, b["ratios"]
+        assert b["raw"]["memray_run"]["exit_code"] == 0, b["raw"]["memray_run"]
+        assert b["raw"]["memray_run"]["file_bytes"] > 0, b["raw"]["memray_run"]
     if name == "leak":  # the smoke run's leak is found, and its leak-free run calls none
         cases = {c["case"]: c for c in b["raw"]["per_case"]}
         assert cases["steady-60mb"]["found_in_goal"] == 1, b["raw"]["runs"]
