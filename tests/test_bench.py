@@ -196,26 +196,22 @@ def test_selfrss_tells_growth_that_stops_from_growth_that_goes_on() -> None:
     has a whole-run slope but a flat second half; one whose heap grows all hour has both.
     (Growth over the first 10 minutes alone would not move the hour's Theil-Sen slope at
     all: fewer than half its pairs of points would see it.)"""
-    from bench.self_rss import KINDS, _over, envelope_slope_mb_h, why
+    from bench.self_rss import KINDS, Sample, _kind, _over, envelope_slope_mb_h, why
 
-    hour, mb = 3600, 2**20
-    ts = range(0, hour, 5)
-    early = [
-        (t, 100 * mb + 3 * mb * min(t, 1500) / 1500, 20 * mb + 3 * mb * min(t, 1500) / 1500)
-        for t in ts
-    ]
-    steady = [(t, 100 * mb + 2 * mb * t / hour, 20 * mb) for t in ts]
-    flat = [(t, 50 * mb, 10 * mb) for t in ts]
-    slopes = {}
+    hour, mb = 3600.0, float(2**20)
+    ts = [float(t) for t in range(0, int(hour), 5)]
+    grow = [3 * mb * min(t, 1500.0) / 1500 for t in ts]  # file-backed pages, first 25 min
+    early: list[Sample] = [(t, 100 * mb + g, 20 * mb + g) for t, g in zip(ts, grow, strict=True)]
+    steady: list[Sample] = [(t, 100 * mb + 2 * mb * t / hour, 20 * mb) for t in ts]
+    flat: list[Sample] = [(t, 50 * mb, 10 * mb) for t in ts]
+    slopes: dict[str, dict[str, float | None]] = {}
     for name, samples in (
         ("memstress master", early),
         ("memstress worker", flat),
         ("plain master", flat),
     ):
-        by = {"rss": [(t, r) for t, r, _ in samples], "anon": [(t, r - s) for t, r, s in samples]}
-        by["file"] = [(t, s) for t, _, s in samples]
-        slopes[name] = {k: envelope_slope_mb_h(by[k], 5.0, 80.0) for k in KINDS}
-        slopes[name]["rss_2nd"] = envelope_slope_mb_h(by["rss"], 5.0, hour / 2)
+        slopes[name] = {k: envelope_slope_mb_h(_kind(samples, k), 5.0, 80.0) for k in KINDS}
+        slopes[name]["rss_2nd"] = envelope_slope_mb_h(_kind(samples, "rss"), 5.0, hour / 2)
     master = slopes["memstress master"]
     assert master["rss"] is not None and master["rss"] > 0.5  # the whole hour feels the start
     assert master["rss_2nd"] == pytest.approx(0.0, abs=1e-9)
@@ -224,7 +220,7 @@ def test_selfrss_tells_growth_that_stops_from_growth_that_goes_on() -> None:
     )
     assert _over(slopes, "rss_2nd") == pytest.approx(0.0, abs=1e-9)
     assert "second half +0.00" in why(slopes)
-    s = envelope_slope_mb_h([(t, r) for t, r, _ in steady], 5.0, hour / 2)
+    s = envelope_slope_mb_h(_kind(steady, "rss"), 5.0, hour / 2)
     assert s == pytest.approx(2.0, rel=1e-6)  # growth that goes on is in the second half too
 
 
