@@ -152,6 +152,13 @@ def test_small_mode_writes_well_formed_results(
         cases = {c["case"]: c for c in b["raw"]["per_case"]}
         assert cases["steady-60mb"]["found_in_goal"] == 1, b["raw"]["runs"]
         assert cases["free-sawtooth"]["final_leak_verdicts"] == 0, b["raw"]["runs"]
+    if name == "selfrss":  # each process's slope whole, in its second half, and by kind
+        slopes = b["raw"]["slopes_by_kind_mb_per_h"]
+        assert set(slopes) == {"memstress master", "memstress worker", "plain master"}
+        assert all(set(s) == {"rss", "anon", "file", "rss_2nd"} for s in slopes.values())
+        assert "second half" in b["goals"][0]["reason"], b["goals"][0]["reason"]
+        (csv,) = (out / "_runs").glob("*/selfrss/rss.csv")
+        assert len(csv.read_text().splitlines()) > 3 * 10  # every second's sample, 3 processes
     for row in doc["summary"]:
         assert row["benchmark"] == name and row["passed"] in (True, False, None)
     # every goal id is in the file: this benchmark's measured, the others' not, with why
@@ -205,6 +212,39 @@ def test_a_goal_says_why_it_is_not_met_or_not_judged() -> None:
     gate = Goal.of("loadgen_cpu_per_request_ratio", 1.0, reason="wrk served 2x", valid=False)
     assert gate.passed is None  # a figure whose setup did not hold is neither met nor missed
     assert Goal.of("leak_false_final_verdicts", None, reason="did not run").passed is None
+
+
+def test_selfrss_tells_growth_that_stops_from_growth_that_goes_on() -> None:
+    """A master that grows 3 MB of file-backed pages over its first 25 minutes and then holds
+    has a whole-run slope but a flat second half; one whose heap grows all hour has both.
+    (Growth over the first 10 minutes alone would not move the hour's Theil-Sen slope at
+    all: fewer than half its pairs of points would see it.)"""
+    from bench.self_rss import KINDS, Sample, _kind, _over, envelope_slope_mb_h, why
+
+    hour, mb = 3600.0, float(2**20)
+    ts = [float(t) for t in range(0, int(hour), 5)]
+    grow = [3 * mb * min(t, 1500.0) / 1500 for t in ts]  # file-backed pages, first 25 min
+    early: list[Sample] = [(t, 100 * mb + g, 20 * mb + g) for t, g in zip(ts, grow, strict=True)]
+    steady: list[Sample] = [(t, 100 * mb + 2 * mb * t / hour, 20 * mb) for t in ts]
+    flat: list[Sample] = [(t, 50 * mb, 10 * mb) for t in ts]
+    slopes: dict[str, dict[str, float | None]] = {}
+    for name, samples in (
+        ("memstress master", early),
+        ("memstress worker", flat),
+        ("plain master", flat),
+    ):
+        slopes[name] = {k: envelope_slope_mb_h(_kind(samples, k), 5.0, 80.0) for k in KINDS}
+        slopes[name]["rss_2nd"] = envelope_slope_mb_h(_kind(samples, "rss"), 5.0, hour / 2)
+    master = slopes["memstress master"]
+    assert master["rss"] is not None and master["rss"] > 0.5  # the whole hour feels the start
+    assert master["rss_2nd"] == pytest.approx(0.0, abs=1e-9)
+    assert master["anon"] == pytest.approx(0.0, abs=1e-9) and master["file"] == pytest.approx(
+        master["rss"]
+    )
+    assert _over(slopes, "rss_2nd") == pytest.approx(0.0, abs=1e-9)
+    assert "second half +0.00" in why(slopes)
+    s = envelope_slope_mb_h(_kind(steady, "rss"), 5.0, hour / 2)
+    assert s == pytest.approx(2.0, rel=1e-6)  # growth that goes on is in the second half too
 
 
 def test_the_issue_goals_have_stable_ids() -> None:
