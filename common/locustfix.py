@@ -23,9 +23,10 @@ per name per second (endurance's six names and the total: about 1 MB an hour,
 bench ``self_rss_slope_mb_per_hour``). Locust reads only the last dozen seconds
 while running (``current_rps``, ``current_fail_per_sec``) and the whole of them
 once, in ``--json``/``--json-file`` at shutdown. :class:`PerSecondArchive` moves
-the older seconds into two ``array('q')`` (16 B a second) every minute and puts
-them back at ``quitting``, before Locust writes them: every figure it shows is
-the same.
+the older seconds every minute into one ``array('I')`` per dict, indexed by
+second from the first one archived (4 B a second, gaps included) and puts them
+back at ``quitting``, before Locust writes them: every figure it shows is the
+same.
 """
 
 from __future__ import annotations
@@ -97,8 +98,8 @@ class PerSecondArchive:
         self.environment = environment
         self.every_s = every_s
         self.keep_s = keep_s
-        # (id(entry), attribute) -> (entry, the dict trimmed, its seconds, their counts)
-        self._old: dict[tuple[int, str], tuple[Any, dict[int, int], array[int], array[int]]] = {}
+        # (id(entry), attribute) -> the dict trimmed and its archived seconds
+        self._old: dict[tuple[int, str], _Seconds] = {}
         self._greenlet: Any = None
         environment.events.quitting.add_listener(self.on_quitting)
 
@@ -126,35 +127,29 @@ class PerSecondArchive:
         """Move the seconds before ``last request - keep_s`` out of the dicts; how many."""
         stats = self.environment.runner.stats
         current = self._current()
-        for key in [k for k, v in self._old.items() if current.get(k, (None, None))[1] is not v[1]]:
+        for key in [k for k, v in self._old.items() if current.get(k, (None, None))[1] is not v.of]:
             del self._old[key]  # Locust replaced that dict (a reset): its seconds go with it
         last = stats.total.last_request_timestamp
         if last is None:
             return 0
         cut = int(last) - self.keep_s
         moved = 0
-        for key, (entry, counts) in current.items():
+        for key, (_, counts) in current.items():
             old = [t for t in counts if t < cut]
             if not old:
                 continue
             if key not in self._old:
-                self._old[key] = (entry, counts, array("q"), array("q"))
-            _, _, seconds, values = self._old[key]
-            for t in old:
-                seconds.append(t)
-                values.append(counts.pop(t))
-            moved += len(old)
+                self._old[key] = _Seconds(counts, min(old))
+            moved += self._old[key].take(old)
         return moved
 
     def restore(self) -> None:
         """Put every archived second back into its dict (summed with any there), when
         that dict is still its entry's."""
         current = self._current()
-        for key, (_, counts, seconds, values) in self._old.items():
-            if current.get(key, (None, None))[1] is not counts:
-                continue
-            for t, n in zip(seconds, values, strict=True):
-                counts[t] = counts.get(t, 0) + n
+        for key, archived in self._old.items():
+            if current.get(key, (None, None))[1] is archived.of:
+                archived.put_back()
         self._old.clear()
 
     def on_quitting(self, **_: Any) -> None:
@@ -162,3 +157,44 @@ class PerSecondArchive:
             self._greenlet.kill(block=True)
             self._greenlet = None
         self.restore()
+
+
+class _Seconds:
+    """One per-second dict's archived seconds: ``slots[t - first]`` is second ``t``'s count
+    plus one, 0 where the dict had no such second (Locust never stores a 0, but a 0 it
+    was given comes back as one)."""
+
+    LIMIT = 2**32 - 2  # the largest count a slot holds; a larger one stays in the dict
+
+    def __init__(self, of: dict[int, int], first: int) -> None:
+        self.of = of
+        self.first = first
+        self.slots: array[int] = array("I")
+
+    def take(self, seconds: list[int]) -> int:
+        """Move these seconds out of the dict (summed with any already archived); how many."""
+        moved = 0
+        for t in sorted(seconds):
+            n = self.of[t]
+            if not 0 <= n <= self.LIMIT:
+                continue
+            if t < self.first:  # a late report for a second before the first archived
+                self.slots[0:0] = array("I", bytes(4 * (self.first - t)))
+                self.first = t
+            i = t - self.first
+            if i >= len(self.slots):
+                self.slots.extend(bytes(4 * (i + 1 - len(self.slots))))
+            held = self.slots[i] - 1 if self.slots[i] else 0
+            if held + n > self.LIMIT:
+                continue
+            self.slots[i] = held + n + 1
+            del self.of[t]
+            moved += 1
+        return moved
+
+    def put_back(self) -> None:
+        """Every archived second back into the dict, summed with any count there now."""
+        for i, slot in enumerate(self.slots):
+            if slot:
+                t = self.first + i
+                self.of[t] = self.of.get(t, 0) + slot - 1

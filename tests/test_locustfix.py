@@ -59,6 +59,10 @@ moved = archive.trim()
 after_rps = seen()
 left = max(len(e.num_reqs_per_sec) for e in [stats.total, *stats.entries.values()])
 again = archive.trim()
+# a late report for a second before any archived, and a count too large for a slot
+stats.get("search", "POST").num_reqs_per_sec[t0 - 3] = 2
+stats.get("cycle", "POST").num_reqs_per_sec[t0 - 40] = 2**33
+late = archive.trim()
 # a slow worker's report for an archived second arrives after the trim
 stats.get("search", "POST").num_reqs_per_sec[t0 + 5] += 4
 env.events.quitting.fire(environment=env, reverse=True)
@@ -71,7 +75,7 @@ archive2.restore()
 after_reset = sum(len(e.num_reqs_per_sec) for e in [stats.total, *stats.entries.values()])
 print(json.dumps({
     "before_rps": before_rps, "after_rps": after_rps, "moved": moved, "left": left,
-    "again": again, "before": before, "restored": restored, "after_reset": after_reset,
+    "again": again, "late": late, "before": before, "restored": restored, "after_reset": after_reset,
 }))
 """
 
@@ -93,7 +97,7 @@ def test_per_second_archive_changes_no_figure_locust_shows() -> None:
     # the live figures Locust reads from the dicts (web UI, CSV history, console) are the same
     assert out["after_rps"] == out["before_rps"]
     assert any(v[0] > 0 for v in out["before_rps"].values())
-    # the old seconds left the dicts: 270 of 300 per dict, requests and failures
+    # the old seconds left the dicts: 270 of 300 per dict, requests and failures (0s too)
     assert out["left"] <= 31
     assert out["moved"] >= 3 * 269
     assert out["again"] == 0
@@ -101,5 +105,9 @@ def test_per_second_archive_changes_no_figure_locust_shows() -> None:
     expected = out["before"]
     search = expected["POST search"][0]
     search[5] = [search[5][0], search[5][1] + 4]
+    t0 = search[0][0]
+    search.insert(0, [t0 - 3, 2])
+    expected["POST cycle"][0].insert(0, [t0 - 40, 2**33])
+    assert out["late"] == 1  # the one that fits a slot moved; the large one stayed in its dict
     assert out["restored"] == expected
     assert out["after_reset"] == 0
