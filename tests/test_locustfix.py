@@ -75,7 +75,8 @@ archive2.restore()
 after_reset = sum(len(e.num_reqs_per_sec) for e in [stats.total, *stats.entries.values()])
 print(json.dumps({
     "before_rps": before_rps, "after_rps": after_rps, "moved": moved, "left": left,
-    "again": again, "late": late, "before": before, "restored": restored, "after_reset": after_reset,
+    "again": again, "late": late, "before": before, "restored": restored,
+    "after_reset": after_reset,
 }))
 """
 
