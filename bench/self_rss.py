@@ -27,7 +27,7 @@ import contextlib
 import csv
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import psutil
 
@@ -40,6 +40,7 @@ SMALL_S = 20.0
 KINDS = ("rss", "anon", "file")  # resident, of it anonymous, of it file-backed (and shmem)
 
 Sample = tuple[float, float, float]  # wall time, RSS bytes, resident shared (file + shmem) bytes
+P = TypeVar("P", tuple[float, float], Sample)  # a point: its time first, the value judged next
 
 
 def _pair(kind: str, url: str, workdir: Path, seconds: float, users: int) -> tuple[Any, Any]:
@@ -62,6 +63,19 @@ def _pair(kind: str, url: str, workdir: Path, seconds: float, users: int) -> tup
     return m, w
 
 
+def _window_minima(series: list[P], window_s: float, start: float) -> list[P]:
+    """The lowest point (by its second field) of each ``window_s`` window from ``start`` on,
+    oldest first; points before ``start`` are left out."""
+    windows: dict[int, P] = {}
+    for p in series:
+        if p[0] < start:
+            continue
+        k = int((p[0] - start) // window_s)
+        if k not in windows or p[1] < windows[k][1]:
+            windows[k] = p
+    return [windows[k] for k in sorted(windows)]
+
+
 def envelope_slope_mb_h(
     series: list[tuple[float, float]], window_s: float, skip_s: float
 ) -> float | None:
@@ -70,15 +84,7 @@ def envelope_slope_mb_h(
 
     if not series:
         return None
-    t0 = series[0][0] + skip_s
-    windows: dict[int, tuple[float, float]] = {}
-    for t, v in series:
-        if t < t0:
-            continue
-        k = int((t - t0) // window_s)
-        if k not in windows or v < windows[k][1]:
-            windows[k] = (t, v)
-    pts = sorted(windows.values())
+    pts = _window_minima(series, window_s, series[0][0] + skip_s)
     if len(pts) < 4:
         return None
     slope = theilslopes([v / MB for _, v in pts], [t for t, _ in pts])[0]
@@ -111,14 +117,9 @@ def _per_minute(samples: list[Sample]) -> list[list[float]]:
     if not samples:
         return []
     t0 = samples[0][0]
-    mins: dict[int, Sample] = {}
-    for s in samples:
-        k = int((s[0] - t0) // 60)
-        if k not in mins or s[1] < mins[k][1]:
-            mins[k] = s
     return [
         [round(t - t0, 1), round(rss / MB, 3), round((rss - shared) / MB, 3)]
-        for t, rss, shared in (mins[k] for k in sorted(mins))
+        for t, rss, shared in _window_minima(samples, 60.0, t0)
     ]
 
 
@@ -215,7 +216,7 @@ def run(workdir: Path, small: bool, seconds: float | None = None) -> BenchResult
         slopes[k] = {kind: envelope_slope_mb_h(_kind(v, kind), window, skip) for kind in KINDS}
         slopes[k]["rss_2nd"] = envelope_slope_mb_h(_kind(v, "rss"), window, max(skip, seconds / 2))
     verdicts = {
-        k: judge([(t, rss) for t, rss, _ in v if t >= v[0][0] + skip], settings)
+        k: judge([p for p in _kind(v, "rss") if p[0] >= v[0][0] + skip], settings)
         for k, v in series.items()
     }
     value = _over(slopes, "rss")
