@@ -115,10 +115,10 @@ class PerSecondArchive:
             gevent.sleep(self.every_s)
             self.trim()
 
-    def _current(self) -> dict[tuple[int, str], tuple[Any, dict[int, int]]]:
+    def _current(self) -> dict[tuple[int, str], dict[int, int]]:
         stats = self.environment.runner.stats
         return {
-            (id(e), attr): (e, getattr(e, attr))
+            (id(e), attr): getattr(e, attr)
             for e in [stats.total, *stats.entries.values()]
             for attr in ("num_reqs_per_sec", "num_fail_per_sec")
         }
@@ -127,14 +127,14 @@ class PerSecondArchive:
         """Move the seconds before ``last request - keep_s`` out of the dicts; how many."""
         stats = self.environment.runner.stats
         current = self._current()
-        for key in [k for k, v in self._old.items() if current.get(k, (None, None))[1] is not v.of]:
+        for key in [k for k, v in self._old.items() if current.get(k) is not v.of]:
             del self._old[key]  # Locust replaced that dict (a reset): its seconds go with it
         last = stats.total.last_request_timestamp
         if last is None:
             return 0
         cut = int(last) - self.keep_s
         moved = 0
-        for key, (_, counts) in current.items():
+        for key, counts in current.items():
             old = [t for t in counts if t < cut]
             if not old:
                 continue
@@ -148,7 +148,7 @@ class PerSecondArchive:
         that dict is still its entry's."""
         current = self._current()
         for key, archived in self._old.items():
-            if current.get(key, (None, None))[1] is archived.of:
+            if current.get(key) is archived.of:
                 archived.put_back()
         self._old.clear()
 
