@@ -18,9 +18,10 @@ port for a minute and holding the terminal (or a caller's pipe) open.
 
 **Per-second counts kept in dicts all run (Locust 2.47).** Each request name's
 ``StatsEntry.num_reqs_per_sec`` and ``num_fail_per_sec`` on the master are dicts
-keyed by epoch second, never trimmed: an int key and a dict slot, some 60-100 B,
-per name per second (endurance's six names and the total: about 1 MB an hour,
-bench ``self_rss_slope_mb_per_hour``). Locust reads only the last dozen seconds
+keyed by epoch second, never trimmed: an int key and a dict slot, some 45 B per name
+per second (tracemalloc), up to about 1 MB an hour for endurance's six names and the
+total when every one sees requests each second (0.5 MB an hour measured on an endurance
+master; bench ``self_rss_slope_mb_per_hour``). Locust reads only the last dozen seconds
 while running (``current_rps``, ``current_fail_per_sec``) and the whole of them
 once, in ``--json``/``--json-file`` at shutdown. :class:`PerSecondArchive` moves
 the older seconds every minute into one ``array('I')`` per dict, indexed by
@@ -179,11 +180,11 @@ class _Seconds:
             if not 0 <= n <= self.LIMIT:
                 continue
             if t < self.first:  # a late report for a second before the first archived
-                self.slots[0:0] = array("I", bytes(4 * (self.first - t)))
+                self.slots[0:0] = array("I", [0]) * (self.first - t)
                 self.first = t
             i = t - self.first
             if i >= len(self.slots):
-                self.slots.extend(bytes(4 * (i + 1 - len(self.slots))))
+                self.slots.extend(array("I", [0]) * (i + 1 - len(self.slots)))
             held = self.slots[i] - 1 if self.slots[i] else 0
             if held + n > self.LIMIT:
                 continue

@@ -57,6 +57,10 @@ archive = PerSecondArchive(env, every_s=3600, keep_s=30)
 before_rps, before = seen(), dicts()
 moved = archive.trim()
 after_rps = seen()
+# one slot a second from the first archived to the last, none past it (no slot to spare)
+spare = [
+    len(a.slots) - max(i for i, v in enumerate(a.slots) if v) - 1 for a in archive._old.values()
+]
 left = max(len(e.num_reqs_per_sec) for e in [stats.total, *stats.entries.values()])
 again = archive.trim()
 # a late report for a second before any archived, and a count too large for a slot
@@ -75,7 +79,7 @@ archive2.restore()
 after_reset = sum(len(e.num_reqs_per_sec) for e in [stats.total, *stats.entries.values()])
 print(json.dumps({
     "before_rps": before_rps, "after_rps": after_rps, "moved": moved, "left": left,
-    "again": again, "late": late, "before": before, "restored": restored,
+    "again": again, "late": late, "spare": spare, "before": before, "restored": restored,
     "after_reset": after_reset,
 }))
 """
@@ -102,6 +106,9 @@ def test_per_second_archive_changes_no_figure_locust_shows() -> None:
     assert out["left"] <= 31
     assert out["moved"] >= 3 * 269
     assert out["again"] == 0
+    # 4 B a second: the slots end at the last second archived, gaps (failures every 13 s) or not
+    assert len(out["spare"]) == 6
+    assert out["spare"] == [0] * 6
     # at quitting every second is back (plus the late report's 4), as --json-file writes them
     expected = out["before"]
     search = expected["POST search"][0]
