@@ -109,7 +109,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench $(ARGS)
 
 # Soak (not in CI): endurance at full length (10 min), then all ten scenarios at
-# full length (--comprehensive: 44 min of load, about 47 min with start-up and reports).
+# full length (--comprehensive: 41 min of load, about 42 min with start-up and reports).
 soak: $(STAMP)
 	$(BIN)/python run_stress_test.py --scenario endurance $(ARGS)
 	$(BIN)/python run_stress_test.py --comprehensive $(ARGS)

@@ -8,17 +8,17 @@ process samples the RSS of the memstress master, its worker and the plain
 master every second (psutil) and judges each series with memstress's own leak
 detector (``monitors.leak.LeakDetector``, the config's settings). The figure is
 the Theil-Sen slope (MB/h) of each series' lower envelope (the minimum of each
-detector window) after the warm-up: the larger of the memstress master's and
-worker's, less the plain master's.
+detector window) after the first minute and the detector's warm-up: the larger
+of the memstress master's and worker's, less the plain master's.
 
 Beside that figure, which the goal judges, each process's slope is also taken
-over the second half hour alone, and split into anonymous memory (heap, arenas)
-and file-backed pages (shared libraries mapped as code first runs): growth that
-stops early (imports, caches filling their bound) shows as a whole-run slope
-with a flat second half, growth that goes on shows in both. Every second's
-sample of each process is written to ``rss.csv`` in the run's scratch folder,
-and each minute's minimum goes into the result, so a slope can be re-read
-from the file.
+over the second half of the run alone, and split into anonymous memory (heap,
+arenas) and file-backed pages (shared libraries mapped as code first runs):
+growth that stops early (imports, caches filling their bound) shows as a
+whole-run slope with a flat second half, growth that goes on shows in both.
+Every second's sample of each process is written to ``rss.csv`` in the run's
+scratch folder, and each minute's minimum goes into the result, so a slope can
+be re-read from the file.
 """
 
 from __future__ import annotations

@@ -76,7 +76,7 @@ class History:
     The live view's points are kept as columns (``array('d')`` of floats, NaN for None,
     and the stage and leak state as indices into a list of the names seen), not as one
     :class:`Point` per sample: a long run's master keeps no object per sample (a Point
-    with its fields held some 300 bytes, about 1 MB an hour at 1 s; bench
+    with its fields held about 250 bytes, some 0.9 MB an hour at 1 s; bench
     ``self_rss_slope_mb_per_hour``). At most ``keep`` samples are kept, the oldest
     dropped in chunks of a tenth of it.
     """
