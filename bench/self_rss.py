@@ -27,7 +27,7 @@ import contextlib
 import csv
 import time
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import psutil
 
@@ -40,7 +40,6 @@ SMALL_S = 20.0
 KINDS = ("rss", "anon", "file")  # resident, of it anonymous, of it file-backed (and shmem)
 
 Sample = tuple[float, float, float]  # wall time, RSS bytes, resident shared (file + shmem) bytes
-P = TypeVar("P", tuple[float, float], Sample)  # a point: its time first, the value judged next
 
 
 def _pair(kind: str, url: str, workdir: Path, seconds: float, users: int) -> tuple[Any, Any]:
@@ -63,32 +62,26 @@ def _pair(kind: str, url: str, workdir: Path, seconds: float, users: int) -> tup
     return m, w
 
 
-def _window_minima(series: list[P], window_s: float, start: float) -> list[P]:
-    """The lowest point (by its second field) of each ``window_s`` window from ``start`` on,
-    oldest first; points before ``start`` are left out."""
-    windows: dict[int, P] = {}
-    for p in series:
-        if p[0] < start:
-            continue
-        k = int((p[0] - start) // window_s)
-        if k not in windows or p[1] < windows[k][1]:
-            windows[k] = p
-    return [windows[k] for k in sorted(windows)]
-
-
 def envelope_slope_mb_h(
     series: list[tuple[float, float]], window_s: float, skip_s: float
 ) -> float | None:
-    """Theil-Sen slope (MB/h) of the per-window minima after ``skip_s``."""
-    from scipy.stats import theilslopes
+    """Theil-Sen slope (MB/h) of the per-window minima after ``skip_s``: the report's own
+    stage slope (:func:`memstress.reports.metrics.leak.stage_slope`), per hour."""
+    from memstress.reports.metrics.leak import stage_slope
 
     if not series:
         return None
-    pts = _window_minima(series, window_s, series[0][0] + skip_s)
-    if len(pts) < 4:
-        return None
-    slope = theilslopes([v / MB for _, v in pts], [t for t, _ in pts])[0]
-    return float(slope) * 3600
+    t, mb = _after(series, series[0][0] + skip_s)
+    slope = stage_slope(t, mb, window_s, min_windows=4)
+    return None if slope is None else slope * 60
+
+
+def _after(series: list[tuple[float, float]], start: float) -> tuple[Any, Any]:
+    """The points from ``start`` on, as arrays of times and MB."""
+    import numpy as np
+
+    kept = [(t, v / MB) for t, v in series if t >= start]
+    return np.array([t for t, _ in kept], dtype=float), np.array([v for _, v in kept], dtype=float)
 
 
 def judge(series: list[tuple[float, float]], settings: Any) -> dict[str, Any]:
@@ -114,12 +107,16 @@ def _kind(samples: list[Sample], kind: str) -> list[tuple[float, float]]:
 
 def _per_minute(samples: list[Sample]) -> list[list[float]]:
     """Each minute's lowest RSS sample: seconds from the first sample, RSS MB, anon MB."""
+    from memstress.reports.metrics.leak import lower_envelope
+
     if not samples:
         return []
     t0 = samples[0][0]
+    shared_at = {t: shared for t, _, shared in samples}
+    times, rss_mb = lower_envelope(*_after(_kind(samples, "rss"), t0), 60.0)
     return [
-        [round(t - t0, 1), round(rss / MB, 3), round((rss - shared) / MB, 3)]
-        for t, rss, shared in _window_minima(samples, 60.0, t0)
+        [round(t - t0, 1), round(mb, 3), round(mb - shared_at[t] / MB, 3)]
+        for t, mb in zip(times.tolist(), rss_mb.tolist(), strict=True)
     ]
 
 
