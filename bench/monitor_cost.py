@@ -11,23 +11,29 @@ process's user + system time from its CPU clock (``time.process_time``; /proc's
 over cycles of (on - off) / phase length, as % of one core; the sampler
 greenlet's own CPU (the monitor's greenlet-switch tracer) is a cross-check.
 
-**Requests/s, monitor on vs truly off.** ``bench/monitored_locustfile.py``: the
-plain search user at no think time against :mod:`bench.fast_target` (which
-answers at once, and serves ``/metrics``, ``/memory/stats`` and ``/health`` so
-every source has something to read), with the monitor attached (every source,
-1 s) or not imported at all. Generator and target each pinned to one CPU; pairs
-back to back, on first in even pairs and off first in odd ones, so a drift of the
-shared machine over the run favours neither side; requests/s over the steady
-seconds. As in ``bench load``, requests/s are taken over a run's *saturated*
-seconds (the generator had at least ``SATURATED_SHARE`` of its core: a second at
-60 % measures a neighbour on that core, not the generator); a run with fewer than
-``MIN_SATURATED_S`` of them does not count, nor does its pair, and the figure is
-the median of the pairs left when most pairs are left. Requests per generator
-CPU second over all steady seconds (on / off) is shown beside it, a cross-check
-that a neighbour taking the generator's core does not move. It counts only when
-wrk on the generator's CPU gets at least 3x the faster run's rate from the
-target: the generator is saturated, so the monitor's CPU would show as lost
-requests.
+**Requests/s, monitor on vs truly off: side by side on one core.**
+``bench/monitored_locustfile.py``: the plain search user at no think time against
+:mod:`bench.fast_target` (which answers at once, and serves ``/metrics``,
+``/memory/stats`` and ``/health`` so every source has something to read), with
+the monitor attached (every source, 1 s) or not imported at all. The goal's runs
+start both generators *at once, pinned to the same CPU* (the target on the
+other): the scheduler gives two busy processes equal shares of the core, so each
+one's requests over the seconds both ran are its requests per CPU second, and
+whatever the shared machine does to that core in a second (a neighbour, the
+clock, the caches) it does to both. The figure is the median over runs (which
+one starts first alternates) of on / off over their common seconds; a run
+counts only when each side had at least ``TOGETHER_SHARE`` of the core over
+those seconds (both saturated it, and the scheduler split it evenly).
+Each side has half a core, so the monitor's fixed CPU a second weighs twice what
+it would against a whole core: the figure leans against the monitor, not for
+it. Back-to-back runs, each alone on the core (on first in even pairs, off first
+in odd ones; requests/s over each run's saturated seconds, as in ``bench load``),
+are kept beside it as a cross-check: on this shared machine their pair ratios
+spread by +-10 % or more, five times the goal's margin, so they cannot judge a
+2 % cost; the side-by-side runs of two unmonitored generators agree within about
+1 %. It counts only when wrk on the generator's CPU gets at least 3x the
+generators' combined rate from the target: the generator is what is saturated,
+so the monitor's CPU shows as lost requests.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ from __future__ import annotations
 import json
 import statistics
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -57,15 +64,20 @@ from bench.procs import (
     clean_env,
     cpus,
     fast_target,
+    finish_locust,
     pin,
     run_locust,
     service,
+    start_locust,
     steady_rate,
+    stop_process,
     wrk_path,
 )
 from bench.results import BenchResult, Goal, Table
 
 LOCUSTFILE = BENCH_DIR / "monitored_locustfile.py"
+TOGETHER_SHARE = 0.45  # each side's least share of the core, side-by-side runs
+TOGETHER_MIN_S = 4  # fewest common seconds a side-by-side run needs
 
 
 def _probe(
@@ -108,21 +120,13 @@ def _side(
     cpu: int | None,
     watch: CpuWatch,
 ) -> dict[str, Any]:
-    args = ["--headless", "-u", str(USERS), "-r", str(USERS), "-t", f"{seconds:g}s"]
-    args += ["--only-summary", "--loglevel", "WARNING", "--stop-timeout", "2"]
-    env = {
-        "BENCH_MONITOR": "1" if monitor else "0",
-        "BENCH_TARGET_PID": str(target.pid),
-        "BENCH_RUN_DIR": str(workdir / tag / "run"),
-        "BENCH_NAMESPACE": "benchmon-ns-0",
-    }
     run = run_locust(
         LOCUSTFILE,
         workdir / tag,
-        args,
+        _args(seconds),
         host=target.url,
         timeout=seconds + 60,
-        env=env,
+        env=_env(monitor, target, workdir, tag),
         cpu=cpu,
         watch=watch,
         watch_as=tag,
@@ -153,11 +157,103 @@ def _side(
     }
 
 
+def _args(seconds: float) -> list[str]:
+    args = ["--headless", "-u", str(USERS), "-r", str(USERS), "-t", f"{seconds:g}s"]
+    return [*args, "--only-summary", "--loglevel", "WARNING", "--stop-timeout", "2"]
+
+
+def _env(monitor: bool, target: FastTarget, workdir: Path, tag: str) -> dict[str, str]:
+    return {
+        "BENCH_MONITOR": "1" if monitor else "0",
+        "BENCH_TARGET_PID": str(target.pid),
+        "BENCH_RUN_DIR": str(workdir / tag / "run"),
+        "BENCH_NAMESPACE": "benchmon-ns-0",
+    }
+
+
+def together_ratio(
+    on: dict[int, int], off: dict[int, int], cpu_on: float | None, cpu_off: float | None
+) -> dict[str, Any]:
+    """On / off requests over the whole seconds both sides ran (first and last cut).
+
+    ``on`` and ``off`` are each side's requests a second (Unix second -> count);
+    ``cpu_on`` and ``cpu_off`` each side's CPU seconds over those common seconds.
+    ``ratio`` is None (the run does not count) with fewer than ``TOGETHER_MIN_S``
+    common seconds, or when a side had less than ``TOGETHER_SHARE`` of the core.
+    """
+    common = sorted(set(on) & set(off))[1:-1]
+    span = len(common)
+    n_on = sum(on[t] for t in common)
+    n_off = sum(off[t] for t in common)
+    share_on = None if cpu_on is None or not span else cpu_on / span
+    share_off = None if cpu_off is None or not span else cpu_off / span
+    ok = (
+        span >= TOGETHER_MIN_S
+        and n_off > 0
+        and share_on is not None
+        and share_off is not None
+        and min(share_on, share_off) >= TOGETHER_SHARE
+    )
+    per_cpu = (n_on / cpu_on) / (n_off / cpu_off) if cpu_on and cpu_off and n_off and n_on else None
+    return {
+        "common_s": span,
+        "start": common[0] if common else None,
+        "rps_on": n_on / span if span else 0.0,
+        "rps_off": n_off / span if span else 0.0,
+        "share_on": share_on,
+        "share_off": share_off,
+        "ratio": n_on / n_off if ok else None,
+        "per_cpu_ratio": per_cpu,
+    }
+
+
+def _together(
+    i: int, target: FastTarget, workdir: Path, *, seconds: float, cpu: int | None, watch: CpuWatch
+) -> dict[str, Any]:
+    """Both generators at once on ``cpu``: on first in even runs, off first in odd ones."""
+    order = (True, False) if i % 2 == 0 else (False, True)
+    started: dict[bool, tuple[Any, str, float]] = {}
+    try:
+        for monitor in order:
+            tag = f"together-{'on' if monitor else 'off'}-{i}"
+            t0 = time.time()
+            proc = start_locust(
+                LOCUSTFILE,
+                workdir / tag,
+                _args(seconds),
+                host=target.url,
+                env=_env(monitor, target, workdir, tag),
+                cpu=cpu,
+            )
+            watch.add(tag, proc.pid)
+            started[monitor] = (proc, tag, t0)
+        per_sec: dict[bool, dict[int, int]] = {}
+        for monitor, (proc, tag, t0) in started.items():
+            run = finish_locust(proc, workdir / tag, t0, seconds + 60)
+            entry = run.entry(ENDPOINT)
+            if entry is None:
+                raise BenchError(
+                    f"{tag}: no {ENDPOINT} requests (exit {run.exit_code}): {run.log_tail()}"
+                )
+            per_sec[monitor] = {int(k): int(v) for k, v in entry["num_reqs_per_sec"].items()}
+    finally:
+        for proc, _, _ in started.values():
+            stop_process(proc, 5)
+    common = sorted(set(per_sec[True]) & set(per_sec[False]))[1:-1]
+    cpu_s = {
+        m: watch.between(tag, common[0], common[-1] + 1) if common else None
+        for m, (_, tag, _) in started.items()
+    }
+    out = together_ratio(per_sec[True], per_sec[False], cpu_s[True], cpu_s[False])
+    return {"run": i, "first": "on" if order[0] else "off", **out}
+
+
 def run(workdir: Path, small: bool) -> BenchResult:
     phase_s = 2.0 if small else 20.0
     cycles = 1 if small else 4
     seconds = 4.0 if small else 10.0
     pairs = 1 if small else 8
+    together_n, together_s = (1, 9.0) if small else (8, 12.0)
     cores = cpus()
     tgt_cpu, gen_cpu = (cores[0], cores[1]) if len(cores) >= 2 else (None, None)
     result = BenchResult(
@@ -172,13 +268,18 @@ def run(workdir: Path, small: bool) -> BenchResult:
             "process's CPU clock (time.process_time), the figure the median of (on - off) / phase "
             "over cycles. Requests/s: "
             f"`bench/monitored_locustfile.py` ({USERS} plain users, no think time) against "
-            "`bench/fast_target.py`, the monitor attached (every source, 1 s) or not imported, "
-            f"{pairs} pairs of {seconds:g} s (on first in even pairs, off first in odd ones), "
-            f"requests/s over each run's seconds with >= {SATURATED_SHARE:.0%} of the "
-            "generator's core, the figure the median of the pairs' ratios when most pairs "
-            "count; generator and target pinned to "
-            f"separate CPUs; counted only when wrk gets >= {CEILING_FACTOR:g}x the faster "
-            "run's rate from the target on the generator's CPU."
+            "`bench/fast_target.py`, the monitor attached (every source, 1 s) or not imported. "
+            f"The goal's figure: {together_n} runs of {together_s:g} s with both generators "
+            "started at once, pinned to the same CPU (the target on the other), so each gets "
+            "half the core and the same machine noise; on / off requests over the seconds both "
+            f"ran, a run counting when each side had >= {TOGETHER_SHARE:.0%} of the core; the "
+            "median of the runs (which starts first alternates). Half a core each makes the "
+            "monitor's fixed CPU weigh twice what it would against a whole core: the figure "
+            f"leans against the monitor. Cross-check: {pairs} back-to-back pairs of "
+            f"{seconds:g} s, each run alone on the core (on first in even pairs, off first in "
+            f"odd ones), requests/s over its seconds with >= {SATURATED_SHARE:.0%} of the core. "
+            f"Counted only when wrk gets >= {CEILING_FACTOR:g}x the generators' rate from the "
+            "target on the generator's CPU."
         ),
     )
     result.setup = {
@@ -186,6 +287,8 @@ def run(workdir: Path, small: bool) -> BenchResult:
         "cycles": cycles,
         "seconds_per_run": seconds,
         "pairs": pairs,
+        "together_runs": together_n,
+        "seconds_per_together_run": together_s,
         "users": USERS,
         "target_cpu": tgt_cpu,
         "generator_cpu": gen_cpu,
@@ -205,7 +308,11 @@ def run(workdir: Path, small: bool) -> BenchResult:
                 )
             if wrk_path() is not None:
                 wrk_runs.append(_wrk(target, workdir, 2.0 if small else 5.0, gen_cpu))
-    _aggregate(result, phases, runs, wrk_runs)
+        together = [
+            _together(i, target, workdir, seconds=together_s, cpu=gen_cpu, watch=watch)
+            for i in range(together_n)
+        ]
+    _aggregate(result, phases, runs, wrk_runs, together)
     return result
 
 
@@ -227,6 +334,7 @@ def _aggregate(
     phases: list[dict[str, Any]],
     runs: list[dict[str, Any]],
     wrk_runs: list[dict[str, Any]],
+    together: list[dict[str, Any]],
 ) -> None:
     cycles = sorted({p["cycle"] for p in phases})
     diffs: list[float] = []
@@ -248,8 +356,11 @@ def _aggregate(
         for a, b in zip(on_r, off_r, strict=True)
     ]
     counted = sum(x is not None for x in pair)
-    enough = counted > len(pair) // 2
-    ratio = _med(pair) if enough else None
+    back_to_back = _med(pair) if counted > len(pair) // 2 else None
+    side = [t["ratio"] for t in together]
+    side_counted = sum(x is not None for x in side)
+    enough = side_counted > len(side) // 2
+    ratio = _med(side) if enough else None
     all_seconds = _med(
         [a["rps"] / b["rps"] if b["rps"] else None for a, b in zip(on_r, off_r, strict=True)]
     )
@@ -268,16 +379,17 @@ def _aggregate(
         why = ""
     if not why and not enough:
         why = (
-            f"only {counted} of {len(pair)} pairs had both runs saturated (>= "
-            f"{MIN_SATURATED_S} s with >= {SATURATED_SHARE:.0%} of the generator's core; "
-            "needs most pairs): neighbours on the generator's core took part of it, so they "
-            "set the rate"
+            f"only {side_counted} of {len(side)} side-by-side runs had each generator on >= "
+            f"{TOGETHER_SHARE:.0%} of the core for >= {TOGETHER_MIN_S} common seconds (needs "
+            "most runs): the core was not shared evenly by two saturated generators"
         )
-    result.raw = {"phases": phases, "runs": runs, "wrk": wrk_runs}
+    result.raw = {"phases": phases, "runs": runs, "wrk": wrk_runs, "together": together}
     result.ratios = {
         "monitor_process_cpu_pct_of_core": pct,
         "sampler_greenlet_cpu_pct_of_core": _med(tracer),
         "rps_on_over_off": ratio,
+        "rps_on_over_off_side_by_side_per_cpu": _med([t["per_cpu_ratio"] for t in together]),
+        "rps_on_over_off_back_to_back": back_to_back,
         "rps_on_over_off_all_steady_seconds": all_seconds,
         "rps_per_generator_cpu_on_over_off": _med(per_cpu),
         "wrk_ceiling_over_fastest_run": headroom,
@@ -332,7 +444,35 @@ def _aggregate(
             ],
         ),
         Table(
-            "Pairs (on / off)",
+            "Side by side: both generators at once on one core (the goal's figure)",
+            [
+                "run",
+                "first",
+                "common s",
+                "requests/s on",
+                "requests/s off",
+                "core share on",
+                "core share off",
+                "ratio on / off",
+                "per CPU s on / off",
+            ],
+            [
+                [
+                    t["run"],
+                    t["first"],
+                    t["common_s"],
+                    t["rps_on"],
+                    t["rps_off"],
+                    t["share_on"],
+                    t["share_off"],
+                    t["ratio"],
+                    t["per_cpu_ratio"],
+                ]
+                for t in together
+            ],
+        ),
+        Table(
+            "Back-to-back pairs (on / off), each run alone on the core (cross-check)",
             [
                 "pair",
                 "first",
@@ -373,11 +513,19 @@ def _aggregate(
             + ", ".join(f"{d:.2f}" for d in diffs)
             + f"); the sampler greenlet's own CPU by the tracer was {_med(tracer) or 0:.2f}%."
         )
+    spread = [x for x in pair if x is not None]
     reading.append(
-        "Requests/s with the monitor attached over its saturated seconds were "
+        "Requests/s with the monitor attached, side by side with an unmonitored generator on "
+        "the same core, were "
         + ("n/a" if ratio is None else f"{ratio:.3f}")
-        + f" of those without it ({counted} of {len(pair)} pairs counted: "
+        + f" of its neighbour's ({side_counted} of {len(side)} runs counted: "
+        + ", ".join("-" if x is None else f"{x:.3f}" for x in side)
+        + f"); per CPU second {_med([t['per_cpu_ratio'] for t in together]) or 0:.3f}. "
+        + "Back to back, each run alone on the core: "
+        + ("n/a" if back_to_back is None else f"{back_to_back:.3f}")
+        + f" ({counted} of {len(pair)} pairs counted: "
         + ", ".join("-" if x is None else f"{x:.3f}" for x in pair)
+        + (f"; spread {min(spread):.3f}-{max(spread):.3f}" if spread else "")
         + f"); over all steady seconds {all_seconds or 0:.3f}; per generator CPU second, "
         + f"{_med(per_cpu) or 0:.3f}."
         + (f" Not judged: {why}." if why else "")

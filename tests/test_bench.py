@@ -316,3 +316,23 @@ def test_load_counts_only_seconds_and_pairs_where_the_generator_had_its_core() -
     _aggregate(result, few, wrk, [])
     goal = next(g for g in result.goals if g.id == "loadgen_cpu_per_request_ratio")
     assert goal.passed is None and "only 1 of 3 pairs" in goal.reason, goal.reason
+
+
+def test_side_by_side_ratio_takes_the_seconds_both_ran_and_needs_an_even_share() -> None:
+    """The monitor goal's runs: on / off over the whole seconds both generators ran (the
+    first and last common second cut), counted only when each had its share of the core."""
+    from bench.monitor_cost import TOGETHER_SHARE, together_ratio
+
+    on = {t: 3000 for t in range(100, 112)}  # started a second later, ended a second later
+    off = {t: 3100 for t in range(99, 111)}
+    off[105] = 9000  # a second the on side's neighbour ran alone counts for both
+    on[105] = 8700
+    r = together_ratio(on, off, cpu_on=4.5, cpu_off=4.5)  # common 100..110, cut to 101..109
+    assert r["common_s"] == 9 and r["start"] == 101
+    assert r["ratio"] == pytest.approx((8 * 3000 + 8700) / (8 * 3100 + 9000))
+    assert r["share_on"] == pytest.approx(0.5) and r["per_cpu_ratio"] == pytest.approx(r["ratio"])
+    lopsided = together_ratio(on, off, cpu_on=9 * (TOGETHER_SHARE - 0.01), cpu_off=4.5)
+    assert lopsided["ratio"] is None and lopsided["per_cpu_ratio"] is not None
+    short = together_ratio({1: 1, 2: 1, 3: 1, 4: 1}, {1: 1, 2: 1, 3: 1, 4: 1}, 1.0, 1.0)
+    assert short["common_s"] == 2 and short["ratio"] is None
+    assert together_ratio(on, off, None, 4.5)["ratio"] is None
