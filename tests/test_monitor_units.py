@@ -597,7 +597,7 @@ def test_history_keeps_the_last_samples_as_points_with_none_where_none_was_read(
 
 def test_history_holds_no_object_per_sample() -> None:
     """An hour of 1 s samples costs the master well under 0.2 MB (an object per sample held
-    some 300 B each, ~1 MB an hour: bench self_rss_slope_mb_per_hour)."""
+    about 250 B each, ~0.9 MB an hour: bench self_rss_slope_mb_per_hour)."""
     history = History()
     verdict = LeakVerdict("clear", 0.1)
     history.add(_history_row(1), verdict, injects_leak=False)  # its first row stays as latest
