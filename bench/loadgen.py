@@ -47,6 +47,7 @@ from bench.procs import (
     cpus,
     fast_target,
     free_port,
+    per_second,
     read_rows,
     run_locust,
     run_wrk,
@@ -109,7 +110,7 @@ def _side(
     rps, n, t0, t1 = steady_rate(entry)
     gen_cpu = watch.between(tag, t0, t1)
     span = t1 - t0
-    per_sec = {int(k): int(v) for k, v in entry.get("num_reqs_per_sec", {}).items()}
+    per_sec = per_second(entry)
     sat_s, sat_n, sat_cpu = saturated_seconds(
         per_sec, [(t, watch.between(tag, t, t + 1)) for t in range(int(t0), int(t1))]
     )

@@ -65,6 +65,7 @@ from bench.procs import (
     cpus,
     fast_target,
     finish_locust,
+    per_second,
     pin,
     run_locust,
     service,
@@ -136,7 +137,7 @@ def _side(
         raise BenchError(f"{tag}: no {ENDPOINT} requests (exit {run.exit_code}): {run.log_tail()}")
     rps, n, t0, t1 = steady_rate(entry)
     gen = watch.between(tag, t0, t1)
-    per_sec = {int(k): int(v) for k, v in entry.get("num_reqs_per_sec", {}).items()}
+    per_sec = per_second(entry)
     sat_s, sat_n, _ = saturated_seconds(
         per_sec, [(t, watch.between(tag, t, t + 1)) for t in range(int(t0), int(t1))]
     )
@@ -171,6 +172,11 @@ def _env(monitor: bool, target: FastTarget, workdir: Path, tag: str) -> dict[str
     }
 
 
+def common_seconds(on: dict[int, int], off: dict[int, int]) -> list[int]:
+    """The whole seconds both sides ran, oldest first, the first and last (partial) cut."""
+    return sorted(set(on) & set(off))[1:-1]
+
+
 def together_ratio(
     on: dict[int, int], off: dict[int, int], cpu_on: float | None, cpu_off: float | None
 ) -> dict[str, Any]:
@@ -181,7 +187,7 @@ def together_ratio(
     ``ratio`` is None (the run does not count) with fewer than ``TOGETHER_MIN_S``
     common seconds, or when a side had less than ``TOGETHER_SHARE`` of the core.
     """
-    common = sorted(set(on) & set(off))[1:-1]
+    common = common_seconds(on, off)
     span = len(common)
     n_on = sum(on[t] for t in common)
     n_off = sum(off[t] for t in common)
@@ -235,11 +241,11 @@ def _together(
                 raise BenchError(
                     f"{tag}: no {ENDPOINT} requests (exit {run.exit_code}): {run.log_tail()}"
                 )
-            per_sec[monitor] = {int(k): int(v) for k, v in entry["num_reqs_per_sec"].items()}
+            per_sec[monitor] = per_second(entry)
     finally:
         for proc, _, _ in started.values():
             stop_process(proc, 5)
-    common = sorted(set(per_sec[True]) & set(per_sec[False]))[1:-1]
+    common = common_seconds(per_sec[True], per_sec[False])
     cpu_s = {
         m: watch.between(tag, common[0], common[-1] + 1) if common else None
         for m, (_, tag, _) in started.items()
@@ -361,6 +367,7 @@ def _aggregate(
     side_counted = sum(x is not None for x in side)
     enough = side_counted > len(side) // 2
     ratio = _med(side) if enough else None
+    side_per_cpu = _med([t["per_cpu_ratio"] for t in together])
     all_seconds = _med(
         [a["rps"] / b["rps"] if b["rps"] else None for a, b in zip(on_r, off_r, strict=True)]
     )
@@ -388,7 +395,7 @@ def _aggregate(
         "monitor_process_cpu_pct_of_core": pct,
         "sampler_greenlet_cpu_pct_of_core": _med(tracer),
         "rps_on_over_off": ratio,
-        "rps_on_over_off_side_by_side_per_cpu": _med([t["per_cpu_ratio"] for t in together]),
+        "rps_on_over_off_side_by_side_per_cpu": side_per_cpu,
         "rps_on_over_off_back_to_back": back_to_back,
         "rps_on_over_off_all_steady_seconds": all_seconds,
         "rps_per_generator_cpu_on_over_off": _med(per_cpu),
@@ -520,7 +527,7 @@ def _aggregate(
         + ("n/a" if ratio is None else f"{ratio:.3f}")
         + f" of its neighbour's ({side_counted} of {len(side)} runs counted: "
         + ", ".join("-" if x is None else f"{x:.3f}" for x in side)
-        + f"); per CPU second {_med([t['per_cpu_ratio'] for t in together]) or 0:.3f}. "
+        + f"); per CPU second {side_per_cpu or 0:.3f}. "
         + "Back to back, each run alone on the core: "
         + ("n/a" if back_to_back is None else f"{back_to_back:.3f}")
         + f" ({counted} of {len(pair)} pairs counted: "

@@ -250,6 +250,11 @@ class LocustRun:
             return ""
 
 
+def per_second(entry: dict[str, Any]) -> dict[int, int]:
+    """A --json-file entry's requests each second (Unix second -> count)."""
+    return {int(k): int(v) for k, v in entry.get("num_reqs_per_sec", {}).items()}
+
+
 def steady_rate(entry: dict[str, Any], skip_s: int = 1) -> tuple[float, int, float, float]:
     """Requests per second over the whole seconds of a run, ``skip_s`` cut at each end.
 
@@ -257,7 +262,7 @@ def steady_rate(entry: dict[str, Any], skip_s: int = 1) -> tuple[float, int, flo
     counts (``num_reqs_per_sec`` in --json-file) leave out the ramp-up and the
     last, partial second.
     """
-    per_sec = {int(k): int(v) for k, v in entry.get("num_reqs_per_sec", {}).items()}
+    per_sec = per_second(entry)
     if not per_sec:
         return 0.0, 0, 0.0, 0.0
     first, last = min(per_sec), max(per_sec)
